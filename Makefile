@@ -1,0 +1,32 @@
+# Two entry points, each setting up .venv itself on a fresh machine:
+#   make bench   - the activation benchmark on whatever device is present
+#   make test    - the test suite (CPU-only machines run Triton under TRITON_INTERPRET=1)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch pinned to the build this machine kind installs from disk; override for other machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.alphakern-installed
+
+.PHONY: bench test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_activation.py $(BENCH_ARGS)
+
+# pytest exits 5 when it collects nothing: not a failure of the code.
+test: $(STAMP)
+	$(PY) -m pytest -q $(TEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

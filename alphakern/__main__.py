@@ -1,0 +1,5 @@
+import sys
+
+from alphakern.cli import main
+
+sys.exit(main())

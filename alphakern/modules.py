@@ -1,0 +1,47 @@
+"""``AlphaReLU``: a drop-in replacement for ``nn.ReLU`` that learns whether to stay non-linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from alphakern.functional import alpha, alpha_relu
+
+
+class AlphaReLU(nn.Module):
+    """R_α(x) = x + α·relu(−x), α = σ((σ(γ) − ½)·ν) — PReLU with the learned slope 1 − α.
+
+    ``gamma`` (0-dim parameter, init 0) is trained; ``nu`` (0-dim buffer, init 0, in the state
+    dict) grows by ``nu_step`` at every forward in training mode, driving α to 1 (a ReLU) or 0
+    (the identity). The update stays on the device: no host sync.
+    """
+
+    def __init__(self, nu_step: float = 0.01, *, backend: str | None = None) -> None:
+        super().__init__()
+        self.nu_step = float(nu_step)
+        self.backend = backend
+        self.gamma = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("nu", torch.tensor(0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            # A fresh tensor goes into the op (autograd saves it), then the buffer takes its
+            # value: an in-place add would trip autograd's version check when a second forward
+            # runs before backward.
+            nu = self.nu + self.nu_step
+            self.nu.copy_(nu)
+        else:
+            nu = self.nu
+        return alpha_relu(x, self.gamma, nu, backend=self.backend)
+
+    @property
+    def alpha(self) -> Tensor:
+        """The current α (a detached 0-dim tensor on the module's device)."""
+        with torch.no_grad():
+            return alpha(self.gamma, self.nu).detach()
+
+    def extra_repr(self) -> str:
+        # Printing reads two scalars off the device; forward never does.
+        if self.gamma.device.type == "meta":
+            return f"nu_step={self.nu_step}"
+        return f"nu_step={self.nu_step}, gamma={self.gamma.item():.4g}, alpha={self.alpha.item():.4g}"

@@ -1,0 +1,1 @@
+"""Kernels and the registered op. Users call alphakern.alpha_relu / alphakern.AlphaReLU instead."""

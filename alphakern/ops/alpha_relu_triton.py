@@ -1,0 +1,184 @@
+"""Triton kernels for R_α(x) = x + α·relu(−x), α = σ((σ(γ) − ½)·ν), and their host launchers.
+
+γ and ν are read from device memory inside the kernels, so no launch syncs with the host and no
+Python float (which Triton would treat as fp64) reaches a kernel. All math is fp32; offsets are
+int64, so tensors past 2³¹ elements work. The γ-gradient is a reduction: each backward program
+writes one fp32 partial, and a one-program kernel sums the partials in a fixed order and applies
+the chain rule — no atomics, so repeated backward passes are bitwise identical.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from alphakern.ops._layout import dense_input_and_output, flat, like
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+
+# Triton decides at decoration time whether kernels are compiled or interpreted.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+FWD_BLOCK = 4096
+BWD_BLOCK = 4096
+# The backward grid is capped (a grid-stride loop covers the rest) so the partial buffer and the
+# final sum stay small; the cap does not depend on the device, so results are reproducible anywhere.
+BWD_MAX_PROGRAMS = 2048
+FINAL_BLOCK = 1024
+NUM_WARPS = 8
+
+
+def available() -> bool:
+    return triton is not None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _alpha(gamma_ptr, nu_ptr):
+        """α and dα/dγ = α(1−α)·ν·σ(γ)(1−σ(γ)), in fp32, from the 1-element tensors γ and ν."""
+        g = tl.load(gamma_ptr).to(tl.float32)
+        nu = tl.load(nu_ptr).to(tl.float32)
+        s = tl.sigmoid(g)
+        a = tl.sigmoid((s - 0.5) * nu)
+        return a, a * (1.0 - a) * nu * s * (1.0 - s)
+
+    @triton.jit
+    def _alpha_relu_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
+        a, _ = _alpha(gamma_ptr, nu_ptr)
+        offs = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+        mask = offs < n_elements
+        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+        # relu(−x) written so NaN propagates (x > 0 is False for NaN) and x = −inf gives NaN like
+        # the eager expression.
+        r = tl.where(x > 0.0, 0.0, -x)
+        tl.store(y_ptr + offs, (x + a * r).to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _alpha_relu_bwd_kernel(
+        dy_ptr,
+        x_ptr,
+        dx_ptr,
+        partial_ptr,
+        gamma_ptr,
+        nu_ptr,
+        n_elements,
+        tiles_per_program,
+        BLOCK_SIZE: tl.constexpr,
+    ):
+        a, _ = _alpha(gamma_ptr, nu_ptr)
+        pid = tl.program_id(0)
+        pid64 = pid.to(tl.int64)
+        n_programs = tl.num_programs(0).to(tl.int64)
+        acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
+        # grid-stride over tiles; tiles past the end are fully masked
+        for i in range(0, tiles_per_program):
+            offs = (pid64 + i * n_programs) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+            mask = offs < n_elements
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            # Slope 1 at x = ±0 (autograd of relu), 1 − α below zero and, as eager autograd
+            # gives, at NaN.
+            dx = tl.where(x >= 0.0, dy, dy * (1.0 - a))
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            acc += dy * tl.where(x > 0.0, 0.0, -x)  # masked lanes loaded 0: they add 0
+        tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
+
+    @triton.jit
+    def _alpha_relu_dgamma_kernel(
+        partial_ptr, gamma_ptr, nu_ptr, dgamma_ptr, n_partials, BLOCK_SIZE: tl.constexpr
+    ):
+        _, dalpha_dgamma = _alpha(gamma_ptr, nu_ptr)
+        acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
+        for start in range(0, n_partials, BLOCK_SIZE):
+            offs = start + tl.arange(0, BLOCK_SIZE)
+            acc += tl.load(partial_ptr + offs, mask=offs < n_partials, other=0.0)
+        total = tl.sum(acc, axis=0)
+        tl.store(dgamma_ptr, (total * dalpha_dgamma).to(dgamma_ptr.dtype.element_ty))
+
+
+def _check_runnable(x: torch.Tensor) -> None:
+    if triton is None:
+        raise RuntimeError(
+            "backend='triton' needs the 'triton' package: pip install triton "
+            "(it ships with PyTorch's CUDA wheels on Linux), or use backend='torch'."
+        )
+    if x.device.type == "cpu" and not INTERPRET:
+        raise RuntimeError(
+            "backend='triton' got a CPU tensor: Triton kernels run on CUDA devices, or on the CPU "
+            "under the interpreter — set TRITON_INTERPRET=1 before importing alphakern, "
+            "or use backend='torch'."
+        )
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"backend='triton' supports x of dtype float32, float16 or bfloat16, got {x.dtype}; "
+            "use backend='torch' for other floating dtypes."
+        )
+
+
+def _device_ctx(x: torch.Tensor):
+    if x.device.type == "cuda":
+        return torch.cuda.device(x.device)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """y = R_α(x), shaped and laid out like ``torch.empty_like(x)``."""
+    _check_runnable(x)
+    xd, y = dense_input_and_output(x)
+    n = x.numel()
+    if n == 0:
+        return y
+    with _device_ctx(x):
+        grid = (triton.cdiv(n, FWD_BLOCK),)
+        _alpha_relu_fwd_kernel[grid](
+            flat(xd), flat(y), gamma, nu, n, BLOCK_SIZE=FWD_BLOCK, num_warps=NUM_WARPS
+        )
+    return y
+
+
+def backward(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    *,
+    block_size: int = BWD_BLOCK,
+    max_programs: int = BWD_MAX_PROGRAMS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂x, ∂L/∂γ). ``block_size``/``max_programs`` exist so tests can force many programs."""
+    _check_runnable(x)
+    xd, dx = dense_input_and_output(x)
+    n = x.numel()
+    if n == 0:
+        return dx, torch.zeros_like(gamma)
+    dyd = like(dy, dx)
+    n_tiles = triton.cdiv(n, block_size)
+    n_programs = min(n_tiles, max_programs)
+    partials = torch.empty(n_programs, device=x.device, dtype=torch.float32)
+    dgamma = torch.empty_like(gamma)
+    with _device_ctx(x):
+        _alpha_relu_bwd_kernel[(n_programs,)](
+            flat(dyd),
+            flat(xd),
+            flat(dx),
+            partials,
+            gamma,
+            nu,
+            n,
+            triton.cdiv(n_tiles, n_programs),
+            BLOCK_SIZE=block_size,
+            num_warps=NUM_WARPS,
+        )
+        _alpha_relu_dgamma_kernel[(1,)](
+            partials, gamma, nu, dgamma, n_programs, BLOCK_SIZE=FINAL_BLOCK, num_warps=4
+        )
+    return dx, dgamma

@@ -1,0 +1,100 @@
+"""The "cuda" backend: csrc/ compiled with torch.utils.cpp_extension (ninja), JIT on first use.
+
+The build is cached by torch's extension builder (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``) and only redone when the sources or flags change. It targets sm_80
+and sm_90 unless ``TORCH_CUDA_ARCH_LIST`` says otherwise. A failed build raises RuntimeError with
+the compiler's output; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+NAME = "alphakern_cuda"
+DEFAULT_ARCH_LIST = "8.0;9.0"
+SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu")
+_loaded: str | None = None
+
+
+def csrc_dir() -> Path:
+    """csrc/ of the source tree, or the copy installed inside the package."""
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here.parent / "csrc", here / "csrc"):
+        if all((cand / s).is_file() for s in SOURCES):
+            return cand
+    raise RuntimeError(f"alphakern's CUDA sources {SOURCES} were not found near {here}")
+
+
+def _find_cuda_home() -> str | None:
+    """CUDA_HOME, else the toolkit behind nvcc (a wrapper script in /usr/local/bin fools torch)."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    for cand in ("/usr/local/cuda",):
+        if Path(cand, "bin", "nvcc").exists():
+            return cand
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        real = Path(nvcc).resolve()
+        if real.parent.name == "bin" and (real.parent.parent / "include" / "cuda.h").exists():
+            return str(real.parent.parent)
+    return None
+
+
+def build(verbose: bool = False) -> str:
+    """Compile (or reuse the cached build of) csrc/ and load it; returns the library's path."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    cuda_home = _find_cuda_home()
+    if cuda_home is None:
+        raise RuntimeError(
+            "backend='cuda' needs the CUDA toolkit (nvcc) to build csrc/: none was found. Install "
+            "it and set CUDA_HOME to it, or use backend='triton' or 'torch'."
+        )
+    os.environ["CUDA_HOME"] = cuda_home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
+    from torch.utils import cpp_extension
+
+    cpp_extension.CUDA_HOME = cuda_home  # read at import time, before our CUDA_HOME was set
+    src = csrc_dir()
+    try:
+        path = cpp_extension.load(
+            name=NAME,
+            sources=[str(src / s) for s in SOURCES],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"],
+            is_python_module=False,
+            verbose=verbose,
+        )
+    except Exception as e:  # the builder raises RuntimeError/CalledProcessError with the log
+        raise RuntimeError(
+            f"building alphakern's CUDA backend from {src} failed (CUDA_HOME={cuda_home}, "
+            f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}):\n{e}\n"
+            "Fix the toolkit (CUDA_HOME, nvcc matching torch's CUDA major version, ninja "
+            "installed) or use backend='triton' or 'torch'."
+        ) from e
+    _loaded = str(path) if path else str(Path(cpp_extension._get_build_directory(NAME, False)))
+    return _loaded
+
+
+def _ops():
+    build()
+    return torch.ops.alphakern_cuda
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    if not x.is_cuda:
+        raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
+    return _ops().alpha_relu_fwd(x, gamma, nu)
+
+
+def backward(
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not x.is_cuda:
+        raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
+    return _ops().alpha_relu_bwd(dy, x, gamma, nu)

@@ -1,0 +1,106 @@
+// Argument checks and TORCH_LIBRARY registration of the CUDA backend's ops:
+//   alphakern_cuda::alpha_relu_fwd(Tensor x, Tensor gamma, Tensor nu) -> Tensor
+//   alphakern_cuda::alpha_relu_bwd(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)
+// These are backend kernels; autograd lives on the Python op alphakern::alpha_relu, which calls
+// them for backend="cuda". Meta kernels let torch.compile trace them.
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+namespace alphakern {
+
+void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma,
+                           const at::Tensor& nu);
+void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                           at::Tensor& dgamma, const at::Tensor& gamma, const at::Tensor& nu);
+
+namespace {
+
+void check_scalar(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.numel() == 1, "alpha_relu: ", name, " must be a 1-element tensor, got shape ",
+              t.sizes());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "alpha_relu: ", name,
+              " must be a floating tensor, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), "alpha_relu: ", name, " must be on x's device ",
+              x.device(), ", got ", t.device());
+}
+
+void check_x(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.is_cuda(), "alpha_relu (cuda backend): ", name,
+              " must be a CUDA tensor, got device ", x.device());
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16,
+              "alpha_relu (cuda backend): ", name,
+              " must be float32, float16 or bfloat16, got ", t);
+}
+
+// `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
+at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
+  if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;
+  return at::empty_like(ref, t.options()).copy_(t);
+}
+
+at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat).reshape({}); }
+
+at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
+  check_x(x, "x");
+  check_scalar(gamma, "gamma", x);
+  check_scalar(nu, "nu", x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty_like(x);  // x's memory format; the fake kernel says the same
+  const at::Tensor xd = like(x, y);
+  launch_alpha_relu_fwd(xd, y, as_float(gamma), as_float(nu));
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                       const at::Tensor& gamma,
+                                                       const at::Tensor& nu) {
+  check_x(x, "x");
+  check_x(dy, "dy");
+  TORCH_CHECK(dy.sizes() == x.sizes(), "alpha_relu: dy must have x's shape ", x.sizes(),
+              ", got ", dy.sizes());
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "alpha_relu: dy must have x's dtype ",
+              x.scalar_type(), ", got ", dy.scalar_type());
+  check_scalar(gamma, "gamma", x);
+  check_scalar(nu, "nu", x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor dx = at::empty_like(x);
+  const at::Tensor xd = like(x, dx);
+  const at::Tensor dyd = like(dy, dx);
+  at::Tensor dgamma32 = at::empty({}, x.options().dtype(at::kFloat));
+  launch_alpha_relu_bwd(dyd, xd, dx, dgamma32, as_float(gamma), as_float(nu));
+  return {dx, dgamma32.to(gamma.scalar_type()).reshape(gamma.sizes())};
+}
+
+at::Tensor alpha_relu_fwd_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&) {
+  return at::empty_like(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_meta(const at::Tensor&, const at::Tensor& x,
+                                                       const at::Tensor& gamma,
+                                                       const at::Tensor&) {
+  return {at::empty_like(x), at::empty_like(gamma)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(alphakern_cuda, m) {
+  m.def("alpha_relu_fwd(Tensor x, Tensor gamma, Tensor nu) -> Tensor");
+  m.def("alpha_relu_bwd(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(alphakern_cuda, CUDA, m) {
+  m.impl("alpha_relu_fwd", &alpha_relu_fwd_cuda);
+  m.impl("alpha_relu_bwd", &alpha_relu_bwd_cuda);
+}
+
+TORCH_LIBRARY_IMPL(alphakern_cuda, Meta, m) {
+  m.impl("alpha_relu_fwd", &alpha_relu_fwd_meta);
+  m.impl("alpha_relu_bwd", &alpha_relu_bwd_meta);
+}
+
+}  // namespace alphakern

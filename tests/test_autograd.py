@@ -1,0 +1,100 @@
+"""gradcheck/gradgradcheck, determinism, opcheck and torch.compile(fullgraph=True)."""
+
+import pytest
+import torch
+
+import alphakern
+from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from tests.reference import backend_params, device_for
+
+
+def _inputs(dtype=torch.float64, shape=(2, 3, 5, 4), device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    x = torch.where(x.abs() < 1e-3, x + 0.01, x)  # keep finite differences off the kink
+    x = x.to(device).requires_grad_()
+    gamma = torch.tensor(0.4, dtype=dtype, device=device, requires_grad=True)
+    nu = torch.tensor(3.0, dtype=dtype, device=device)
+    return x, gamma, nu
+
+
+def test_gradcheck_torch_backend():
+    x, gamma, nu = _inputs()
+    assert torch.autograd.gradcheck(lambda x, g: alphakern.alpha_relu(x, g, nu, backend="torch"), (x, gamma))
+
+
+def test_gradgradcheck_torch_backend():
+    x, gamma, nu = _inputs()
+    assert torch.autograd.gradgradcheck(
+        lambda x, g: alphakern.alpha_relu(x, g, nu, backend="torch"), (x, gamma)
+    )
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_double_backward_matches_eager(backend):
+    """create_graph=True works on every backend (double backward runs differentiable torch ops)."""
+    device = device_for(backend)
+    x, gamma, nu = _inputs(torch.float32, device=device)
+
+    def grads(fn):
+        y = fn(x, gamma)
+        gx, gg = torch.autograd.grad((y * y).sum(), (x, gamma), create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum() + gg, (x, gamma))
+
+    fused = grads(lambda x, g: alphakern.alpha_relu(x, g, nu, backend=backend))
+    eager = grads(lambda x, g: x + alphakern.alpha(g, nu) * torch.relu(-x))
+    for a, b in zip(fused, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_backward_is_deterministic(backend):
+    device = device_for(backend)
+    g = torch.Generator().manual_seed(1)
+    n = 3 * 7 * 256 * 3  # several tiles, so several partial sums
+    x = torch.randn(n, generator=g).to(device)
+    dy = torch.randn(n, generator=g).to(device)
+    gamma = torch.tensor(-0.3, device=device)
+    nu = torch.tensor(8.0, device=device)
+    dx0, dg0 = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+    for _ in range(20):
+        dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+        assert torch.equal(dx, dx0) and torch.equal(dg, dg0)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_opcheck(backend):
+    device = device_for(backend)
+    x, gamma, nu = _inputs(torch.float32, device=device)
+    torch.library.opcheck(alpha_relu_op, (x, gamma, nu, backend))
+    dy = torch.randn_like(x)
+    torch.library.opcheck(alpha_relu_backward_op, (dy, x.detach(), gamma.detach(), nu, backend))
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.act = alphakern.AlphaReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)).sum(dim=(1, 2, 3))
+
+
+def test_compile_fullgraph_matches_eager():
+    """torch.compile traces a model using the op with no graph break, and computes the same."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = _Net()
+    ref = _Net()
+    ref.load_state_dict(net.state_dict())
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(2):  # ν moves on each training step, in both
+        out_c, out_r = compiled(x), ref(x)
+        out_c.sum().backward()
+        out_r.sum().backward()
+        torch.testing.assert_close(out_c, out_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net.act.nu, ref.act.nu)
+    torch.testing.assert_close(net.act.gamma.grad, ref.act.gamma.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(net.conv.weight.grad, ref.conv.weight.grad, rtol=1e-4, atol=1e-5)

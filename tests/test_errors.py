@@ -1,0 +1,112 @@
+"""Bad input gives clear errors naming the argument and what was expected."""
+
+import pytest
+import torch
+
+import alphakern
+from alphakern.ops import alpha_relu_triton
+
+G = torch.tensor(0.0)
+NU = torch.tensor(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.complex64])
+def test_non_floating_x(dtype):
+    x = torch.zeros(3, dtype=dtype)
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor.*" + str(dtype)):
+        alphakern.alpha_relu(x, G, NU)
+
+
+def test_x_not_a_tensor():
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        alphakern.alpha_relu([1.0, 2.0], G, NU)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [torch.zeros(2), torch.tensor(1), torch.zeros(0), 0.5, torch.tensor(1 + 1j)],
+    ids=["two-elements", "int", "empty", "python-float", "complex"],
+)
+@pytest.mark.parametrize("name", ["gamma", "nu"])
+def test_bad_scalars(name, bad):
+    args = {"gamma": G, "nu": NU, name: bad}
+    with pytest.raises(ValueError, match=f"{name} must be a 1-element floating-point tensor"):
+        alphakern.alpha_relu(torch.zeros(3), args["gamma"], args["nu"])
+
+
+def test_one_element_shapes_are_fine():
+    y = alphakern.alpha_relu(torch.tensor([-1.0]), torch.zeros(1), torch.zeros(1, 1))
+    assert y.item() == -0.5
+
+
+@pytest.mark.parametrize("name", ["gamma", "nu"])
+def test_scalar_on_another_device(name):
+    args = {"gamma": G, "nu": NU, name: torch.tensor(0.0, device="meta")}
+    with pytest.raises(ValueError, match=f"{name} must be on x's device cpu, got meta"):
+        alphakern.alpha_relu(torch.zeros(3), args["gamma"], args["nu"])
+
+
+def test_unknown_backend_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'torch', 'triton', 'cuda'\]"):
+        alphakern.alpha_relu(torch.zeros(3), G, NU, backend="numba")
+
+
+def test_bad_env_backend(monkeypatch):
+    monkeypatch.setenv("ALPHAKERN_BACKEND", "fast")
+    with pytest.raises(ValueError, match=r"\$ALPHAKERN_BACKEND must be one of"):
+        alphakern.alpha_relu(torch.zeros(3), G, NU)
+
+
+def test_env_backend_overrides_default(monkeypatch):
+    monkeypatch.setenv("ALPHAKERN_BACKEND", "torch")
+    assert alphakern.resolve_backend(None, torch.zeros(1)) == "torch"
+    assert alphakern.resolve_backend("triton", torch.zeros(1)) == "triton"  # explicit wins
+
+
+def test_auto_is_torch_on_cpu():
+    assert alphakern.resolve_backend("auto", torch.zeros(1)) == "torch"
+
+
+def test_triton_on_cpu_without_interpreter(monkeypatch):
+    monkeypatch.setattr(alpha_relu_triton, "INTERPRET", False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        alphakern.alpha_relu(torch.zeros(3), G, NU, backend="triton")
+
+
+def test_triton_missing(monkeypatch):
+    monkeypatch.setattr(alpha_relu_triton, "triton", None)
+    with pytest.raises(RuntimeError, match="pip install triton"):
+        alphakern.alpha_relu(torch.zeros(3), G, NU, backend="triton")
+
+
+def test_triton_rejects_float64():
+    if not alpha_relu_triton.INTERPRET and not torch.cuda.is_available():
+        pytest.skip("triton needs a GPU or TRITON_INTERPRET=1")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16, got torch.float64"):
+        alphakern.alpha_relu(
+            torch.zeros(3, dtype=torch.float64, device=device),
+            G.to(device),
+            NU.to(device),
+            backend="triton",
+        )
+
+
+def test_cuda_backend_on_cpu_tensor():
+    with pytest.raises(RuntimeError, match="backend='cuda' needs x on a CUDA device, got cpu"):
+        alphakern.alpha_relu(torch.zeros(3), G, NU, backend="cuda")
+
+
+def test_cuda_build_failure_is_loud(monkeypatch):
+    from alphakern.ops import cuda_ext
+
+    monkeypatch.setattr(cuda_ext, "_loaded", None)
+    monkeypatch.setattr(cuda_ext, "_find_cuda_home", lambda: None)
+    with pytest.raises(RuntimeError, match="needs the CUDA toolkit"):
+        cuda_ext.build()
+
+
+def test_alpha_checks_arguments():
+    with pytest.raises(ValueError, match="gamma must be"):
+        alphakern.alpha(torch.zeros(2), NU)
+    torch.testing.assert_close(alphakern.alpha(G, NU), torch.tensor(0.5))

@@ -1,0 +1,69 @@
+"""AlphaReLU: the ν schedule, state_dict, the alpha property, repeated forwards."""
+
+import torch
+
+import alphakern
+
+
+def test_nu_grows_in_training_only():
+    m = alphakern.AlphaReLU(nu_step=0.25)
+    x = torch.randn(4, 5)
+    m.train()
+    for _ in range(3):
+        m(x)
+    assert m.nu.item() == 0.75
+    m.eval()
+    m(x)
+    assert m.nu.item() == 0.75
+
+
+def test_forward_uses_updated_nu():
+    m = alphakern.AlphaReLU(nu_step=2.0)
+    with torch.no_grad():
+        m.gamma.fill_(1.0)
+    x = torch.tensor([-1.0, 2.0])
+    y = m(x)  # ν = 2 during this forward
+    a = torch.sigmoid((torch.sigmoid(torch.tensor(1.0)) - 0.5) * 2.0)
+    torch.testing.assert_close(y, torch.stack([-1.0 + a, torch.tensor(2.0)]))
+
+
+def test_state_dict_round_trip():
+    m = alphakern.AlphaReLU()
+    with torch.no_grad():
+        m.gamma.fill_(-0.6)
+    m(torch.randn(3))
+    sd = m.state_dict()
+    assert set(sd) == {"gamma", "nu"} and sd["gamma"].dim() == 0 and sd["nu"].dim() == 0
+    m2 = alphakern.AlphaReLU()
+    m2.load_state_dict(sd)
+    assert m2.gamma.item() == m.gamma.item() and m2.nu.item() == m.nu.item()
+    torch.testing.assert_close(m2.alpha, m.alpha)
+
+
+def test_initial_state_and_repr():
+    m = alphakern.AlphaReLU()
+    assert m.gamma.item() == 0.0 and m.nu.item() == 0.0 and m.alpha.item() == 0.5
+    assert m.gamma.requires_grad and not m.alpha.requires_grad
+    assert "gamma=0" in repr(m) and "alpha=0.5" in repr(m)
+
+
+def test_two_forwards_before_backward():
+    """Gradient accumulation over several forwards: ν's update must not break autograd."""
+    m = alphakern.AlphaReLU()
+    x = torch.randn(8, requires_grad=True)
+    loss = m(x).sum() + m(x).sum()
+    loss.backward()
+    assert m.gamma.grad is not None and torch.isfinite(m.gamma.grad)
+
+
+def test_gradient_reaches_gamma():
+    m = alphakern.AlphaReLU()
+    m(torch.randn(10))  # ν > 0, so dα/dγ ≠ 0
+    m(-torch.ones(10)).sum().backward()
+    assert m.gamma.grad.item() != 0.0
+
+
+def test_drop_in_for_relu_in_sequential():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), alphakern.AlphaReLU(), torch.nn.Linear(4, 1))
+    net(torch.randn(2, 4)).sum().backward()
+    assert net[1].gamma.grad is not None

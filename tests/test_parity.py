@@ -1,0 +1,166 @@
+"""Every backend against the float64 oracle: dtypes, odd shapes, layouts, γ/ν ranges, edge values."""
+
+import pytest
+import torch
+
+import alphakern
+from alphakern.ops import alpha_relu_triton
+from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from tests.reference import assert_matches_reference, backend_params, device_for
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# (γ, ν): α = ½ at ν = 0; mid-range; α saturated to exactly 0 or 1 at ν = 1e3
+GAMMA_NU = [(0.0, 0.0), (0.3, 5.0), (-1.2, 10.0), (2.0, 1e3), (-2.0, 1e3), (0.01, 62.5)]
+
+
+def run(backend, x, gamma, nu, dy):
+    y = alpha_relu_op(x, gamma, nu, backend)
+    dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+    return y, dx, dg
+
+
+def make(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 2).to(dtype).to(device)
+    dy = torch.randn(shape, generator=g).to(dtype).to(device)
+    return x, dy
+
+
+def scalars(gamma, nu, device, dtype=torch.float32):
+    return torch.tensor(gamma, dtype=dtype, device=device), torch.tensor(nu, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(0,), (1,), (1, 1, 1023), (3, 7, 256), (4, 8, 16, 16)], ids=str)
+def test_shapes_dtypes(backend, dtype, shape):
+    device = device_for(backend)
+    x, dy = make(shape, dtype, device)
+    gamma, nu = scalars(0.3, 5.0, device)
+    assert_matches_reference(x, gamma, nu, dy, *run(backend, x, gamma, nu, dy))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("gamma_nu", GAMMA_NU, ids=str)
+def test_gamma_nu_range(backend, gamma_nu):
+    device = device_for(backend)
+    x, dy = make((3, 7, 256), torch.float32, device, seed=1)
+    gamma, nu = scalars(*gamma_nu, device)
+    assert_matches_reference(x, gamma, nu, dy, *run(backend, x, gamma, nu, dy))
+
+
+def test_float64_torch_backend():
+    x, dy = make((3, 7, 256), torch.float64, "cpu")
+    gamma, nu = scalars(0.3, 5.0, "cpu", torch.float64)
+    assert_matches_reference(x, gamma, nu, dy, *run("torch", x, gamma, nu, dy))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_float64_gamma_with_float32_x(backend):
+    device = device_for(backend)
+    x, dy = make((1, 1, 1023), torch.float32, device)
+    gamma, nu = scalars(-0.4, 7.0, device, torch.float64)
+    assert_matches_reference(x, gamma, nu, dy, *run(backend, x, gamma, nu, dy))
+
+
+LAYOUTS = {
+    "channels_last": lambda t: t.to(memory_format=torch.channels_last),
+    "transposed": lambda t: t.transpose(1, 3),
+    "sliced": lambda t: t[:, ::2, 1:],
+    "expanded": lambda t: t[:1].expand(4, -1, -1, -1),
+}
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts(backend, layout):
+    device = device_for(backend)
+    x, dy = make((4, 8, 16, 16), torch.float32, device, seed=2)
+    x, dy = LAYOUTS[layout](x), LAYOUTS[layout](dy.contiguous())
+    gamma, nu = scalars(-0.2, 3.0, device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
+    # the output keeps x's memory format, exactly as the fake kernel promises
+    assert y.stride() == torch.empty_like(x).stride()
+    assert dx.stride() == torch.empty_like(x).stride()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_dy_in_another_layout(backend):
+    device = device_for(backend)
+    x, dy = make((4, 8, 16, 16), torch.float32, device, seed=3)
+    x = x.to(memory_format=torch.channels_last)
+    gamma, nu = scalars(0.5, 4.0, device)
+    assert_matches_reference(x, gamma, nu, dy, *run(backend, x, gamma, nu, dy))
+
+
+def switch_points(dtype, device):
+    """x at the points where the piecewise function switches, and around them."""
+    tiny = torch.finfo(dtype).tiny
+    vals = [
+        0.0,
+        -0.0,
+        tiny,
+        -tiny,
+        1e-30,
+        -1e-30,
+        1.0,
+        -1.0,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        torch.finfo(dtype).max,
+        -torch.finfo(dtype).max,
+    ]
+    return torch.tensor(vals, dtype=torch.float32).to(dtype).to(device)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_switch_points_and_specials(backend, dtype):
+    device = device_for(backend)
+    x = switch_points(dtype, device)
+    dy = torch.linspace(-2, 3, x.numel()).to(dtype).to(device)
+    gamma, nu = scalars(0.3, 5.0, device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
+    a = alphakern.alpha(gamma, nu).item()
+    # slope 1 at ±0; (1 − α) just below zero; NaN/−inf give NaN in y as the eager expression does
+    assert dx[0].item() == dy[0].item() and dx[1].item() == dy[1].item()
+    assert y[8].isnan() and y[10].isnan() and y[9].item() == float("inf")
+    assert dg.isnan() and 0 < a < 1
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_nan_makes_dgamma_nan_only(backend):
+    device = device_for(backend)
+    x, dy = make((3, 7, 256), torch.float32, device)
+    x[1, 2, 3] = float("nan")
+    gamma, nu = scalars(0.3, 5.0, device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert y.isnan().sum().item() == 1 and y[1, 2, 3].isnan()
+    assert dg.isnan()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_empty_gives_zero_dgamma(backend):
+    device = device_for(backend)
+    x = torch.empty(0, 5, device=device)
+    gamma, nu = scalars(0.3, 5.0, device)
+    y, dx, dg = run(backend, x, gamma, nu, torch.empty_like(x))
+    assert y.shape == (0, 5) and dx.shape == (0, 5) and dg.item() == 0.0
+
+
+@pytest.mark.skipif(
+    not (alpha_relu_triton.available() and alpha_relu_triton.INTERPRET or torch.cuda.is_available()),
+    reason="triton needs a GPU or TRITON_INTERPRET=1",
+)
+@pytest.mark.parametrize("block_size,max_programs", [(128, 1), (128, 3), (256, 7), (1024, 64)])
+def test_triton_partial_sums_many_programs(block_size, max_programs):
+    """The grid-stride loop and the fixed-order partial sum, with many programs and tiles each."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, dy = make((3, 7, 257), torch.float32, device, seed=4)
+    gamma, nu = scalars(-0.7, 6.0, device)
+    y = alpha_relu_triton.forward(x, gamma, nu)
+    dx, dg = alpha_relu_triton.backward(dy, x, gamma, nu, block_size=block_size, max_programs=max_programs)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
