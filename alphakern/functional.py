@@ -7,8 +7,8 @@ import os
 import torch
 from torch import Tensor
 
+from alphakern.ops import alpha_relu as _op
 from alphakern.ops import alpha_relu_torch, alpha_relu_triton
-from alphakern.ops.alpha_relu import alpha_relu_op
 
 BACKENDS = ("auto", "torch", "triton", "cuda")
 ENV_VAR = "ALPHAKERN_BACKEND"
@@ -58,4 +58,4 @@ def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, *, backend: str | None = No
     for name, t in (("gamma", gamma), ("nu", nu)):
         if t.device != x.device:
             raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
-    return alpha_relu_op(x, gamma, nu, resolve_backend(backend, x))
+    return _op.alpha_relu(x, gamma, nu, resolve_backend(backend, x))

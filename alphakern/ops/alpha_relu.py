@@ -61,19 +61,52 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _differentiable_backward(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor):
     """The same gradients from differentiable torch ops, used only for double backward."""
-    a = alpha_relu_torch.alpha(gamma, nu)
+    a, dadg = alpha_relu_torch.alpha_and_derivative(gamma, nu)
     dx = torch.where(x >= 0, dy, dy * (1 - a))
-    dgamma = (dy * torch.relu(-x)).sum() * alpha_relu_torch.dalpha_dgamma(gamma, nu)
+    dgamma = (dy * torch.relu(-x)).sum() * dadg
     return dx, dgamma.reshape(gamma.shape)
 
 
-def _backward(ctx, dy: Tensor):
+def _direct_backward(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str):
+    return _backend(backend).backward(dy, x, gamma, nu)
+
+
+def _grads(ctx, dy: Tensor, backward_fn):
     x, gamma, nu = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: build a graph so higher derivatives work
         dx, dgamma = _differentiable_backward(dy, x, gamma, nu)
     else:
-        dx, dgamma = alpha_relu_backward_op(dy, x, gamma, nu, ctx.backend)
+        dx, dgamma = backward_fn(dy, x, gamma, nu, ctx.backend)
     return dx, dgamma, None, None
 
 
-alpha_relu_op.register_autograd(_backward, setup_context=_setup_context)
+alpha_relu_op.register_autograd(
+    lambda ctx, dy: _grads(ctx, dy, alpha_relu_backward_op), setup_context=_setup_context
+)
+
+
+class AlphaReLUFunction(torch.autograd.Function):
+    """The same op for eager mode, without custom_op's Python dispatch (~0.3 ms a call on a CPU).
+
+    Forward and backward call the backend directly; the math, the saved tensors and double
+    backward are shared with the registered op above, which is what torch.compile traces.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
+        # ctx-in-forward style: a separate setup_context makes apply() bind arguments with
+        # inspect.signature on every call.
+        y = _backend(backend).forward(x, gamma, nu)
+        _setup_context(ctx, (x, gamma, nu, backend), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        return _grads(ctx, dy, _direct_backward)
+
+
+def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
+    """Dispatch: the registered op while torch.compile traces, the lean Function in eager mode."""
+    if torch.compiler.is_compiling():
+        return alpha_relu_op(x, gamma, nu, backend)
+    return AlphaReLUFunction.apply(x, gamma, nu, backend)

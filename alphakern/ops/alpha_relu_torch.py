@@ -18,11 +18,11 @@ def alpha(gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu)
 
 
-def dalpha_dgamma(gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    """dα/dγ = α(1 − α)·ν·σ(γ)(1 − σ(γ))."""
+def alpha_and_derivative(gamma: torch.Tensor, nu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α, dα/dγ) with dα/dγ = α(1 − α)·ν·σ(γ)(1 − σ(γ)), sharing the sigmoids."""
     s = torch.sigmoid(gamma)
     a = torch.sigmoid((s - 0.5) * nu)
-    return a * (1 - a) * nu * s * (1 - s)
+    return a, a * (1 - a) * nu * s * (1 - s)
 
 
 _REDUCED = (torch.float16, torch.bfloat16)
@@ -45,10 +45,11 @@ def backward(
         return dx.to(x.dtype), dgamma
     xd, dx = dense_input_and_output(x)
     dyd = like(dy, dx)
-    a = alpha(gamma, nu).to(x.dtype).reshape(())
+    a, dadg = alpha_and_derivative(gamma, nu)
+    a = a.to(x.dtype).reshape(())
     r = torch.neg(xd, out=dx).clamp_(min=0)  # relu(−x), NaN kept
     s = torch.dot(flat(dyd), flat(r))
-    dgamma = (s * dalpha_dgamma(gamma, nu)).to(gamma.dtype).reshape(gamma.shape)
+    dgamma = (s * dadg).to(gamma.dtype).reshape(gamma.shape)
     # dy where x < 0 (and NaN), 0 where x ≥ 0: relu's own backward
     torch.ops.aten.threshold_backward.grad_input(dyd, r, 0, grad_input=r)
     return torch.addcmul(dyd, r, a, value=-1, out=dx), dgamma

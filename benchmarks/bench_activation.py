@@ -1,0 +1,286 @@
+#!/usr/bin/env python
+"""Benchmark R_α: fused alphakern kernels vs eager PyTorch, F.prelu and torch.compile.
+
+Every provider computes the same function (checked against a float64 oracle before timing),
+forward only and forward+backward (dx and dγ). GPU: triton.testing.do_bench (median, p20, p80;
+L2 flushed between runs). CPU: providers interleaved round-robin, medians with p20/p80. Effective
+GB/s counts the minimum traffic (forward: read x, write y; backward: read x and dy, write dx) and
+is compared with the device-to-device copy bandwidth measured in the same run.
+
+    python benchmarks/bench_activation.py            # full run on the device found
+    python benchmarks/bench_activation.py --quick    # < 1 minute on a 2-core CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import providers  # noqa: E402
+import timing  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CNN_SHAPES = [(64, 32, 32), (64, 16, 16), (64, 8, 8)]  # the reference CNN's activations (C, H, W)
+MODES = ("fwd", "fwd+bwd")
+PASSES = {"fwd": 2, "fwd+bwd": 5}  # fwd: x, y; bwd: x, dy, dx
+CHECK_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def sizes(device: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
+    if quick:
+        return [("cnn-b16-l1", (16, 64, 32, 32)), ("cnn-b64-l3", (64, 64, 8, 8))]
+    out = []
+    for batch in (64, 512):
+        for i, chw in enumerate(CNN_SHAPES, 1):
+            out.append((f"cnn-b{batch}-l{i}", (batch, *chw)))
+    flat_max = 28 if device == "cuda" else 24  # 256M elements on a GPU, 16M on a CPU
+    for p in range(20, flat_max + 1, 2):
+        out.append((f"flat-2^{p}", (2**p,)))
+    return out
+
+
+def reference(x, gamma, nu, dy):
+    x64 = x.detach().double().requires_grad_()
+    g64 = gamma.detach().double().requires_grad_()
+    y = providers.eager(x64, g64, nu.double())
+    dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
+    return y.detach(), dx, dg
+
+
+def check(outputs, ref, x, dy, dtype) -> str:
+    """'ok' or what differs, comparing a provider's outputs with the float64 oracle."""
+    tol = CHECK_TOL[dtype]
+    for name, got, want in zip(("y", "dx"), outputs[:2], ref[:2], strict=False):
+        if got is None:
+            continue
+        scale = want.abs().max().clamp_min(1e-30)
+        err = ((got.double() - want).abs().max() / scale).item()
+        if not err <= tol:
+            return f"{name} off by {err:.2e} (relative to max)"
+    if len(outputs) > 2:
+        scale = (dy.double().abs() * torch.relu(-x.double())).sum().item() * 0.25 * 62.5 + 1e-30
+        err = abs(outputs[2].double().item() - ref[2].item()) / scale
+        if not err <= 10 * tol:
+            return f"dgamma off by {err:.2e} (relative to its scale)"
+    return "ok"
+
+
+def make_call(fn, mode, x, gamma, nu, dy):
+    if mode == "fwd":
+        return lambda: fn(x, gamma, nu)
+    xg = x.detach().requires_grad_()
+    gg = gamma.detach().requires_grad_()
+    return lambda: torch.autograd.grad(fn(xg, gg, nu), (xg, gg), dy)
+
+
+def bench_group(device, label, shape, dtype, mode, provs, budget_s):
+    """Time every provider on one (shape, dtype, mode); returns a list of row dicts."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=device).to(dtype)
+    dy = torch.randn(shape, device=device).to(dtype)
+    gamma = torch.tensor(0.3, device=device)
+    nu = torch.tensor(10.0, device=device)
+    ref = reference(x, gamma, nu, dy)
+    if mode == "fwd":
+        ref = ref[:1]
+    rows, calls = [], {}
+    for name, fn in provs.items():
+        row = dict(
+            provider=name,
+            label=label,
+            shape=list(shape),
+            numel=x.numel(),
+            dtype=str(dtype).removeprefix("torch."),
+            mode=mode,
+        )
+        try:
+            if name == "compile":
+                torch._dynamo.reset()
+                fn = torch.compile(providers.eager, dynamic=False)
+            call = make_call(fn, mode, x, gamma, nu, dy)
+            t0 = time.perf_counter()
+            out = call()  # first call: compiles / autotunes / builds
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if name == "compile":
+                row["compile_s"] = round(time.perf_counter() - t0, 3)
+            outs = (out,) if mode == "fwd" else (None, *out)
+            if mode == "fwd":
+                row["check"] = check(outs, ref, x, dy, dtype)
+            else:
+                # y of the same provider for the forward part of the check
+                y = fn(x, gamma, nu)
+                row["check"] = check((y, outs[1], outs[2]), ref, x, dy, dtype)
+            if row["check"] == "ok":
+                calls[name] = call
+        except Exception as e:  # report and carry on with the other providers
+            row["check"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append(row)
+    del ref
+    if device == "cuda":
+        stats = {k: timing.gpu_time(c) for k, c in calls.items()}
+    else:
+        stats = timing.cpu_time_interleaved(calls, budget_s=budget_s)
+    nbytes = x.numel() * x.element_size() * PASSES[mode]
+    for row in rows:
+        name = row["provider"]
+        if name not in stats:
+            continue
+        med, p20, p80 = stats[name]
+        row.update(ms=med, ms_p20=p20, ms_p80=p80, gbps=nbytes / (med * 1e-3) / 1e9)
+        row["peak_extra_mb"] = timing.peak_extra_mb(calls[name], device)
+        if device == "cuda":
+            row["kernels"] = timing.cuda_kernel_count(calls[name])
+    for row in rows:
+        for base in ("eager", "compile"):
+            b = stats.get(base)
+            if b and "ms" in row:
+                row[f"speedup_vs_{base}"] = b[0] / row["ms"]
+    return rows
+
+
+def fmt_row(r, copy_gbs):
+    if "ms" not in r:
+        return f"  {r['provider']:<17} {r['check']}"
+    pct = 100 * r["gbps"] / copy_gbs
+    extra = []
+    if r.get("kernels") is not None:
+        extra.append(f"{r['kernels']} kernels")
+    if r.get("peak_extra_mb") is not None:
+        extra.append(f"+{r['peak_extra_mb']:.0f} MiB")
+    if "compile_s" in r:
+        extra.append(f"compile {r['compile_s']:.1f}s")
+    return (
+        f"  {r['provider']:<17} {r['ms']:9.4f} ms [{r['ms_p20']:.4f}, {r['ms_p80']:.4f}]"
+        f" {r['gbps']:8.1f} GB/s {pct:5.1f}% copy"
+        f"  x{r.get('speedup_vs_eager', float('nan')):5.2f} eager"
+        f"  x{r.get('speedup_vs_compile', float('nan')):5.2f} compile  {' '.join(extra)}"
+    )
+
+
+def plot(rows, path, title, copy_gbs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes = sorted({r["dtype"] for r in rows})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.8), squeeze=False)
+    for ax, dt in zip(axes[0], dtypes, strict=False):
+        sel = [r for r in rows if r["dtype"] == dt and r["mode"] == "fwd+bwd" and "gbps" in r]
+        for prov in dict.fromkeys(r["provider"] for r in sel):
+            pts = sorted((r["numel"], r["gbps"]) for r in sel if r["provider"] == prov)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=prov)
+        ax.axhline(copy_gbs, color="k", linestyle="--", linewidth=1, label="copy bandwidth")
+        ax.set_xscale("log")
+        ax.set_xlabel("elements")
+        ax.set_ylabel("effective GB/s (forward+backward)")
+        ax.set_title(f"{dt}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--quick", action="store_true", help="two small shapes, fp32 (< 1 min on CPU)")
+    p.add_argument("--json", type=Path, help="where to write every row (default under benchmarks/results/)")
+    p.add_argument("--plot", type=Path, help="GB/s vs size per provider, forward+backward (PNG)")
+    p.add_argument("--budget", type=float, default=None, help="CPU seconds per (shape, mode) group")
+    p.add_argument("--providers", default=None, help="comma-separated subset of providers")
+    args = p.parse_args(argv)
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    name = device_name(device)
+    slug = "cpu" if device == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    suffix = "-quick" if args.quick else ""
+    json_path = args.json or RESULTS / f"bench_activation_{slug}{suffix}.json"
+    plot_path = args.plot or json_path.with_suffix(".png")
+    dtypes = (
+        [torch.float32] if device == "cpu" or args.quick else [torch.float32, torch.bfloat16, torch.float16]
+    )
+    budget = args.budget if args.budget is not None else (0.6 if args.quick else 3.0)
+
+    provs = providers.available(device)
+    if args.providers:
+        keep = args.providers.split(",")
+        provs = {k: v for k, v in provs.items() if k in keep}
+    copy_gbs = timing.copy_bandwidth_gbs(device, 2**30 if device == "cuda" else 2**26)
+    threads = torch.get_num_threads()
+    print(f"alphakern activation benchmark on {device}: {name}")
+    print(f"torch {torch.__version__}, threads {threads}, measured copy bandwidth {copy_gbs:.1f} GB/s")
+    print(f"providers: {', '.join(provs)}")
+
+    from tqdm import tqdm
+
+    groups = [(lab, s, dt, m) for lab, s in sizes(device, args.quick) for dt in dtypes for m in MODES]
+    rows = []
+    for lab, shape, dt, mode in tqdm(groups, desc="benchmark", file=sys.stderr, leave=False, disable=None):
+        group = bench_group(device, lab, shape, dt, mode, provs, budget)
+        rows += group
+        tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode}")
+        for r in group:
+            tqdm.write(fmt_row(r, copy_gbs))
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=device,
+        device_name=name,
+        machine=platform.platform(),
+        cpu_count=os.cpu_count(),
+        torch_threads=threads,
+        torch=torch.__version__,
+        triton=triton_version,
+        cuda=torch.version.cuda,
+        copy_gbs=copy_gbs,
+        quick=args.quick,
+        providers=list(provs),
+        timing="triton.testing.do_bench (median, p20, p80)"
+        if device == "cuda"
+        else "interleaved round-robin, perf_counter (median, p20, p80)",
+        bytes_model="fwd: 2 passes (x, y); fwd+bwd: 5 passes (x, y, x, dy, dx)",
+    )
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)
+    print(f"wrote {json_path} and {plot_path}")
+    bad = [r for r in rows if r["check"] != "ok"]
+    for r in bad:
+        print(f"CHECK FAILED: {r['provider']} {r['label']} {r['dtype']} {r['mode']}: {r['check']}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

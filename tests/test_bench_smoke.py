@@ -1,0 +1,44 @@
+"""The benchmark's --quick mode runs end to end and writes a sane JSON and a plot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_activation.py",
+            "--quick",
+            "--device",
+            "cpu",
+            "--budget",
+            "0.2",
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["meta"]["device"] == "cpu" and data["meta"]["copy_gbs"] > 0
+    rows = data["rows"]
+    provs = {r["provider"] for r in rows}
+    assert {"eager", "prelu", "compile", "alphakern-torch"} <= provs
+    assert all(r["check"] == "ok" for r in rows), [r for r in rows if r["check"] != "ok"]
+    for r in rows:
+        assert r["ms"] > 0 and r["gbps"] > 0
+        assert r["ms_p20"] <= r["ms"] <= r["ms_p80"]
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "alphakern activation benchmark on cpu" in proc.stdout

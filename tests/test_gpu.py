@@ -1,0 +1,73 @@
+"""GPU-only checks: past 2³¹ elements (64-bit offsets), and the two fused backends agreeing."""
+
+import pytest
+import torch
+
+from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from tests.reference import HAS_NVCC, needs_cuda
+
+FUSED = [
+    pytest.param("triton", id="triton"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_NVCC, reason="nvcc is not installed")),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", FUSED)
+def test_beyond_2_pow_31_elements(backend):
+    n = 2**31 + 4099  # offsets past int32, and a ragged tail
+    free, _ = torch.cuda.mem_get_info()
+    if free < 5 * n * 2 + 2**30:
+        pytest.skip(f"needs ~{5 * n * 2 / 2**30:.0f} GiB of free GPU memory")
+    x = torch.full((n,), -2.0, dtype=torch.float16, device="cuda")
+    x[-3:] = torch.tensor([1.0, -4.0, 0.0], dtype=torch.float16)
+    gamma = torch.tensor(0.5, device="cuda")
+    nu = torch.tensor(4.0, device="cuda")
+    a = torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu).item()
+    y = alpha_relu_op(x, gamma, nu, backend)
+    tail = y[-4:].float().cpu()
+    expect = torch.tensor([-2 * (1 - a), 1.0, -4 * (1 - a), 0.0])
+    torch.testing.assert_close(tail, expect, rtol=2e-3, atol=1e-3)
+    assert torch.equal(y[:1000], y[2**31 : 2**31 + 1000])
+    del y
+    dy = torch.ones_like(x)
+    dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+    torch.testing.assert_close(
+        dx[-4:].float().cpu(), torch.tensor([1 - a, 1.0, 1 - a, 1.0]), rtol=2e-3, atol=1e-3
+    )
+    # Σ relu(−x) = 2·(n − 3) + 4 + 0, then the chain rule
+    s = torch.sigmoid(gamma).item()
+    expect_dg = (2 * (n - 3) + 4) * a * (1 - a) * 4.0 * s * (1 - s)
+    assert abs(dg.item() - expect_dg) <= 1e-4 * abs(expect_dg)
+
+
+@needs_cuda
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("numel", [1, 7, 1023, 4096 * 33 + 5, 2**22 + 3])
+def test_triton_and_cuda_agree(dtype, numel):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(numel, device="cuda", generator=g).to(dtype)
+    dy = torch.randn(numel, device="cuda", generator=g).to(dtype)
+    gamma, nu = torch.tensor(-0.3, device="cuda"), torch.tensor(9.0, device="cuda")
+    yt = alpha_relu_op(x, gamma, nu, "triton")
+    yc = alpha_relu_op(x, gamma, nu, "cuda")
+    dxt, dgt = alpha_relu_backward_op(dy, x, gamma, nu, "triton")
+    dxc, dgc = alpha_relu_backward_op(dy, x, gamma, nu, "cuda")
+    # same fp32 formula elementwise (exp and FMA contraction may differ by ulps)
+    torch.testing.assert_close(yt, yc, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-6)
+    torch.testing.assert_close(dxt, dxc, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-6)
+    # different (both fixed) summation orders
+    torch.testing.assert_close(dgt, dgc, rtol=1e-4, atol=1e-3)
+
+
+@needs_cuda
+def test_misaligned_input_takes_the_scalar_path():
+    """A storage offset that breaks 16-byte alignment must still give correct results."""
+    base = torch.randn(4097, device="cuda")
+    x = base[1:]  # 4-byte offset: not 16-byte aligned
+    gamma, nu = torch.tensor(0.2, device="cuda"), torch.tensor(5.0, device="cuda")
+    backends = ["triton"] + (["cuda"] if HAS_NVCC else [])
+    ref = alpha_relu_op(x.clone(), gamma, nu, "torch")
+    for b in backends:
+        torch.testing.assert_close(alpha_relu_op(x, gamma, nu, b), ref)
