@@ -1,9 +1,11 @@
-"""Command line: ``python -m alphakern {build-cuda,train,report}`` (also the ``alphakern`` script)."""
+"""Command line: ``alphakern {train,report,build-cuda}`` (also ``python -m alphakern``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 
 def _build_cuda(args: argparse.Namespace) -> int:
@@ -18,9 +20,122 @@ def _build_cuda(args: argparse.Namespace) -> int:
     return 0
 
 
+# flag → TrainConfig field; every flag defaults to None so that --resume knows what was given
+_TRAIN_FLAGS = {
+    "data_dir": dict(
+        flags=["--data-dir"], help="CIFAR-10: cifar-10-batches-py/ or {train,test}/<class>/ images"
+    ),
+    "out": dict(flags=["--out"], help="run directory (metrics, plots, checkpoint)"),
+    "epochs": dict(flags=["--epochs"], type=int),
+    "batch_size": dict(flags=["--batch-size"], type=int),
+    "lr": dict(flags=["--lr"], type=float),
+    "seed": dict(flags=["--seed"], type=int),
+    "device": dict(flags=["--device"], help="auto, cpu, cuda, cuda:1, ..."),
+    "activation": dict(flags=["--activation"], choices=["alpha", "alpha-eager", "relu", "identity"]),
+    "head": dict(flags=["--head"], choices=["logits", "softmax"], help="softmax reproduces the study"),
+    "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
+    "backend": dict(flags=["--backend"], choices=["auto", "torch", "triton", "cuda"]),
+    "amp": dict(flags=["--amp"], action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)"),
+    "compile": dict(
+        flags=["--compile"], action=argparse.BooleanOptionalAction, help="torch.compile the model"
+    ),
+    "channels_last": dict(flags=["--channels-last"], action=argparse.BooleanOptionalAction),
+    "limit_train": dict(flags=["--limit-train"], type=int, help="train on the first N training images"),
+    "download": dict(
+        flags=["--download"], action=argparse.BooleanOptionalAction, help="fetch with torchvision"
+    ),
+    "log_every": dict(flags=["--log-every"], type=int, help="steps between progress-bar updates"),
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from alphakern.data import DatasetError
+    from alphakern.train import NonFiniteLoss, TrainConfig, Trainer, load_config
+
+    given = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        cfg = dataclasses.replace(load_config(args.resume), **given, out=str(args.resume))
+    else:
+        cfg = TrainConfig(**given)
+    try:
+        trainer = Trainer(cfg)
+        if args.resume:
+            trainer.load()
+            print(f"resuming {cfg.out} after epoch {trainer.epoch}")
+        trainer.run()
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}. Stopped; the last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the last finished epoch is saved in {cfg.out}; continue with "
+            f"'alphakern train --resume {cfg.out}'",
+            file=sys.stderr,
+        )
+        return 130
+    m = trainer.metrics
+    print(f"test loss {m['test_loss']:.4f}, test accuracy {m['test_acc']:.2f}%")
+    print(trainer.report_text)
+    print(f"outputs in {cfg.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import torch
+
+    from alphakern.complexity import format_report, layer_verdicts
+    from alphakern.data import DatasetError, DeviceBatches, load_cifar10
+    from alphakern.train import (
+        CHECKPOINT,
+        EVAL_BATCH,
+        build_model,
+        load_config,
+        resolve_device,
+        test_with_discretized,
+    )
+
+    try:
+        cfg = load_config(args.run_dir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device or cfg.device)
+    model = build_model(cfg, device, channels_last=False)
+    state = torch.load(Path(args.run_dir) / CHECKPOINT, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    print(f"run {args.run_dir}: {state['epoch']}/{cfg.epochs} epochs, head={cfg.head}")
+    acc = after = None
+    try:
+        data = load_cifar10(args.data_dir or cfg.data_dir).to(device)
+        _, acc, after = test_with_discretized(
+            model, DeviceBatches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False)
+        )
+    except DatasetError as e:
+        print(f"(no test accuracies: {str(e).splitlines()[0]})")
+    print(format_report(layer_verdicts(model), acc, after))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alphakern", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the reference CNN on CIFAR-10 (defaults: the study's)")
+    for dest, spec in _TRAIN_FLAGS.items():
+        spec = dict(spec)
+        p.add_argument(*spec.pop("flags"), dest=dest, default=None, **spec)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("report", help="complexity report of a run: gamma, alpha, verdict per layer")
+    p.add_argument("run_dir")
+    p.add_argument("--data-dir", help="CIFAR-10 location, if not where the run read it")
+    p.add_argument("--device")
+    p.set_defaults(func=_report)
+
     p = sub.add_parser("build-cuda", help="compile csrc/ (the 'cuda' backend) and print where it went")
     p.add_argument("--verbose", action="store_true", help="show the compiler's commands")
     p.set_defaults(func=_build_cuda)

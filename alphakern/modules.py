@@ -23,16 +23,19 @@ class AlphaReLU(nn.Module):
         self.gamma = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("nu", torch.tensor(0.0))
 
+    def step_nu(self) -> Tensor:
+        """ν for this forward: advanced by nu_step in training mode (on the device), as is."""
+        if not self.training:
+            return self.nu
+        # A fresh tensor goes into the op (autograd saves it), then the buffer takes its value:
+        # an in-place add would trip autograd's version check when a second forward runs
+        # before backward.
+        nu = self.nu + self.nu_step
+        self.nu.copy_(nu)
+        return nu
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            # A fresh tensor goes into the op (autograd saves it), then the buffer takes its
-            # value: an in-place add would trip autograd's version check when a second forward
-            # runs before backward.
-            nu = self.nu + self.nu_step
-            self.nu.copy_(nu)
-        else:
-            nu = self.nu
-        return alpha_relu(x, self.gamma, nu, backend=self.backend)
+        return alpha_relu(x, self.gamma, self.step_nu(), backend=self.backend)
 
     @property
     def alpha(self) -> Tensor:
@@ -45,3 +48,13 @@ class AlphaReLU(nn.Module):
         if self.gamma.device.type == "meta":
             return f"nu_step={self.nu_step}"
         return f"nu_step={self.nu_step}, gamma={self.gamma.item():.4g}, alpha={self.alpha.item():.4g}"
+
+
+class EagerAlphaReLU(AlphaReLU):
+    """The original study's unfused expression ``x + α·relu(−x)`` with the same γ/ν state.
+
+    For A/B runs against the fused op: same parameters, schedule and state_dict keys.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + alpha(self.gamma, self.step_nu()) * torch.relu(-x)

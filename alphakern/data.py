@@ -1,0 +1,220 @@
+"""CIFAR-10 decoded once into uint8 tensors, kept on the training device and batched there.
+
+Two layouts are read: the standard ``cifar-10-batches-py`` pickles (read directly, so copies whose
+md5 sums differ from torchvision's work) and an image-folder tree ``{train,test}/<class>/*.png|jpg``.
+Decoded arrays are cached beside the data (or in ~/.cache/alphakern when that is read-only) and
+the cache is invalidated when the source files change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PICKLE_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CACHE_VERSION = 1
+
+
+class DatasetError(FileNotFoundError):
+    """CIFAR-10 is missing or malformed; the message says what was looked for and how to get it."""
+
+
+def _how_to_get(root: Path) -> str:
+    return (
+        "Get CIFAR-10 in one of these ways:\n"
+        f"  - prepare an offline copy: python shared/data/prepare_cifar10.py {root}  "
+        "(the project's ../shared/data, pickle layout; --layout folder for images)\n"
+        "  - download it with torchvision when online: add --download\n"
+        "  - point --data-dir at a folder holding cifar-10-batches-py/ or {train,test}/<class>/ images"
+    )
+
+
+@dataclass
+class Cifar10:
+    """uint8 images [N, 3, 32, 32] and int64 labels [N] for both splits, on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str
+
+    def to(self, device: torch.device | str) -> Cifar10:
+        return Cifar10(
+            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)), self.source
+        )
+
+
+def _fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha256(str(CACHE_VERSION).encode())
+    for f in sorted(files):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_pickle_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = d[b"data"] if b"data" in d else d["data"]
+        labels = d[b"labels"] if b"labels" in d else d["labels"]
+        data = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(labels, dtype=np.int64)
+    except Exception as e:
+        raise DatasetError(f"{path} is not a readable CIFAR-10 pickle batch ({type(e).__name__}: {e})") from e
+    if len(labels) != len(data):
+        raise DatasetError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data, labels
+
+
+def _read_pickles(root: Path) -> tuple[np.ndarray, ...]:
+    parts = [_load_pickle_batch(root / b) for b in TRAIN_BATCHES]
+    tx, ty = _load_pickle_batch(root / TEST_BATCH)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), tx, ty
+
+
+def _folder_files(split_dir: Path) -> list[tuple[Path, int]]:
+    out = []
+    for label, cls in enumerate(CLASSES):
+        d = split_dir / cls
+        if d.is_dir():
+            out += [(f, label) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def _read_folder(root: Path) -> tuple[np.ndarray, ...]:
+    from PIL import Image
+
+    arrays = []
+    for split in ("train", "test"):
+        files = _folder_files(root / split)
+        imgs = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
+        for i, (f, _) in enumerate(files):
+            try:
+                img = np.asarray(Image.open(f).convert("RGB"))
+            except Exception as e:
+                raise DatasetError(f"{f} is not a readable image ({type(e).__name__}: {e})") from e
+            if img.shape != (32, 32, 3):
+                raise DatasetError(f"{f} is {img.shape[1]}x{img.shape[0]}, expected 32x32")
+            imgs[i] = img.transpose(2, 0, 1)
+        arrays += [imgs, np.array([lab for _, lab in files], dtype=np.int64)]
+    return tuple(arrays)
+
+
+def find_source(data_dir: Path) -> tuple[str, Path, list[Path]]:
+    """(layout, root, source files) of the CIFAR-10 copy under data_dir, or DatasetError."""
+    for root in (data_dir / PICKLE_DIR, data_dir):
+        files = [root / b for b in (*TRAIN_BATCHES, TEST_BATCH)]
+        if all(f.is_file() for f in files):
+            return "pickle", root, files
+    for root in (data_dir, data_dir / "cifar10-jpeg", data_dir / "cifar10"):
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            files = [f for s in ("train", "test") for f, _ in _folder_files(root / s)]
+            if files:
+                return "folder", root, files
+    raise DatasetError(
+        f"No CIFAR-10 found under {data_dir}: looked for {PICKLE_DIR}/{{data_batch_1..5,test_batch}} "
+        f"(pickle layout) and {{train,test}}/<class>/*.png|jpg (image folders, classes "
+        f"{', '.join(CLASSES[:3])}, ...).\n" + _how_to_get(data_dir)
+    )
+
+
+def _cache_path(root: Path, key: str) -> Path:
+    name = f".alphakern-cifar10-{key}.npz"
+    if os.access(root, os.W_OK):
+        return root / name
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "alphakern" / f"{digest}{name}"
+
+
+def load_cifar10(data_dir: str | Path, *, download: bool = False, use_cache: bool = True) -> Cifar10:
+    """Read CIFAR-10 from data_dir (pickle or image-folder layout), decoding at most once."""
+    data_dir = Path(data_dir).expanduser()
+    if download and not (data_dir / PICKLE_DIR).is_dir():
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+    layout, root, files = find_source(data_dir)
+    key = _fingerprint(files)
+    cache = _cache_path(root, key)
+    if use_cache and cache.is_file():
+        with np.load(cache) as z:
+            arrays = tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
+    else:
+        arrays = _read_pickles(root) if layout == "pickle" else _read_folder(root)
+        if use_cache:
+            for stale in cache.parent.glob(".alphakern-cifar10-*.npz") if cache.parent == root else ():
+                stale.unlink(missing_ok=True)
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp.npz")
+                np.savez(tmp, train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
+                os.replace(tmp, cache)
+            except OSError:
+                pass  # caching is an optimisation only
+    tx, ty, ex, ey = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    if len(tx) == 0 or len(ex) == 0:
+        raise DatasetError(f"{root}: the train or test split is empty.\n" + _how_to_get(data_dir))
+    if int(ty.max()) >= len(CLASSES) or int(ty.min()) < 0:
+        raise DatasetError(f"{root}: labels outside 0..9")
+    return Cifar10(tx, ty, ex, ey, f"{layout}:{root}")
+
+
+def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random (train, validation) split of range(n), 80/20 by default."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train = int(round((1 - val_fraction) * n))
+    return perm[:n_train], perm[n_train:]
+
+
+class DeviceBatches:
+    """Batches of float images (x/255, like ToTensor) cut from uint8 tensors already on the device.
+
+    Shuffling uses a generator seeded by (seed, epoch), so an epoch's order does not depend on
+    anything that ran before it: a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def order(self, epoch: int) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n, device=self.labels.device)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g).to(self.labels.device)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(epoch)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.images.index_select(0, idx).float().div_(255.0)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels.index_select(0, idx)

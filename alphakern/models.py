@@ -1,0 +1,66 @@
+"""The reference CNN of the study: three conv3×3–BatchNorm–activation–maxpool blocks and a linear head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from alphakern.modules import AlphaReLU, EagerAlphaReLU
+
+ACTIVATIONS = ("alpha", "alpha-eager", "relu", "identity")
+HEADS = ("logits", "softmax")
+
+
+def make_activation(kind: str, *, nu_step: float = 0.01, backend: str | None = None) -> nn.Module:
+    if kind == "alpha":
+        return AlphaReLU(nu_step, backend=backend)
+    if kind == "alpha-eager":
+        return EagerAlphaReLU(nu_step)
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "identity":
+        return nn.Identity()
+    raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {kind!r}")
+
+
+class AlphaCNN(nn.Module):
+    """conv3×3(3→64)–BN–act–pool, twice more with 64→64, then flatten(64·4·4) → Linear(→10).
+
+    ``head="softmax"`` reproduces the study, which applied Softmax before CrossEntropyLoss;
+    ``"logits"`` (default) is what cross-entropy expects.
+    """
+
+    def __init__(
+        self,
+        activation: str = "alpha",
+        head: str = "logits",
+        *,
+        width: int = 64,
+        num_classes: int = 10,
+        nu_step: float = 0.01,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+        self.head = head
+        layers: list[nn.Module] = []
+        c_in = 3
+        for _ in range(3):
+            layers += [
+                nn.Conv2d(c_in, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                make_activation(activation, nu_step=nu_step, backend=backend),
+                nn.MaxPool2d(2),
+            ]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(width * 4 * 4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.fc(self.features(x).flatten(1))
+        return out.softmax(dim=1) if self.head == "softmax" else out
+
+
+def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
+    """The model's learnable activations, in forward order, with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]

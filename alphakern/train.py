@@ -1,0 +1,339 @@
+"""The CIFAR-10 trainer: the study's settings, on-device data, no per-step host sync, resumable.
+
+Every epoch ends with an atomic checkpoint (model, optimizer, ν, history, metrics), so an
+interrupted run (Ctrl-C, kill) loses at most the epoch in progress; ``resume`` continues
+bit-for-bit where the last checkpoint stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alphakern.complexity import discretize, format_report, layer_verdicts, summary
+from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
+from alphakern.models import AlphaCNN, alpha_layers
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+EVAL_BATCH = 500
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the original study's: Adam lr 1e-3, batch 64, 10 epochs, ν += 0.01 a step."""
+
+    data_dir: str = "data"
+    out: str = "runs/alphakern"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    activation: str = "alpha"
+    head: str = "logits"
+    nu_step: float = 0.01
+    backend: str | None = None
+    amp: bool = False
+    compile: bool = False
+    channels_last: bool | None = None  # None: where it measured faster (CUDA)
+    limit_train: int | None = None
+    val_fraction: float = 0.2
+    download: bool = False
+    log_every: int = 50
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_model(cfg: TrainConfig, device: torch.device, channels_last: bool) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = AlphaCNN(cfg.activation, cfg.head, nu_step=cfg.nu_step, backend=cfg.backend).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.float(), y, reduction="sum")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: DeviceBatches, amp: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy %) over the batches, in eval mode; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    device = batches.labels.device
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in batches.epoch(0):
+        with _autocast(device, amp):
+            out = model(x)
+        loss += _loss(out, y)
+        correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(batches.labels)
+    return loss.item() / n, 100.0 * correct.item() / n
+
+
+def test_with_discretized(
+    model: nn.Module, test_batches: DeviceBatches, amp: bool = False
+) -> tuple[float, float, float | None]:
+    """(test loss, test accuracy, test accuracy of the discretised copy or None if nothing to do)."""
+    test_loss, test_acc = evaluate(model, test_batches, amp)
+    acc_after = evaluate(discretize(model), test_batches, amp)[1] if alpha_layers(model) else None
+    return test_loss, test_acc, acc_after
+
+
+def _plots(run_dir: Path, metrics: dict, alpha_hist: torch.Tensor, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [e["epoch"] for e in metrics["epochs"]]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 5))
+    for key, axis, label in (("loss", ax[0], "Loss"), ("acc", ax[1], "Accuracy (%)")):
+        axis.plot(ep, [e[f"train_{key}"] for e in metrics["epochs"]], marker="o", label="train")
+        axis.plot(ep, [e[f"val_{key}"] for e in metrics["epochs"]], marker="o", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.set_title(f"{label} over epochs")
+        axis.legend()
+    fig.tight_layout()
+    _atomic_write(run_dir / "training_validation_metrics.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    fig, axis = plt.subplots(figsize=(10, 6))
+    for i, name in enumerate(names):
+        axis.plot(alpha_hist[:, i].numpy(), label=f"layer {i + 1} ({name})")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("alpha")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_title("Evolution of alpha (1: ReLU, 0: identity)")
+    if names:
+        axis.legend()
+    fig.tight_layout()
+    _atomic_write(run_dir / "alpha_evolution.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data: Cifar10 | None = None, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.channels_last = (
+            cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        )
+        self.run_dir = Path(cfg.out)
+        self.progress = progress
+        if cfg.amp and self.device.type != "cuda":
+            print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
+        data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
+        self.data = data.to(self.device)
+        train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.seed)
+        if cfg.limit_train is not None:
+            train_idx = train_idx[: cfg.limit_train]
+        dev = self.device
+        tx, ty = self.data.train_x, self.data.train_y
+        kw = dict(channels_last=self.channels_last)
+        self.train_batches = DeviceBatches(
+            tx[train_idx.to(dev)], ty[train_idx.to(dev)], cfg.batch_size, shuffle=True, seed=cfg.seed, **kw
+        )
+        self.val_batches = DeviceBatches(
+            tx[val_idx.to(dev)], ty[val_idx.to(dev)], EVAL_BATCH, shuffle=False, **kw
+        )
+        self.test_batches = DeviceBatches(self.data.test_x, self.data.test_y, EVAL_BATCH, shuffle=False, **kw)
+        self.model = build_model(cfg, self.device, self.channels_last)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.layers = [m for _, m in alpha_layers(self.model)]
+        self.layer_names = [n for n, _ in alpha_layers(self.model)]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.epoch = 0
+        self.metrics: dict = dict(config=asdict(cfg), device=self._device_name(), epochs=[])
+        self.gamma_hist = torch.zeros(0, len(self.layers))
+        self.nu_hist = torch.zeros(0, len(self.layers))
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = dict(
+            config=asdict(self.cfg),
+            epoch=self.epoch,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            metrics=self.metrics,
+            gamma_hist=self.gamma_hist,
+            nu_hist=self.nu_hist,
+            rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
+        _atomic_write(self.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+
+    def load(self) -> None:
+        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.metrics = state["metrics"]
+        self.metrics["config"] = asdict(self.cfg)
+        self.gamma_hist, self.nu_hist = state["gamma_hist"].cpu(), state["nu_hist"].cpu()
+        torch.set_rng_state(state["rng"].cpu())
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+
+    def write_metrics(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        m = dict(self.metrics)
+        m["history"] = dict(
+            layers=self.layer_names,
+            gamma=self.gamma_hist.tolist(),
+            alpha=self.alpha_hist().tolist(),
+        )
+        _atomic_write(self.run_dir / METRICS, lambda p: p.write_text(json.dumps(m, indent=1)))
+        _plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names)
+
+    def alpha_hist(self) -> torch.Tensor:
+        """α per step and layer as seen by each training forward."""
+        return torch.sigmoid((torch.sigmoid(self.gamma_hist) - 0.5) * self.nu_hist)
+
+    # -- training ------------------------------------------------------------------------------
+    def train_epoch(self) -> dict:
+        from tqdm import tqdm
+
+        cfg, dev = self.cfg, self.device
+        self.model.train()
+        n_steps = len(self.train_batches)
+        hist = torch.zeros(n_steps, 2 * len(self.layers), device=dev)
+        params = [m.gamma for m in self.layers] + [m.nu for m in self.layers]
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        bar = tqdm(
+            self.train_batches.epoch(self.epoch),
+            total=n_steps,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(bar):
+            with _autocast(dev, cfg.amp):
+                out = self.step_model(x)
+            loss = _loss(out, y)
+            if params:
+                with torch.no_grad():
+                    torch.stack([p.detach() for p in params], out=hist[step])
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss / len(y)).backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                loss_sum += loss.detach()
+                correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == n_steps:
+                running = loss_sum.item() / seen  # the only host syncs: every log_every steps
+                if not math.isfinite(running):
+                    raise NonFiniteLoss(
+                        f"the training loss became {running} in epoch {self.epoch + 1} (by step {step + 1})"
+                    )
+                bar.set_postfix(loss=f"{running:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
+        train_time = time.perf_counter() - t0
+        hist = hist.cpu()
+        L = len(self.layers)
+        self.gamma_hist = torch.cat([self.gamma_hist, hist[:, :L]])
+        self.nu_hist = torch.cat([self.nu_hist, hist[:, L:]])
+        return dict(
+            train_loss=loss_sum.item() / seen,
+            train_acc=100.0 * correct.item() / seen,
+            train_time_s=train_time,
+            images_per_s=seen / train_time,
+        )
+
+    def run(self) -> dict:
+        """Train the remaining epochs, then evaluate on the test set and report."""
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            stats = self.train_epoch()
+            val_loss, val_acc = evaluate(self.model, self.val_batches, cfg.amp)
+            self.epoch += 1
+            stats.update(epoch=self.epoch, val_loss=val_loss, val_acc=val_acc)
+            stats["gamma"] = [float(m.gamma.detach()) for m in self.layers]
+            stats["alpha"] = [float(m.alpha) for m in self.layers]
+            self.metrics["epochs"].append(stats)
+            self.save()
+            self.write_metrics()
+            if self.progress:
+                print(
+                    f"epoch {self.epoch}/{cfg.epochs}: train loss {stats['train_loss']:.4f} "
+                    f"acc {stats['train_acc']:.2f}% | val loss {val_loss:.4f} acc {val_acc:.2f}% | "
+                    f"{stats['images_per_s']:.0f} img/s | alpha "
+                    + " ".join(f"{a:.3f}" for a in stats["alpha"])
+                )
+        return self.finish()
+
+    def finish(self) -> dict:
+        test_loss, test_acc, acc_after = test_with_discretized(self.model, self.test_batches, self.cfg.amp)
+        verdicts = layer_verdicts(self.model)
+        self.metrics.update(
+            test_loss=test_loss,
+            test_acc=test_acc,
+            report=dict(summary(verdicts), test_acc_discretized=acc_after),
+        )
+        self.write_metrics()
+        self.report_text = format_report(verdicts, test_acc, acc_after)
+        return self.metrics
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, data: Cifar10 | None = None, progress: bool = True
+) -> Trainer:
+    """Run (or resume) training as configured; returns the finished Trainer."""
+    trainer = Trainer(cfg, data, progress=progress)
+    if resume:
+        trainer.load()
+    trainer.run()
+    return trainer
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run was started with (from its checkpoint)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: is {run_dir} a run directory of 'alphakern train'?"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return TrainConfig(**state["config"])
