@@ -81,15 +81,22 @@ class _Net(torch.nn.Module):
         return self.act(self.conv(x)).sum(dim=(1, 2, 3))
 
 
-def test_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
+    ],
+)
+def test_compile_fullgraph_matches_eager(device):
     """torch.compile traces a model using the op with no graph break, and computes the same."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    net = _Net()
-    ref = _Net()
+    net = _Net().to(device)
+    ref = _Net().to(device)
     ref.load_state_dict(net.state_dict())
     compiled = torch.compile(net, fullgraph=True)
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(2, 3, 8, 8, device=device)
     for _ in range(2):  # ν moves on each training step, in both
         out_c, out_r = compiled(x), ref(x)
         out_c.sum().backward()
