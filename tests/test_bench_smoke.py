@@ -42,3 +42,31 @@ def test_quick_benchmark(tmp_path):
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "alphakern activation benchmark on cpu" in proc.stdout
+
+
+def test_train_benchmark_smoke(tmp_path):
+    out = tmp_path / "train.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_train.py",
+            "--synthetic",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    med = data["median_images_per_s"]
+    assert set(med) == {"notebook loop", "alphakern (AlphaReLU)", "alphakern (nn.ReLU)"}
+    assert all(v > 0 for v in med.values()) and data["nonlinearity_cost"] > 0
