@@ -1,33 +1,23 @@
 """The benchmark's --quick mode runs end to end and writes a sane JSON and a plot."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.subproc import run_python
 
 
 def test_quick_benchmark(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_activation.py",
-            "--quick",
-            "--device",
-            "cpu",
-            "--budget",
-            "0.2",
-            "--json",
-            str(out),
-            "--plot",
-            str(tmp_path / "bench.png"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_python(
+        "benchmarks/bench_activation.py",
+        "--quick",
+        "--device",
+        "cpu",
+        "--budget",
+        "0.2",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "bench.png"),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
@@ -46,24 +36,17 @@ def test_quick_benchmark(tmp_path):
 
 def test_train_benchmark_smoke(tmp_path):
     out = tmp_path / "train.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/bench_train.py",
-            "--synthetic",
-            "--device",
-            "cpu",
-            "--steps",
-            "2",
-            "--rounds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_python(
+        "benchmarks/bench_train.py",
+        "--synthetic",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+        str(out),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
