@@ -207,13 +207,16 @@ def plot(rows, path, title, copy_gbs):
     for ax, dt in zip(axes[0], dtypes, strict=False):
         sel = [r for r in rows if r["dtype"] == dt and r["mode"] == "fwd+bwd" and "gbps" in r]
         for prov in dict.fromkeys(r["provider"] for r in sel):
-            pts = sorted((r["numel"], r["gbps"]) for r in sel if r["provider"] == prov)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=prov)
+            mine = [r for r in sel if r["provider"] == prov]
+            flat = sorted((r["numel"], r["gbps"]) for r in mine if r["label"].startswith("flat"))
+            cnn = [(r["numel"], r["gbps"]) for r in mine if r["label"].startswith("cnn")]
+            (line,) = ax.plot([p[0] for p in flat], [p[1] for p in flat], marker="o", label=prov)
+            ax.scatter([p[0] for p in cnn], [p[1] for p in cnn], marker="x", s=60, color=line.get_color())
         ax.axhline(copy_gbs, color="k", linestyle="--", linewidth=1, label="copy bandwidth")
         ax.set_xscale("log")
         ax.set_xlabel("elements")
         ax.set_ylabel("effective GB/s (forward+backward)")
-        ax.set_title(f"{dt}")
+        ax.set_title(f"{dt} (lines: flat tensors; x: the CNN's activation shapes)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
