@@ -1,7 +1,19 @@
 """alphakern: fused GPU kernels for the learnable activation R_α(x) = x + α·relu(−x)."""
 
+from alphakern.complexity import discretize, layer_verdicts
 from alphakern.functional import BACKENDS, alpha, alpha_relu, resolve_backend
-from alphakern.modules import AlphaReLU
+from alphakern.models import AlphaCNN
+from alphakern.modules import AlphaReLU, EagerAlphaReLU
 
-__all__ = ["BACKENDS", "AlphaReLU", "alpha", "alpha_relu", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "AlphaCNN",
+    "AlphaReLU",
+    "EagerAlphaReLU",
+    "alpha",
+    "alpha_relu",
+    "discretize",
+    "layer_verdicts",
+    "resolve_backend",
+]
 __version__ = "0.1.0"
