@@ -49,16 +49,51 @@ if triton is not None:
         a = tl.sigmoid((s - 0.5) * nu)
         return a, a * (1.0 - a) * nu * s * (1.0 - s)
 
+    # Full tiles load and store without a mask: with the mask, the compiler can only use 16-byte
+    # accesses when n_elements is a multiple of 16; this way only the last tile is scalar.
+
+    @triton.jit
+    def _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED: tl.constexpr):
+        if MASKED:
+            x = tl.load(x_ptr + offs, mask=offs < n_elements).to(tl.float32)
+        else:
+            x = tl.load(x_ptr + offs).to(tl.float32)
+        # relu(−x) written so NaN propagates (x > 0 is False for NaN) and x = −inf gives NaN like
+        # the eager expression.
+        y = (x + a * tl.where(x > 0.0, 0.0, -x)).to(y_ptr.dtype.element_ty)
+        if MASKED:
+            tl.store(y_ptr + offs, y, mask=offs < n_elements)
+        else:
+            tl.store(y_ptr + offs, y)
+
     @triton.jit
     def _alpha_relu_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
         a, _ = _alpha(gamma_ptr, nu_ptr)
-        offs = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-        mask = offs < n_elements
-        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        # relu(−x) written so NaN propagates (x > 0 is False for NaN) and x = −inf gives NaN like
-        # the eager expression.
-        r = tl.where(x > 0.0, 0.0, -x)
-        tl.store(y_ptr + offs, (x + a * r).to(y_ptr.dtype.element_ty), mask=mask)
+        start = tl.program_id(0).to(tl.int64) * BLOCK_SIZE
+        offs = start + tl.arange(0, BLOCK_SIZE)
+        if start + BLOCK_SIZE <= n_elements:
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED=False)
+        else:
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED=True)
+
+    @triton.jit
+    def _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED: tl.constexpr):
+        """Writes dx for one tile; returns dy·relu(−x) per lane (0 in masked lanes)."""
+        if MASKED:
+            mask = offs < n_elements
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            x = tl.load(x_ptr + offs).to(tl.float32)
+            dy = tl.load(dy_ptr + offs).to(tl.float32)
+        # Slope 1 at x = ±0 (autograd of relu), 1 − α below zero and, as eager autograd gives,
+        # at NaN.
+        dx = tl.where(x >= 0.0, dy, dy * (1.0 - a)).to(dx_ptr.dtype.element_ty)
+        if MASKED:
+            tl.store(dx_ptr + offs, dx, mask=offs < n_elements)
+        else:
+            tl.store(dx_ptr + offs, dx)
+        return dy * tl.where(x > 0.0, 0.0, -x)
 
     @triton.jit
     def _alpha_relu_bwd_kernel(
@@ -79,15 +114,12 @@ if triton is not None:
         acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
         # grid-stride over tiles; tiles past the end are fully masked
         for i in range(0, tiles_per_program):
-            offs = (pid64 + i * n_programs) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-            mask = offs < n_elements
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            # Slope 1 at x = ±0 (autograd of relu), 1 − α below zero and, as eager autograd
-            # gives, at NaN.
-            dx = tl.where(x >= 0.0, dy, dy * (1.0 - a))
-            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            acc += dy * tl.where(x > 0.0, 0.0, -x)  # masked lanes loaded 0: they add 0
+            start = (pid64 + i * n_programs) * BLOCK_SIZE
+            offs = start + tl.arange(0, BLOCK_SIZE)
+            if start + BLOCK_SIZE <= n_elements:
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED=False)
+            else:
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED=True)
         tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
 
     @triton.jit
