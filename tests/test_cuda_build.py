@@ -25,3 +25,34 @@ def test_build_failure_exits_nonzero_with_message(tmp_path):
     proc = run_python("-m", "alphakern", "build-cuda", env=env)
     assert proc.returncode == 1
     assert "building alphakern's CUDA backend" in proc.stderr and "Fix the toolkit" in proc.stderr
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
+    """The PTX of csrc/ for sm_90: vectorised global loads/stores, and no atomics (determinism)."""
+    import subprocess
+    import sysconfig
+
+    import torch
+
+    from alphakern.ops import cuda_ext
+
+    home = cuda_ext._find_cuda_home()
+    inc = Path(torch.__file__).parent / "include"
+    ptx = tmp_path / "k.ptx"
+    cmd = [
+        f"{home}/bin/nvcc", "-ptx", "-arch=sm_90", "-std=c++20", "-O3", "--expt-relaxed-constexpr",
+        "-isystem", str(inc), "-isystem", str(inc / "torch/csrc/api/include"),
+        "-isystem", f"{home}/include", "-isystem", sysconfig.get_paths()["include"],
+        "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+        str(cuda_ext.csrc_dir() / "alpha_relu_kernels.cu"), "-o", str(ptx),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = ptx.read_text()
+    entries = [ln for ln in text.splitlines() if ln.startswith(".entry")]
+    assert len(entries) == 7  # fwd and bwd for fp32/fp16/bf16, and the final dgamma sum
+    assert "ld.global.nc.v4" in text or "ld.global.v4" in text
+    assert "st.global.v4" in text
+    assert "atom." not in text
