@@ -256,17 +256,6 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, threads {threads}, measured copy bandwidth {copy_gbs:.1f} GB/s")
     print(f"providers: {', '.join(provs)}")
 
-    from tqdm import tqdm
-
-    groups = [(lab, s, dt, m) for lab, s in sizes(device, args.quick) for dt in dtypes for m in MODES]
-    rows = []
-    for lab, shape, dt, mode in tqdm(groups, desc="benchmark", file=sys.stderr, leave=False, disable=None):
-        group = bench_group(device, lab, shape, dt, mode, provs, budget)
-        rows += group
-        tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode}")
-        for r in group:
-            tqdm.write(fmt_row(r, copy_gbs))
-
     try:
         import triton
 
@@ -285,14 +274,32 @@ def main(argv=None) -> int:
         cuda=torch.version.cuda,
         copy_gbs=copy_gbs,
         quick=args.quick,
+        complete=False,
         providers=list(provs),
         timing="triton.testing.do_bench (median, p20, p80)"
         if device == "cuda"
         else "interleaved round-robin, perf_counter (median, p20, p80)",
         bytes_model="fwd: 2 passes (x, y); fwd+bwd: 5 passes (x, y, x, dy, dx)",
     )
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    from tqdm import tqdm
+
+    def save() -> None:  # after every group, atomically: an interrupted run keeps its rows
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        os.replace(tmp, json_path)
+
+    groups = [(lab, s, dt, m) for lab, s in sizes(device, args.quick) for dt in dtypes for m in MODES]
+    rows = []
+    for lab, shape, dt, mode in tqdm(groups, desc="benchmark", file=sys.stderr, leave=False, disable=None):
+        group = bench_group(device, lab, shape, dt, mode, provs, budget)
+        rows += group
+        save()
+        tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode}")
+        for r in group:
+            tqdm.write(fmt_row(r, copy_gbs))
+    meta["complete"] = True
+    save()
     plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)
     print(f"wrote {json_path} and {plot_path}")
     bad = [r for r in rows if r["check"] != "ok"]
