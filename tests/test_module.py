@@ -67,3 +67,13 @@ def test_drop_in_for_relu_in_sequential():
     net = torch.nn.Sequential(torch.nn.Linear(4, 4), alphakern.AlphaReLU(), torch.nn.Linear(4, 1))
     net(torch.randn(2, 4)).sum().backward()
     assert net[1].gamma.grad is not None
+
+
+def test_inference_mode_and_no_grad():
+    m = alphakern.AlphaReLU().eval()
+    x = torch.tensor([-2.0, 3.0])
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), torch.tensor([-1.0, 3.0]))  # α = ½ at ν = 0
+    with torch.no_grad():
+        y = m.train()(x)
+    assert not y.requires_grad and m.nu.item() == 0.01
