@@ -1,5 +1,6 @@
 """AlphaReLU: the ν schedule, state_dict, the alpha property, repeated forwards."""
 
+import pytest
 import torch
 
 import alphakern
@@ -76,4 +77,4 @@ def test_inference_mode_and_no_grad():
         torch.testing.assert_close(m(x), torch.tensor([-1.0, 3.0]))  # α = ½ at ν = 0
     with torch.no_grad():
         y = m.train()(x)
-    assert not y.requires_grad and m.nu.item() == 0.01
+    assert not y.requires_grad and m.nu.item() == pytest.approx(0.01)
