@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
             trainer.load()
             print(f"resuming {cfg.out} after epoch {trainer.epoch}")
         trainer.run()
-    except DatasetError as e:
+    except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:

@@ -57,4 +57,12 @@ class EagerAlphaReLU(AlphaReLU):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and torch.compiler.is_compiling():
+            # AOTAutograd may recompute α in the backward from the ν buffer *after* this forward
+            # advanced it, giving silently wrong γ gradients (pytorch/pytorch PR #197039).
+            # AlphaReLU is immune: its op saves the ν it used.
+            raise RuntimeError(
+                "EagerAlphaReLU cannot be trained under torch.compile (PyTorch recomputes reads "
+                "of mutated buffers in the backward, so γ's gradient would be wrong); use AlphaReLU"
+            )
         return x + alpha(self.gamma, self.step_nu()) * torch.relu(-x)

@@ -154,6 +154,11 @@ class Trainer:
         )
         self.run_dir = Path(cfg.out)
         self.progress = progress
+        if cfg.compile and cfg.activation == "alpha-eager":
+            raise ValueError(
+                "--activation alpha-eager cannot be combined with --compile: PyTorch would compute "
+                "wrong γ gradients for the unfused expression (see EagerAlphaReLU); use --activation alpha"
+            )
         if cfg.amp and self.device.type != "cuda":
             print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
         data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)

@@ -105,3 +105,25 @@ def test_compile_fullgraph_matches_eager(device):
     torch.testing.assert_close(net.act.nu, ref.act.nu)
     torch.testing.assert_close(net.act.gamma.grad, ref.act.gamma.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(net.conv.weight.grad, ref.conv.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_training_keeps_the_nu_each_forward_used():
+    """γ's gradient under torch.compile equals eager's over several steps (ν moves each step).
+
+    PyTorch's partitioner may recompute reads of a mutated buffer in the backward; AlphaReLU's
+    op saves the ν it used, so it is immune. The unfused EagerAlphaReLU refuses to compile.
+    """
+    grads = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        m = alphakern.AlphaReLU(nu_step=1.0)
+        with torch.no_grad():
+            m.gamma.fill_(0.5)
+        f = torch.compile(m, fullgraph=True) if compiled else m
+        for _ in range(3):
+            f(-torch.ones(3)).sum().backward()
+        grads.append(m.gamma.grad.item())
+    assert grads[0] == pytest.approx(grads[1], rel=1e-5)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="EagerAlphaReLU cannot be trained under torch.compile"):
+        torch.compile(alphakern.EagerAlphaReLU(), fullgraph=True)(torch.ones(3))

@@ -190,3 +190,10 @@ def test_model_heads_and_bad_activation():
     with pytest.raises(ValueError, match="activation must be one of"):
         AlphaCNN(activation="gelu")
     assert alpha_layers(AlphaCNN(activation="relu")) == []
+
+
+def test_cli_rejects_eager_activation_with_compile(data_dir, tmp_path, capsys):
+    args = ["train", "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--device", "cpu",
+            "--activation", "alpha-eager", "--compile"]  # fmt: skip
+    assert main(args) == 2
+    assert "cannot be combined with --compile" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The pure-PyTorch backend: any device, any floating dtype, the fewest passes PyTorch allows.
 
-Forward is 2 kernels (clamp, addcmul) writing into one buffer; backward is 5 kernels (neg, clamp,
-dot, threshold_backward, addcmul) into one buffer. α stays a 0-dim tensor: no host sync, so the
+Forward is 2 kernels (clamp, addcmul) writing into one buffer; backward is 4 (clamp, dot,
+hardshrink_backward, addcmul) into one buffer. α stays a 0-dim tensor: no host sync, so the
 same code is also correct (if not fast) on CUDA. Edge cases follow autograd of the eager
 expression x + α·relu(−x): y(−inf) = NaN, slope 1 at x = ±0, NaN propagates into y and ∂L/∂γ.
 """
@@ -47,9 +47,8 @@ def backward(
     dyd = like(dy, dx)
     a, dadg = alpha_and_derivative(gamma, nu)
     a = a.to(x.dtype).reshape(())
-    r = torch.neg(xd, out=dx).clamp_(min=0)  # relu(−x), NaN kept
-    s = torch.dot(flat(dyd), flat(r))
-    dgamma = (s * dadg).to(gamma.dtype).reshape(gamma.shape)
-    # dy where x < 0 (and NaN), 0 where x ≥ 0: relu's own backward
-    torch.ops.aten.threshold_backward.grad_input(dyd, r, 0, grad_input=r)
-    return torch.addcmul(dyd, r, a, value=-1, out=dx), dgamma
+    m = torch.clamp(xd, max=0, out=dx)  # −relu(−x), NaN kept
+    dgamma = (-torch.dot(flat(dyd), flat(m)) * dadg).to(gamma.dtype).reshape(gamma.shape)
+    # dy where x < 0 or NaN, 0 where x is ±0 or positive: exactly where the slope is 1 − α
+    torch.ops.aten.hardshrink_backward.grad_input(dyd, m, 0.0, grad_input=m)
+    return torch.addcmul(dyd, m, a, value=-1, out=dx), dgamma
