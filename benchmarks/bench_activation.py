@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -291,20 +292,30 @@ def main(argv=None) -> int:
 
     groups = [(lab, s, dt, m) for lab, s in sizes(device, args.quick) for dt in dtypes for m in MODES]
     rows = []
-    for lab, shape, dt, mode in tqdm(groups, desc="benchmark", file=sys.stderr, leave=False, disable=None):
-        group = bench_group(device, lab, shape, dt, mode, provs, budget)
-        rows += group
-        save()
-        tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode}")
-        for r in group:
-            tqdm.write(fmt_row(r, copy_gbs))
-    meta["complete"] = True
+    # SIGTERM (e.g. from `timeout`) stops like Ctrl-C: the rows so far are saved and plotted.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        for lab, shape, dt, mode in tqdm(
+            groups, desc="benchmark", file=sys.stderr, leave=False, disable=None
+        ):
+            group = bench_group(device, lab, shape, dt, mode, provs, budget)
+            rows += group
+            save()
+            tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode}")
+            for r in group:
+                tqdm.write(fmt_row(r, copy_gbs))
+        meta["complete"] = True
+    except KeyboardInterrupt:
+        print(f"interrupted after {len(rows)} rows; saving what was measured", file=sys.stderr)
     save()
-    plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)
-    print(f"wrote {json_path} and {plot_path}")
+    if rows:
+        plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)
+    print(f"wrote {json_path}" + (f" and {plot_path}" if rows else ""))
     bad = [r for r in rows if r["check"] != "ok"]
     for r in bad:
         print(f"CHECK FAILED: {r['provider']} {r['label']} {r['dtype']} {r['mode']}: {r['check']}")
+    if not meta["complete"]:
+        return 130
     return 1 if bad else 0
 
 

@@ -18,11 +18,11 @@ def quantiles(samples_ms: list[float]) -> tuple[float, float, float]:
     return statistics.median(s), q[1], q[7]
 
 
-def gpu_time(fn: Callable[[], object], rep_ms: int = 100) -> tuple[float, float, float]:
+def gpu_time(fn: Callable[[], object], rep_ms: int = 40) -> tuple[float, float, float]:
     """Median, p20, p80 in ms with triton's do_bench (flushes L2 between runs)."""
     from triton.testing import do_bench
 
-    med, p20, p80 = do_bench(fn, warmup=25, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+    med, p20, p80 = do_bench(fn, warmup=10, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
     return med, p20, p80
 
 
