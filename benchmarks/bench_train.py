@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import json
 import platform
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -124,14 +125,20 @@ def main(argv=None) -> int:
             data, dev, steps, activation="relu", compile=True
         )
     rates: dict[str, list[float]] = {"notebook loop": [], **{k: [] for k in variants}}
-    for r in range(args.rounds):
-        rates["notebook loop"].append(baseline_round(data, device, steps))
-        for name, t in variants.items():
-            rates[name].append(alphakern_round(t))
-        print(
-            f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
-            flush=True,
-        )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout`: keep the finished rounds
+    try:
+        for r in range(args.rounds):
+            row = {"notebook loop": baseline_round(data, device, steps)}
+            row.update({name: alphakern_round(t) for name, t in variants.items()})
+            for k, v in row.items():
+                rates[k].append(v)
+            print(
+                f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items()) + " img/s", flush=True
+            )
+    except KeyboardInterrupt:
+        print(f"interrupted after {len(rates['notebook loop'])} rounds", file=sys.stderr)
+        if not rates["notebook loop"]:
+            return 130
     med = {k: statistics.median(v) for k, v in rates.items()}
     base = med["notebook loop"]
     print(f"\n{'variant':<34} {'img/s':>9} {'vs notebook':>12}")
