@@ -9,6 +9,7 @@ the chain rule — no atomics, so repeated backward passes are bitwise identical
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -155,11 +156,8 @@ def _check_runnable(x: torch.Tensor) -> None:
 
 
 def _device_ctx(x: torch.Tensor):
-    if x.device.type == "cuda":
-        return torch.cuda.device(x.device)
-    import contextlib
-
-    return contextlib.nullcontext()
+    """Launch on x's GPU (Triton uses the current device); nothing to select for the interpreter."""
+    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
 def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
