@@ -38,7 +38,7 @@ timeout "$(slot 120 60)" $PY -m pytest -q -rs -p no:cacheprovider tests/test_par
 echo "pytest exit $?" >> "$LOG"
 
 step bench_train
-timeout "$(slot 90 0)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 \
+timeout "$(slot 150 0)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 \
   --json "$OUT/bench_train_gpu.json" > "$OUT/bench_train.log" 2>&1
 echo "bench_train exit $?" >> "$LOG"
 step done
