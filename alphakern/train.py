@@ -23,6 +23,7 @@ from torch import nn
 from alphakern.complexity import discretize, format_report, layer_verdicts, summary
 from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
 from alphakern.models import AlphaCNN, alpha_layers
+from alphakern.ops import alpha_relu_torch
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -232,7 +233,7 @@ class Trainer:
 
     def alpha_hist(self) -> torch.Tensor:
         """α per step and layer as seen by each training forward."""
-        return torch.sigmoid((torch.sigmoid(self.gamma_hist) - 0.5) * self.nu_hist)
+        return alpha_relu_torch.alpha(self.gamma_hist, self.nu_hist)
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self) -> dict:

@@ -8,20 +8,20 @@ import torch
 import torch.nn.functional as F
 
 import alphakern
-from alphakern.ops import alpha_relu_triton, cuda_ext
+from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cuda_ext
 
 Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def eager(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """The original study's expression."""
-    a = torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu)
+    a = alpha_relu_torch.alpha(gamma, nu)
     return x + a * F.relu(-x)
 
 
 def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """PyTorch's own fused kernel for the same function: PReLU with slope 1 − α."""
-    a = torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu)
+    a = alpha_relu_torch.alpha(gamma, nu)
     return F.prelu(x, (1 - a).to(x.dtype).reshape(1))
 
 
