@@ -3,7 +3,7 @@
 from alphakern.complexity import discretize, layer_verdicts
 from alphakern.functional import BACKENDS, alpha, alpha_relu, resolve_backend
 from alphakern.models import AlphaCNN
-from alphakern.modules import AlphaReLU, EagerAlphaReLU
+from alphakern.modules import AlphaReLU, EagerAlphaReLU, alpha_layers
 
 __all__ = [
     "BACKENDS",
@@ -11,6 +11,7 @@ __all__ = [
     "AlphaReLU",
     "EagerAlphaReLU",
     "alpha",
+    "alpha_layers",
     "alpha_relu",
     "discretize",
     "layer_verdicts",

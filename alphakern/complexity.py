@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from alphakern.models import alpha_layers
+from alphakern.modules import alpha_layers
 
 NONLINEAR_ABOVE = 0.95  # α > this: the layer is a ReLU
 LINEAR_BELOW = 0.05  # α < this: the layer is the identity

@@ -59,8 +59,3 @@ class AlphaCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.fc(self.features(x).flatten(1))
         return out.softmax(dim=1) if self.head == "softmax" else out
-
-
-def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
-    """The model's learnable activations, in forward order, with their qualified names."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]

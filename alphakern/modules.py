@@ -66,3 +66,9 @@ class EagerAlphaReLU(AlphaReLU):
                 "of mutated buffers in the backward, so γ's gradient would be wrong); use AlphaReLU"
             )
         return x + alpha(self.gamma, self.step_nu()) * torch.relu(-x)
+
+
+def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
+    """The model's learnable activations, in registration (= forward, for sequential models) order,
+    with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]

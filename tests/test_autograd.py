@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import alphakern
+from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cuda_ext
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
 from tests.reference import backend_params, device_for
 
@@ -30,11 +31,34 @@ def test_gradgradcheck_torch_backend():
     )
 
 
+def test_gradgradcheck_through_the_fused_backward():
+    """Second derivatives when the first-order gradients come from the fused backward kernel."""
+    x, gamma, nu = _inputs()
+    calls = []
+    real = alpha_relu_torch.backward
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alpha_relu_torch, "backward", counting)
+        assert torch.autograd.gradgradcheck(
+            lambda x, g: alphakern.alpha_relu(x, g, nu, backend="torch"), (x, gamma)
+        )
+    assert calls  # the backend's backward produced the first-order gradients
+
+
 @pytest.mark.parametrize("backend", backend_params())
-def test_double_backward_matches_eager(backend):
-    """create_graph=True works on every backend (double backward runs differentiable torch ops)."""
+def test_double_backward_matches_eager(backend, monkeypatch):
+    """create_graph=True on every backend: first-order gradients from the backend's fused
+    backward (spied on), second-order ones from autograd, both equal to the eager expression's."""
     device = device_for(backend)
     x, gamma, nu = _inputs(torch.float32, device=device)
+    module = {"torch": alpha_relu_torch, "triton": alpha_relu_triton, "cuda": cuda_ext}[backend]
+    calls = []
+    real = module.backward
+    monkeypatch.setattr(module, "backward", lambda *a: calls.append(1) or real(*a))
 
     def grads(fn):
         y = fn(x, gamma)
@@ -42,9 +66,26 @@ def test_double_backward_matches_eager(backend):
         return torch.autograd.grad(gx.pow(2).sum() + gg, (x, gamma))
 
     fused = grads(lambda x, g: alphakern.alpha_relu(x, g, nu, backend=backend))
+    assert calls, "the fused backward did not run"
     eager = grads(lambda x, g: x + alphakern.alpha(g, nu) * torch.relu(-x))
     for a, b in zip(fused, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_first_order_gradient_at_zero_with_create_graph(backend):
+    """Slope 1 at x = +0 and −0.0, 1 − α below zero, also when the backward builds a graph."""
+    device = device_for(backend)
+    x = torch.tensor([0.0, -0.0, -1.0, 2.0], device=device, requires_grad=True)
+    gamma = torch.tensor(0.3, device=device, requires_grad=True)
+    nu = torch.tensor(5.0, device=device)
+    dy = torch.tensor([3.0, 5.0, 7.0, 11.0], device=device)
+    for create_graph in (False, True):
+        y = alphakern.alpha_relu(x, gamma, nu, backend=backend)
+        (dx,) = torch.autograd.grad(y, x, dy, create_graph=create_graph)
+        om = 1 - alphakern.alpha(gamma, nu).item()
+        expect = torch.tensor([3.0, 5.0, 7.0 * om, 11.0])
+        torch.testing.assert_close(dx.detach().cpu(), expect, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -62,38 +103,65 @@ def test_backward_is_deterministic(backend):
         assert torch.equal(dx, dx0) and torch.equal(dg, dg0)
 
 
+LAYOUTS = {
+    "contiguous": lambda t: t,
+    "channels_last": lambda t: t.to(memory_format=torch.channels_last),
+    "permuted": lambda t: t.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1),
+}
+
+
 @pytest.mark.parametrize("backend", backend_params())
-def test_opcheck(backend):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_opcheck(backend, layout):
     device = device_for(backend)
     x, gamma, nu = _inputs(torch.float32, device=device)
+    x = LAYOUTS[layout](x.detach()).requires_grad_()
     torch.library.opcheck(alpha_relu_op, (x, gamma, nu, backend))
-    dy = torch.randn_like(x)
+    dy = LAYOUTS[layout](torch.randn_like(x))
     torch.library.opcheck(alpha_relu_backward_op, (dy, x.detach(), gamma.detach(), nu, backend))
 
 
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_fake_kernels_promise_the_real_strides(backend, layout):
+    """What torch.compile plans memory with (the fake kernels) is what the kernels return."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    device = device_for(backend)
+    x, gamma, nu = (t.detach() for t in _inputs(torch.float32, device=device))
+    x = LAYOUTS[layout](x)
+    y = alpha_relu_op(x, gamma, nu, backend)
+    dx, _ = alpha_relu_backward_op(torch.ones_like(x), x, gamma, nu, backend)
+    mode = FakeTensorMode()
+    fx, fg, fn = (mode.from_tensor(t) for t in (x, gamma, nu))
+    with mode:
+        fy = alpha_relu_op(fx, fg, fn, backend)
+        fdx, _ = alpha_relu_backward_op(torch.ones_like(fx), fx, fg, fn, backend)
+    assert fy.stride() == y.stride() == x.stride()
+    assert fdx.stride() == dx.stride() == x.stride()
+
+
 class _Net(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, backend=None):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.act = alphakern.AlphaReLU()
+        self.act = alphakern.AlphaReLU(backend=backend)
 
     def forward(self, x):
         return self.act(self.conv(x)).sum(dim=(1, 2, 3))
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")),
-    ],
-)
-def test_compile_fullgraph_matches_eager(device):
-    """torch.compile traces a model using the op with no graph break, and computes the same."""
+@pytest.mark.parametrize("backend", backend_params())
+def test_compile_fullgraph_matches_eager(backend):
+    """torch.compile traces a model using the op with no graph break, and computes the same.
+
+    Triton runs here too: on the CPU the compiled graph calls the op, whose kernels the
+    interpreter runs."""
+    device = device_for(backend)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    net = _Net().to(device)
-    ref = _Net().to(device)
+    net = _Net(backend).to(device)
+    ref = _Net("torch").to(device)
     ref.load_state_dict(net.state_dict())
     compiled = torch.compile(net, fullgraph=True)
     x = torch.randn(2, 3, 8, 8, device=device)

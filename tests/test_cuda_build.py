@@ -1,6 +1,7 @@
 """csrc/ compiles with nvcc (this machine has nvcc but no GPU), via the documented command."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,8 @@ def test_build_failure_exits_nonzero_with_message(tmp_path):
     assert "building alphakern's CUDA backend" in proc.stderr and "Fix the toolkit" in proc.stderr
 
 
-@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
-def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
-    """The PTX of csrc/ for sm_90: vectorised global loads/stores, and no atomics (determinism)."""
+def _nvcc(tmp_path, *args):
+    """nvcc on alpha_relu_kernels.cu for sm_90 with the flags torch's extension builder uses."""
     import subprocess
     import sysconfig
 
@@ -39,20 +39,52 @@ def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
 
     home = cuda_ext._find_cuda_home()
     inc = Path(torch.__file__).parent / "include"
-    ptx = tmp_path / "k.ptx"
     cmd = [
-        f"{home}/bin/nvcc", "-ptx", "-arch=sm_90", "-std=c++20", "-O3", "--expt-relaxed-constexpr",
+        f"{home}/bin/nvcc", "-arch=sm_90", "-std=c++20", "-O3", "--expt-relaxed-constexpr",
         "-isystem", str(inc), "-isystem", str(inc / "torch/csrc/api/include"),
         "-isystem", f"{home}/include", "-isystem", sysconfig.get_paths()["include"],
         "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
         "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-        str(cuda_ext.csrc_dir() / "alpha_relu_kernels.cu"), "-o", str(ptx),
+        *args, str(cuda_ext.csrc_dir() / "alpha_relu_kernels.cu"),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    text = ptx.read_text()
-    entries = [ln for ln in text.splitlines() if ln.startswith(".entry")]
-    assert len(entries) == 7  # fwd and bwd for fp32/fp16/bf16, and the final dgamma sum
-    assert "ld.global.nc.v4" in text or "ld.global.v4" in text
-    assert "st.global.v4" in text
-    assert "atom." not in text
+    return proc
+
+
+def _entries(ptx: str) -> dict[str, str]:
+    """PTX text of each kernel, by mangled name."""
+    parts = re.split(r"^(?:\.visible\s+)?\.entry\s+(\w+)", ptx, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
+    """The PTX of csrc/ for sm_90: every fwd/bwd kernel has vectorised global loads and stores
+    (each entry on its own), none has atomics (determinism) or approximate math (α's precision)."""
+    _nvcc(tmp_path, "-ptx", "-o", "k.ptx")
+    entries = _entries((tmp_path / "k.ptx").read_text())
+    assert len(entries) == 7, list(entries)  # fwd and bwd for fp32/fp16/bf16, and the final sum
+    elementwise = {n: t for n, t in entries.items() if "fwd_kernel" in n or "bwd_kernel" in n}
+    assert len(elementwise) == 6, list(entries)
+    for name, text in elementwise.items():
+        assert re.search(r"ld\.global(\.nc)?\.v4", text), name
+        assert "st.global.v4" in text, name
+    for name, text in entries.items():
+        assert "atom." not in text and not re.search(r"\b(ex2|rcp|div)\.approx", text), name
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+def test_cuda_backward_fits_eight_blocks_per_sm(tmp_path):
+    """__launch_bounds__(256, 8): every backward kernel within 32 registers, nothing spilled."""
+    proc = _nvcc(tmp_path, "-cubin", "-o", "k.cubin", "-Xptxas", "-v")
+    usage = re.findall(
+        r"Compiling entry function '(\w+)'.*?(\d+) bytes spill stores.*?Used (\d+) registers",
+        proc.stderr,
+        flags=re.S,
+    )
+    print({name: int(regs) for name, _, regs in usage})
+    bwd = [(n, int(spill), int(regs)) for n, spill, regs in usage if "bwd_kernel" in n]
+    assert len(bwd) == 3, proc.stderr[-3000:]
+    for name, spill, regs in bwd:
+        assert regs <= 32 and spill == 0, (name, regs, spill)

@@ -5,6 +5,7 @@ import torch
 
 import alphakern
 from alphakern.ops import alpha_relu_triton
+from alphakern.ops.alpha_relu import auto_backend
 
 G = torch.tensor(0.0)
 NU = torch.tensor(1.0)
@@ -65,6 +66,63 @@ def test_env_backend_overrides_default(monkeypatch):
 
 def test_auto_is_torch_on_cpu():
     assert alphakern.resolve_backend("auto", torch.zeros(1)) == "torch"
+
+
+@pytest.mark.parametrize(
+    "device_type,dtype,expected",
+    [
+        ("cuda", torch.float32, "triton"),
+        ("cuda", torch.bfloat16, "triton"),
+        ("cuda", torch.float16, "triton"),
+        ("cuda", torch.float64, "torch"),  # Triton's kernels take fp32/fp16/bf16 only
+        ("cpu", torch.float32, "torch"),
+    ],
+)
+def test_what_auto_means(device_type, dtype, expected, monkeypatch):
+    monkeypatch.setattr(alpha_relu_triton, "triton", object())  # "installed", GPU or not
+    assert auto_backend(device_type, dtype) == expected
+
+
+def test_auto_without_triton_is_torch(monkeypatch):
+    monkeypatch.setattr(alpha_relu_triton, "triton", None)
+    assert auto_backend("cuda", torch.float32) == "torch"
+
+
+# The registered ops check their inputs whoever calls them: the functional API, a direct
+# torch.ops call, or the graph torch.compile runs (the fake kernels check while tracing).
+DIRECT = {
+    "functional": lambda x, g, n, b: alphakern.alpha_relu(x, g, n, backend=b),
+    "op": lambda x, g, n, b: torch.ops.alphakern.alpha_relu(x, g, n, b),
+    "backward_op": lambda x, g, n, b: torch.ops.alphakern.alpha_relu_backward(torch.ones_like(x), x, g, n, b),
+    "compiled": lambda x, g, n, b: torch.compile(
+        lambda x, g, n: torch.ops.alphakern.alpha_relu(x, g, n, b), fullgraph=True, backend="eager"
+    )(x, g, n),
+}
+
+
+@pytest.mark.parametrize("entry", list(DIRECT))
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_every_entry_rejects_a_two_element_gamma(entry, backend):
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"gamma must be a 1-element floating-point tensor, got .*\(2,\)"):
+        DIRECT[entry](torch.zeros(3), torch.tensor([0.3, 99.0]), NU, backend)
+
+
+@pytest.mark.parametrize("entry", ["op", "backward_op"])
+def test_ops_reject_gamma_on_another_device(entry):
+    """A γ on another device than x (on a GPU: a host pointer read by the kernel) is refused."""
+    with pytest.raises(ValueError, match="gamma must be on x's device meta, got cpu"):
+        DIRECT[entry](torch.zeros(3, device="meta"), G, NU, "torch")
+
+
+def test_backward_op_checks_dy():
+    with pytest.raises(ValueError, match=r"dy must match x \(torch.float32 \(3,\)"):
+        torch.ops.alphakern.alpha_relu_backward(torch.ones(4), torch.zeros(3), G, NU, "torch")
+
+
+def test_op_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        torch.ops.alphakern.alpha_relu(torch.zeros(3), G, NU, "auto")
 
 
 def test_triton_on_cpu_without_interpreter(monkeypatch):

@@ -9,7 +9,8 @@ import alphakern.train as train_mod
 from alphakern import discretize
 from alphakern.cli import main
 from alphakern.complexity import layer_verdicts, verdict
-from alphakern.models import AlphaCNN, alpha_layers
+from alphakern.models import AlphaCNN
+from alphakern.modules import alpha_layers
 from alphakern.train import TrainConfig, Trainer
 from tests.cifar_fixtures import write_folder, write_pickles
 

@@ -1,4 +1,5 @@
-"""The Triton kernels compile for sm_80 and sm_90 without a GPU, with 16-byte accesses, no atomics.
+"""The Triton kernels compile for sm_80 and sm_90 without a GPU, as the GPU needs them: 16-byte
+accesses in every entry point at a ragged size, no atomics, no approximate math, few registers.
 
 The interpreter (how CI runs the kernels) accepts code the real compiler rejects; this closes the gap.
 """
@@ -11,6 +12,9 @@ import pytest
 from alphakern.ops import alpha_relu_triton
 from tests.subproc import run_python
 
+# 256-thread programs at ≤ 64 registers a thread: ≥ 4 programs (32 warps) resident per SM
+MAX_REGISTERS = 64
+
 
 @pytest.mark.skipif(not alpha_relu_triton.available(), reason="triton is not installed")
 def test_kernels_compile_for_ampere_and_hopper():
@@ -18,9 +22,13 @@ def test_kernels_compile_for_ampere_and_hopper():
     proc = run_python("tests/aot_compile_triton.py", "80", "90", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps({k: {n: v["registers"] for n, v in ks.items()} for k, ks in report.items()}))
     assert len(report) == 6  # 2 archs x 3 dtypes
     for key, kernels in report.items():
         for name in ("fwd", "bwd"):
-            # every global access of x, y, dy, dx is a 16-byte vector when pointers are aligned
+            # the full tiles' accesses of x, y, dy, dx are 16-byte vectors although n is ragged
             assert kernels[name]["v4_loads"] > 0 and kernels[name]["v4_stores"] > 0, (key, name, kernels)
-        assert all(k["atomics"] == 0 for k in kernels.values()), (key, kernels)
+        for name, k in kernels.items():
+            assert k["atomics"] == 0 and k["approx_math"] == 0, (key, name, k)
+            if k["registers"] is not None:
+                assert k["registers"] <= MAX_REGISTERS, (key, name, k)

@@ -1,10 +1,13 @@
 """Triton kernels for R_α(x) = x + α·relu(−x), α = σ((σ(γ) − ½)·ν), and their host launchers.
 
 γ and ν are read from device memory inside the kernels, so no launch syncs with the host and no
-Python float (which Triton would treat as fp64) reaches a kernel. All math is fp32; offsets are
-int64, so tensors past 2³¹ elements work. The γ-gradient is a reduction: each backward program
-writes one fp32 partial, and a one-program kernel sums the partials in a fixed order and applies
-the chain rule — no atomics, so repeated backward passes are bitwise identical.
+Python float (which Triton would treat as fp64) reaches a kernel. α is computed once per program
+in fp64 (exact exp and division, where fp32 ``tl.sigmoid`` compiles to approximate ex2/rcp whose
+error ν would amplify) and the slope 1 − α as σ(−z), not by subtraction. Element math is fp32;
+offsets are int64, so tensors past 2³¹ elements work. The γ-gradient is a reduction: each backward
+program writes one fp32 partial, and a one-program kernel sums the partials in a fixed order and
+applies the chain rule — no atomics, and a grid that depends on the size only, so repeated
+backward passes are bitwise identical on any GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import torch
 
 from alphakern.ops._layout import dense_input_and_output, flat, like
+from alphakern.ops.utils import KERNEL_DTYPES
 
 try:
     import triton
@@ -26,11 +30,14 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
 # Triton decides at decoration time whether kernels are compiled or interpreted.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-FWD_BLOCK = 4096
-BWD_BLOCK = 4096
+# 4096-element tiles over 8 warps compiled to 91-128 registers a thread (2 CTAs/SM); 2048 over 8
+# warps stays near 40 (tests/aot_compile_triton.py prints the counts).
+FWD_BLOCK = 2048
+BWD_BLOCK = 2048
 # The backward grid is capped (a grid-stride loop covers the rest) so the partial buffer and the
-# final sum stay small; the cap does not depend on the device, so results are reproducible anywhere.
-BWD_MAX_PROGRAMS = 2048
+# final sum stay small; the cap does not depend on the device, so results are reproducible anywhere,
+# and it is several waves on any GPU, so the last wave's imbalance costs little.
+BWD_MAX_PROGRAMS = 8192
 FINAL_BLOCK = 1024
 NUM_WARPS = 8
 
@@ -42,26 +49,31 @@ def available() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _alpha(gamma_ptr, nu_ptr):
-        """α and dα/dγ = α(1−α)·ν·σ(γ)(1−σ(γ)), in fp32, from the 1-element tensors γ and ν."""
-        g = tl.load(gamma_ptr).to(tl.float32)
-        nu = tl.load(nu_ptr).to(tl.float32)
-        s = tl.sigmoid(g)
-        a = tl.sigmoid((s - 0.5) * nu)
-        return a, a * (1.0 - a) * nu * s * (1.0 - s)
+    def _sigmoid64(v):
+        return 1.0 / (1.0 + tl.exp(-v))
+
+    @triton.jit
+    def _alpha_terms(gamma_ptr, nu_ptr):
+        """(1 − α in fp32, dα/dγ in fp64) from the 1-element tensors γ and ν, computed in fp64."""
+        g = tl.load(gamma_ptr).to(tl.float64)
+        nu = tl.load(nu_ptr).to(tl.float64)
+        s = _sigmoid64(g)
+        z = (s - 0.5) * nu
+        a = _sigmoid64(z)
+        om = _sigmoid64(-z)
+        return om.to(tl.float32), a * om * nu * s * _sigmoid64(-g)
 
     # Full tiles load and store without a mask: with the mask, the compiler can only use 16-byte
     # accesses when n_elements is a multiple of 16; this way only the last tile is scalar.
 
     @triton.jit
-    def _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED: tl.constexpr):
+    def _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED: tl.constexpr):
         if MASKED:
             x = tl.load(x_ptr + offs, mask=offs < n_elements).to(tl.float32)
         else:
             x = tl.load(x_ptr + offs).to(tl.float32)
-        # relu(−x) written so NaN propagates (x > 0 is False for NaN) and x = −inf gives NaN like
-        # the eager expression.
-        y = (x + a * tl.where(x > 0.0, 0.0, -x)).to(y_ptr.dtype.element_ty)
+        # PReLU with slope 1 − α: NaN propagates (x > 0 is False for NaN), −inf stays −inf
+        y = tl.where(x > 0.0, x, x * om).to(y_ptr.dtype.element_ty)
         if MASKED:
             tl.store(y_ptr + offs, y, mask=offs < n_elements)
         else:
@@ -69,16 +81,16 @@ if triton is not None:
 
     @triton.jit
     def _alpha_relu_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
-        a, _ = _alpha(gamma_ptr, nu_ptr)
+        om, _ = _alpha_terms(gamma_ptr, nu_ptr)
         start = tl.program_id(0).to(tl.int64) * BLOCK_SIZE
         offs = start + tl.arange(0, BLOCK_SIZE)
         if start + BLOCK_SIZE <= n_elements:
-            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED=False)
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED=False)
         else:
-            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, MASKED=True)
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED=True)
 
     @triton.jit
-    def _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED: tl.constexpr):
+    def _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED: tl.constexpr):
         """Writes dx for one tile; returns dy·relu(−x) per lane (0 in masked lanes)."""
         if MASKED:
             mask = offs < n_elements
@@ -89,7 +101,7 @@ if triton is not None:
             dy = tl.load(dy_ptr + offs).to(tl.float32)
         # Slope 1 at x = ±0 (autograd of relu), 1 − α below zero and, as eager autograd gives,
         # at NaN.
-        dx = tl.where(x >= 0.0, dy, dy * (1.0 - a)).to(dx_ptr.dtype.element_ty)
+        dx = tl.where(x >= 0.0, dy, dy * om).to(dx_ptr.dtype.element_ty)
         if MASKED:
             tl.store(dx_ptr + offs, dx, mask=offs < n_elements)
         else:
@@ -108,7 +120,7 @@ if triton is not None:
         tiles_per_program,
         BLOCK_SIZE: tl.constexpr,
     ):
-        a, _ = _alpha(gamma_ptr, nu_ptr)
+        om, _ = _alpha_terms(gamma_ptr, nu_ptr)
         pid = tl.program_id(0)
         pid64 = pid.to(tl.int64)
         n_programs = tl.num_programs(0).to(tl.int64)
@@ -118,22 +130,22 @@ if triton is not None:
             start = (pid64 + i * n_programs) * BLOCK_SIZE
             offs = start + tl.arange(0, BLOCK_SIZE)
             if start + BLOCK_SIZE <= n_elements:
-                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED=False)
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED=False)
             else:
-                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, MASKED=True)
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED=True)
         tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
 
     @triton.jit
     def _alpha_relu_dgamma_kernel(
         partial_ptr, gamma_ptr, nu_ptr, dgamma_ptr, n_partials, BLOCK_SIZE: tl.constexpr
     ):
-        _, dalpha_dgamma = _alpha(gamma_ptr, nu_ptr)
+        _, dalpha_dgamma = _alpha_terms(gamma_ptr, nu_ptr)
         acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
         for start in range(0, n_partials, BLOCK_SIZE):
             offs = start + tl.arange(0, BLOCK_SIZE)
             acc += tl.load(partial_ptr + offs, mask=offs < n_partials, other=0.0)
         total = tl.sum(acc, axis=0)
-        tl.store(dgamma_ptr, (total * dalpha_dgamma).to(dgamma_ptr.dtype.element_ty))
+        tl.store(dgamma_ptr, (total.to(tl.float64) * dalpha_dgamma).to(dgamma_ptr.dtype.element_ty))
 
 
 def _check_runnable(x: torch.Tensor) -> None:
@@ -148,7 +160,7 @@ def _check_runnable(x: torch.Tensor) -> None:
             "under the interpreter — set TRITON_INTERPRET=1 before importing alphakern, "
             "or use backend='torch'."
         )
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if x.dtype not in KERNEL_DTYPES:
         raise TypeError(
             f"backend='triton' supports x of dtype float32, float16 or bfloat16, got {x.dtype}; "
             "use backend='torch' for other floating dtypes."
@@ -183,8 +195,9 @@ def backward(
     *,
     block_size: int = BWD_BLOCK,
     max_programs: int = BWD_MAX_PROGRAMS,
+    final_block: int = FINAL_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂x, ∂L/∂γ). ``block_size``/``max_programs`` exist so tests can force many programs."""
+    """(∂L/∂x, ∂L/∂γ). The keywords exist so tests can force many programs and final-sum rounds."""
     _check_runnable(x)
     xd, dx = dense_input_and_output(x)
     n = x.numel()
@@ -209,6 +222,6 @@ def backward(
             num_warps=NUM_WARPS,
         )
         _alpha_relu_dgamma_kernel[(1,)](
-            partials, gamma, nu, dgamma, n_programs, BLOCK_SIZE=FINAL_BLOCK, num_warps=4
+            partials, gamma, nu, dgamma, n_programs, BLOCK_SIZE=final_block, num_warps=4
         )
     return dx, dgamma

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,16 +19,30 @@ import torch
 NAME = "alphakern_cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
 SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu")
+# A build of csrc/ takes about a minute on 2 cores; a lock older than this was left by a killed one.
+STALE_LOCK_S = 600.0
 _loaded: str | None = None
 
 
 def csrc_dir() -> Path:
-    """csrc/ of the source tree, or the copy installed inside the package."""
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "csrc", here / "csrc"):
-        if all((cand / s).is_file() for s in SOURCES):
-            return cand
-    raise RuntimeError(f"alphakern's CUDA sources {SOURCES} were not found near {here}")
+    """alphakern/csrc: package data, so an installed wheel can build the backend too."""
+    src = Path(__file__).resolve().parent.parent / "csrc"
+    missing = [s for s in SOURCES if not (src / s).is_file()]
+    if missing:
+        raise RuntimeError(f"alphakern's CUDA sources {missing} are missing from {src}: reinstall alphakern")
+    return src
+
+
+def _clear_stale_lock(build_dir: Path, max_age_s: float = STALE_LOCK_S) -> None:
+    """torch's extension builder waits forever on a lock left by a killed build: remove an old one."""
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        warnings.warn(f"removing {lock}, left {age:.0f} s ago by a build that did not finish", stacklevel=3)
+        lock.unlink(missing_ok=True)
 
 
 def _find_cuda_home() -> str | None:
@@ -61,6 +77,7 @@ def build(verbose: bool = False) -> str:
 
     cpp_extension.CUDA_HOME = cuda_home  # read at import time, before our CUDA_HOME was set
     src = csrc_dir()
+    _clear_stale_lock(Path(cpp_extension._get_build_directory(NAME, False)))
     try:
         path = cpp_extension.load(
             name=NAME,

@@ -43,7 +43,14 @@ at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
   return at::empty_like(ref, t.options()).copy_(t);
 }
 
-at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat).reshape({}); }
+bool fp32_or_fp64(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+}
+
+// The kernels read 1-element fp32 or fp64 tensors; other dtypes (rare) are converted once.
+at::Tensor kernel_scalar(const at::Tensor& t) {
+  return (fp32_or_fp64(t) ? t : t.to(at::kFloat)).reshape({});
+}
 
 at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
   check_x(x, "x");
@@ -52,7 +59,7 @@ at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, con
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty_like(x);  // x's memory format; the fake kernel says the same
   const at::Tensor xd = like(x, y);
-  launch_alpha_relu_fwd(xd, y, as_float(gamma), as_float(nu));
+  launch_alpha_relu_fwd(xd, y, kernel_scalar(gamma), kernel_scalar(nu));
   return y;
 }
 
@@ -71,9 +78,10 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cuda(const at::Tensor& dy, con
   at::Tensor dx = at::empty_like(x);
   const at::Tensor xd = like(x, dx);
   const at::Tensor dyd = like(dy, dx);
-  at::Tensor dgamma32 = at::empty({}, x.options().dtype(at::kFloat));
-  launch_alpha_relu_bwd(dyd, xd, dx, dgamma32, as_float(gamma), as_float(nu));
-  return {dx, dgamma32.to(gamma.scalar_type()).reshape(gamma.sizes())};
+  // written in gamma's dtype directly when the kernel can (fp32, fp64): no conversion kernel
+  at::Tensor dgamma = at::empty({}, x.options().dtype(fp32_or_fp64(gamma) ? gamma.scalar_type() : at::kFloat));
+  launch_alpha_relu_bwd(dyd, xd, dx, dgamma, kernel_scalar(gamma), kernel_scalar(nu));
+  return {dx, dgamma.to(gamma.scalar_type()).reshape(gamma.sizes())};
 }
 
 at::Tensor alpha_relu_fwd_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&) {

@@ -1,11 +1,12 @@
 // CUDA kernels for R_alpha(x) = x + alpha * relu(-x), alpha = sigmoid((sigmoid(gamma) - 1/2) * nu).
 //
 // Same semantics as the Triton backend: alpha and its chain rule are computed on the device from
-// gamma and nu (fp32, in device memory: no host sync), all math in fp32, slope 1 at x = +-0, NaN
-// propagates into y and dgamma. Memory-bound design: a grid-stride loop over 16-byte vectors when
-// every pointer is 16-byte aligned (a scalar loop otherwise and for the tail), a grid sized from
-// the SM count, 64-bit indices. dgamma: one fp32 partial per block, then one block sums the
-// partials in a fixed order -- no atomics, so backward is bitwise reproducible on a given GPU.
+// gamma and nu (in fp64, from device memory: no host sync), element math in fp32, slope 1 at
+// x = +-0, NaN propagates into y and dgamma. Memory-bound design: a grid-stride loop over 16-byte
+// vectors when every pointer is 16-byte aligned (a scalar loop otherwise and for the tail), 64-bit
+// indices; the forward grid is one wave from the occupancy API. dgamma: one fp32 partial per block
+// of a grid that depends on the size only, then one block sums the partials in a fixed order --
+// no atomics, so backward is bitwise reproducible, on any GPU.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -21,21 +22,39 @@ namespace alphakern {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kBlocksPerSm = 8;
+// 8 blocks of 256 threads fill an SM's 2048 threads; __launch_bounds__ holds the backward to the 32
+// registers that allows (it compiled to 40, i.e. 6 blocks, without the bound).
+constexpr int kMinBlocksPerSm = 8;
+// The backward grid's cap does not depend on the device, so neither do the dgamma partials: the
+// result is bitwise the same on any GPU. It is several waves anywhere, so the last one costs little.
+constexpr int kMaxBwdBlocks = 8192;
 constexpr int kFinalThreads = 1024;
 
-__device__ __forceinline__ float sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
-
-struct Alpha {
-  float a;       // alpha
-  float dadg;    // d alpha / d gamma
+// A 1-element fp32 or fp64 tensor in device memory (the host converts other dtypes to fp32).
+struct Scalar {
+  const void* p;
+  bool is_double;
 };
 
-__device__ __forceinline__ Alpha load_alpha(const float* gamma, const float* nu) {
-  const float s = sigmoidf(__ldg(gamma));
-  const float n = __ldg(nu);
-  const float a = sigmoidf((s - 0.5f) * n);
-  return {a, a * (1.0f - a) * n * s * (1.0f - s)};
+__device__ __forceinline__ double load(Scalar s) {
+  return s.is_double ? __ldg(static_cast<const double*>(s.p))
+                     : static_cast<double>(__ldg(static_cast<const float*>(s.p)));
+}
+
+__device__ __forceinline__ double sigmoid64(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+struct Terms {
+  float om;     // 1 - alpha, as sigmoid(-z): no cancellation near saturation
+  double dadg;  // d alpha / d gamma = alpha (1 - alpha) nu sigmoid(gamma) sigmoid(-gamma)
+};
+
+// fp64 with IEEE exp and division: correctly rounded once cast to fp32, where fp32 fast-math
+// sigmoid errors would be amplified by nu. One scalar per thread, off the memory-bound path.
+__device__ __forceinline__ Terms load_terms(Scalar gamma, Scalar nu) {
+  const double g = load(gamma), n = load(nu);
+  const double s = sigmoid64(g), z = (s - 0.5) * n;
+  const double a = sigmoid64(z), om = sigmoid64(-z);
+  return {static_cast<float>(om), a * om * n * s * sigmoid64(-g)};
 }
 
 template <typename T> __device__ __forceinline__ float to_f(T v) { return static_cast<float>(v); }
@@ -45,13 +64,13 @@ template <typename T> __device__ __forceinline__ T from_f(float v) { return stat
 template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
 
-// relu(-x) written so NaN propagates (x > 0 is false for NaN) and x = -inf gives NaN in y, as the
-// eager expression does.
+// relu(-x) written so NaN propagates (x > 0 is false for NaN).
 __device__ __forceinline__ float neg_part(float x) { return x > 0.0f ? 0.0f : -x; }
-__device__ __forceinline__ float fwd_elem(float x, float a) { return x + a * neg_part(x); }
+// PReLU with slope 1 - alpha: NaN propagates, -inf stays -inf.
+__device__ __forceinline__ float fwd_elem(float x, float om) { return x > 0.0f ? x : x * om; }
 // Slope 1 at x = +-0 (autograd of relu), 1 - alpha below zero and at NaN (as eager autograd).
-__device__ __forceinline__ float bwd_elem(float x, float dy, float a) {
-  return x >= 0.0f ? dy : dy * (1.0f - a);
+__device__ __forceinline__ float bwd_elem(float x, float dy, float om) {
+  return x >= 0.0f ? dy : dy * om;
 }
 
 template <typename T, int N>
@@ -60,11 +79,11 @@ struct alignas(16) Vec {
 };
 
 template <typename T>
-__global__ void alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y,
-                                      const float* __restrict__ gamma,
-                                      const float* __restrict__ nu, int64_t n, bool vectorized) {
+__global__ void __launch_bounds__(kThreads)
+    alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu,
+                          int64_t n, bool vectorized) {
   constexpr int N = 16 / sizeof(T);
-  const float a = load_alpha(gamma, nu).a;
+  const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t done = 0;
@@ -75,12 +94,12 @@ __global__ void alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y
     for (int64_t j = i; j < n_vec; j += stride) {
       Vec<T, N> in = xv[j], out;
 #pragma unroll
-      for (int k = 0; k < N; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), a));
+      for (int k = 0; k < N; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om));
       yv[j] = out;
     }
     done = n_vec * N;
   }
-  for (int64_t j = done + i; j < n; j += stride) y[j] = from_f<T>(fwd_elem(to_f(x[j]), a));
+  for (int64_t j = done + i; j < n; j += stride) y[j] = from_f<T>(fwd_elem(to_f(x[j]), om));
 }
 
 // Sum of one float per thread over the block, in a fixed order (shuffles, then warp 0).
@@ -101,12 +120,12 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     alpha_relu_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
-                          float* __restrict__ partials, const float* __restrict__ gamma,
-                          const float* __restrict__ nu, int64_t n, bool vectorized) {
+                          float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n,
+                          bool vectorized) {
   constexpr int N = 16 / sizeof(T);
-  const float a = load_alpha(gamma, nu).a;
+  const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   float acc = 0.0f;
@@ -121,7 +140,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
-        out.v[k] = from_f<T>(bwd_elem(xf, g, a));
+        out.v[k] = from_f<T>(bwd_elem(xf, g, om));
         acc += g * neg_part(xf);
       }
       dxv[j] = out;
@@ -130,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int64_t j = done + i; j < n; j += stride) {
     const float xf = to_f(x[j]), g = to_f(dy[j]);
-    dx[j] = from_f<T>(bwd_elem(xf, g, a));
+    dx[j] = from_f<T>(bwd_elem(xf, g, om));
     acc += g * neg_part(xf);
   }
   const float total = block_sum<kThreads>(acc);
@@ -138,13 +157,19 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kFinalThreads)
-    alpha_relu_dgamma_kernel(const float* __restrict__ partials, int64_t n_partials,
-                             const float* __restrict__ gamma, const float* __restrict__ nu,
-                             float* __restrict__ dgamma) {
+    alpha_relu_dgamma_kernel(const float* __restrict__ partials, int64_t n_partials, Scalar gamma,
+                             Scalar nu, void* __restrict__ dgamma, bool dgamma_is_double) {
   float acc = 0.0f;
   for (int64_t j = threadIdx.x; j < n_partials; j += kFinalThreads) acc += partials[j];
   const float total = block_sum<kFinalThreads>(acc);
-  if (threadIdx.x == 0) *dgamma = total * load_alpha(gamma, nu).dadg;
+  if (threadIdx.x == 0) {
+    const double d = static_cast<double>(total) * load_terms(gamma, nu).dadg;
+    if (dgamma_is_double) {
+      *static_cast<double*>(dgamma) = d;
+    } else {
+      *static_cast<float*>(dgamma) = static_cast<float>(d);
+    }
+  }
 }
 
 int sm_count() {  // of the current device (the caller's device guard chose it)
@@ -153,10 +178,18 @@ int sm_count() {  // of the current device (the caller's device guard chose it)
   return sms;
 }
 
-int grid_for(int64_t n, int elems_per_thread) {
-  const int64_t sms = sm_count();
-  const int64_t needed = (n + int64_t(kThreads) * elems_per_thread - 1) / (int64_t(kThreads) * elems_per_thread);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, sms * kBlocksPerSm)));
+int64_t blocks_needed(int64_t n, int elems_per_thread) {
+  const int64_t per_block = int64_t(kThreads) * elems_per_thread;
+  return std::max<int64_t>(1, (n + per_block - 1) / per_block);
+}
+
+// Forward: one full wave of resident blocks, from the occupancy the compiled kernel really has.
+template <typename K>
+int resident_grid(K kernel, int64_t needed) {
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  const int64_t wave = int64_t(sm_count()) * std::max(per_sm, 1);
+  return static_cast<int>(std::min<int64_t>(needed, wave));
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
@@ -172,9 +205,13 @@ template <typename T> struct CudaType { using type = T; };
 template <> struct CudaType<at::Half> { using type = __half; };
 template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
 
+Scalar scalar_arg(const at::Tensor& t) {  // the op passes fp32 or fp64 1-element tensors
+  return {t.const_data_ptr(), t.scalar_type() == at::kDouble};
+}
+
 }  // namespace
 
-// x, y: dense tensors of equal strides; gamma, nu: 1-element fp32 tensors on x's device.
+// x, y: dense tensors of equal strides; gamma, nu: 1-element fp32/fp64 tensors on x's device.
 void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma,
                            const at::Tensor& nu) {
   const int64_t n = x.numel();
@@ -185,13 +222,13 @@ void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
     const bool vec = aligned16(xp) && aligned16(yp);
-    alpha_relu_fwd_kernel<T><<<grid_for(n, vec ? 16 / sizeof(T) : 1), kThreads, 0, stream>>>(
-        xp, yp, gamma.const_data_ptr<float>(), nu.const_data_ptr<float>(), n, vec);
+    const int grid = resident_grid(alpha_relu_fwd_kernel<T>, blocks_needed(n, vec ? 16 / sizeof(T) : 1));
+    alpha_relu_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-// dy, x, dx: dense tensors of equal strides; dgamma: a 1-element fp32 tensor.
+// dy, x, dx: dense tensors of equal strides; dgamma: a 1-element fp32 or fp64 tensor.
 void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                            at::Tensor& dgamma, const at::Tensor& gamma, const at::Tensor& nu) {
   const int64_t n = x.numel();
@@ -206,15 +243,15 @@ void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
     const bool vec = aligned16(dyp) && aligned16(xp) && aligned16(dxp);
-    const int grid = grid_for(n, vec ? 16 / sizeof(T) : 1);
+    const int grid = static_cast<int>(
+        std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1), kMaxBwdBlocks));
     at::Tensor partials = at::empty({grid}, x.options().dtype(at::kFloat));
     alpha_relu_bwd_kernel<T><<<grid, kThreads, 0, stream>>>(
-        dyp, xp, dxp, partials.mutable_data_ptr<float>(), gamma.const_data_ptr<float>(),
-        nu.const_data_ptr<float>(), n, vec);
+        dyp, xp, dxp, partials.mutable_data_ptr<float>(), scalar_arg(gamma), scalar_arg(nu), n, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     alpha_relu_dgamma_kernel<<<1, kFinalThreads, 0, stream>>>(
-        partials.const_data_ptr<float>(), grid, gamma.const_data_ptr<float>(),
-        nu.const_data_ptr<float>(), dgamma.mutable_data_ptr<float>());
+        partials.const_data_ptr<float>(), grid, scalar_arg(gamma), scalar_arg(nu),
+        dgamma.mutable_data_ptr(), dgamma.scalar_type() == at::kDouble);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
