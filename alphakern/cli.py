@@ -1,11 +1,27 @@
-"""Command line: ``alphakern {train,report,build-cuda}`` (also ``python -m alphakern``)."""
+"""Command line: ``alphakern {train,report,build-cuda}`` (also ``python -m alphakern``).
+
+Every invalid value is refused with one line saying what was wrong and what is accepted (exit
+status 2) before any work starts. Choice lists come from the modules that own them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
+
+from alphakern.models import ACTIVATIONS, HEADS
+from alphakern.ops.utils import BACKEND_CHOICES
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _build_cuda(args: argparse.Namespace) -> int:
@@ -20,21 +36,22 @@ def _build_cuda(args: argparse.Namespace) -> int:
     return 0
 
 
-# flag → TrainConfig field; every flag defaults to None so that --resume knows what was given
+# flag → TrainConfig field; every flag defaults to None so that --resume knows what was given.
+# Values are checked by TrainConfig itself, so the API and the command line refuse the same things.
 _TRAIN_FLAGS = {
     "data_dir": dict(
         flags=["--data-dir"], help="CIFAR-10: cifar-10-batches-py/ or {train,test}/<class>/ images"
     ),
     "out": dict(flags=["--out"], help="run directory (metrics, plots, checkpoint)"),
     "epochs": dict(flags=["--epochs"], type=int),
-    "batch_size": dict(flags=["--batch-size"], type=int),
+    "batch_size": dict(flags=["--batch-size"], type=int, help="images per step"),
     "lr": dict(flags=["--lr"], type=float),
     "seed": dict(flags=["--seed"], type=int),
     "device": dict(flags=["--device"], help="auto, cpu, cuda, cuda:1, ..."),
-    "activation": dict(flags=["--activation"], choices=["alpha", "alpha-eager", "relu", "identity"]),
-    "head": dict(flags=["--head"], choices=["logits", "softmax"], help="softmax reproduces the study"),
+    "activation": dict(flags=["--activation"], choices=ACTIVATIONS),
+    "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
-    "backend": dict(flags=["--backend"], choices=["auto", "torch", "triton", "cuda"]),
+    "backend": dict(flags=["--backend"], choices=BACKEND_CHOICES),
     "amp": dict(flags=["--amp"], action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)"),
     "compile": dict(
         flags=["--compile"], action=argparse.BooleanOptionalAction, help="torch.compile the model"
@@ -50,22 +67,26 @@ _TRAIN_FLAGS = {
 
 def _train(args: argparse.Namespace) -> int:
     from alphakern.data import DatasetError
-    from alphakern.train import NonFiniteLoss, TrainConfig, Trainer, load_config
+    from alphakern.train import CheckpointError, NonFiniteLoss, TrainConfig, Trainer, load_config
+    from alphakern.train.config import resolve_device
 
     given = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    if args.resume:
-        cfg = dataclasses.replace(load_config(args.resume), **given, out=str(args.resume))
-    else:
-        cfg = TrainConfig(**given)
+    try:
+        if args.resume:
+            cfg = dataclasses.replace(load_config(args.resume), **given, out=str(args.resume))
+        else:
+            cfg = TrainConfig(**given)
+        resolve_device(cfg.device)
+    except (ValueError, CheckpointError) as e:
+        return _fail(str(e))
     try:
         trainer = Trainer(cfg)
         if args.resume:
             trainer.load()
             print(f"resuming {cfg.out} after epoch {trainer.epoch}")
         trainer.run()
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (DatasetError, ValueError, CheckpointError) as e:
+        return _fail(str(e))
     except NonFiniteLoss as e:
         print(f"error: {e}. Stopped; the last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
         return 3
@@ -84,28 +105,27 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import torch
-
     from alphakern.complexity import format_report, layer_verdicts
     from alphakern.data import DatasetError, DeviceBatches, load_cifar10
     from alphakern.train import (
-        CHECKPOINT,
         EVAL_BATCH,
+        CheckpointError,
+        TrainConfig,
         build_model,
-        load_config,
+        load_checkpoint,
         resolve_device,
         test_with_discretized,
     )
 
     try:
-        cfg = load_config(args.run_dir)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    device = resolve_device(args.device or cfg.device)
+        state = load_checkpoint(args.run_dir)
+        cfg = TrainConfig.from_dict(state["config"])
+        device = resolve_device(args.device or cfg.device)
+    except (CheckpointError, ValueError) as e:
+        return _fail(str(e))
     model = build_model(cfg, device, channels_last=False)
-    state = torch.load(Path(args.run_dir) / CHECKPOINT, map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
+    model.to(device)
     print(f"run {args.run_dir}: {state['epoch']}/{cfg.epochs} epochs, head={cfg.head}")
     acc = after = None
     try:
@@ -120,7 +140,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alphakern", description=__doc__)
+    parser = _Parser(prog="alphakern", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the reference CNN on CIFAR-10 (defaults: the study's)")
@@ -136,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("build-cuda", help="compile csrc/ (the 'cuda' backend) and print where it went")
+    p = sub.add_parser("build-cuda", help="compile alphakern/csrc (the 'cuda' backend), print where it went")
     p.add_argument("--verbose", action="store_true", help="show the compiler's commands")
     p.set_defaults(func=_build_cuda)
     return parser

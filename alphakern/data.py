@@ -26,8 +26,30 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1
 
 
-class DatasetError(FileNotFoundError):
-    """CIFAR-10 is missing or malformed; the message says what was looked for and how to get it."""
+class DatasetError(Exception):
+    """CIFAR-10 is malformed (or missing: DatasetNotFoundError); the message says what is wrong."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No CIFAR-10 where we looked; the message says what was looked for and how to get it."""
+
+
+# What the CIFAR-10 "python version" pickles hold: dicts, lists, bytes/str and numpy arrays.
+# Nothing else is unpickled, so a crafted file in a data directory cannot run code.
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes written by Python 3 at protocol 2
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
 
 
 def _how_to_get(root: Path) -> str:
@@ -67,7 +89,7 @@ def _fingerprint(files: list[Path]) -> str:
 def _load_pickle_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _DataUnpickler(f, encoding="bytes").load()
         data = d[b"data"] if b"data" in d else d["data"]
         labels = d[b"labels"] if b"labels" in d else d["labels"]
         data = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
@@ -124,7 +146,7 @@ def find_source(data_dir: Path) -> tuple[str, Path, list[Path]]:
             files = [f for s in ("train", "test") for f, _ in _folder_files(root / s)]
             if files:
                 return "folder", root, files
-    raise DatasetError(
+    raise DatasetNotFoundError(
         f"No CIFAR-10 found under {data_dir}: looked for {PICKLE_DIR}/{{data_batch_1..5,test_batch}} "
         f"(pickle layout) and {{train,test}}/<class>/*.png|jpg (image folders, classes "
         f"{', '.join(CLASSES[:3])}, ...).\n" + _how_to_get(data_dir)

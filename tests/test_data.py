@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from alphakern.data import DatasetError, DeviceBatches, load_cifar10, split_indices
+from alphakern.data import DatasetError, DatasetNotFoundError, DeviceBatches, load_cifar10, split_indices
 from tests.cifar_fixtures import write_folder, write_pickles
 
 
@@ -48,8 +48,9 @@ def test_cache_is_used_and_invalidated(tmp_path):
 
 
 def test_missing_data_says_what_where_and_how(tmp_path):
-    with pytest.raises(DatasetError) as e:
+    with pytest.raises(DatasetNotFoundError) as e:
         load_cifar10(tmp_path / "nowhere")
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, DatasetError)
     msg = str(e.value)
     assert str(tmp_path / "nowhere") in msg and "cifar-10-batches-py" in msg
     assert "prepare_cifar10.py" in msg and "--download" in msg and "{train,test}/<class>" in msg
@@ -58,8 +59,26 @@ def test_missing_data_says_what_where_and_how(tmp_path):
 def test_malformed_pickle(tmp_path):
     write_pickles(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(DatasetError, match="data_batch_3 is not a readable CIFAR-10 pickle batch"):
+    with pytest.raises(DatasetError, match="data_batch_3 is not a readable CIFAR-10 pickle batch") as e:
         load_cifar10(tmp_path, use_cache=False)
+    assert not isinstance(e.value, FileNotFoundError)  # the file is there; it is malformed
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > " + os.environ["ALPHAKERN_PWNED"],))
+
+
+def test_crafted_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
+    """A data batch someone else wrote cannot run code: only numpy arrays, dicts, lists load."""
+    write_pickles(tmp_path)
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("ALPHAKERN_PWNED", str(marker))
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _RunsCode(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(DatasetError, match=r"data_batch_2 .*refusing to load posix\.system"):
+        load_cifar10(tmp_path, use_cache=False)
+    assert not marker.exists()
 
 
 def test_wrong_image_size(tmp_path):

@@ -1,17 +1,19 @@
 """The trainer end to end on tiny synthetic data: outputs, resume, interruption, NaN, report, CLI."""
 
 import json
+import os
 
 import pytest
 import torch
 
-import alphakern.train as train_mod
+import alphakern.train.loop as train_mod
 from alphakern import discretize
 from alphakern.cli import main
 from alphakern.complexity import layer_verdicts, verdict
+from alphakern.data import load_cifar10
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers
-from alphakern.train import TrainConfig, Trainer
+from alphakern.train import TrainConfig, Trainer, build_model, load_checkpoint
 from tests.cifar_fixtures import write_folder, write_pickles
 
 
@@ -33,28 +35,44 @@ def run(c, resume=False):
     return t
 
 
+def _png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
 def test_end_to_end_outputs(data_dir, tmp_path):
+    """What a run writes agrees with the model it trained, recomputed independently."""
     t = run(cfg(data_dir, tmp_path / "run", head="softmax"))
     out = tmp_path / "run"
-    for name in ("metrics.json", "training_validation_metrics.png", "alpha_evolution.png", "checkpoint.pt"):
-        assert (out / name).stat().st_size > 0, name
+    assert _png(out / "training_validation_metrics.png") and _png(out / "alpha_evolution.png")
     m = json.loads((out / "metrics.json").read_text())
-    assert m["config"]["head"] == "softmax" and len(m["epochs"]) == 2
-    for e in m["epochs"]:
-        assert {"train_loss", "train_acc", "val_loss", "val_acc", "images_per_s"} <= set(e)
-    steps = 2 * len(t.train_batches)  # 96 training images (80% of 120) at batch 16
-    assert len(m["history"]["alpha"]) == steps and len(m["history"]["alpha"][0]) == 3
-    assert (
-        0 <= m["test_acc"] <= 100
-        and m["report"]["counts"]["undecided"]
-        + m["report"]["counts"]["non-linear"]
-        + m["report"]["counts"]["linear"]
-        == 3
+    assert m["config"]["head"] == "softmax" and [e["epoch"] for e in m["epochs"]] == [1, 2]
+    # the checkpoint holds the trained model: same weights, same test accuracy when rebuilt
+    state = load_checkpoint(out)
+    model = build_model(TrainConfig.from_dict(state["config"]), torch.device("cpu"), channels_last=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    data = load_cifar10(data_dir)
+    with torch.no_grad():
+        pred = model(data.test_x.float() / 255).argmax(1)
+    assert m["test_acc"] == pytest.approx(100.0 * (pred == data.test_y).float().mean().item(), abs=1e-9)
+    # per-step history: ν = 0.01·step, α = σ((σ(γ) − ½)ν) in float64, one row per training step
+    steps = 2 * len(t.train_batches)
+    h = m["history"]
+    assert len(h["alpha"]) == len(h["gamma"]) == steps and h["layers"] == [n for n, _ in alpha_layers(model)]
+    nu = 0.01 * torch.arange(1, steps + 1, dtype=torch.float64)[:, None]
+    g = torch.tensor(h["gamma"], dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.tensor(h["alpha"], dtype=torch.float64),
+        torch.sigmoid((torch.sigmoid(g) - 0.5) * nu),
+        rtol=1e-5,
+        atol=1e-6,
     )
-    # ν advanced once per training step and matches the history's last row
-    nus = [float(m_.nu) for _, m_ in alpha_layers(t.model)]
-    assert nus == pytest.approx([0.01 * steps] * 3)
-    assert t.nu_hist[-1].tolist() == pytest.approx(nus)
+    # the last history row's γ is the one before the last optimizer step; the epoch summary's is after
+    final = [float(a.gamma.detach()) for _, a in alpha_layers(model)]
+    assert m["epochs"][-1]["gamma"] == pytest.approx(final, abs=1e-7)
+    assert [v["gamma"] for v in m["report"]["layers"]] == pytest.approx(final, abs=1e-7)
+    assert [v["verdict"] for v in m["report"]["layers"]] == [verdict(a) for a in m["epochs"][-1]["alpha"]]
+    assert [float(a.nu) for _, a in alpha_layers(model)] == pytest.approx([0.01 * steps] * 3)
 
 
 def test_resume_continues_bit_for_bit(data_dir, tmp_path):
@@ -66,6 +84,11 @@ def test_resume_continues_bit_for_bit(data_dir, tmp_path):
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     assert torch.equal(straight.gamma_hist, resumed.gamma_hist)
+    assert torch.equal(straight.nu_hist, resumed.nu_hist)
+    assert torch.equal(straight.alpha_hist(), resumed.alpha_hist())
+    ha = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
+    hb = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert ha == hb
     ea, eb = straight.metrics["epochs"], resumed.metrics["epochs"]
     assert [e["train_loss"] for e in ea] == [e["train_loss"] for e in eb]
     assert straight.metrics["test_acc"] == resumed.metrics["test_acc"]
@@ -87,8 +110,7 @@ def test_interrupted_run_keeps_last_epoch_and_resumes(data_dir, tmp_path, monkey
     monkeypatch.setattr(t.optimizer, "step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         t.run()
-    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    assert saved["epoch"] == 1
+    assert load_checkpoint(tmp_path / "b")["epoch"] == 1
     resumed = run(c, resume=True)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
@@ -113,7 +135,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(data_dir, tmp_path, monkeypa
     t.train_epoch = train_epoch
     with pytest.raises(train_mod.NonFiniteLoss, match="became nan in epoch 2"):
         t.run()
-    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "r")["epoch"] == 1
 
 
 def test_cli_train_report_and_resume(data_dir, tmp_path, capsys):
@@ -198,3 +220,82 @@ def test_cli_rejects_eager_activation_with_compile(data_dir, tmp_path, capsys):
             "--activation", "alpha-eager", "--compile"]  # fmt: skip
     assert main(args) == 2
     assert "cannot be combined with --compile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (["--limit-train", "-5"], "--limit-train must be a positive number of images, got -5"),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["--lr", "nan"], "--lr must be a positive number, got nan"),
+        (["--nu-step", "inf"], "--nu-step must be a non-negative number, got inf"),
+        (["--log-every", "0"], "--log-every must be a positive integer"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--device", "cuda:7"] if torch.cuda.device_count() < 8 else ["--device", "gpu"], "--device"),
+        (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--batch-size", "two"], "argument --batch-size: invalid int value: 'two'"),
+        (["--head", "sigmoid"], "argument --head: invalid choice: 'sigmoid'"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line(flags, message, data_dir, tmp_path, capsys, monkeypatch):
+    """One line naming what was wrong, exit status 2, and no work started (no data read)."""
+    import alphakern.train.loop as loop
+
+    def no_work(*a, **k):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(loop, "load_cifar10", no_work)
+    args = ["train", "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), *flags]
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own type/choice errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cli_device_cuda_without_gpu(data_dir, tmp_path, capsys):
+    assert main(["train", "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "report"])
+def test_cli_resume_or_report_without_checkpoint(command, tmp_path, capsys):
+    args = ["train", "--resume", str(tmp_path)] if command == "train" else ["report", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint at {tmp_path / 'checkpoint.pt'}" in err and len(err.strip().splitlines()) == 1
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > " + os.environ["ALPHAKERN_PWNED"],))
+
+
+@pytest.mark.parametrize("command", ["train", "report"])
+def test_crafted_checkpoint_is_refused_without_running_it(command, data_dir, tmp_path, capsys, monkeypatch):
+    """`report DIR` / `--resume DIR` on a directory someone else wrote cannot run their code."""
+    run(cfg(data_dir, tmp_path / "r", epochs=1))
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    state["metrics"]["note"] = _RunsCode()
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("ALPHAKERN_PWNED", str(marker))
+    torch.save(state, tmp_path / "r" / "checkpoint.pt")
+    args = (
+        ["train", "--resume", str(tmp_path / "r")] if command == "train" else ["report", str(tmp_path / "r")]
+    )
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "could run code" in err
+    assert not marker.exists()
+
+
+def test_config_from_an_older_checkpoint_ignores_unknown_keys():
+    c = TrainConfig.from_dict({"epochs": 3, "extra": {}})
+    assert c.epochs == 3

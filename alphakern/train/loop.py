@@ -1,4 +1,4 @@
-"""The CIFAR-10 trainer: the study's settings, on-device data, no per-step host sync, resumable.
+"""The CIFAR-10 training loop: the study's settings, on-device data, no per-step host sync, resumable.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, ν, history, metrics), so an
 interrupted run (Ctrl-C, kill) loses at most the epoch in progress; ``resume`` continues
@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,53 +21,18 @@ from torch import nn
 
 from alphakern.complexity import discretize, format_report, layer_verdicts, summary
 from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
-from alphakern.models import AlphaCNN, alpha_layers
-from alphakern.ops import alpha_relu_torch
+from alphakern.models import AlphaCNN
+from alphakern.modules import alpha_layers
+from alphakern.ops.utils import alpha
+from alphakern.train.checkpoint import METRICS, atomic_write, load_checkpoint, save_checkpoint
+from alphakern.train.config import TrainConfig, resolve_device
+from alphakern.train.plots import write_plots
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
 EVAL_BATCH = 500
 
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """Defaults are the original study's: Adam lr 1e-3, batch 64, 10 epochs, ν += 0.01 a step."""
-
-    data_dir: str = "data"
-    out: str = "runs/alphakern"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    activation: str = "alpha"
-    head: str = "logits"
-    nu_step: float = 0.01
-    backend: str | None = None
-    amp: bool = False
-    compile: bool = False
-    channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
-    limit_train: int | None = None
-    val_fraction: float = 0.2
-    download: bool = False
-    log_every: int = 50
-    extra: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -114,38 +78,6 @@ def test_with_discretized(
     return test_loss, test_acc, acc_after
 
 
-def _plots(run_dir: Path, metrics: dict, alpha_hist: torch.Tensor, names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [e["epoch"] for e in metrics["epochs"]]
-    fig, ax = plt.subplots(1, 2, figsize=(12, 5))
-    for key, axis, label in (("loss", ax[0], "Loss"), ("acc", ax[1], "Accuracy (%)")):
-        axis.plot(ep, [e[f"train_{key}"] for e in metrics["epochs"]], marker="o", label="train")
-        axis.plot(ep, [e[f"val_{key}"] for e in metrics["epochs"]], marker="o", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
-        axis.set_title(f"{label} over epochs")
-        axis.legend()
-    fig.tight_layout()
-    _atomic_write(run_dir / "training_validation_metrics.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-    fig, axis = plt.subplots(figsize=(10, 6))
-    for i, name in enumerate(names):
-        axis.plot(alpha_hist[:, i].numpy(), label=f"layer {i + 1} ({name})")
-    axis.set_xlabel("training step")
-    axis.set_ylabel("alpha")
-    axis.set_ylim(-0.02, 1.02)
-    axis.set_title("Evolution of alpha (1: ReLU, 0: identity)")
-    if names:
-        axis.legend()
-    fig.tight_layout()
-    _atomic_write(run_dir / "alpha_evolution.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: Cifar10 | None = None, *, progress: bool = True) -> None:
         self.cfg = cfg
@@ -155,11 +87,6 @@ class Trainer:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else True
         self.run_dir = Path(cfg.out)
         self.progress = progress
-        if cfg.compile and cfg.activation == "alpha-eager":
-            raise ValueError(
-                "--activation alpha-eager cannot be combined with --compile: PyTorch would compute "
-                "wrong γ gradients for the unfused expression (see EagerAlphaReLU); use --activation alpha"
-            )
         if cfg.amp and self.device.type != "cuda":
             print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
         data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
@@ -194,7 +121,6 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         state = dict(
             config=asdict(self.cfg),
             epoch=self.epoch,
@@ -206,10 +132,10 @@ class Trainer:
             rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
-        _atomic_write(self.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+        save_checkpoint(self.run_dir, state)
 
     def load(self) -> None:
-        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+        state = load_checkpoint(self.run_dir, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
@@ -228,12 +154,12 @@ class Trainer:
             gamma=self.gamma_hist.tolist(),
             alpha=self.alpha_hist().tolist(),
         )
-        _atomic_write(self.run_dir / METRICS, lambda p: p.write_text(json.dumps(m, indent=1)))
-        _plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names)
+        atomic_write(self.run_dir / METRICS, lambda p: p.write_text(json.dumps(m, indent=1)))
+        write_plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names)
 
     def alpha_hist(self) -> torch.Tensor:
         """α per step and layer as seen by each training forward."""
-        return alpha_relu_torch.alpha(self.gamma_hist, self.nu_hist)
+        return alpha(self.gamma_hist, self.nu_hist)
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self) -> dict:
@@ -321,25 +247,3 @@ class Trainer:
         self.write_metrics()
         self.report_text = format_report(verdicts, test_acc, acc_after)
         return self.metrics
-
-
-def train(
-    cfg: TrainConfig, *, resume: bool = False, data: Cifar10 | None = None, progress: bool = True
-) -> Trainer:
-    """Run (or resume) training as configured; returns the finished Trainer."""
-    trainer = Trainer(cfg, data, progress=progress)
-    if resume:
-        trainer.load()
-    trainer.run()
-    return trainer
-
-
-def load_config(run_dir: str | Path) -> TrainConfig:
-    """The config a run was started with (from its checkpoint)."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}: is {run_dir} a run directory of 'alphakern train'?"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return TrainConfig(**state["config"])

@@ -1,0 +1,66 @@
+"""Run-directory I/O: atomic writes, and checkpoints loaded without running anyone's code.
+
+``torch.load`` of a pickle can run arbitrary code; a run directory may come from someone else
+(``alphakern report DIR``, ``--resume DIR``), so checkpoints are loaded with ``weights_only=True``:
+tensors and plain Python containers only — all a checkpoint of ours holds.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from alphakern.train.config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class CheckpointError(RuntimeError):
+    """A run directory has no checkpoint, or one that is not safe or not ours to load."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: is {run_dir} a run directory of 'alphakern train'?")
+    return path
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(run_dir: str | Path, map_location: torch.device | str = "cpu") -> dict:
+    """The checkpoint's dict, loaded with weights_only=True (CheckpointError if it holds more)."""
+    path = checkpoint_path(run_dir)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers, "
+            f"which could run code ({first})"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or not {"config", "epoch", "model"} <= set(state):
+        raise CheckpointError(f"{path} is not a checkpoint of 'alphakern train'")
+    return state
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run was started with (from its checkpoint)."""
+    return TrainConfig.from_dict(load_checkpoint(run_dir)["config"])
