@@ -1,11 +1,15 @@
 #!/usr/bin/env python
 """Benchmark R_α: fused alphakern kernels vs eager PyTorch, F.prelu and torch.compile.
 
-Every provider computes the same function (checked against a float64 oracle before timing),
-forward only and forward+backward (dx and dγ). GPU: triton.testing.do_bench (median, p20, p80;
-L2 flushed between runs). CPU: providers interleaved round-robin, medians with p20/p80. Effective
-GB/s counts the minimum traffic (forward: read x, write y; backward: read x and dy, write dx) and
-is compared with the device-to-device copy bandwidth measured in the same run.
+Every provider computes the same function (checked against a float64 oracle, the formula written
+out here, before timing), forward only and forward+backward (dx and dγ). GPU: CUDA events around
+each call, cycling over input sets larger than twice the L2 cache (median, p20, p80); the CNN's
+small shapes also as CUDA-graph replays (host launch cost removed). CPU: providers interleaved
+round-robin, medians with p20/p80. Effective GB/s counts the minimum traffic (forward: read x,
+write y; backward: read x and dy, write dx) and is compared with the device-to-device copy
+bandwidth measured in the same run. On a GPU the ≥ 16M-element sizes run first, then the CNN's
+shapes, fp32 and bf16 before fp16, and the JSON is rewritten after every group, so a run cut short
+keeps the numbers that matter most.
 
     python benchmarks/bench_activation.py            # full run on the device found
     python benchmarks/bench_activation.py --quick    # < 1 minute on a 2-core CPU
@@ -50,22 +54,36 @@ def device_name(device: str) -> str:
 
 
 def sizes(device: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """(label, shape), the sizes that matter most first: large flat tensors, then the CNN's."""
     if quick:
         return [("cnn-b16-l1", (16, 64, 32, 32)), ("cnn-b64-l3", (64, 64, 8, 8))]
-    out = []
-    for batch in (64, 512):
-        for i, chw in enumerate(CNN_SHAPES, 1):
-            out.append((f"cnn-b{batch}-l{i}", (batch, *chw)))
     flat_max = 28 if device == "cuda" else 24  # 256M elements on a GPU, 16M on a CPU
-    for p in range(20, flat_max + 1, 2):
-        out.append((f"flat-2^{p}", (2**p,)))
-    return out
+    large = [(f"flat-2^{p}", (2**p,)) for p in range(24, flat_max + 1, 2)]
+    cnn = [(f"cnn-b{b}-l{i}", (b, *chw)) for b in (64, 512) for i, chw in enumerate(CNN_SHAPES, 1)]
+    small = [(f"flat-2^{p}", (2**p,)) for p in (20, 22)]
+    return large + cnn + small
+
+
+def groups(device: str, quick: bool, dtypes: list[torch.dtype]) -> list[tuple]:
+    """(label, shape, dtype, mode) in run order: fp32/bf16 for every size before fp16."""
+    first = [d for d in dtypes if d != torch.float16]
+    later = [d for d in dtypes if d == torch.float16]
+    return [
+        (lab, shape, dt, mode)
+        for dts in (first, later)
+        for lab, shape in sizes(device, quick)
+        for dt in dts
+        for mode in MODES
+    ]
 
 
 def reference(x, gamma, nu, dy):
+    """(y, dx, dγ) in float64 by autograd of x + α·relu(−x), α = σ((σ(γ) − ½)·ν), written out
+    here rather than taken from alphakern or a provider: the oracle must not share their code."""
     x64 = x.detach().double().requires_grad_()
     g64 = gamma.detach().double().requires_grad_()
-    y = providers.eager(x64, g64, nu.double())
+    a = torch.sigmoid((torch.sigmoid(g64) - 0.5) * nu.double())
+    y = x64 + a * torch.relu(-x64)
     dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
     return y.detach(), dx, dg
 
@@ -101,25 +119,39 @@ _COMPILED = {}
 
 
 def compiled_eager():
-    """torch.compile of the eager expression, shared by all rows (automatic dynamic shapes)."""
+    """torch.compile of the eager expression, shared by all rows. dynamic=True: one compile per
+    (rank, dtype, mode) instead of one per shape, so compile time stays bounded."""
     if "fn" not in _COMPILED:
         for knob in ("recompile_limit", "cache_size_limit"):  # the name changed across versions
             if hasattr(torch._dynamo.config, knob):
-                setattr(torch._dynamo.config, knob, 64)
-        _COMPILED["fn"] = torch.compile(providers.eager)
+                setattr(torch._dynamo.config, knob, 16)
+        _COMPILED["fn"] = torch.compile(providers.eager, dynamic=True)
     return _COMPILED["fn"]
+
+
+def inputs(shape, dtype, device, seed):
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(shape, device=device, generator=g).to(dtype)
+    dy = torch.randn(shape, device=device, generator=g).to(dtype)
+    return x, dy
+
+
+GRAPH_MAX_NUMEL = 2**22  # CUDA-graph timing where launch cost can matter: the CNN's shapes
 
 
 def bench_group(device, label, shape, dtype, mode, provs, budget_s):
     """Time every provider on one (shape, dtype, mode); returns a list of row dicts."""
-    torch.manual_seed(0)
-    x = torch.randn(shape, device=device).to(dtype)
-    dy = torch.randn(shape, device=device).to(dtype)
+    x, dy = inputs(shape, dtype, device, seed=0)
     gamma = torch.tensor(0.3, device=device)
     nu = torch.tensor(10.0, device=device)
     ref = reference(x, gamma, nu, dy)
     if mode == "fwd":
         ref = ref[:1]
+    # GPU: more input sets (fresh random data each) until they outgrow L2 twice over
+    n_sets = 1
+    if device == "cuda":
+        n_sets = timing.input_sets_for(x.numel() * x.element_size() * (1 if mode == "fwd" else 2))
+    sets = [(x, dy)] + [inputs(shape, dtype, device, seed=s) for s in range(1, n_sets)]
     rows, calls = [], {}
     for name, fn in provs.items():
         row = dict(
@@ -129,6 +161,7 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s):
             numel=x.numel(),
             dtype=str(dtype).removeprefix("torch."),
             mode=mode,
+            input_sets=n_sets,
         )
         try:
             if name == "compile":
@@ -148,15 +181,22 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s):
                 y = fn(x, gamma, nu)
                 row["check"] = check((y, outs[1], outs[2]), ref, x, dy, dtype)
             if row["check"] == "ok":
-                calls[name] = call
+                calls[name] = [call] + [make_call(fn, mode, xs, gamma, nu, dys) for xs, dys in sets[1:]]
         except Exception as e:  # report and carry on with the other providers
             row["check"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(row)
     del ref
+    graph_stats = {}
     if device == "cuda":
         stats = {k: timing.gpu_time(c) for k, c in calls.items()}
+        if x.numel() <= GRAPH_MAX_NUMEL:
+            for k, c in calls.items():
+                try:
+                    graph_stats[k] = timing.gpu_time_graph(c)
+                except Exception as e:  # a provider that cannot be captured: say so, keep the rest
+                    graph_stats[k] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     else:
-        stats = timing.cpu_time_interleaved(calls, budget_s=budget_s)
+        stats = timing.cpu_time_interleaved({k: c[0] for k, c in calls.items()}, budget_s=budget_s)
     nbytes = x.numel() * x.element_size() * PASSES[mode]
     for row in rows:
         name = row["provider"]
@@ -164,11 +204,18 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s):
             continue
         med, p20, p80 = stats[name]
         row.update(ms=med, ms_p20=p20, ms_p80=p80, gbps=nbytes / (med * 1e-3) / 1e9)
-        row["peak_extra_mb"] = timing.peak_extra_mb(calls[name], device)
+        g = graph_stats.get(name)
+        if isinstance(g, tuple):
+            row.update(
+                ms_graph=g[0], ms_graph_p20=g[1], ms_graph_p80=g[2], gbps_graph=nbytes / (g[0] * 1e-3) / 1e9
+            )
+        elif g is not None:
+            row["graph"] = g
+        row["peak_extra_mb"] = timing.peak_extra_mb(calls[name][0], device)
         if device == "cuda":
             key = (name, mode, row["dtype"])
             if key not in _KERNELS:
-                _KERNELS[key] = timing.cuda_kernel_count(calls[name])
+                _KERNELS[key] = timing.cuda_kernel_count(calls[name][0])
             row["kernels"] = _KERNELS[key]
     for row in rows:
         for base in ("eager", "compile"):
@@ -189,6 +236,8 @@ def fmt_row(r, copy_gbs):
         extra.append(f"+{r['peak_extra_mb']:.0f} MiB")
     if "compile_s" in r:
         extra.append(f"compile {r['compile_s']:.1f}s")
+    if "ms_graph" in r:
+        extra.append(f"graph {r['ms_graph']:.4f} ms")
     return (
         f"  {r['provider']:<17} {r['ms']:9.4f} ms [{r['ms_p20']:.4f}, {r['ms_p80']:.4f}]"
         f" {r['gbps']:8.1f} GB/s {pct:5.1f}% copy"
@@ -234,6 +283,10 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path, help="GB/s vs size per provider, forward+backward (PNG)")
     p.add_argument("--budget", type=float, default=None, help="CPU seconds per (shape, mode) group")
     p.add_argument("--providers", default=None, help="comma-separated subset of providers")
+    p.add_argument("--skip", default="", help="comma-separated providers not to set up (e.g. alphakern-cuda)")
+    p.add_argument(
+        "--dtypes", default=None, help="comma-separated, e.g. float32,bfloat16 (GPU default: all three)"
+    )
     args = p.parse_args(argv)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -245,12 +298,15 @@ def main(argv=None) -> int:
     dtypes = (
         [torch.float32] if device == "cpu" or args.quick else [torch.float32, torch.bfloat16, torch.float16]
     )
+    if args.dtypes:
+        dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     budget = args.budget if args.budget is not None else (0.6 if args.quick else 3.0)
 
-    provs = providers.available(device)
+    provs = providers.available(device, skip=tuple(args.skip.split(",")))
     if args.providers:
         keep = args.providers.split(",")
         provs = {k: v for k, v in provs.items() if k in keep}
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size if device == "cuda" else None
     copy_gbs = timing.copy_bandwidth_gbs(device, 2**30 if device == "cuda" else 2**26)
     threads = torch.get_num_threads()
     print(f"alphakern activation benchmark on {device}: {name}")
@@ -277,7 +333,9 @@ def main(argv=None) -> int:
         quick=args.quick,
         complete=False,
         providers=list(provs),
-        timing="triton.testing.do_bench (median, p20, p80)"
+        l2_bytes=l2,
+        timing="CUDA events per call over input sets >= 2x L2 (median, p20, p80); ms_graph: CUDA-graph "
+        f"replays for <= {GRAPH_MAX_NUMEL} elements"
         if device == "cuda"
         else "interleaved round-robin, perf_counter (median, p20, p80)",
         bytes_model="fwd: 2 passes (x, y); fwd+bwd: 5 passes (x, y, x, dy, dx)",
@@ -290,14 +348,12 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
         os.replace(tmp, json_path)
 
-    groups = [(lab, s, dt, m) for lab, s in sizes(device, args.quick) for dt in dtypes for m in MODES]
+    todo = groups(device, args.quick, dtypes)
     rows = []
     # SIGTERM (e.g. from `timeout`) stops like Ctrl-C: the rows so far are saved and plotted.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        for lab, shape, dt, mode in tqdm(
-            groups, desc="benchmark", file=sys.stderr, leave=False, disable=None
-        ):
+        for lab, shape, dt, mode in tqdm(todo, desc="benchmark", file=sys.stderr, leave=False, disable=None):
             group = bench_group(device, lab, shape, dt, mode, provs, budget)
             rows += group
             save()

@@ -87,6 +87,23 @@ def baseline_accuracy(data: Cifar10, device, epochs: int, softmax: bool = True) 
     )
 
 
+def summarize(rates: dict[str, list[float]]) -> dict:
+    """Medians, speedups over the notebook loop and the AlphaReLU/nn.ReLU cost of what was measured."""
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
+    out: dict = dict(images_per_s=rates, median_images_per_s=med)
+    base = med.get("notebook loop")
+    if base:
+        out["speedup_vs_notebook"] = {k: v / base for k, v in med.items()}
+    pairs = {
+        "nonlinearity_cost": ("alphakern (nn.ReLU)", "alphakern (AlphaReLU)"),
+        "nonlinearity_cost_compiled": ("alphakern --compile (nn.ReLU)", "alphakern --compile (AlphaReLU)"),
+    }
+    for key, (relu, alpha) in pairs.items():
+        if relu in med and alpha in med:
+            out[key] = med[relu] / med[alpha]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 (either layout); else --synthetic")
@@ -95,8 +112,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="training steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     p.add_argument("--baseline-epochs", type=int, default=0, help="also train the baseline fully")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (GPU)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    # From the start, SIGTERM (`timeout`) stops like Ctrl-C: whatever was measured is written.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     device = resolve_device(args.device)
     if args.synthetic or args.data_dir is None:
@@ -109,73 +129,72 @@ def main(argv=None) -> int:
             return 2
     steps = args.steps or (100 if device.type == "cpu" else 400)
     dev = str(device)
+    out = args.json or RESULTS / f"bench_train_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     print(
         f"training throughput on {dev} ({data.source}), batch 64, {steps} steps a round, {args.rounds} rounds"
     )
-
-    variants = {
-        "alphakern (AlphaReLU)": make_trainer(data, dev, steps, activation="alpha"),
-        "alphakern (nn.ReLU)": make_trainer(data, dev, steps, activation="relu"),
-    }
-    if device.type == "cuda":
-        variants["alphakern --compile (AlphaReLU)"] = make_trainer(
-            data, dev, steps, activation="alpha", compile=True
-        )
-        variants["alphakern --compile (nn.ReLU)"] = make_trainer(
-            data, dev, steps, activation="relu", compile=True
-        )
-    rates: dict[str, list[float]] = {"notebook loop": [], **{k: [] for k in variants}}
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout`: keep the finished rounds
-    try:
-        for r in range(args.rounds):
-            row = {"notebook loop": baseline_round(data, device, steps)}
-            row.update({name: alphakern_round(t) for name, t in variants.items()})
-            for k, v in row.items():
-                rates[k].append(v)
-            print(
-                f"round {r + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in row.items()) + " img/s", flush=True
-            )
-    except KeyboardInterrupt:
-        print(f"interrupted after {len(rates['notebook loop'])} rounds", file=sys.stderr)
-        if not rates["notebook loop"]:
-            return 130
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    base = med["notebook loop"]
-    print(f"\n{'variant':<34} {'img/s':>9} {'vs notebook':>12}")
-    for k, v in med.items():
-        print(f"{k:<34} {v:9.0f} {v / base:11.2f}x")
-    cost = med["alphakern (nn.ReLU)"] / med["alphakern (AlphaReLU)"]
-    print(f"cost of learning the non-linearity (step time AlphaReLU / nn.ReLU): {cost:.3f}")
-    result = dict(
-        meta=dict(
-            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            device=dev,
-            device_name=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-            torch=torch.__version__,
-            threads=torch.get_num_threads(),
-            data=data.source,
-            steps_per_round=steps,
-            rounds=args.rounds,
-            alphakern_defaults=dataclasses.asdict(variants["alphakern (AlphaReLU)"].cfg),
-        ),
-        images_per_s=rates,
-        median_images_per_s=med,
-        speedup_vs_notebook={k: v / base for k, v in med.items()},
-        nonlinearity_cost=cost,
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=dev,
+        device_name=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        data=data.source,
+        steps_per_round=steps,
+        rounds=args.rounds,
+        complete=False,
     )
-    if device.type == "cuda" and "alphakern --compile (nn.ReLU)" in med:
-        result["nonlinearity_cost_compiled"] = (
-            med["alphakern --compile (nn.ReLU)"] / med["alphakern --compile (AlphaReLU)"]
+    names = ["notebook loop", "alphakern (AlphaReLU)", "alphakern (nn.ReLU)"]
+    if device.type == "cuda" and not args.no_compile:
+        names += ["alphakern --compile (AlphaReLU)", "alphakern --compile (nn.ReLU)"]
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    extra: dict = {}
+
+    def save() -> None:
+        result = dict(meta=meta, **summarize(rates), **extra)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(out)
+
+    save()
+    try:
+        variants = {}
+        for name in names[1:]:  # warm-ups (compilation) are interruptible too
+            kw = dict(activation="alpha" if "AlphaReLU" in name else "relu", compile="--compile" in name)
+            variants[name] = make_trainer(data, dev, steps, **kw)
+            if name == "alphakern (AlphaReLU)":
+                meta["alphakern_defaults"] = dataclasses.asdict(variants[name].cfg)
+        for r in range(args.rounds):
+            rates["notebook loop"].append(baseline_round(data, device, steps))
+            for name, t in variants.items():
+                rates[name].append(alphakern_round(t))
+            save()
+            print(
+                f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
+                flush=True,
+            )
+        meta["complete"] = True
+    except KeyboardInterrupt:
+        print(
+            f"interrupted after {len(rates['alphakern (nn.ReLU)'])} rounds; saving what was measured",
+            file=sys.stderr,
         )
-        print(f"same, both compiled: {result['nonlinearity_cost_compiled']:.3f}")
-    if args.baseline_epochs:
-        result["baseline_accuracy"] = baseline_accuracy(data, device, args.baseline_epochs)
-        print(f"notebook loop after {args.baseline_epochs} epochs: {result['baseline_accuracy']}")
-    out = args.json or RESULTS / f"bench_train_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    result = summarize(rates)
+    med = result["median_images_per_s"]
+    if med:
+        print(f"\n{'variant':<34} {'img/s':>9} {'vs notebook':>12}")
+        for k, v in med.items():
+            print(f"{k:<34} {v:9.0f} {result.get('speedup_vs_notebook', {}).get(k, float('nan')):11.2f}x")
+    for key in ("nonlinearity_cost", "nonlinearity_cost_compiled"):
+        if key in result:
+            print(f"{key} (step time AlphaReLU / nn.ReLU): {result[key]:.3f}")
+    if meta["complete"] and args.baseline_epochs:
+        extra["baseline_accuracy"] = baseline_accuracy(data, device, args.baseline_epochs)
+        print(f"notebook loop after {args.baseline_epochs} epochs: {extra['baseline_accuracy']}")
+    save()
     print(f"wrote {out}")
-    return 0
+    return 0 if meta["complete"] else 130
 
 
 if __name__ == "__main__":

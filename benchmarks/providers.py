@@ -1,4 +1,8 @@
-"""The implementations the benchmark compares: each computes R_α with α from (γ, ν)."""
+"""The implementations the benchmark compares: each computes R_α with α from (γ, ν).
+
+Only alphakern's public API is used: ``alphakern.alpha`` and ``alphakern.alpha_relu(...,
+backend=...)``; a backend is offered where one tiny call on the device succeeds.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,18 @@ import torch
 import torch.nn.functional as F
 
 import alphakern
-from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cuda_ext
 
 Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def eager(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """The original study's expression."""
-    a = alpha_relu_torch.alpha(gamma, nu)
-    return x + a * F.relu(-x)
+    return x + alphakern.alpha(gamma, nu) * F.relu(-x)
 
 
 def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """PyTorch's own fused kernel for the same function: PReLU with slope 1 − α."""
-    a = alpha_relu_torch.alpha(gamma, nu)
-    return F.prelu(x, (1 - a).to(x.dtype).reshape(1))
+    return F.prelu(x, (1 - alphakern.alpha(gamma, nu)).to(x.dtype).reshape(1))
 
 
 def fused(backend: str) -> Fn:
@@ -33,16 +34,29 @@ def fused(backend: str) -> Fn:
     return fn
 
 
-def available(device: str) -> dict[str, Fn]:
+def _runs(backend: str, device: str) -> str | None:
+    """None if the backend computes on ``device`` (building it if it must), else why not."""
+    try:
+        x = torch.ones(4, device=device)
+        alphakern.alpha_relu(
+            x, torch.zeros((), device=device), torch.zeros((), device=device), backend=backend
+        )
+        return None
+    except (RuntimeError, TypeError) as e:
+        return str(e).splitlines()[0]
+
+
+def available(device: str, *, skip: tuple[str, ...] = ()) -> dict[str, Fn]:
     """Providers that can run on ``device``, in table order ("compile" wraps eager lazily)."""
     out: dict[str, Fn] = {"eager": eager, "prelu": prelu, "compile": eager}
     out["alphakern-torch"] = fused("torch")
     if device == "cuda":
-        if alpha_relu_triton.available():
-            out["alphakern-triton"] = fused("triton")
-        try:
-            cuda_ext.build()
-            out["alphakern-cuda"] = fused("cuda")
-        except RuntimeError as e:
-            print(f"[bench] alphakern-cuda unavailable: {str(e).splitlines()[0]}")
+        for backend in ("triton", "cuda"):
+            if f"alphakern-{backend}" in skip:
+                continue
+            why = _runs(backend, device)
+            if why is None:
+                out[f"alphakern-{backend}"] = fused(backend)
+            else:
+                print(f"[bench] alphakern-{backend} unavailable: {why}")
     return out

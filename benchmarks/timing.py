@@ -1,10 +1,18 @@
-"""Timing, memory and kernel-count helpers for the benchmarks (GPU via do_bench, CPU interleaved)."""
+"""Timing, memory and kernel-count helpers for the benchmarks.
+
+GPU: CUDA events around each call, cycling over input sets whose total exceeds twice the L2
+cache, so every call reads its inputs from device memory — instead of do_bench's L2 flush by
+``zero_()``, whose dirty lines are written back inside the timed region (up to ~17 µs on an H100).
+Small shapes are also timed as CUDA-graph replays: plain minus graph is the host's launch cost.
+CPU: providers interleaved round-robin so machine noise hits all alike.
+"""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -18,12 +26,72 @@ def quantiles(samples_ms: list[float]) -> tuple[float, float, float]:
     return statistics.median(s), q[1], q[7]
 
 
-def gpu_time(fn: Callable[[], object], rep_ms: int = 40) -> tuple[float, float, float]:
-    """Median, p20, p80 in ms with triton's do_bench (flushes L2 between runs)."""
-    from triton.testing import do_bench
+def input_sets_for(bytes_per_set: int, l2_bytes: int | None = None, max_sets: int = 64) -> int:
+    """How many input sets to cycle through so that together they are ≥ 2× the L2 cache."""
+    if l2_bytes is None:
+        l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    return max(1, min(max_sets, math.ceil(2 * l2_bytes / max(bytes_per_set, 1))))
 
-    med, p20, p80 = do_bench(fn, warmup=10, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-    return med, p20, p80
+
+def _events(n: int) -> list[torch.cuda.Event]:
+    return [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+
+
+def gpu_time(
+    calls: Sequence[Callable[[], object]], rep_ms: float = 40.0, max_reps: int = 2000
+) -> tuple[float, float, float]:
+    """Median, p20, p80 in ms of one call, cycling over ``calls`` (one per input set)."""
+    for c in calls:  # warm-up: allocator, autotuning, lazy init
+        c()
+    torch.cuda.synchronize()
+    start, end = _events(2)
+    start.record()
+    for c in calls:
+        c()
+    end.record()
+    torch.cuda.synchronize()
+    per_call = max(start.elapsed_time(end) / len(calls), 1e-3)
+    reps = int(min(max_reps, max(10 * len(calls), rep_ms / per_call)))
+    starts, ends = _events(reps), _events(reps)
+    for i in range(reps):
+        starts[i].record()
+        calls[i % len(calls)]()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return quantiles([s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)])
+
+
+def gpu_time_graph(
+    calls: Sequence[Callable[[], object]], rep_ms: float = 40.0, max_reps: int = 500
+) -> tuple[float, float, float]:
+    """Like gpu_time, but each replay runs all ``calls`` captured in one CUDA graph (no host
+    launch cost); returns ms per call."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+        for _ in range(3):
+            for c in calls:
+                c()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = _events(2)
+    start.record()
+    graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    reps = int(min(max_reps, max(10, rep_ms / max(start.elapsed_time(end), 1e-3))))
+    starts, ends = _events(reps), _events(reps)
+    for i in range(reps):
+        starts[i].record()
+        graph.replay()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return quantiles([s.elapsed_time(e) / len(calls) for s, e in zip(starts, ends, strict=True)])
 
 
 def cpu_time_interleaved(
@@ -47,8 +115,8 @@ def copy_bandwidth_gbs(device: str, nbytes: int) -> float:
     n = nbytes // 4
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
-    if device == "cuda":
-        ms = gpu_time(lambda: dst.copy_(src))[0]
+    if device == "cuda":  # 1 GiB: far beyond L2, no rotation needed
+        ms = gpu_time([lambda: dst.copy_(src)])[0]
     else:
         dst.copy_(src)
         ms = cpu_time_interleaved({"copy": lambda: dst.copy_(src)}, budget_s=1.0)["copy"][0]

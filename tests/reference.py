@@ -66,12 +66,16 @@ def dgamma_atol(x, gamma, nu, dy, rtol: float) -> float:
     return float(total * rtol * chain) + 1e-30
 
 
-# Elementwise outputs: one rounding to x's dtype of an fp32 product whose factor 1 − α is itself
-# correctly rounded (fp64 math in every backend), so a few fp32 ulps at most before the cast;
+# Elementwise outputs: an fp32 product whose factor 1 − α is itself correctly rounded (fp64 math in
+# every backend), so within 2 fp32 ulps, then one rounding to x's dtype: fp16/bf16 results are
+# within half an ulp of the exact value, plus those 2 fp32 ulps (math done in fp16/bf16 is not).
 # atol is the dtype's smallest subnormal, for results that round into the subnormal range.
-def _tol(dtype: torch.dtype, ulps: float) -> dict:
+_EPS32 = torch.finfo(torch.float32).eps
+
+
+def _tol(dtype: torch.dtype, half_ulps: float) -> dict:
     f = torch.finfo(dtype)
-    return dict(rtol=ulps * f.eps, atol=f.smallest_normal * f.eps)
+    return dict(rtol=half_ulps * f.eps / 2 + 2 * _EPS32, atol=f.smallest_normal * f.eps)
 
 
 TOL = {
@@ -102,9 +106,17 @@ def assert_close_scaled(actual, expected, rtol, atol, what):
         )
 
 
-def assert_matches_reference(x, gamma, nu, dy, y, dx, dg):
+def tolerance(dtype: torch.dtype, backend: str | None) -> dict:
+    if backend == "triton" and alpha_relu_triton.INTERPRET and dtype == torch.bfloat16:
+        # The interpreter truncates fp32 -> bf16 (triton/runtime/interpreter.py, cast_impl calls
+        # _convert_float without a rounding mode); the GPU rounds to nearest. One ulp here.
+        return _tol(dtype, 2)
+    return TOL[dtype]
+
+
+def assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend: str | None = None):
     ry, rdx, rdg = reference(x, gamma, nu, dy)
-    tol = TOL[x.dtype]
+    tol = tolerance(x.dtype, backend)
     assert y.dtype == x.dtype and dx.dtype == x.dtype and dg.dtype == gamma.dtype
     assert y.shape == x.shape and dx.shape == x.shape and dg.shape == gamma.shape
     assert_close_scaled(y, ry, what="y", **tol)

@@ -53,3 +53,54 @@ def test_train_benchmark_smoke(tmp_path):
     med = data["median_images_per_s"]
     assert set(med) == {"notebook loop", "alphakern (AlphaReLU)", "alphakern (nn.ReLU)"}
     assert all(v > 0 for v in med.values()) and data["nonlinearity_cost"] > 0
+
+
+def test_gpu_rotation_and_run_order():
+    """The GPU timing cycles through enough input sets to defeat L2; the large sizes run first."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, "benchmarks")
+    import bench_activation
+    import timing
+
+    assert timing.input_sets_for(8 * 2**20, l2_bytes=50 * 2**20) == 13  # 2^20 fp32 x and dy, H100 L2
+    assert timing.input_sets_for(2**30, l2_bytes=50 * 2**20) == 1
+    order = bench_activation.groups("cuda", False, [torch.float32, torch.bfloat16, torch.float16])
+    labels = [g[0] for g in order]
+    assert labels[:12] == [f"flat-2^{p}" for p in (24, 26, 28) for _ in range(4)]
+    assert {g[2] for g in order[: len(order) * 2 // 3]} == {torch.float32, torch.bfloat16}
+    assert {g[2] for g in order[len(order) * 2 // 3 :]} == {torch.float16}
+
+
+def test_gpu_check_script_degrades_gracefully(tmp_path):
+    """A dry run of benchmarks/gpu_check.sh on this CPU with a budget too short for anything:
+    every step starts, is stopped when its slot ends, and leaves what it has; the whole run
+    keeps to its budget."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.subproc import ROOT
+
+    env = dict(os.environ, BUDGET_S="40", PY=sys.executable, OUT=str(tmp_path / "out"))
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "ext")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 40 + 15, elapsed  # the budget plus the SIGKILL grace of one step
+    out = tmp_path / "out"
+    log = (out / "gpu_check.log").read_text()
+    steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "bench_activation",
+             "bench_train", "done"]  # fmt: skip
+    positions = [log.find(f"=== {s}") for s in steps]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), log
+    assert "torch" in (out / "device.txt").read_text()
+    for name in ("bench_activation_gpu.json", "bench_train_gpu.json"):
+        data = json.loads((out / name).read_text())  # valid JSON although the step was stopped
+        assert data["meta"]["complete"] is False

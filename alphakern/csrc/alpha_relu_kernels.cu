@@ -16,6 +16,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 
 namespace alphakern {
@@ -172,23 +174,25 @@ __global__ void __launch_bounds__(kFinalThreads)
   }
 }
 
-int sm_count() {  // of the current device (the caller's device guard chose it)
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-  return sms;
-}
-
 int64_t blocks_needed(int64_t n, int elems_per_thread) {
   const int64_t per_block = int64_t(kThreads) * elems_per_thread;
   return std::max<int64_t>(1, (n + per_block - 1) / per_block);
 }
 
 // Forward: one full wave of resident blocks, from the occupancy the compiled kernel really has.
+// Looked up once per device and kernel (cached: also keeps the query out of CUDA-graph captures).
 template <typename K>
 int resident_grid(K kernel, int64_t needed) {
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  const int64_t wave = int64_t(sm_count()) * std::max(per_sm, 1);
+  static std::array<std::atomic<int>, 64> wave_cache{};  // blocks in one wave, per device
+  const int dev = c10::cuda::current_device();
+  int wave = dev < 64 ? wave_cache[dev].load() : 0;
+  if (wave == 0) {
+    int per_sm = 0, sms = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    wave = std::max(per_sm, 1) * sms;
+    if (dev < 64) wave_cache[dev].store(wave);
+  }
   return static_cast<int>(std::min<int64_t>(needed, wave));
 }
 
