@@ -55,8 +55,8 @@ class _DataUnpickler(pickle.Unpickler):
 def _how_to_get(root: Path) -> str:
     return (
         "Get CIFAR-10 in one of these ways:\n"
-        f"  - prepare an offline copy: python shared/data/prepare_cifar10.py {root}  "
-        "(the project's ../shared/data, pickle layout; --layout folder for images)\n"
+        f"  - prepare an offline copy: python ../shared/data/prepare_cifar10.py {root}  "
+        "(from the repository root; pickle layout, --layout folder for images)\n"
         "  - download it with torchvision when online: add --download\n"
         "  - point --data-dir at a folder holding cifar-10-batches-py/ or {train,test}/<class>/ images"
     )

@@ -109,11 +109,14 @@ def test_dy_in_another_layout(backend):
 def switch_points(dtype, device):
     """x at the points where the piecewise function switches, and around them."""
     tiny = torch.finfo(dtype).tiny
+    subnormal = tiny * torch.finfo(dtype).eps  # the smallest
     vals = [
         0.0,
         -0.0,
         tiny,
         -tiny,
+        subnormal,
+        -subnormal,
         1e-30,
         -1e-30,
         1.0,
@@ -136,7 +139,7 @@ def test_switch_points_and_specials(backend, dtype):
         # The interpreter's fp32 -> bf16 cast flushes subnormal results to a wrong value
         # (triton/runtime/interpreter.py, _convert_float); the GPU's cvt.rn.bf16.f32 does not.
         tiny = torch.finfo(dtype).tiny
-        x = torch.where(x.abs() == tiny, 4 * x, x)
+        x = torch.where((x.abs() > 0) & (x.abs() <= tiny), 4 * tiny * x.sign(), x)
     dy = torch.linspace(-2, 3, x.numel()).to(dtype).to(device)
     gamma, nu = scalars(0.3, 5.0, device)
     y, dx, dg = run(backend, x, gamma, nu, dy)
@@ -145,7 +148,9 @@ def test_switch_points_and_specials(backend, dtype):
     # slope 1 at ±0; NaN propagates; ±inf stay ±inf (PReLU's answer, where the study's
     # expression gives NaN at −inf); the NaN reaches dγ
     assert dx[0].item() == dy[0].item() and dx[1].item() == dy[1].item()
-    assert y[8].isnan() and y[9].item() == float("inf") and y[10].item() == float("-inf")
+    assert y[10].isnan() and y[11].item() == float("inf") and y[12].item() == float("-inf")
+    # the smallest subnormals: −s takes the slope 1 − α, +s the slope 1
+    assert dx[4].item() == dy[4].item() and dx[5].item() != dy[5].item()
     assert dg.isnan() and 0 < a < 1
 
 

@@ -1,9 +1,14 @@
 """The pure-PyTorch backend: any device, any floating dtype, few passes, no host sync.
 
 R_α is PReLU with slope 1 − α, so the forward is one ``F.prelu`` kernel with the slope σ(−z)
-(exact near saturation, see ops.utils.alpha_terms). The backward is 5 kernels: clamp and dot for
-∂L/∂γ, then ``where(x ≥ 0, dy, (1 − α)·dy)`` (compare, multiply, select) for ∂L/∂x — slope 1 at
-x = ±0 as autograd of relu gives, 1 − α below zero and at NaN. fp16/bf16 compute in fp32.
+(exact near saturation, see ops.utils.alpha_terms). The backward is 5 kernels and no
+``torch.where`` (10 ms at 4M elements on the 2-core CPU, 5× one of these): clamp and dot for
+∂L/∂γ; hardshrink_backward keeps dy where x < 0 or NaN, a subtraction turns that exactly into dy
+where x ≥ 0 (slope 1, also at x = ±0 as autograd of relu gives) and 0 elsewhere, and
+lerp(r, dy, 1 − α) = r + (1 − α)·(dy − r) puts the slope on the rest — never forming 1 − α by
+subtraction. All in the one output buffer (a fresh temporary costs page faults on the CPU).
+One edge differs from the fused kernels: an infinite dy where x < 0 gives NaN (inf − inf), not
+±inf. fp16/bf16 compute in fp32.
 """
 
 from __future__ import annotations
@@ -38,5 +43,8 @@ def backward(
     m = torch.clamp(xd, max=0, out=dx)  # −relu(−x), NaN kept
     # fp64 product of the fp32 (or fp64) sum and the chain factor, rounded once to γ's dtype
     dgamma = (-torch.dot(flat(dyd), flat(m)).double() * dadg).to(gamma.dtype).reshape(gamma.shape)
-    torch.mul(dyd, om.to(x.dtype), out=dx)
-    return torch.where(xd >= 0, dyd, dx, out=dx), dgamma
+    # dy where x < 0 or NaN (m ≠ 0, and NaN fails hardshrink's |m| ≤ 0 test), 0 elsewhere
+    torch.ops.aten.hardshrink_backward.grad_input(dyd, m, 0.0, grad_input=dx)
+    torch.sub(dyd, dx, out=dx)  # r: dy where x ≥ 0, exactly 0 elsewhere
+    # r + (1 − α)(dy − r); lerp switches to dy − (dy − r)·α only for 1 − α ≥ ½, where that is exact enough
+    return torch.lerp(dx, dyd, om.to(x.dtype), out=dx), dgamma
