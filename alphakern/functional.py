@@ -15,8 +15,11 @@ __all__ = ["BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "resolve_backend"]
 
 
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
-    """α = σ((σ(γ) − ½)·ν): 1 keeps a ReLU, 0 makes the layer the identity. Differentiable in γ."""
-    check_scalar(gamma, "gamma")
+    """α = σ((σ(γ) − ½)·ν) per gate, γ's shape: 1 keeps a ReLU, 0 makes it the identity.
+    Differentiable in γ; ν is one number for the layer."""
+    if not isinstance(gamma, Tensor) or not gamma.is_floating_point():
+        what = f"a {gamma.dtype} tensor" if isinstance(gamma, Tensor) else type(gamma).__name__
+        raise ValueError(f"gamma must be a floating-point tensor, got {what}")
     check_scalar(nu, "nu")
     return _alpha(gamma, nu)
 

@@ -42,28 +42,41 @@ def device_for(backend: str) -> str:
     return "cuda" if backend == "cuda" else DEVICE
 
 
+def per_gate(t, x, gamma):
+    """γ-shaped t broadcast over x: one value for the layer, per channel (dim 1) or per element
+    of a sample (x.shape[1:]), shared over the batch."""
+    if gamma.numel() == 1:
+        return t.reshape(())
+    if gamma.shape == x.shape[1:2]:
+        return t.reshape(1, -1, *([1] * (x.dim() - 2)))
+    assert gamma.shape == x.shape[1:], (gamma.shape, x.shape)
+    return t.reshape(1, *x.shape[1:])
+
+
 def reference(x, gamma, nu, dy):
-    """(y, dx, dgamma) by float64 autograd of PReLU with slope 1 − α = σ(−z), from the (already
-    rounded) inputs. For finite x this is x + α·relu(−x); at x = −inf it gives −inf where the
-    study's expression gives NaN (−inf + inf)."""
+    """(y, dx, dgamma) by float64 autograd of PReLU with slope 1 − α = σ(−z) per gate, from the
+    (already rounded) inputs. For finite x this is x + α·relu(−x); at x = −inf it gives −inf
+    where the study's expression gives NaN (−inf + inf)."""
     x64 = x.detach().double().requires_grad_()
     g64 = gamma.detach().double().requires_grad_()
     nu64 = nu.detach().double()
-    z = (torch.sigmoid(g64) - 0.5) * nu64
+    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu64
     y = torch.where(x64 >= 0, x64, x64 * torch.sigmoid(-z))  # slope 1 at ±0, as autograd of relu
     dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
     return y.detach(), dx, dg
 
 
-def dgamma_atol(x, gamma, nu, dy, rtol: float) -> float:
-    """Allowed |error| of dγ: fp32 accumulation, ∝ Σ|dy·relu(−x)|·|dα/dγ| (the chain factor is
-    computed in fp64 by every backend, so it adds nothing)."""
-    x64, g64, nu64 = x.detach().double(), gamma.double(), nu.double()
+def dgamma_atol(x, gamma, nu, dy, rtol: float):
+    """Allowed |error| of dγ per gate: fp32 accumulation, ∝ Σ|dy·relu(−x)|·|dα/dγ| over the gate's
+    positions (the chain factor is computed in fp64 by every backend, so it adds nothing)."""
+    x64, g64, nu64 = x.detach().double(), gamma.detach().double(), nu.double()
+    ones = torch.ones_like(g64, requires_grad=True)
+    weighted = (dy.double().abs() * torch.relu(-x64)).nan_to_num() * per_gate(ones, x, gamma)
+    (total,) = torch.autograd.grad(weighted.sum(), ones)  # Σ over each gate's positions
     s = torch.sigmoid(g64)
     z = (s - 0.5) * nu64
-    total = (dy.double().abs() * torch.relu(-x64)).nan_to_num().sum()
     chain = (torch.sigmoid(z) * torch.sigmoid(-z) * nu64 * s * (1 - s)).abs()
-    return float(total * rtol * chain) + 1e-30
+    return total * rtol * chain + 1e-30
 
 
 # Elementwise outputs: an fp32 product whose factor 1 − α is itself correctly rounded (fp64 math in
@@ -89,8 +102,11 @@ DGAMMA_RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-5, t
 
 
 def assert_close_scaled(actual, expected, rtol, atol, what):
-    """|actual − expected| ≤ rtol·|expected| + atol elementwise; NaN and ±inf must match."""
+    """|actual − expected| ≤ rtol·|expected| + atol elementwise (atol may be a tensor); NaN and
+    ±inf must match."""
     actual, expected = actual.double().cpu(), expected.cpu()
+    if isinstance(atol, torch.Tensor):
+        atol = atol.cpu().expand_as(expected)[~(expected.isnan() | expected.isinf())]
     nan_a, nan_e = actual.isnan(), expected.isnan()
     assert torch.equal(nan_a, nan_e), f"{what}: NaN positions differ"
     inf_e = expected.isinf()

@@ -23,16 +23,42 @@ def test_x_not_a_tensor():
         alphakern.alpha_relu([1.0, 2.0], G, NU)
 
 
+BAD_SCALARS = {
+    "two-elements": torch.zeros(2),
+    "int": torch.tensor(1),
+    "empty": torch.zeros(0),
+    "python-float": 0.5,
+    "complex": torch.tensor(1 + 1j),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SCALARS))
+def test_bad_nu(bad):
+    with pytest.raises(ValueError, match="nu must be a 1-element floating-point tensor"):
+        alphakern.alpha_relu(torch.zeros(3), G, BAD_SCALARS[bad])
+
+
 @pytest.mark.parametrize(
-    "bad",
-    [torch.zeros(2), torch.tensor(1), torch.zeros(0), 0.5, torch.tensor(1 + 1j)],
-    ids=["two-elements", "int", "empty", "python-float", "complex"],
+    "bad,message",
+    [
+        ("int", "gamma must be a floating-point tensor, got a torch.int64 tensor"),
+        ("python-float", "gamma must be a floating-point tensor, got float"),
+        ("complex", "gamma must be a floating-point tensor, got a torch.complex64 tensor"),
+        ("empty", "gamma must be a 1-element floating-point tensor, got a torch.float32 tensor of shape"),
+        ("two-elements", r"gamma of shape \(2,\) does not fit x of shape \(3,\): gamma must have 1 element"),
+    ],
 )
-@pytest.mark.parametrize("name", ["gamma", "nu"])
-def test_bad_scalars(name, bad):
-    args = {"gamma": G, "nu": NU, name: bad}
-    with pytest.raises(ValueError, match=f"{name} must be a 1-element floating-point tensor"):
-        alphakern.alpha_relu(torch.zeros(3), args["gamma"], args["nu"])
+def test_bad_gamma(bad, message):
+    with pytest.raises(ValueError, match=message):
+        alphakern.alpha_relu(torch.zeros(3), BAD_SCALARS[bad], NU)
+
+
+@pytest.mark.parametrize("shape", [(2,), (4, 5), (3, 4), (3, 4, 5, 1), (1, 3, 4, 5)], ids=str)
+def test_gamma_shape_that_fits_no_granularity(shape):
+    """x of shape (2, 3, 4, 5) takes γ of 1 element, (3,) or (3, 4, 5): nothing else."""
+    with pytest.raises(ValueError, match=r"gamma must have 1 element \(per layer\), \(3,\) \(per channel\) "
+                       r"or \(3, 4, 5\) \(per element\)"):  # fmt: skip
+        alphakern.alpha_relu(torch.zeros(2, 3, 4, 5), torch.zeros(shape), NU)
 
 
 def test_one_element_shapes_are_fine():
@@ -104,7 +130,7 @@ DIRECT = {
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_every_entry_rejects_a_two_element_gamma(entry, backend):
     torch._dynamo.reset()
-    with pytest.raises(Exception, match=r"gamma must be a 1-element floating-point tensor, got .*\(2,\)"):
+    with pytest.raises(Exception, match=r"gamma of shape \(2,\) does not fit x of shape \(3,\)"):
         DIRECT[entry](torch.zeros(3), torch.tensor([0.3, 99.0]), NU, backend)
 
 
@@ -165,6 +191,9 @@ def test_cuda_build_failure_is_loud(monkeypatch):
 
 
 def test_alpha_checks_arguments():
-    with pytest.raises(ValueError, match="gamma must be"):
-        alphakern.alpha(torch.zeros(2), NU)
+    with pytest.raises(ValueError, match="gamma must be a floating-point tensor"):
+        alphakern.alpha(torch.tensor([1, 2]), NU)
+    with pytest.raises(ValueError, match="nu must be a 1-element"):
+        alphakern.alpha(G, torch.zeros(2))
     torch.testing.assert_close(alphakern.alpha(G, NU), torch.tensor(0.5))
+    assert alphakern.alpha(torch.zeros(3, 4), NU).shape == (3, 4)  # one α per gate

@@ -3,12 +3,11 @@
 R_α is PReLU with slope 1 − α, so the forward is one ``F.prelu`` kernel with the slope σ(−z)
 (exact near saturation, see ops.utils.alpha_terms). The backward is 5 kernels and no
 ``torch.where`` (10 ms at 4M elements on the 2-core CPU, 5× one of these): clamp and dot for
-∂L/∂γ; hardshrink_backward keeps dy where x < 0 or NaN, a subtraction turns that exactly into dy
-where x ≥ 0 (slope 1, also at x = ±0 as autograd of relu gives) and 0 elsewhere, and
-lerp(r, dy, 1 − α) = r + (1 − α)·(dy − r) puts the slope on the rest — never forming 1 − α by
-subtraction. All in the one output buffer (a fresh temporary costs page faults on the CPU).
-One edge differs from the fused kernels: an infinite dy where x < 0 gives NaN (inf − inf), not
-±inf. fp16/bf16 compute in fp32.
+∂L/∂γ; r = dy·(x ≥ 0) (compare, multiply: slope 1, also at x = ±0 as autograd of relu gives),
+then lerp(r, dy, 1 − α) = r + (1 − α)·(dy − r) puts the slope on the rest, x < 0 and NaN —
+never forming 1 − α by subtraction. One edge differs from the fused kernels: an infinite dy
+gives NaN in ∂L/∂x there (inf − inf inside lerp) instead of ±inf. fp16/bf16 compute in fp32.
+Per-channel and per-element gates broadcast the same way; their ∂L/∂γ is a sum per gate.
 """
 
 from __future__ import annotations
@@ -17,16 +16,37 @@ import torch
 import torch.nn.functional as F
 
 from alphakern.ops._layout import dense_input_and_output, flat, like
-from alphakern.ops.utils import alpha_terms
+from alphakern.ops.utils import alpha_terms, granularity
 
 _REDUCED = (torch.float16, torch.bfloat16)
+
+
+def _gate_view(t: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """A per-gate tensor shaped to broadcast against x: (1, C, 1, ...) or (1, *x.shape[1:])."""
+    if kind == "layer":
+        return t.reshape(())
+    if kind == "channel":
+        return t.reshape(1, -1, *([1] * (x.dim() - 2)))
+    return t.reshape(1, *x.shape[1:])
+
+
+def _gate_sum(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """Σ over the positions that share a gate (all but dim 1, or dim 0), in fp64."""
+    dims = [d for d in range(t.dim()) if d != 1] if kind == "channel" else [0]
+    return t.sum(dim=dims, dtype=torch.float64)
 
 
 def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     if x.dtype in _REDUCED:  # fp32 math: a slope rounded to 8 bits would ruin y where α ≈ 1
         return forward(x.float(), gamma, nu).to(x.dtype)
+    kind = granularity(x, gamma)
     _, om, _ = alpha_terms(gamma, nu)
-    y = F.prelu(x, om.to(x.dtype).reshape(1))
+    om = om.to(x.dtype)
+    if kind == "element":  # relu(x) + (1 − α)·min(x, 0): prelu takes one slope per channel at most
+        xd, y = dense_input_and_output(x)
+        torch.clamp(xd, min=0, out=y)
+        return y.addcmul_(torch.clamp(xd, max=0), _gate_view(om, x, kind))
+    y = F.prelu(x, om.reshape(-1))  # one slope, or one per channel (dim 1)
     # prelu keeps every dense layout; a strided x's output is laid out as empty_like says
     return y if y.stride() == x.stride() else like(y, torch.empty_like(x))
 
@@ -37,14 +57,19 @@ def backward(
     if x.dtype in _REDUCED:
         dx, dgamma = backward(dy.float(), x.float(), gamma, nu)
         return dx.to(x.dtype), dgamma
+    kind = granularity(x, gamma)
     xd, dx = dense_input_and_output(x)
     dyd = like(dy, dx)
     _, om, dadg = alpha_terms(gamma, nu)
     m = torch.clamp(xd, max=0, out=dx)  # −relu(−x), NaN kept
-    # fp64 product of the fp32 (or fp64) sum and the chain factor, rounded once to γ's dtype
-    dgamma = (-torch.dot(flat(dyd), flat(m)).double() * dadg).to(gamma.dtype).reshape(gamma.shape)
-    # dy where x < 0 or NaN (m ≠ 0, and NaN fails hardshrink's |m| ≤ 0 test), 0 elsewhere
-    torch.ops.aten.hardshrink_backward.grad_input(dyd, m, 0.0, grad_input=dx)
-    torch.sub(dyd, dx, out=dx)  # r: dy where x ≥ 0, exactly 0 elsewhere
+    # fp64 product of the fp32 (or fp64) sums and the chain factor, rounded once to γ's dtype
+    if kind == "layer":
+        total = torch.dot(flat(dyd), flat(m)).double()
+    else:  # sums per gate (deterministic reductions); a NaN stays in its own gate's sum
+        total = _gate_sum(dyd * m, kind).reshape(gamma.shape)
+    dgamma = (-total * dadg).to(gamma.dtype).reshape(gamma.shape)
+    # r: dy where x ≥ 0 (±0 included, NaN not: an IEEE compare, the same in every code path —
+    # hardshrink_backward's vectorised CPU path and its scalar one disagree on NaN), 0 elsewhere
+    torch.ge(xd, 0, out=dx).mul_(dyd)  # the mask as 0/1 floats in dx: no bool temporary
     # r + (1 − α)(dy − r); lerp switches to dy − (dy − r)·α only for 1 − α ≥ ½, where that is exact enough
-    return torch.lerp(dx, dyd, om.to(x.dtype), out=dx), dgamma
+    return torch.lerp(dx, dyd, _gate_view(om.to(x.dtype), x, kind), out=dx), dgamma

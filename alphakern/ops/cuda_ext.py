@@ -103,15 +103,23 @@ def _ops():
     return torch.ops.alphakern_cuda
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def _check(x: torch.Tensor, gamma: torch.Tensor) -> None:
     if not x.is_cuda:
         raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
+    if gamma.numel() != 1:
+        raise RuntimeError(
+            "backend='cuda' takes one gate per layer (a 1-element gamma) so far; per-channel and "
+            "per-element gates run on backend='triton' or 'torch'"
+        )
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    _check(x, gamma)
     return _ops().alpha_relu_fwd(x, gamma, nu)
 
 
 def backward(
     dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if not x.is_cuda:
-        raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
+    _check(x, gamma)
     return _ops().alpha_relu_bwd(dy, x, gamma, nu)

@@ -15,6 +15,8 @@ BACKENDS = ("torch", "triton", "cuda")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 # dtypes the fused kernels take (math in fp32); the torch backend takes every floating dtype.
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# One gate (γ) per layer, per channel (dim 1, like F.prelu's weight) or per element of a sample.
+GRANULARITIES = ("layer", "channel", "element")
 
 
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
@@ -23,14 +25,16 @@ def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
 
 
 def alpha_terms(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(α, 1 − α, dα/dγ) as 0-dim float64 tensors on γ's device, not differentiable.
+    """(α, 1 − α, dα/dγ) per gate as float64 tensors of γ's shape (0-dim for a 1-element γ) on γ's
+    device, not differentiable.
 
     float64 makes α correctly rounded once it is cast to fp32 (the Triton and CUDA kernels do
     the same math in fp64, one scalar per program), and 1 − α is σ(−z), not a subtraction: near
     saturation (ν in the hundreds) ``1 - a`` in fp32 keeps almost no digits of the slope.
     dα/dγ = α(1 − α)·ν·σ(γ)σ(−γ).
     """
-    g = gamma.detach().double().reshape(())
+    g = gamma.detach().double()
+    g = g.reshape(()) if g.numel() == 1 else g
     n = nu.detach().double().reshape(())
     s = torch.sigmoid(g)
     z = (s - 0.5) * n
@@ -53,6 +57,29 @@ def check_scalar(t: object, name: str) -> None:
         raise ValueError(f"{name} must be a 1-element floating-point tensor, got {what}")
 
 
+def granularity(x: Tensor, gamma: Tensor) -> str:
+    """ "layer", "channel" or "element": what γ's shape means for x (ValueError if nothing).
+
+    A 1-element γ is one gate for the layer; shape (C,) with C = x.shape[1] one per channel;
+    shape x.shape[1:] one per element of a sample, shared over the batch. For a 2-D x the last
+    two coincide (and compute the same)."""
+    if gamma.numel() == 1:
+        return "layer"
+    if x.dim() >= 2 and gamma.shape == x.shape[1:2]:
+        return "channel"
+    if x.dim() >= 2 and gamma.shape == x.shape[1:]:
+        return "element"
+    accepted = "1 element (per layer)"
+    if x.dim() >= 2:
+        accepted += f", {tuple(x.shape[1:2])} (per channel) or {tuple(x.shape[1:])} (per element)"
+    else:
+        accepted += " (per-channel and per-element gates need x with ≥ 2 dims)"
+    raise ValueError(
+        f"gamma of shape {tuple(gamma.shape)} does not fit x of shape {tuple(x.shape)}: "
+        f"gamma must have {accepted}"
+    )
+
+
 def check_inputs(x: object, gamma: object, nu: object) -> None:
     """The op's contract, checked without a host sync: shape, dtype and device metadata only.
 
@@ -65,7 +92,12 @@ def check_inputs(x: object, gamma: object, nu: object) -> None:
         raise TypeError(
             f"x must be a floating-point tensor (float32/float16/bfloat16/float64), got {x.dtype}"
         )
-    check_scalar(gamma, "gamma")
+    if not isinstance(gamma, Tensor) or not gamma.is_floating_point():
+        what = f"a {gamma.dtype} tensor" if isinstance(gamma, Tensor) else type(gamma).__name__
+        raise ValueError(f"gamma must be a floating-point tensor, got {what}")
+    if gamma.numel() == 0:
+        check_scalar(gamma, "gamma")  # the per-layer message: a 1-element tensor was expected
+    granularity(x, gamma)
     check_scalar(nu, "nu")
     for name, t in (("gamma", gamma), ("nu", nu)):
         if t.device != x.device:

@@ -1,0 +1,249 @@
+"""Triton kernels for per-channel and per-element gates (γ of shape (C,) or x.shape[1:]).
+
+The gate of an element follows from its logical index, whatever x's dense layout: x is read in
+memory order, seen as one of two 2-D shapes.
+
+- "cols": memory is [A, G] with the gate the column — per-element gates (A = batch, G = one
+  sample, the gates laid out in the sample's memory order), and per-channel gates whose channel
+  stride B is small (G = C·B, each channel's gate repeated over its B neighbours; B = 1 is
+  channels_last). A program takes a [BLOCK_A, BLOCK_G] tile and computes 1 − α for its BLOCK_G
+  gates once; its backward keeps one fp32 partial per column, and a grid-stride loop over row
+  blocks bounds the partials.
+- "rows": memory is [A, C, B] with B ≥ ROWS_MIN_B (NCHW with a large H·W): a program takes a
+  chunk of one row of B elements, all of one channel, so 1 − α is one scalar per program and the
+  backward partial one number, stored so that the channel is the column.
+
+Either way ∂L/∂γ is a fixed-order column sum of the partials (no atomics; the partition depends
+on the shapes only), then the chain rule in fp64. α math as in alpha_relu_triton: fp64, 1 − α
+as σ(−z). Element math fp32, int64 offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alphakern.ops._layout import dense_input_and_output, flat, like
+from alphakern.ops.alpha_relu_triton import _check_runnable, _device_ctx, tl, triton
+from alphakern.ops.utils import alpha_terms, granularity
+
+ROWS_MIN_B = 256  # channel stride from which one program per row chunk beats repeated gates
+TILE = 2048  # elements per program tile
+MAX_PROGRAMS = 8192  # backward: caps the partials, independent of the device
+FINAL_BLOCK = 256
+
+if triton is not None:
+    from alphakern.ops.alpha_relu_triton import _sigmoid64
+
+    @triton.jit
+    def _slope(g, nu_ptr):
+        """1 − α = σ(−(σ(γ) − ½)·ν) in fp64, returned in fp32, for a block (or scalar) of γ."""
+        nu = tl.load(nu_ptr).to(tl.float64)
+        z = (_sigmoid64(g.to(tl.float64)) - 0.5) * nu
+        return _sigmoid64(-z).to(tl.float32)
+
+    @triton.jit
+    def _cols_fwd_kernel(x_ptr, y_ptr, gate_ptr, nu_ptr, A, G, BLOCK_A: tl.constexpr, BLOCK_G: tl.constexpr):
+        cols = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
+        cmask = cols < G
+        om = _slope(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
+        rows = tl.program_id(0).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)
+        offs = rows[:, None] * G + cols[None, :]
+        mask = (rows < A)[:, None] & cmask[None, :]
+        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+        y = tl.where(x > 0.0, x, x * om[None, :])
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _cols_bwd_kernel(
+        dy_ptr,
+        x_ptr,
+        dx_ptr,
+        partial_ptr,
+        gate_ptr,
+        nu_ptr,
+        A,
+        G,
+        row_blocks_per_program,
+        BLOCK_A: tl.constexpr,
+        BLOCK_G: tl.constexpr,
+    ):
+        pid_a = tl.program_id(0)
+        n_a = tl.num_programs(0)
+        cols = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
+        cmask = cols < G
+        om = _slope(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
+        acc = tl.zeros((BLOCK_A, BLOCK_G), dtype=tl.float32)
+        for i in range(0, row_blocks_per_program):  # grid-stride over row blocks
+            rows = (pid_a + i * n_a).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)
+            offs = rows[:, None] * G + cols[None, :]
+            mask = (rows < A)[:, None] & cmask[None, :]
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dx = tl.where(x >= 0.0, dy, dy * om[None, :])
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            acc += dy * tl.where(x > 0.0, 0.0, -x)
+        tl.store(partial_ptr + pid_a.to(tl.int64) * G + cols, tl.sum(acc, axis=0), mask=cmask)
+
+    @triton.jit
+    def _rows_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, C, B, n_chunks, BLOCK: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        row = pid // n_chunks
+        om = _slope(tl.load(gamma_ptr + row % C), nu_ptr)
+        in_row = (pid % n_chunks) * BLOCK + tl.arange(0, BLOCK)
+        mask = in_row < B
+        offs = row * B + in_row
+        x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+        y = tl.where(x > 0.0, x, x * om)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _rows_bwd_kernel(
+        dy_ptr, x_ptr, dx_ptr, partial_ptr, gamma_ptr, nu_ptr, C, B, n_chunks, BLOCK: tl.constexpr
+    ):
+        pid = tl.program_id(0).to(tl.int64)
+        row = pid // n_chunks
+        chunk = pid % n_chunks
+        c = row % C
+        om = _slope(tl.load(gamma_ptr + c), nu_ptr)
+        in_row = chunk * BLOCK + tl.arange(0, BLOCK)
+        mask = in_row < B
+        offs = row * B + in_row
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dx = tl.where(x >= 0.0, dy, dy * om)
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        part = tl.sum(dy * tl.where(x > 0.0, 0.0, -x), axis=0)
+        # partials as [A·n_chunks, C]: the channel is the column the final sum runs down
+        tl.store(partial_ptr + ((row // C) * n_chunks + chunk) * C + c, part)
+
+    @triton.jit
+    def _colsum_kernel(partial_ptr, out_ptr, K, G, BLOCK_G: tl.constexpr):
+        """out[g] = Σ_k partial[k, g], k in order: the deterministic half of every γ-gradient."""
+        cols = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
+        cmask = cols < G
+        acc = tl.zeros((BLOCK_G,), dtype=tl.float32)
+        ptrs = partial_ptr + cols
+        for _ in range(0, K):
+            acc += tl.load(ptrs, mask=cmask, other=0.0)
+            ptrs += G  # pointer arithmetic: 64-bit, whatever K·G
+        tl.store(out_ptr + cols, acc, mask=cmask)
+
+
+def _batch_outermost(xd: torch.Tensor) -> bool:
+    return xd.shape[0] == 1 or xd.stride(0) == xd.numel() // xd.shape[0]
+
+
+def _plan(xd: torch.Tensor, gamma: torch.Tensor, kind: str) -> dict:
+    """How xd (dense, batch outermost for element gates) is seen: "cols" [A, G] or "rows" [A, C, B],
+    with the gate values in that order."""
+    if kind == "element":
+        # the sample's gates in the sample's memory order (x's strides for dims 1..)
+        g_mem = torch.empty_strided(xd.shape[1:], xd.stride()[1:], dtype=gamma.dtype, device=gamma.device)
+        g_mem.copy_(gamma)
+        return dict(mode="cols", A=xd.shape[0], G=g_mem.numel(), B=1, gates=flat(g_mem), g_mem=g_mem)
+    C = xd.shape[1]
+    B = xd.stride(1)
+    A = xd.numel() // (C * B)
+    if B >= ROWS_MIN_B:
+        return dict(mode="rows", A=A, C=C, B=B, gates=gamma.reshape(-1))
+    gates = gamma.reshape(-1) if B == 1 else gamma.reshape(-1).repeat_interleave(B)
+    return dict(mode="cols", A=A, G=C * B, B=B, C=C, gates=gates)
+
+
+def _cols_blocks(G: int) -> tuple[int, int]:
+    block_g = min(triton.next_power_of_2(G), 256)
+    return max(1, TILE // block_g), block_g
+
+
+def _rows_block(B: int) -> int:
+    return min(TILE, triton.next_power_of_2(B))
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    _check_runnable(x)
+    kind = granularity(x, gamma)
+    xd, y = dense_input_and_output(x)
+    if x.numel() == 0:
+        return y
+    if kind == "element" and not _batch_outermost(xd):  # gather once; the result keeps x's layout
+        return like(forward(x.contiguous(), gamma, nu), y)
+    p = _plan(xd, gamma, kind)
+    with _device_ctx(x):
+        if p["mode"] == "cols":
+            block_a, block_g = _cols_blocks(p["G"])
+            grid = (triton.cdiv(p["A"], block_a), triton.cdiv(p["G"], block_g))
+            _cols_fwd_kernel[grid](
+                flat(xd),
+                flat(y),
+                p["gates"],
+                nu,
+                p["A"],
+                p["G"],
+                BLOCK_A=block_a,
+                BLOCK_G=block_g,
+                num_warps=8,
+            )
+        else:
+            block = _rows_block(p["B"])
+            n_chunks = triton.cdiv(p["B"], block)
+            _rows_fwd_kernel[(p["A"] * p["C"] * n_chunks,)](
+                flat(xd), flat(y), p["gates"], nu, p["C"], p["B"], n_chunks, BLOCK=block, num_warps=8
+            )
+    return y
+
+
+def _column_sums(partials: torch.Tensor, K: int, G: int) -> torch.Tensor:
+    sums = torch.empty(G, device=partials.device, dtype=torch.float32)
+    _colsum_kernel[(triton.cdiv(G, FINAL_BLOCK),)](partials, sums, K, G, BLOCK_G=FINAL_BLOCK, num_warps=4)
+    return sums
+
+
+def backward(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    *,
+    max_programs: int = MAX_PROGRAMS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂x, ∂L/∂γ), ∂L/∂γ of γ's shape and dtype. ``max_programs`` lets tests force the
+    grid-stride loop over row blocks."""
+    _check_runnable(x)
+    kind = granularity(x, gamma)
+    xd, dx = dense_input_and_output(x)
+    if x.numel() == 0:
+        return dx, torch.zeros_like(gamma)
+    if kind == "element" and not _batch_outermost(xd):
+        dxc, dgamma = backward(dy.contiguous(), x.contiguous(), gamma, nu, max_programs=max_programs)
+        return like(dxc, dx), dgamma
+    dyd = like(dy, dx)
+    p = _plan(xd, gamma, kind)
+    with _device_ctx(x):
+        if p["mode"] == "cols":
+            block_a, block_g = _cols_blocks(p["G"])
+            n_g = triton.cdiv(p["G"], block_g)
+            row_blocks = triton.cdiv(p["A"], block_a)
+            n_a = min(row_blocks, max(1, max_programs // n_g))
+            partials = torch.empty(n_a, p["G"], device=x.device, dtype=torch.float32)
+            _cols_bwd_kernel[(n_a, n_g)](
+                flat(dyd), flat(xd), flat(dx), partials, p["gates"], nu, p["A"], p["G"],
+                triton.cdiv(row_blocks, n_a), BLOCK_A=block_a, BLOCK_G=block_g, num_warps=8,
+            )  # fmt: skip
+            sums = _column_sums(partials, n_a, p["G"])
+        else:
+            block = _rows_block(p["B"])
+            n_chunks = triton.cdiv(p["B"], block)
+            partials = torch.empty(p["A"] * n_chunks, p["C"], device=x.device, dtype=torch.float32)
+            _rows_bwd_kernel[(p["A"] * p["C"] * n_chunks,)](
+                flat(dyd), flat(xd), flat(dx), partials, p["gates"], nu, p["C"], p["B"], n_chunks,
+                BLOCK=block, num_warps=8,
+            )  # fmt: skip
+            sums = _column_sums(partials, p["A"] * n_chunks, p["C"])
+    if kind == "element":  # memory order → γ's logical order
+        total = sums.as_strided(p["g_mem"].shape, p["g_mem"].stride())
+    elif p["mode"] == "cols" and p["B"] > 1:  # the B repeats of each channel's gate, in order
+        total = sums.view(p["C"], p["B"]).sum(1, dtype=torch.float64)
+    else:
+        total = sums
+    _, _, dadg = alpha_terms(gamma, nu)
+    return dx, (total.double() * dadg).to(gamma.dtype).contiguous()

@@ -1,0 +1,194 @@
+"""Per-channel and per-element gates: every backend against the float64 formula, per gate."""
+
+import pytest
+import torch
+
+import alphakern
+from alphakern.ops import alpha_relu_triton_gates
+from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from tests.reference import TRITON_RUNS, assert_matches_reference, backend_params, device_for
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# (shape, note): odd channel counts, 1×1 spatial, 2-D and 3-D x, a channel stride B past
+# ROWS_MIN_B (one program per row chunk) with a ragged last chunk, and one just below it
+SHAPES = [
+    (1, 7, 1, 1),
+    (2, 130, 3, 3),
+    (5, 6),
+    (2, 5, 7),
+    (2, 3, 16, 16),
+    (2, 4, 17, 19),
+    (3, 2, 15, 17),
+]
+LAYOUTS = {
+    "contiguous": lambda t: t,
+    "channels_last": lambda t: t.to(memory_format=torch.channels_last) if t.dim() == 4 else t,
+    "transposed": lambda t: t.transpose(0, -1).contiguous().transpose(0, -1),  # batch innermost
+    "sliced": lambda t: torch.cat([t, t], dim=-1)[..., ::2],  # not dense: gathered once
+}
+
+
+def gates(kind, x, seed=0):
+    shape = x.shape[1:2] if kind == "channel" else x.shape[1:]
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) * 4 - 2).to(x.device)  # α from ~0.02 to ~0.98 at ν = 10
+
+
+def make(shape, dtype, device, layout="contiguous", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 2).to(dtype)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    return LAYOUTS[layout](x).to(device), LAYOUTS[layout](dy).to(device)
+
+
+def run(backend, x, gamma, nu, dy):
+    return (alpha_relu_op(x, gamma, nu, backend), *alpha_relu_backward_op(dy, x, gamma, nu, backend))
+
+
+FUSED_OK = [p for p in backend_params() if p.id != "cuda"]  # the cuda backend takes layer gates only
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_parity(backend, kind, dtype, shape):
+    device = device_for(backend)
+    x, dy = make(shape, dtype, device)
+    gamma, nu = gates(kind, x), torch.tensor(10.0, device=device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 3, 16, 17)], ids=str)
+def test_layouts(backend, kind, layout, shape):
+    """The gate follows the logical index in every layout; the output keeps x's memory format."""
+    device = device_for(backend)
+    x, dy = make(shape, torch.float32, device, layout, seed=1)
+    gamma, nu = gates(kind, x, seed=1), torch.tensor(6.0, device=device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
+    assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+def test_two_dimensional_x_channel_is_element(backend):
+    """For x of shape (N, C) a (C,) γ is both per channel and per element: one answer."""
+    device = device_for(backend)
+    x, dy = make((9, 6), torch.float32, device)
+    gamma, nu = gates("channel", x), torch.tensor(5.0, device=device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    x3, dy3 = x.unsqueeze(-1), dy.unsqueeze(-1)  # (N, C, 1): channel gates, same positions
+    y3, dx3, dg3 = run(backend, x3, gamma, nu, dy3)
+    torch.testing.assert_close(y, y3.squeeze(-1), rtol=0, atol=0)
+    torch.testing.assert_close(dx, dx3.squeeze(-1), rtol=0, atol=0)
+    torch.testing.assert_close(dg, dg3, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_switch_points_and_nan_stay_in_their_gate(backend, kind):
+    """±0 take slope 1 in every gate; a NaN in one channel makes only that gate's dγ NaN."""
+    device = device_for(backend)
+    x, dy = make((3, 4, 5, 6), torch.float32, device, seed=2)
+    x[:, 1, 0, 0] = 0.0
+    x[:, 1, 0, 1] = -0.0
+    x[1, 2, 3, 4] = float("nan")
+    gamma, nu = gates(kind, x, seed=2), torch.tensor(8.0, device=device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
+    assert torch.equal(dx[:, 1, 0, :2], dy[:, 1, 0, :2])
+    nan_gates = dg.isnan()
+    expected = torch.zeros_like(nan_gates)
+    if kind == "channel":
+        expected[2] = True
+    else:
+        expected[2, 3, 4] = True
+    assert torch.equal(nan_gates, expected)
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_saturated_gates(backend, kind):
+    """ν = 300: some gates' 1 − α ≈ 1e-10 (kept by σ(−z)), some α ≈ 1e-10."""
+    device = device_for(backend)
+    x, dy = make((2, 6, 4, 4), torch.float32, device, seed=3)
+    gamma = torch.linspace(-0.3, 0.3, 6)
+    gamma = (gamma if kind == "channel" else gamma[:, None, None].expand(x.shape[1:]).contiguous()).to(device)
+    y, dx, dg = run(backend, x, gamma, torch.tensor(300.0, device=device), dy)
+    assert_matches_reference(x, gamma, torch.tensor(300.0, device=device), dy, y, dx, dg, backend=backend)
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_backward_is_deterministic(backend, kind):
+    device = device_for(backend)
+    x, dy = make((4, 5, 18, 18), torch.float32, device, seed=4)
+    gamma, nu = gates(kind, x), torch.tensor(4.0, device=device)
+    dx0, dg0 = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+    for _ in range(10):
+        dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
+        assert torch.equal(dx, dx0) and torch.equal(dg, dg0)
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_empty_batch(backend, kind):
+    device = device_for(backend)
+    x = torch.empty(0, 3, 4, device=device)
+    gamma = gates(kind, torch.empty(1, 3, 4)).to(device)
+    y, dx, dg = run(backend, x, gamma, torch.tensor(2.0, device=device), torch.empty_like(x))
+    assert y.shape == x.shape and dx.shape == x.shape
+    assert dg.shape == gamma.shape and torch.equal(dg, torch.zeros_like(gamma))
+
+
+@pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_triton_row_blocks_grid_stride(kind):
+    """Fewer programs than row blocks: each loops over several, the partials still sum right."""
+    device = device_for("triton")
+    x, dy = make((40, 3, 2, 5), torch.float32, device, "channels_last" if kind == "channel" else "contiguous")
+    gamma, nu = gates(kind, x), torch.tensor(7.0, device=device)
+    y = alpha_relu_op(x, gamma, nu, "triton")
+    dx, dg = alpha_relu_triton_gates.backward(dy, x, gamma, nu, max_programs=1)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_opcheck(backend, kind):
+    device = device_for(backend)
+    x, dy = make((2, 3, 4, 5), torch.float32, device, "channels_last")
+    gamma, nu = gates(kind, x), torch.tensor(3.0, device=device)
+    torch.library.opcheck(alpha_relu_op, (x.requires_grad_(), gamma.requires_grad_(), nu, backend))
+    torch.library.opcheck(alpha_relu_backward_op, (dy, x.detach(), gamma.detach(), nu, backend))
+
+
+@pytest.mark.parametrize("backend", FUSED_OK)
+@pytest.mark.parametrize("kind", ["channel", "element"])
+def test_compile_fullgraph(backend, kind):
+    device = device_for(backend)
+    torch._dynamo.reset()
+    x, dy = make((2, 3, 4, 5), torch.float32, device)
+    gamma, nu = gates(kind, x), torch.tensor(3.0, device=device)
+
+    def f(x, g):
+        return alphakern.alpha_relu(x, g, nu, backend=backend)
+
+    grads = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        xg, gg = x.clone().requires_grad_(), gamma.clone().requires_grad_()
+        y = fn(xg, gg)
+        grads.append((y, *torch.autograd.grad(y, (xg, gg), dy)))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_alpha_per_gate():
+    gamma = torch.tensor([[-1.0, 0.0], [0.5, 2.0]])
+    nu = torch.tensor(4.0)
+    expected = torch.sigmoid((torch.sigmoid(gamma.double()) - 0.5) * 4.0).float()
+    torch.testing.assert_close(alphakern.alpha(gamma, nu), expected)
