@@ -11,7 +11,7 @@ import dataclasses
 import sys
 
 from alphakern.models import ACTIVATIONS, HEADS
-from alphakern.ops.utils import BACKEND_CHOICES
+from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +51,11 @@ _TRAIN_FLAGS = {
     "activation": dict(flags=["--activation"], choices=ACTIVATIONS),
     "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
+    "granularity": dict(
+        flags=["--granularity"],
+        choices=GRANULARITIES,
+        help="one gate per layer (the study's), channel or element",
+    ),
     "backend": dict(flags=["--backend"], choices=BACKEND_CHOICES),
     "amp": dict(flags=["--amp"], action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)"),
     "compile": dict(

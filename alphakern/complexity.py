@@ -1,24 +1,31 @@
-"""How non-linear did each layer turn out: verdicts, discretisation, the report's text."""
+"""How non-linear did each layer turn out: verdicts per gate, discretisation, the report's text."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from alphakern.modules import alpha_layers
+from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
 
-NONLINEAR_ABOVE = 0.95  # α > this: the layer is a ReLU
-LINEAR_BELOW = 0.05  # α < this: the layer is the identity
+NONLINEAR_ABOVE = 0.95  # α > this: the gate is a ReLU
+LINEAR_BELOW = 0.05  # α < this: the gate is the identity
+VERDICTS = ("non-linear", "linear", "undecided")
 
 
 @dataclass
 class LayerVerdict:
+    """One AlphaReLU. For per-channel/per-element gates, gamma and alpha are means over the gates
+    and the verdict is "non-linear"/"linear" only when every gate is; else "mixed" or "undecided"."""
+
     name: str
     gamma: float
     alpha: float
-    verdict: str  # "non-linear", "linear" or "undecided"
+    verdict: str  # "non-linear", "linear", "undecided" or (several gates) "mixed"
+    gates: int = 1
+    fractions: dict | None = None  # share of gates per verdict (several gates only)
 
 
 def verdict(alpha: float) -> str:
@@ -29,34 +36,68 @@ def verdict(alpha: float) -> str:
     return "undecided"
 
 
+def _gate_verdicts(a: Tensor) -> dict[str, Tensor]:
+    """Boolean masks of the gates per verdict (α as a tensor of any shape)."""
+    nonlinear, linear = a > NONLINEAR_ABOVE, a < LINEAR_BELOW
+    return {"non-linear": nonlinear, "linear": linear, "undecided": ~(nonlinear | linear)}
+
+
+def layer_verdict(name: str, m: AlphaReLU) -> LayerVerdict:
+    a = m.alpha.float()
+    if a.numel() == 1:
+        return LayerVerdict(name, float(m.gamma.detach()), float(a), verdict(float(a)))
+    masks = _gate_verdicts(a)
+    fractions = {k: float(v.float().mean()) for k, v in masks.items()}
+    overall = next((k for k in ("non-linear", "linear") if fractions[k] == 1.0), None)
+    if overall is None:
+        overall = "undecided" if fractions["undecided"] == 1.0 else "mixed"
+    return LayerVerdict(
+        name, float(m.gamma.detach().float().mean()), float(a.mean()), overall, a.numel(), fractions
+    )
+
+
 def layer_verdicts(model: nn.Module) -> list[LayerVerdict]:
-    """γ, α and the verdict of every AlphaReLU (reads a few scalars off the device)."""
-    return [
-        LayerVerdict(name, float(m.gamma.detach()), a := float(m.alpha), verdict(a))
-        for name, m in alpha_layers(model)
-    ]
+    """γ, α and the verdict of every AlphaReLU (reads a few numbers off the device)."""
+    return [layer_verdict(name, m) for name, m in alpha_layers(model)]
+
+
+def _discrete(m: AlphaReLU) -> nn.Module | None:
+    """What a decided AlphaReLU becomes: nn.ReLU / nn.Identity when all its gates agree, else a
+    FixedSlopeReLU with slope 0 (ReLU) or 1 (identity) per decided gate and the current 1 − α for
+    undecided ones; None (keep it) for an undecided layer gate."""
+    a = m.alpha
+    masks = _gate_verdicts(a)
+    if bool(masks["non-linear"].all()):
+        return nn.ReLU()
+    if bool(masks["linear"].all()):
+        return nn.Identity()
+    if a.numel() == 1:
+        return None
+    slope = torch.where(masks["non-linear"], 0.0, torch.where(masks["linear"], 1.0, 1 - a))
+    return FixedSlopeReLU(slope, granularity=m.granularity)
 
 
 def discretize(model: nn.Module) -> nn.Module:
-    """A copy with each decided AlphaReLU replaced by nn.ReLU or nn.Identity (undecided kept)."""
+    """A copy with each decided AlphaReLU replaced by nn.ReLU or nn.Identity — or, for gates per
+    channel/element that disagree, a FixedSlopeReLU exact per gate (undecided layers kept)."""
     out = copy.deepcopy(model)
     for name, m in alpha_layers(out):
-        v = verdict(float(m.alpha))
-        if v == "undecided":
+        new = _discrete(m)
+        if new is None:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, nn.ReLU() if v == "non-linear" else nn.Identity())
+        setattr(parent, child, new)
     return out
 
 
 def summary(verdicts: list[LayerVerdict]) -> dict:
-    counts = {k: sum(v.verdict == k for v in verdicts) for k in ("non-linear", "linear", "undecided")}
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in (*VERDICTS, "mixed")}
     return dict(
         layers=[asdict(v) for v in verdicts],
         counts=counts,
-        # an undecided layer (0.05 ≤ α ≤ 0.95) still bends: only linear ones drop out
-        effective_nonlinearities=counts["non-linear"] + counts["undecided"],
+        # an undecided or mixed layer still bends: only fully linear ones drop out
+        effective_nonlinearities=len(verdicts) - counts["linear"],
     )
 
 
@@ -66,11 +107,16 @@ def format_report(
     s = summary(verdicts)
     lines = ["Complexity report", f"  {'layer':<14} {'gamma':>8} {'alpha':>8}  verdict"]
     for i, v in enumerate(verdicts, 1):
-        lines.append(f"  {i}: {v.name:<11} {v.gamma:8.4f} {v.alpha:8.4f}  {v.verdict}")
+        line = f"  {i}: {v.name:<11} {v.gamma:8.4f} {v.alpha:8.4f}  {v.verdict}"
+        if v.fractions is not None:  # means over the gates, then the share of each verdict
+            shares = ", ".join(f"{100 * v.fractions[k]:.1f}% {k}" for k in VERDICTS)
+            line += f" ({v.gates} gates: {shares})"
+        lines.append(line)
     c = s["counts"]
+    mixed = f", {c['mixed']} mixed" if c["mixed"] else ""
     lines.append(
         f"  effective non-linearities: {s['effective_nonlinearities']} of {len(verdicts)} "
-        f"({c['non-linear']} non-linear, {c['linear']} linear, {c['undecided']} undecided; "
+        f"({c['non-linear']} non-linear, {c['linear']} linear, {c['undecided']} undecided{mixed}; "
         f"non-linear: alpha > {NONLINEAR_ABOVE}, linear: alpha < {LINEAR_BELOW})"
     )
     if acc_before is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from alphakern.modules import AlphaReLU, EagerAlphaReLU
@@ -10,11 +11,13 @@ ACTIVATIONS = ("alpha", "alpha-eager", "relu", "identity")
 HEADS = ("logits", "softmax")
 
 
-def make_activation(kind: str, *, nu_step: float = 0.01, backend: str | None = None) -> nn.Module:
+def make_activation(
+    kind: str, *, nu_step: float = 0.01, granularity: str = "layer", backend: str | None = None
+) -> nn.Module:
     if kind == "alpha":
-        return AlphaReLU(nu_step, backend=backend)
+        return AlphaReLU(nu_step, granularity=granularity, backend=backend)
     if kind == "alpha-eager":
-        return EagerAlphaReLU(nu_step)
+        return EagerAlphaReLU(nu_step, granularity=granularity)
     if kind == "relu":
         return nn.ReLU()
     if kind == "identity":
@@ -26,7 +29,9 @@ class AlphaCNN(nn.Module):
     """conv3×3(3→64)–BN–act–pool, twice more with 64→64, then flatten(64·4·4) → Linear(→10).
 
     ``head="softmax"`` reproduces the study, which applied Softmax before CrossEntropyLoss;
-    ``"logits"`` (default) is what cross-entropy expects.
+    ``"logits"`` (default) is what cross-entropy expects. ``granularity``: one gate per layer (the
+    study's), per channel or per element; channel/element γ are created by the first forward
+    (``materialize`` runs one on a dummy batch).
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class AlphaCNN(nn.Module):
         width: int = 64,
         num_classes: int = 10,
         nu_step: float = 0.01,
+        granularity: str = "layer",
         backend: str | None = None,
     ) -> None:
         super().__init__()
@@ -49,12 +55,21 @@ class AlphaCNN(nn.Module):
             layers += [
                 nn.Conv2d(c_in, width, 3, padding=1),
                 nn.BatchNorm2d(width),
-                make_activation(activation, nu_step=nu_step, backend=backend),
+                make_activation(activation, nu_step=nu_step, granularity=granularity, backend=backend),
                 nn.MaxPool2d(2),
             ]
             c_in = width
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(width * 4 * 4, num_classes)
+
+    def materialize(self) -> AlphaCNN:
+        """Create lazy (per-channel/per-element) γ now, with one forward of a zero CIFAR-sized
+        batch in eval mode (ν and the BatchNorm statistics do not move)."""
+        p = next(self.parameters())
+        was_training = self.training
+        with torch.no_grad():
+            self.eval()(torch.zeros(1, 3, 32, 32, device=p.device, dtype=p.dtype))
+        return self.train(was_training)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.fc(self.features(x).flatten(1))

@@ -3,25 +3,58 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
 from alphakern.functional import alpha, alpha_relu
+from alphakern.ops.utils import GRANULARITIES
 
 
-class AlphaReLU(nn.Module):
+class AlphaReLU(LazyModuleMixin, nn.Module):
     """R_α(x) = x + α·relu(−x), α = σ((σ(γ) − ½)·ν) — PReLU with the learned slope 1 − α.
 
-    ``gamma`` (0-dim parameter, init 0) is trained; ``nu`` (0-dim buffer, init 0, in the state
-    dict) grows by ``nu_step`` at every forward in training mode, driving α to 1 (a ReLU) or 0
-    (the identity). The update stays on the device: no host sync.
+    ``gamma`` (parameter, init 0) is trained; ``nu`` (0-dim buffer, init 0, in the state dict)
+    grows by ``nu_step`` at every forward in training mode, driving α to 1 (a ReLU) or 0 (the
+    identity). The update stays on the device: no host sync.
+
+    ``granularity``: "layer" (one 0-dim γ), "channel" (γ of shape (C,), C = x.shape[1], like
+    ``nn.PReLU(C)``) or "element" (γ of shape x.shape[1:], shared over the batch). Channel and
+    element γ are created at the first forward from x's shape, as ``nn.LazyLinear`` creates its
+    weight — build the optimiser after that forward; ``load_state_dict`` into a fresh module works.
     """
 
-    def __init__(self, nu_step: float = 0.01, *, backend: str | None = None) -> None:
+    cls_to_become = None
+
+    def __init__(
+        self, nu_step: float = 0.01, *, granularity: str = "layer", backend: str | None = None
+    ) -> None:
         super().__init__()
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
         self.nu_step = float(nu_step)
+        self.granularity = granularity
         self.backend = backend
-        self.gamma = nn.Parameter(torch.tensor(0.0))
+        if granularity == "layer":
+            self.gamma = nn.Parameter(torch.tensor(0.0))
+        else:
+            self.gamma = UninitializedParameter()
         self.register_buffer("nu", torch.tensor(0.0))
+
+    def initialize_parameters(self, x: Tensor) -> None:
+        """γ = 0 of the granularity's shape for x, on x's device (called before the first forward)."""
+        if not self.has_uninitialized_params():
+            return
+        if x.dim() < 2:
+            raise ValueError(
+                f"AlphaReLU(granularity={self.granularity!r}) needs x with >= 2 dims (N, C, ...), "
+                f"got shape {tuple(x.shape)}"
+            )
+        shape = x.shape[1:2] if self.granularity == "channel" else x.shape[1:]
+        with torch.no_grad():
+            self.gamma.materialize(shape, device=x.device)
+            self.gamma.zero_()
 
     def step_nu(self) -> Tensor:
         """ν for this forward: advanced by nu_step in training mode (on the device), as is."""
@@ -39,15 +72,21 @@ class AlphaReLU(nn.Module):
 
     @property
     def alpha(self) -> Tensor:
-        """The current α (a detached 0-dim tensor on the module's device)."""
+        """The current α per gate (detached, γ's shape, on the module's device)."""
         with torch.no_grad():
             return alpha(self.gamma, self.nu).detach()
 
     def extra_repr(self) -> str:
-        # Printing reads two scalars off the device; forward never does.
-        if self.gamma.device.type == "meta":
-            return f"nu_step={self.nu_step}"
-        return f"nu_step={self.nu_step}, gamma={self.gamma.item():.4g}, alpha={self.alpha.item():.4g}"
+        # Printing reads a few numbers off the device; forward never does.
+        text = f"nu_step={self.nu_step}"
+        if self.granularity != "layer":
+            text += f", granularity={self.granularity!r}"
+        if self.has_uninitialized_params() or self.gamma.device.type == "meta":
+            return text
+        if self.gamma.numel() == 1:
+            return text + f", gamma={self.gamma.item():.4g}, alpha={self.alpha.item():.4g}"
+        a = self.alpha
+        return text + f", gates={tuple(self.gamma.shape)}, mean alpha={a.mean().item():.4g}"
 
 
 class EagerAlphaReLU(AlphaReLU):
@@ -65,7 +104,32 @@ class EagerAlphaReLU(AlphaReLU):
                 "EagerAlphaReLU cannot be trained under torch.compile (PyTorch recomputes reads "
                 "of mutated buffers in the backward, so γ's gradient would be wrong); use AlphaReLU"
             )
-        return x + alpha(self.gamma, self.step_nu()) * torch.relu(-x)
+        a = alpha(self.gamma, self.step_nu())
+        if self.granularity == "channel":
+            a = a.reshape(1, -1, *([1] * (x.dim() - 2)))
+        return x + a * torch.relu(-x)
+
+
+class FixedSlopeReLU(nn.Module):
+    """PReLU with a fixed slope per gate (a buffer, nothing trained): what ``discretize`` makes of
+    a per-channel/per-element AlphaReLU whose gates disagree — slope 0 for a ReLU gate, 1 for an
+    identity gate, 1 − α for an undecided one."""
+
+    def __init__(self, slope: Tensor, *, granularity: str) -> None:
+        super().__init__()
+        if granularity not in ("channel", "element"):
+            raise ValueError(f"granularity must be 'channel' or 'element', got {granularity!r}")
+        self.granularity = granularity
+        self.register_buffer("slope", slope.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.slope.to(x.dtype)
+        if self.granularity == "channel":
+            return F.prelu(x, s)
+        return torch.relu(x) + s.unsqueeze(0) * torch.clamp(x, max=0)
+
+    def extra_repr(self) -> str:
+        return f"granularity={self.granularity!r}, gates={tuple(self.slope.shape)}"
 
 
 def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:

@@ -78,3 +78,73 @@ def test_inference_mode_and_no_grad():
     with torch.no_grad():
         y = m.train()(x)
     assert not y.requires_grad and m.nu.item() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    "granularity,x_shape,gamma_shape",
+    [("channel", (2, 5, 3, 3), (5,)), ("element", (2, 5, 3, 3), (5, 3, 3)), ("channel", (4, 6), (6,))],
+)
+def test_granular_gamma_is_created_at_the_first_forward(granularity, x_shape, gamma_shape):
+    m = alphakern.AlphaReLU(granularity=granularity)
+    assert m.has_uninitialized_params()
+    x = torch.randn(x_shape)
+    m(x)
+    assert m.gamma.shape == gamma_shape and torch.equal(m.gamma.detach(), torch.zeros(gamma_shape))
+    assert m.alpha.shape == gamma_shape and not m.has_uninitialized_params()
+    # an optimiser built now trains every gate
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    m(-x.abs() * torch.linspace(0.5, 2, x_shape[1]).reshape(1, -1, *([1] * (x.dim() - 2)))).sum().backward()
+    opt.step()
+    assert (m.gamma.detach() != 0).all()
+
+
+def test_granular_state_dict_into_a_fresh_module():
+    m = alphakern.AlphaReLU(granularity="element")
+    m(torch.randn(2, 3, 4))
+    with torch.no_grad():
+        m.gamma.copy_(torch.randn(3, 4))
+    fresh = alphakern.AlphaReLU(granularity="element")
+    fresh.load_state_dict(m.state_dict())
+    assert torch.equal(fresh.gamma, m.gamma) and torch.equal(fresh.nu, m.nu)
+    x = torch.randn(5, 3, 4)
+    torch.testing.assert_close(fresh.eval()(x), m.eval()(x), rtol=0, atol=0)
+
+
+def test_granularity_and_input_errors():
+    with pytest.raises(ValueError, match=r"granularity must be one of \['layer', 'channel', 'element'\]"):
+        alphakern.AlphaReLU(granularity="pixel")
+    with pytest.raises(ValueError, match="needs x with >= 2 dims"):
+        alphakern.AlphaReLU(granularity="channel")(torch.randn(5))
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_granular_module_under_compile_from_fresh(granularity):
+    """torch.compile(fullgraph=True) of a fresh lazy module: materialised, then traced, no break."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    eager = alphakern.AlphaReLU(granularity=granularity)
+    compiled_m = alphakern.AlphaReLU(granularity=granularity)
+    compiled = torch.compile(compiled_m, fullgraph=True)
+    for _ in range(2):
+        out_c, out_e = compiled(x), eager(x)
+        torch.testing.assert_close(out_c, out_e)
+        out_c.sum().backward()
+        out_e.sum().backward()
+    torch.testing.assert_close(compiled_m.gamma.grad, eager.gamma.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_eager_module_matches_fused_per_gate(granularity):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 5)
+    fused = alphakern.AlphaReLU(granularity=granularity, nu_step=0.5)
+    eager = alphakern.EagerAlphaReLU(granularity=granularity, nu_step=0.5)
+    fused(x)
+    eager(x)
+    with torch.no_grad():
+        fused.gamma.copy_(torch.randn_like(fused.gamma))
+        eager.gamma.copy_(fused.gamma)
+    fused(x).square().sum().backward()
+    eager(x).square().sum().backward()
+    torch.testing.assert_close(fused.gamma.grad, eager.gamma.grad, rtol=1e-5, atol=1e-6)

@@ -55,11 +55,12 @@ def test_end_to_end_outputs(data_dir, tmp_path):
     with torch.no_grad():
         pred = model(data.test_x.float() / 255).argmax(1)
     assert m["test_acc"] == pytest.approx(100.0 * (pred == data.test_y).float().mean().item(), abs=1e-9)
-    # per-step history: ν = 0.01·step, α = σ((σ(γ) − ½)ν) in float64, one row per training step
+    # per-step history, one series per layer: ν = 0.01·step, α = σ((σ(γ) − ½)ν) in float64
     steps = 2 * len(t.train_batches)
     h = m["history"]
-    assert len(h["alpha"]) == len(h["gamma"]) == steps and h["layers"] == [n for n, _ in alpha_layers(model)]
-    nu = 0.01 * torch.arange(1, steps + 1, dtype=torch.float64)[:, None]
+    assert h["layers"] == [n for n, _ in alpha_layers(model)]
+    assert [len(s) for s in h["alpha"]] == [len(s) for s in h["gamma"]] == [steps] * 3
+    nu = 0.01 * torch.arange(1, steps + 1, dtype=torch.float64)
     g = torch.tensor(h["gamma"], dtype=torch.float64)
     torch.testing.assert_close(
         torch.tensor(h["alpha"], dtype=torch.float64),
@@ -67,6 +68,8 @@ def test_end_to_end_outputs(data_dir, tmp_path):
         rtol=1e-5,
         atol=1e-6,
     )
+    # compact: one line per series, not one per number
+    assert len((out / "metrics.json").read_text().splitlines()) < 200
     # the last history row's γ is the one before the last optimizer step; the epoch summary's is after
     final = [float(a.gamma.detach()) for _, a in alpha_layers(model)]
     assert m["epochs"][-1]["gamma"] == pytest.approx(final, abs=1e-7)
@@ -299,3 +302,75 @@ def test_crafted_checkpoint_is_refused_without_running_it(command, data_dir, tmp
 def test_config_from_an_older_checkpoint_ignores_unknown_keys():
     c = TrainConfig.from_dict({"epochs": 3, "extra": {}})
     assert c.epochs == 3
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_discretize_granular_gates_exactly(granularity):
+    """Gates that disagree become a FixedSlopeReLU: ReLU gates slope 0, identity gates slope 1,
+    undecided ones keep 1 − α; all-agreeing layers become nn.ReLU / nn.Identity."""
+    from alphakern import AlphaReLU
+    from alphakern.complexity import format_report
+    from alphakern.modules import FixedSlopeReLU
+
+    x = torch.randn(4, 3, 2, 2)
+    mixed, relu, ident = (AlphaReLU(granularity=granularity) for _ in range(3))
+    net = torch.nn.Sequential(mixed, relu, ident)
+    net(x)
+    with torch.no_grad():
+        for m in net:
+            m.nu.fill_(100.0)
+        g = (
+            torch.tensor([2.0, -2.0, 0.0])
+            if granularity == "channel"
+            else torch.tensor([2.0, -2.0, 0.0])[:, None, None]
+        )
+        mixed.gamma.copy_(g.expand_as(mixed.gamma))
+        relu.gamma.fill_(2.0)
+        ident.gamma.fill_(-2.0)
+    v = layer_verdicts(net)
+    assert [x.verdict for x in v] == ["mixed", "non-linear", "linear"]
+    per = 1 if granularity == "channel" else 4
+    assert v[0].gates == 3 * per and v[0].fractions == pytest.approx(
+        {"non-linear": 1 / 3, "linear": 1 / 3, "undecided": 1 / 3}
+    )
+    text = format_report(v)
+    assert "mixed (3 gates" in text or f"mixed ({3 * per} gates" in text
+    d = discretize(net).eval()
+    assert [type(m) for m in d] == [FixedSlopeReLU, torch.nn.ReLU, torch.nn.Identity]
+    a = mixed.alpha.flatten()[::per]  # per channel
+    assert float(a[0]) > 0.95 and float(a[1]) < 0.05
+    xs = torch.randn(5, 3, 2, 2)
+    out = d[0](xs)
+    torch.testing.assert_close(out[:, 0], torch.relu(xs[:, 0]), rtol=0, atol=0)  # ReLU gate, exactly
+    torch.testing.assert_close(out[:, 1], xs[:, 1], rtol=0, atol=0)  # identity gate, exactly
+    torch.testing.assert_close(out[:, 2], mixed.eval()(xs)[:, 2])  # undecided: as it was
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_granular_run_history_stays_small(granularity, data_dir, tmp_path):
+    """Per-step summaries (mean α, fractions) whatever the number of gates; the full α vectors
+    only at epoch ends (gates.npz); report per gate; resume restores all of it."""
+    import numpy as np
+
+    c = cfg(data_dir, tmp_path / "g", granularity=granularity, epochs=1)
+    t = run(c)
+    m = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    h = m["history"]
+    steps = len(t.train_batches)
+    for key in ("gamma_mean", "alpha_mean", "alpha_std", "nonlinear_fraction", "linear_fraction"):
+        assert [len(s) for s in h[key]] == [steps] * 3, key
+    gates = [a.gamma.numel() for _, a in alpha_layers(t.model)]
+    assert gates == ([64] * 3 if granularity == "channel" else [64 * 32 * 32, 64 * 16 * 16, 64 * 8 * 8])
+    # the last step's summary matches the gates it saw: mean α from the γ before the last update
+    assert 0 <= min(min(s) for s in h["nonlinear_fraction"]) and max(max(s) for s in h["alpha_mean"]) <= 1
+    with np.load(tmp_path / "g" / "gates.npz") as z:
+        assert sorted(z.files) == sorted(f"epoch1/{n}" for n in h["layers"])
+        for (name, a), n in zip(alpha_layers(t.model), gates, strict=True):
+            assert z[f"epoch1/{name}"].shape == tuple(a.gamma.shape) and z[f"epoch1/{name}"].size == n
+            np.testing.assert_allclose(z[f"epoch1/{name}"], a.alpha.numpy(), rtol=1e-6)
+    assert m["epochs"][0]["alpha"] == pytest.approx([float(a.alpha.mean()) for _, a in alpha_layers(t.model)])
+    assert all(v["gates"] > 1 and v["fractions"] is not None for v in m["report"]["layers"])
+    assert len((tmp_path / "g" / "metrics.json").read_text().splitlines()) < 300
+    resumed = run(cfg(data_dir, tmp_path / "g", granularity=granularity, epochs=2), resume=True)
+    assert resumed.hist.shape[0] == 2 * steps and torch.equal(resumed.hist[:steps], t.hist)
+    assert set(resumed.gates) == {f"epoch{e}/{n}" for e in (1, 2) for n in h["layers"]}

@@ -7,17 +7,22 @@ tensors and plain Python containers only — all a checkpoint of ours holds.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from alphakern.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
+GATES = "gates.npz"  # per-channel/per-element runs: α of every gate at each epoch's end
 
 
 class CheckpointError(RuntimeError):
@@ -29,6 +34,21 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def compact_json(obj: object) -> str:
+    """Indented JSON with every list of numbers on one line: a long per-step history stays a
+    handful of lines (one series per layer and quantity) instead of one line per number."""
+    text = json.dumps(obj, indent=1)
+    number_list = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+    return number_list.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """A compressed .npz of named arrays, as bytes (for atomic_write)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:

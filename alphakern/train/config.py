@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from alphakern.models import ACTIVATIONS, HEADS
-from alphakern.ops.utils import BACKEND_CHOICES
+from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
 
 
 @dataclass
@@ -28,6 +28,7 @@ class TrainConfig:
     activation: str = "alpha"
     head: str = "logits"
     nu_step: float = 0.01
+    granularity: str = "layer"
     backend: str | None = None
     amp: bool = False
     compile: bool = False
@@ -55,7 +56,7 @@ class TrainConfig:
             raise bad("nu_step", "a non-negative number")
         if not _finite(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "between 0 and 1")
-        for f, choices in (("activation", ACTIVATIONS), ("head", HEADS)):
+        for f, choices in (("activation", ACTIVATIONS), ("head", HEADS), ("granularity", GRANULARITIES)):
             if getattr(self, f) not in choices:
                 raise bad(f, f"one of {', '.join(choices)}")
         if self.backend is not None and self.backend not in BACKEND_CHOICES:

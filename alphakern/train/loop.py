@@ -8,27 +8,45 @@ bit-for-bit where the last checkpoint stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alphakern.complexity import discretize, format_report, layer_verdicts, summary
+from alphakern.complexity import (
+    LINEAR_BELOW,
+    NONLINEAR_ABOVE,
+    discretize,
+    format_report,
+    layer_verdicts,
+    summary,
+)
 from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers
 from alphakern.ops.utils import alpha
-from alphakern.train.checkpoint import METRICS, atomic_write, load_checkpoint, save_checkpoint
+from alphakern.train.checkpoint import (
+    GATES,
+    METRICS,
+    atomic_write,
+    compact_json,
+    load_checkpoint,
+    npz_bytes,
+    save_checkpoint,
+)
 from alphakern.train.config import TrainConfig, resolve_device
 from alphakern.train.plots import write_plots
 
 EVAL_BATCH = 500
+# what the per-step history holds per layer
+HIST_LAYER = ("gamma", "nu")
+HIST_GRANULAR = ("gamma_mean", "nu", "alpha_mean", "alpha_std", "nonlinear_fraction", "linear_fraction")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,7 +61,10 @@ def _autocast(device: torch.device, amp: bool):
 
 def build_model(cfg: TrainConfig, device: torch.device, channels_last: bool) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    model = AlphaCNN(cfg.activation, cfg.head, nu_step=cfg.nu_step, backend=cfg.backend).to(device)
+    model = AlphaCNN(
+        cfg.activation, cfg.head, nu_step=cfg.nu_step, granularity=cfg.granularity, backend=cfg.backend
+    ).to(device)
+    model.materialize()  # per-channel/per-element γ exist before the optimiser is built
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -111,8 +132,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.epoch = 0
         self.metrics: dict = dict(config=asdict(cfg), device=self._device_name(), epochs=[])
-        self.gamma_hist = torch.zeros(0, len(self.layers))
-        self.nu_hist = torch.zeros(0, len(self.layers))
+        # per step and layer: γ, ν (layer gates: α follows from them); gates per channel/element
+        # add summaries that do not grow with the number of gates
+        self.granular = cfg.granularity != "layer"
+        self.hist = torch.zeros(0, len(self.layers), len(HIST_GRANULAR if self.granular else HIST_LAYER))
+        self.gates: dict[str, np.ndarray] = {}  # α of every gate at each epoch's end (granular)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -127,8 +151,7 @@ class Trainer:
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             metrics=self.metrics,
-            gamma_hist=self.gamma_hist,
-            nu_hist=self.nu_hist,
+            hist=self.hist,
             rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
@@ -141,7 +164,10 @@ class Trainer:
         self.epoch = state["epoch"]
         self.metrics = state["metrics"]
         self.metrics["config"] = asdict(self.cfg)
-        self.gamma_hist, self.nu_hist = state["gamma_hist"].cpu(), state["nu_hist"].cpu()
+        self.hist = state["hist"].cpu()
+        if self.granular and (self.run_dir / GATES).is_file():
+            with np.load(self.run_dir / GATES, allow_pickle=False) as z:  # arrays only: no code runs
+                self.gates = {k: z[k] for k in z.files}
         torch.set_rng_state(state["rng"].cpu())
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
@@ -149,17 +175,46 @@ class Trainer:
     def write_metrics(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         m = dict(self.metrics)
-        m["history"] = dict(
-            layers=self.layer_names,
-            gamma=self.gamma_hist.tolist(),
-            alpha=self.alpha_hist().tolist(),
-        )
-        atomic_write(self.run_dir / METRICS, lambda p: p.write_text(json.dumps(m, indent=1)))
-        write_plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names)
+        # one series per layer and quantity: a line each in the JSON, whatever the run's length
+        series = {"gamma": self.gamma_hist, "alpha": self.alpha_hist()}
+        if self.granular:
+            series = {"gamma_mean": self.gamma_hist, "alpha_mean": self.alpha_hist()}
+            for i, key in enumerate(HIST_GRANULAR[3:], 3):
+                series[key] = self.hist[:, :, i]
+        m["history"] = dict(layers=self.layer_names, **{k: v.T.tolist() for k, v in series.items()})
+        atomic_write(self.run_dir / METRICS, lambda p: p.write_text(compact_json(m)))
+        band = self.hist[:, :, 2:4] if self.granular else None
+        write_plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names, band)
+        if self.granular:  # the full gate vectors, at epoch ends only
+            atomic_write(self.run_dir / GATES, lambda p: p.write_bytes(npz_bytes(self.gates)))
+
+    @property
+    def gamma_hist(self) -> torch.Tensor:
+        """γ (its mean, for gates per channel/element) per step and layer, as each forward saw it."""
+        return self.hist[:, :, 0]
+
+    @property
+    def nu_hist(self) -> torch.Tensor:
+        return self.hist[:, :, 1]
 
     def alpha_hist(self) -> torch.Tensor:
-        """α per step and layer as seen by each training forward."""
-        return alpha(self.gamma_hist, self.nu_hist)
+        """α (mean over the gates) per step and layer as seen by each training forward."""
+        return self.hist[:, :, 2] if self.granular else alpha(self.gamma_hist, self.nu_hist)
+
+    def _record(self, out: torch.Tensor) -> None:
+        """This step's history row, on the device (no host sync)."""
+        with torch.no_grad():
+            if not self.granular:
+                torch.stack([torch.stack([m.gamma.detach(), m.nu]) for m in self.layers], out=out)
+                return
+            rows = []
+            for m in self.layers:
+                a = alpha(m.gamma.detach(), m.nu)
+                rows.append(torch.stack([
+                    m.gamma.detach().mean(), m.nu, a.mean(), a.std(correction=0),
+                    (a > NONLINEAR_ABOVE).float().mean(), (a < LINEAR_BELOW).float().mean(),
+                ]))  # fmt: skip
+            torch.stack(rows, out=out)
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self) -> dict:
@@ -168,8 +223,7 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         self.model.train()
         n_steps = len(self.train_batches)
-        hist = torch.zeros(n_steps, 2 * len(self.layers), device=dev)
-        params = [m.gamma for m in self.layers] + [m.nu for m in self.layers]
+        hist = torch.zeros(n_steps, *self.hist.shape[1:], device=dev)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
@@ -185,9 +239,8 @@ class Trainer:
             with _autocast(dev, cfg.amp):
                 out = self.step_model(x)
             loss = _loss(out, y)
-            if params:
-                with torch.no_grad():
-                    torch.stack([p.detach() for p in params], out=hist[step])
+            if self.layers:
+                self._record(hist[step])
             self.optimizer.zero_grad(set_to_none=True)
             (loss / len(y)).backward()
             self.optimizer.step()
@@ -203,10 +256,7 @@ class Trainer:
                     )
                 bar.set_postfix(loss=f"{running:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
         train_time = time.perf_counter() - t0
-        hist = hist.cpu()
-        L = len(self.layers)
-        self.gamma_hist = torch.cat([self.gamma_hist, hist[:, :L]])
-        self.nu_hist = torch.cat([self.nu_hist, hist[:, L:]])
+        self.hist = torch.cat([self.hist, hist.cpu()])
         return dict(
             train_loss=loss_sum.item() / seen,
             train_acc=100.0 * correct.item() / seen,
@@ -222,8 +272,12 @@ class Trainer:
             val_loss, val_acc = evaluate(self.model, self.val_batches, cfg.amp)
             self.epoch += 1
             stats.update(epoch=self.epoch, val_loss=val_loss, val_acc=val_acc)
-            stats["gamma"] = [float(m.gamma.detach()) for m in self.layers]
-            stats["alpha"] = [float(m.alpha) for m in self.layers]
+            # per layer: γ and α (means over the gates for per-channel/per-element gates)
+            stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
+            stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]
+            if self.granular:
+                for name, m in zip(self.layer_names, self.layers, strict=True):
+                    self.gates[f"epoch{self.epoch}/{name}"] = m.alpha.float().cpu().numpy()
             self.metrics["epochs"].append(stats)
             self.save()
             self.write_metrics()

@@ -9,7 +9,15 @@ import torch
 from alphakern.train.checkpoint import atomic_write
 
 
-def write_plots(run_dir: Path, metrics: dict, alpha_hist: torch.Tensor, names: list[str]) -> None:
+def write_plots(
+    run_dir: Path,
+    metrics: dict,
+    alpha_hist: torch.Tensor,
+    names: list[str],
+    band: torch.Tensor | None = None,
+) -> None:
+    """``alpha_hist``: [steps, layers]; ``band``: [steps, layers, (mean, std)] of α over each
+    layer's gates (per-channel/per-element runs), drawn as mean ± std instead of a line per gate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +37,13 @@ def write_plots(run_dir: Path, metrics: dict, alpha_hist: torch.Tensor, names: l
     plt.close(fig)
     fig, axis = plt.subplots(figsize=(10, 6))
     for i, name in enumerate(names):
-        axis.plot(alpha_hist[:, i].numpy(), label=f"layer {i + 1} ({name})")
+        label = f"layer {i + 1} ({name})" + (" mean ± std over its gates" if band is not None else "")
+        (line,) = axis.plot(alpha_hist[:, i].numpy(), label=label)
+        if band is not None:
+            mean, std = band[:, i, 0], band[:, i, 1]
+            steps = range(len(mean))
+            lo, hi = (mean - std).clamp(0, 1).numpy(), (mean + std).clamp(0, 1).numpy()
+            axis.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     axis.set_xlabel("training step")
     axis.set_ylabel("alpha")
     axis.set_ylim(-0.02, 1.02)
