@@ -63,7 +63,7 @@ fi
 
 step bench_activation
 run "$(slot 200 40)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activation_gpu.json" \
-  --plot "$OUT/bench_activation_gpu.png" --skip "$SKIP" >> "$OUT/bench.log" 2>&1
+  --plot "$OUT/bench_activation_gpu.png" --skip "$SKIP" --gates layer,channel >> "$OUT/bench.log" 2>&1
 
 step bench_train
 run "$(slot 60 3)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 \

@@ -16,14 +16,28 @@ import alphakern
 Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _per_gate(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """α broadcast over x: one per layer, per channel (1, C, 1, ...) or per element (1, *x.shape[1:])."""
+    if a.numel() == 1:
+        return a
+    return a.reshape(1, -1, *([1] * (x.dim() - 2))) if a.shape == x.shape[1:2] else a.unsqueeze(0)
+
+
 def eager(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    """The original study's expression."""
-    return x + alphakern.alpha(gamma, nu) * F.relu(-x)
+    """The original study's expression (per channel: α.view(1, C, 1, 1), what a user would write)."""
+    return x + _per_gate(alphakern.alpha(gamma, nu), x) * F.relu(-x)
 
 
 def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    """PyTorch's own fused kernel for the same function: PReLU with slope 1 − α."""
-    return F.prelu(x, (1 - alphakern.alpha(gamma, nu)).to(x.dtype).reshape(1))
+    """PyTorch's own fused kernel for the same function: PReLU with slope 1 − α (one, or (C,))."""
+    return F.prelu(x, (1 - alphakern.alpha(gamma, nu)).to(x.dtype).reshape(-1))
+
+
+def supports(provider: str, gates: str) -> bool:
+    """F.prelu has no per-element weight; the cuda backend takes layer gates only so far."""
+    return not (gates == "element" and provider == "prelu") and not (
+        gates != "layer" and provider == "alphakern-cuda"
+    )
 
 
 def fused(backend: str) -> Fn:

@@ -67,9 +67,15 @@ def test_gpu_rotation_and_run_order():
 
     assert timing.input_sets_for(8 * 2**20, l2_bytes=50 * 2**20) == 13  # 2^20 fp32 x and dy, H100 L2
     assert timing.input_sets_for(2**30, l2_bytes=50 * 2**20) == 1
-    order = bench_activation.groups("cuda", False, [torch.float32, torch.bfloat16, torch.float16])
-    labels = [g[0] for g in order]
-    assert labels[:12] == [f"flat-2^{p}" for p in (24, 26, 28) for _ in range(4)]
+    order = bench_activation.groups(
+        "cuda", False, [torch.float32, torch.bfloat16, torch.float16], ("layer", "channel")
+    )
+    labels = [(g[0], g[4]) for g in order]
+    assert (
+        labels[:16]
+        == [(f"flat-2^{p}", "layer") for p in (24, 26, 28) for _ in range(4)]
+        + [("cnn-b256-l1", "channel")] * 4
+    )
     assert {g[2] for g in order[: len(order) * 2 // 3]} == {torch.float32, torch.bfloat16}
     assert {g[2] for g in order[len(order) * 2 // 3 :]} == {torch.float16}
 
@@ -104,3 +110,24 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     for name in ("bench_activation_gpu.json", "bench_train_gpu.json"):
         data = json.loads((out / name).read_text())  # valid JSON although the step was stopped
         assert data["meta"]["complete"] is False
+
+
+def test_quick_benchmark_with_gates(tmp_path):
+    """--gates: per-channel rows compare with F.prelu and a per-channel eager/compile; every
+    provider checked against the benchmark's own float64 oracle."""
+    out = tmp_path / "gates.json"
+    proc = run_python(
+        "benchmarks/bench_activation.py", "--quick", "--device", "cpu", "--budget", "0.1",
+        "--gates", "channel,element", "--json", str(out), "--plot", str(tmp_path / "g.png"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["gates"] for r in rows} == {"channel", "element"}
+    assert all(r["check"] == "ok" for r in rows), [r for r in rows if r["check"] != "ok"]
+    assert {r["provider"] for r in rows if r["gates"] == "channel"} >= {
+        "eager",
+        "prelu",
+        "compile",
+        "alphakern-torch",
+    }
+    assert "prelu" not in {r["provider"] for r in rows if r["gates"] == "element"}
