@@ -22,14 +22,18 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from alphakern.ops import alpha_relu_triton as T
+from alphakern.ops import alpha_relu_triton_gates as G
 
 DIV16 = [["tt.divisibility", 16]]
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 
 
 def compile_ptx(fn, signature, aligned, arch, block, num_warps):
+    """``block``: BLOCK_SIZE, or a dict of every constexpr; ``aligned``: argument indices with
+    Triton's divisibility-by-16 hint (pointers, and sizes the JIT would see as multiples of 16)."""
     attrs = {(i,): DIV16 for i in aligned}
-    src = ASTSource(fn=fn, signature=signature, constexprs={"BLOCK_SIZE": block}, attrs=attrs)
+    constexprs = block if isinstance(block, dict) else {"BLOCK_SIZE": block}
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}).asm[
         "ptx"
     ]
@@ -67,6 +71,78 @@ def report(ptx: str, arch: int) -> dict:
         # fp32 fast-math transcendentals: α must come from exact fp64 exp and division
         "approx_math": len(re.findall(r"\b(?:ex2|rcp|div)\.approx", ptx)),
         "registers": registers(ptx, arch),
+    }
+
+
+def gate_kernels(arch: int, dt: str) -> dict[str, str]:
+    """The per-channel/per-element kernels at the reference CNN's shapes: channels_last 64
+    channels ("cols", G = 64) and NCHW with 32x32 planes ("rows", B = 1024)."""
+    block_a, block_g = G._cols_blocks(64)
+    cols = {"BLOCK_A": block_a, "BLOCK_G": block_g}
+    ptr = f"*{dt}"
+    common = {
+        "gate_ptr": "*fp32",
+        "nu_ptr": "*fp32",
+        "A": "i32",
+        "G": "i32",
+        "BLOCK_A": "constexpr",
+        "BLOCK_G": "constexpr",
+    }
+    rows_common = {
+        "gamma_ptr": "*fp32",
+        "nu_ptr": "*fp32",
+        "C": "i32",
+        "B": "i32",
+        "n_chunks": "i32",
+        "BLOCK": "constexpr",
+    }
+    rows = {"BLOCK": G._rows_block(1024)}
+    rows_warps = G._rows_warps(rows["BLOCK"], 4 if dt == "fp32" else 2)
+    return {
+        "cols_fwd": compile_ptx(
+            G._cols_fwd_kernel, {"x_ptr": ptr, "y_ptr": ptr, **common}, (0, 1, 5), arch, cols, 8
+        ),
+        "cols_bwd": compile_ptx(
+            G._cols_bwd_kernel,
+            {
+                "dy_ptr": ptr,
+                "x_ptr": ptr,
+                "dx_ptr": ptr,
+                "partial_ptr": "*fp32",
+                **common,
+                "row_blocks_per_program": "i32",
+            },
+            (0, 1, 2, 3, 7),
+            arch,
+            cols,
+            8,
+        ),
+        "rows_fwd": compile_ptx(
+            G._rows_fwd_kernel, {"x_ptr": ptr, "y_ptr": ptr, **rows_common}, (0, 1, 5), arch, rows, rows_warps
+        ),
+        "rows_bwd": compile_ptx(
+            G._rows_bwd_kernel,
+            {"dy_ptr": ptr, "x_ptr": ptr, "dx_ptr": ptr, "partial_ptr": "*fp32", **rows_common},
+            (0, 1, 2, 3, 7),
+            arch,
+            rows,
+            rows_warps,
+        ),
+        "colsum": compile_ptx(
+            G._colsum_kernel,
+            {
+                "partial_ptr": "*fp32",
+                "out_ptr": "*fp32",
+                "K": "i32",
+                "G": "i32",
+                "BLOCK_K": "constexpr",
+                "BLOCK_G": "constexpr",
+            },
+            (0, 1, 3),
+            arch,
+            {"BLOCK_K": G.FINAL_BLOCK_K, "BLOCK_G": G.FINAL_BLOCK_G},
+            4,
+        ),
     }
 
 
@@ -122,9 +198,8 @@ def main() -> None:
                 block=T.FINAL_BLOCK,
                 num_warps=4,
             )
-            out[f"sm{arch}-{dt}"] = {
-                name: report(ptx, arch) for name, ptx in (("fwd", fwd), ("bwd", bwd), ("dgamma", fin))
-            }
+            kernels = {"fwd": fwd, "bwd": bwd, "dgamma": fin, **gate_kernels(arch, dt)}
+            out[f"sm{arch}-{dt}"] = {name: report(ptx, arch) for name, ptx in kernels.items()}
     print(json.dumps(out))
 
 

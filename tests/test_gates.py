@@ -192,3 +192,19 @@ def test_alpha_per_gate():
     nu = torch.tensor(4.0)
     expected = torch.sigmoid((torch.sigmoid(gamma.double()) - 0.5) * 4.0).float()
     torch.testing.assert_close(alphakern.alpha(gamma, nu), expected)
+
+
+@pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1")
+@pytest.mark.parametrize(
+    "shape,layout",
+    [((40, 3, 16, 17), "contiguous"), ((9, 3, 64, 64), "channels_last")],
+    ids=["rows-K40", "cols-K72"],
+)
+def test_triton_final_sum_over_many_partials(shape, layout):
+    """More partials per gate than the final sum's BLOCK_K, with a ragged last block."""
+    device = device_for("triton")
+    x, dy = make(shape, torch.float32, device, layout, seed=5)
+    gamma, nu = gates("channel", x), torch.tensor(5.0, device=device)
+    assert alpha_relu_triton_gates.FINAL_BLOCK_K < 40
+    y, dx, dg = run("triton", x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")

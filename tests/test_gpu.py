@@ -70,3 +70,31 @@ def test_misaligned_input_takes_the_scalar_path(backend):
     gamma, nu = torch.tensor(0.2, device="cuda"), torch.tensor(5.0, device="cuda")
     ref = alpha_relu_op(x.clone(), gamma, nu, "torch")
     torch.testing.assert_close(alpha_relu_op(x, gamma, nu, backend), ref)
+
+
+@needs_cuda
+@pytest.mark.parametrize("layout", ["rows", "cols"])
+def test_channel_gates_beyond_2_pow_31_elements(layout):
+    """Per-channel gates past int32 offsets, in both Triton modes (NCHW rows, channels_last cols)."""
+    n, c, h, w = 2**15 + 1, 64, 32, 32  # 2^31 + 65536 elements
+    free, _ = torch.cuda.mem_get_info()
+    if free < 5 * n * c * h * w * 2 + 2**30:
+        pytest.skip("needs ~22 GiB of free GPU memory")
+    x = torch.full((n, c, h, w), -2.0, dtype=torch.float16, device="cuda")
+    if layout == "cols":
+        x = x.to(memory_format=torch.channels_last)
+    x[-1, :, -1, -1] = 1.0  # the very last positions: past 2^31 in memory
+    gamma = torch.linspace(-1, 1, c, device="cuda")
+    nu = torch.tensor(4.0, device="cuda")
+    om = torch.sigmoid(-(torch.sigmoid(gamma.double()) - 0.5) * 4.0).float().cpu()
+    y = alpha_relu_op(x, gamma, nu, "triton")
+    torch.testing.assert_close(y[-1, :, -1, -2].float().cpu(), -2 * om, rtol=2e-3, atol=1e-3)
+    torch.testing.assert_close(y[-1, :, -1, -1].float().cpu(), torch.ones(c), rtol=0, atol=0)
+    del y
+    dx, dg = alpha_relu_backward_op(torch.ones_like(x), x, gamma, nu, "triton")
+    torch.testing.assert_close(dx[-1, :, -1, -2].float().cpu(), om, rtol=2e-3, atol=1e-3)
+    # Σ relu(−x) per channel = 2·(positions − 1), times the chain rule of that gate
+    s = torch.sigmoid(gamma.double()).cpu()
+    a = 1 - om.double()
+    expect = 2.0 * (n * h * w - 1) * a * (1 - a) * 4.0 * s * (1 - s)
+    torch.testing.assert_close(dg.double().cpu(), expect, rtol=1e-4, atol=0)

@@ -25,7 +25,7 @@ def test_kernels_compile_for_ampere_and_hopper():
     print(json.dumps({k: {n: v["registers"] for n, v in ks.items()} for k, ks in report.items()}))
     assert len(report) == 6  # 2 archs x 3 dtypes
     for key, kernels in report.items():
-        for name in ("fwd", "bwd"):
+        for name in ("fwd", "bwd", "cols_fwd", "cols_bwd", "rows_fwd", "rows_bwd"):
             # the full tiles' accesses of x, y, dy, dx are 16-byte vectors although n is ragged
             assert kernels[name]["v4_loads"] > 0 and kernels[name]["v4_stores"] > 0, (key, name, kernels)
         for name, k in kernels.items():

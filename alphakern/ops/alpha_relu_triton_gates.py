@@ -29,7 +29,8 @@ from alphakern.ops.utils import alpha_terms, granularity
 ROWS_MIN_B = 256  # channel stride from which one program per row chunk beats repeated gates
 TILE = 2048  # elements per program tile
 MAX_PROGRAMS = 8192  # backward: caps the partials, independent of the device
-FINAL_BLOCK = 256
+FINAL_BLOCK_K = 32
+FINAL_BLOCK_G = 64
 
 if triton is not None:
     from alphakern.ops.alpha_relu_triton import _sigmoid64
@@ -117,16 +118,18 @@ if triton is not None:
         tl.store(partial_ptr + ((row // C) * n_chunks + chunk) * C + c, part)
 
     @triton.jit
-    def _colsum_kernel(partial_ptr, out_ptr, K, G, BLOCK_G: tl.constexpr):
-        """out[g] = Σ_k partial[k, g], k in order: the deterministic half of every γ-gradient."""
+    def _colsum_kernel(partial_ptr, out_ptr, K, G, BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr):
+        """out[g] = Σ_k partial[k, g] in a fixed order: BLOCK_K running sums per column, added
+        pairwise at the end (a single running sum over tens of thousands of partials would lose
+        digits). The deterministic half of every per-gate γ-gradient."""
         cols = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
         cmask = cols < G
-        acc = tl.zeros((BLOCK_G,), dtype=tl.float32)
-        ptrs = partial_ptr + cols
-        for _ in range(0, K):
-            acc += tl.load(ptrs, mask=cmask, other=0.0)
-            ptrs += G  # pointer arithmetic: 64-bit, whatever K·G
-        tl.store(out_ptr + cols, acc, mask=cmask)
+        acc = tl.zeros((BLOCK_K, BLOCK_G), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rows = (k0 + tl.arange(0, BLOCK_K)).to(tl.int64)
+            mask = (rows < K)[:, None] & cmask[None, :]
+            acc += tl.load(partial_ptr + rows[:, None] * G + cols[None, :], mask=mask, other=0.0)
+        tl.store(out_ptr + cols, tl.sum(acc, axis=0), mask=cmask)
 
 
 def _batch_outermost(xd: torch.Tensor) -> bool:
@@ -159,6 +162,12 @@ def _rows_block(B: int) -> int:
     return min(TILE, triton.next_power_of_2(B))
 
 
+def _rows_warps(block: int, element_size: int) -> int:
+    """Warps for a 1-D row chunk: 16 bytes per thread (a 1024-element fp16 chunk over 8 warps
+    would be 8-byte accesses)."""
+    return max(1, min(8, block * element_size // (32 * 16)))
+
+
 def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     _check_runnable(x)
     kind = granularity(x, gamma)
@@ -187,14 +196,17 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Ten
             block = _rows_block(p["B"])
             n_chunks = triton.cdiv(p["B"], block)
             _rows_fwd_kernel[(p["A"] * p["C"] * n_chunks,)](
-                flat(xd), flat(y), p["gates"], nu, p["C"], p["B"], n_chunks, BLOCK=block, num_warps=8
-            )
+                flat(xd), flat(y), p["gates"], nu, p["C"], p["B"], n_chunks, BLOCK=block,
+                num_warps=_rows_warps(block, x.element_size()),
+            )  # fmt: skip
     return y
 
 
 def _column_sums(partials: torch.Tensor, K: int, G: int) -> torch.Tensor:
     sums = torch.empty(G, device=partials.device, dtype=torch.float32)
-    _colsum_kernel[(triton.cdiv(G, FINAL_BLOCK),)](partials, sums, K, G, BLOCK_G=FINAL_BLOCK, num_warps=4)
+    _colsum_kernel[(triton.cdiv(G, FINAL_BLOCK_G),)](
+        partials, sums, K, G, BLOCK_K=FINAL_BLOCK_K, BLOCK_G=FINAL_BLOCK_G, num_warps=4
+    )
     return sums
 
 
@@ -236,7 +248,7 @@ def backward(
             partials = torch.empty(p["A"] * n_chunks, p["C"], device=x.device, dtype=torch.float32)
             _rows_bwd_kernel[(p["A"] * p["C"] * n_chunks,)](
                 flat(dyd), flat(xd), flat(dx), partials, p["gates"], nu, p["C"], p["B"], n_chunks,
-                BLOCK=block, num_warps=8,
+                BLOCK=block, num_warps=_rows_warps(block, x.element_size()),
             )  # fmt: skip
             sums = _column_sums(partials, p["A"] * n_chunks, p["C"])
     if kind == "element":  # memory order → γ's logical order
