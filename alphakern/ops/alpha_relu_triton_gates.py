@@ -1,17 +1,14 @@
 """Triton kernels for per-channel and per-element gates (γ of shape (C,) or x.shape[1:]).
 
-The gate of an element follows from its logical index, whatever x's dense layout: x is read in
-memory order, seen as one of two 2-D shapes.
+The gate of an element follows from its logical index, whatever x's dense layout: x is seen as
+[A, G] ("cols") or [A, C, B] ("rows"), see ops/gate_layout.py.
 
-- "cols": memory is [A, G] with the gate the column — per-element gates (A = batch, G = one
-  sample, the gates laid out in the sample's memory order), and per-channel gates whose channel
-  stride B is small (G = C·B, each channel's gate repeated over its B neighbours; B = 1 is
-  channels_last). A program takes a [BLOCK_A, BLOCK_G] tile and computes 1 − α for its BLOCK_G
-  gates once; its backward keeps one fp32 partial per column, and a grid-stride loop over row
-  blocks bounds the partials.
-- "rows": memory is [A, C, B] with B ≥ ROWS_MIN_B (NCHW with a large H·W): a program takes a
-  chunk of one row of B elements, all of one channel, so 1 − α is one scalar per program and the
-  backward partial one number, stored so that the channel is the column.
+- "cols": a program takes a [BLOCK_A, BLOCK_G] tile and computes 1 − α for its BLOCK_G gates
+  once; its backward keeps one fp32 partial per column, and a grid-stride loop over row blocks
+  bounds the partials.
+- "rows": a program takes a chunk of one row of B elements, all of one channel, so 1 − α is one
+  scalar per program and the backward partial one number, stored so that the channel is the
+  column.
 
 Either way ∂L/∂γ is a fixed-order column sum of the partials (no atomics; the partition depends
 on the shapes only), then the chain rule in fp64. α math as in alpha_relu_triton: fp64, 1 − α
@@ -24,9 +21,9 @@ import torch
 
 from alphakern.ops._layout import dense_input_and_output, flat, like
 from alphakern.ops.alpha_relu_triton import _check_runnable, _device_ctx, tl, triton
-from alphakern.ops.utils import alpha_terms, granularity
+from alphakern.ops.gate_layout import batch_outermost, dgamma, plan
+from alphakern.ops.utils import granularity
 
-ROWS_MIN_B = 256  # channel stride from which one program per row chunk beats repeated gates
 TILE = 2048  # elements per program tile
 MAX_PROGRAMS = 8192  # backward: caps the partials, independent of the device
 FINAL_BLOCK_K = 32
@@ -132,27 +129,6 @@ if triton is not None:
         tl.store(out_ptr + cols, tl.sum(acc, axis=0), mask=cmask)
 
 
-def _batch_outermost(xd: torch.Tensor) -> bool:
-    return xd.shape[0] == 1 or xd.stride(0) == xd.numel() // xd.shape[0]
-
-
-def _plan(xd: torch.Tensor, gamma: torch.Tensor, kind: str) -> dict:
-    """How xd (dense, batch outermost for element gates) is seen: "cols" [A, G] or "rows" [A, C, B],
-    with the gate values in that order."""
-    if kind == "element":
-        # the sample's gates in the sample's memory order (x's strides for dims 1..)
-        g_mem = torch.empty_strided(xd.shape[1:], xd.stride()[1:], dtype=gamma.dtype, device=gamma.device)
-        g_mem.copy_(gamma)
-        return dict(mode="cols", A=xd.shape[0], G=g_mem.numel(), B=1, gates=flat(g_mem), g_mem=g_mem)
-    C = xd.shape[1]
-    B = xd.stride(1)
-    A = xd.numel() // (C * B)
-    if B >= ROWS_MIN_B:
-        return dict(mode="rows", A=A, C=C, B=B, gates=gamma.reshape(-1))
-    gates = gamma.reshape(-1) if B == 1 else gamma.reshape(-1).repeat_interleave(B)
-    return dict(mode="cols", A=A, G=C * B, B=B, C=C, gates=gates)
-
-
 def _cols_blocks(G: int) -> tuple[int, int]:
     block_g = min(triton.next_power_of_2(G), 256)
     return max(1, TILE // block_g), block_g
@@ -174,29 +150,29 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Ten
     xd, y = dense_input_and_output(x)
     if x.numel() == 0:
         return y
-    if kind == "element" and not _batch_outermost(xd):  # gather once; the result keeps x's layout
+    if kind == "element" and not batch_outermost(xd):  # gather once; the result keeps x's layout
         return like(forward(x.contiguous(), gamma, nu), y)
-    p = _plan(xd, gamma, kind)
+    p = plan(xd, gamma, kind)
     with _device_ctx(x):
-        if p["mode"] == "cols":
-            block_a, block_g = _cols_blocks(p["G"])
-            grid = (triton.cdiv(p["A"], block_a), triton.cdiv(p["G"], block_g))
+        if p.mode == "cols":
+            block_a, block_g = _cols_blocks(p.G)
+            grid = (triton.cdiv(p.A, block_a), triton.cdiv(p.G, block_g))
             _cols_fwd_kernel[grid](
                 flat(xd),
                 flat(y),
-                p["gates"],
+                p.gates,
                 nu,
-                p["A"],
-                p["G"],
+                p.A,
+                p.G,
                 BLOCK_A=block_a,
                 BLOCK_G=block_g,
                 num_warps=8,
             )
         else:
-            block = _rows_block(p["B"])
-            n_chunks = triton.cdiv(p["B"], block)
-            _rows_fwd_kernel[(p["A"] * p["C"] * n_chunks,)](
-                flat(xd), flat(y), p["gates"], nu, p["C"], p["B"], n_chunks, BLOCK=block,
+            block = _rows_block(p.B)
+            n_chunks = triton.cdiv(p.B, block)
+            _rows_fwd_kernel[(p.A * p.G * n_chunks,)](
+                flat(xd), flat(y), p.gates, nu, p.G, p.B, n_chunks, BLOCK=block,
                 num_warps=_rows_warps(block, x.element_size()),
             )  # fmt: skip
     return y
@@ -225,37 +201,30 @@ def backward(
     xd, dx = dense_input_and_output(x)
     if x.numel() == 0:
         return dx, torch.zeros_like(gamma)
-    if kind == "element" and not _batch_outermost(xd):
-        dxc, dgamma = backward(dy.contiguous(), x.contiguous(), gamma, nu, max_programs=max_programs)
-        return like(dxc, dx), dgamma
+    if kind == "element" and not batch_outermost(xd):
+        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, max_programs=max_programs)
+        return like(dxc, dx), dg
     dyd = like(dy, dx)
-    p = _plan(xd, gamma, kind)
+    p = plan(xd, gamma, kind)
     with _device_ctx(x):
-        if p["mode"] == "cols":
-            block_a, block_g = _cols_blocks(p["G"])
-            n_g = triton.cdiv(p["G"], block_g)
-            row_blocks = triton.cdiv(p["A"], block_a)
+        if p.mode == "cols":
+            block_a, block_g = _cols_blocks(p.G)
+            n_g = triton.cdiv(p.G, block_g)
+            row_blocks = triton.cdiv(p.A, block_a)
             n_a = min(row_blocks, max(1, max_programs // n_g))
-            partials = torch.empty(n_a, p["G"], device=x.device, dtype=torch.float32)
+            partials = torch.empty(n_a, p.G, device=x.device, dtype=torch.float32)
             _cols_bwd_kernel[(n_a, n_g)](
-                flat(dyd), flat(xd), flat(dx), partials, p["gates"], nu, p["A"], p["G"],
+                flat(dyd), flat(xd), flat(dx), partials, p.gates, nu, p.A, p.G,
                 triton.cdiv(row_blocks, n_a), BLOCK_A=block_a, BLOCK_G=block_g, num_warps=8,
             )  # fmt: skip
-            sums = _column_sums(partials, n_a, p["G"])
+            sums = _column_sums(partials, n_a, p.G)
         else:
-            block = _rows_block(p["B"])
-            n_chunks = triton.cdiv(p["B"], block)
-            partials = torch.empty(p["A"] * n_chunks, p["C"], device=x.device, dtype=torch.float32)
-            _rows_bwd_kernel[(p["A"] * p["C"] * n_chunks,)](
-                flat(dyd), flat(xd), flat(dx), partials, p["gates"], nu, p["C"], p["B"], n_chunks,
+            block = _rows_block(p.B)
+            n_chunks = triton.cdiv(p.B, block)
+            partials = torch.empty(p.A * n_chunks, p.G, device=x.device, dtype=torch.float32)
+            _rows_bwd_kernel[(p.A * p.G * n_chunks,)](
+                flat(dyd), flat(xd), flat(dx), partials, p.gates, nu, p.G, p.B, n_chunks,
                 BLOCK=block, num_warps=_rows_warps(block, x.element_size()),
             )  # fmt: skip
-            sums = _column_sums(partials, p["A"] * n_chunks, p["C"])
-    if kind == "element":  # memory order → γ's logical order
-        total = sums.as_strided(p["g_mem"].shape, p["g_mem"].stride())
-    elif p["mode"] == "cols" and p["B"] > 1:  # the B repeats of each channel's gate, in order
-        total = sums.view(p["C"], p["B"]).sum(1, dtype=torch.float64)
-    else:
-        total = sums
-    _, _, dadg = alpha_terms(gamma, nu)
-    return dx, (total.double() * dadg).to(gamma.dtype).contiguous()
+            sums = _column_sums(partials, p.A * n_chunks, p.G)
+    return dx, dgamma(sums, p, gamma, nu)
