@@ -43,8 +43,8 @@ rm -f "$TORCH_EXTENSIONS_DIR/alphakern_cuda/lock"
 BUILD=$!
 
 step "gpu tests: triton and torch backends"
-run "$(slot 75 170)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "not cuda" \
-  tests/test_gpu.py tests/test_parity.py tests/test_autograd.py tests/test_errors.py >> "$LOG" 2>&1
+run "$(slot 75 170)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "not cuda and not (gates and compile)" \
+  tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py tests/test_errors.py >> "$LOG" 2>&1
 
 step "waiting for the CUDA build"
 WAIT=$(slot 90 160); while kill -0 $BUILD 2>/dev/null && [ "$WAIT" -gt 0 ]; do sleep 1; WAIT=$((WAIT - 1)); done
@@ -55,8 +55,8 @@ if grep -q "alphakern CUDA backend built" "$OUT/build.log"; then SKIP=""; fi
 
 step "gpu tests: cuda backend"
 if [ -z "$SKIP" ]; then
-  run "$(slot 30 150)" $PY -m pytest -v --tb=short -p no:cacheprovider -k cuda \
-    tests/test_gpu.py tests/test_parity.py tests/test_autograd.py >> "$LOG" 2>&1
+  run "$(slot 30 150)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
+    tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py >> "$LOG" 2>&1
 else
   echo "skipped: the CUDA build did not finish (build.log)" >> "$LOG"
 fi

@@ -34,10 +34,8 @@ def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tenso
 
 
 def supports(provider: str, gates: str) -> bool:
-    """F.prelu has no per-element weight; the cuda backend takes layer gates only so far."""
-    return not (gates == "element" and provider == "prelu") and not (
-        gates != "layer" and provider == "alphakern-cuda"
-    )
+    """F.prelu has no per-element weight."""
+    return not (gates == "element" and provider == "prelu")
 
 
 def fused(backend: str) -> Fn:

@@ -28,8 +28,8 @@ def test_build_failure_exits_nonzero_with_message(tmp_path):
     assert "building alphakern's CUDA backend" in proc.stderr and "Fix the toolkit" in proc.stderr
 
 
-def _nvcc(tmp_path, *args):
-    """nvcc on alpha_relu_kernels.cu for sm_90 with the flags torch's extension builder uses."""
+def _nvcc(tmp_path, *args, source="alpha_relu_kernels.cu"):
+    """nvcc on a csrc/ .cu file for sm_90 with the flags torch's extension builder uses."""
     import subprocess
     import sysconfig
 
@@ -45,7 +45,7 @@ def _nvcc(tmp_path, *args):
         "-isystem", f"{home}/include", "-isystem", sysconfig.get_paths()["include"],
         "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
         "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-        *args, str(cuda_ext.csrc_dir() / "alpha_relu_kernels.cu"),
+        *args, str(cuda_ext.csrc_dir() / source),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -88,3 +88,24 @@ def test_cuda_backward_fits_eight_blocks_per_sm(tmp_path):
     assert len(bwd) == 3, proc.stderr[-3000:]
     for name, spill, regs in bwd:
         assert regs <= 32 and spill == 0, (name, regs, spill)
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+def test_gate_kernels_ptx_and_registers(tmp_path):
+    """alpha_relu_gates.cu for sm_90: each vectorised instantiation (16 bytes: 4 fp32 or 8 fp16/bf16
+    elements) of the four gate kernels loads and stores 16 bytes; no atomics, no approximate math;
+    nothing spilled."""
+    _nvcc(tmp_path, "-ptx", "-o", "g.ptx", source="alpha_relu_gates.cu")
+    entries = _entries((tmp_path / "g.ptx").read_text())
+    kinds = ("gates_cols_fwd", "gates_cols_bwd", "gates_rows_fwd", "gates_rows_bwd")
+    for kind in kinds:
+        for dtype, vec in (("f", 4), ("6__half", 8), ("13__nv_bfloat16", 8)):
+            (name,) = [n for n in entries if kind in n and f"I{dtype}Li{vec}E" in n]
+            assert re.search(r"ld\.global(\.nc)?\.v4", entries[name]), name
+            assert re.search(r"st\.global\.v4", entries[name]), name
+    assert len(entries) == 4 * 3 * 2 + 1  # each kernel x dtype x (vectorised, scalar) + column sum
+    for name, text in entries.items():
+        assert "atom." not in text and not re.search(r"\b(ex2|rcp|div)\.approx", text), name
+    proc = _nvcc(tmp_path, "-cubin", "-o", "g.cubin", "-Xptxas", "-v", source="alpha_relu_gates.cu")
+    spills = re.findall(r"(\d+) bytes spill stores", proc.stderr)
+    assert spills and all(int(s) == 0 for s in spills), proc.stderr[-2000:]

@@ -16,6 +16,14 @@ void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
                            const at::Tensor& nu);
 void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                            at::Tensor& dgamma, const at::Tensor& gamma, const at::Tensor& nu);
+void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t A,
+                           int64_t G);
+at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                                 const at::Tensor& slopes, int64_t A, int64_t G);
+void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t C,
+                           int64_t B);
+at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                                 const at::Tensor& slopes, int64_t C, int64_t B);
 
 namespace {
 
@@ -84,6 +92,66 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cuda(const at::Tensor& dy, con
   return {dx, dgamma.to(gamma.scalar_type()).reshape(gamma.sizes())};
 }
 
+// Gates per channel/element: x (and dy) flat and contiguous in memory order, seen as [A, G]
+// ("cols") or [A*C, B] ("rows") by the caller (alphakern/ops/gate_layout.py); slopes: fp32 1 - alpha
+// per gate. Backward returns dx and the fp32 sums of dy*relu(-x) per gate.
+void check_gated(const at::Tensor& x, const at::Tensor& slopes, int64_t gates, int64_t per_gate) {
+  check_x(x, "x");
+  TORCH_CHECK(x.dim() == 1 && x.is_contiguous(), "alpha_relu gates: x must be flat and contiguous");
+  TORCH_CHECK(gates > 0 && per_gate > 0 && x.numel() % (gates * per_gate) == 0,
+              "alpha_relu gates: ", x.numel(), " elements do not split into ", gates, " gates x ",
+              per_gate);
+  TORCH_CHECK(slopes.scalar_type() == at::kFloat && slopes.is_contiguous() && slopes.numel() == gates &&
+                  slopes.device() == x.device(),
+              "alpha_relu gates: slopes must be ", gates, " contiguous fp32 values on ", x.device());
+}
+
+void check_gated_grad(const at::Tensor& dy, const at::Tensor& x) {
+  check_x(dy, "dy");
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type() && dy.is_contiguous(),
+              "alpha_relu gates: dy must match x");
+}
+
+at::Tensor gates_cols_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G) {
+  check_gated(x, slopes, G, 1);
+  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) launch_gates_cols_fwd(x, y, slopes, A, G);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                       const at::Tensor& slopes, int64_t A, int64_t G) {
+  check_gated(x, slopes, G, 1);
+  check_gated_grad(dy, x);
+  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return {dx, at::zeros({G}, x.options().dtype(at::kFloat))};
+  at::Tensor sums = launch_gates_cols_bwd(dy, x, dx, slopes, A, G);
+  return {dx, sums};
+}
+
+at::Tensor gates_rows_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B) {
+  check_gated(x, slopes, C, B);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) launch_gates_rows_fwd(x, y, slopes, C, B);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                       const at::Tensor& slopes, int64_t C, int64_t B) {
+  check_gated(x, slopes, C, B);
+  check_gated_grad(dy, x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return {dx, at::zeros({C}, x.options().dtype(at::kFloat))};
+  at::Tensor sums = launch_gates_rows_bwd(dy, x, dx, slopes, C, B);
+  return {dx, sums};
+}
+
 at::Tensor alpha_relu_fwd_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&) {
   return at::empty_like(x);
 }
@@ -99,11 +167,19 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_meta(const at::Tensor&, const 
 TORCH_LIBRARY(alphakern_cuda, m) {
   m.def("alpha_relu_fwd(Tensor x, Tensor gamma, Tensor nu) -> Tensor");
   m.def("alpha_relu_bwd(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)");
+  m.def("gates_cols_fwd(Tensor x, Tensor slopes, int A, int G) -> Tensor");
+  m.def("gates_cols_bwd(Tensor dy, Tensor x, Tensor slopes, int A, int G) -> (Tensor, Tensor)");
+  m.def("gates_rows_fwd(Tensor x, Tensor slopes, int C, int B) -> Tensor");
+  m.def("gates_rows_bwd(Tensor dy, Tensor x, Tensor slopes, int C, int B) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(alphakern_cuda, CUDA, m) {
   m.impl("alpha_relu_fwd", &alpha_relu_fwd_cuda);
   m.impl("alpha_relu_bwd", &alpha_relu_bwd_cuda);
+  m.impl("gates_cols_fwd", &gates_cols_fwd_cuda);
+  m.impl("gates_cols_bwd", &gates_cols_bwd_cuda);
+  m.impl("gates_rows_fwd", &gates_rows_fwd_cuda);
+  m.impl("gates_rows_bwd", &gates_rows_bwd_cuda);
 }
 
 TORCH_LIBRARY_IMPL(alphakern_cuda, Meta, m) {

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import torch
 
+from alphakern.ops import gate_layout
+from alphakern.ops._layout import dense_input_and_output, flat, like
+from alphakern.ops.utils import alpha_terms, granularity
+
 NAME = "alphakern_cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
-SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu")
+SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu", "alpha_relu_gates.cu")
 # A build of csrc/ takes about a minute on 2 cores; a lock older than this was left by a killed one.
 STALE_LOCK_S = 600.0
 _loaded: str | None = None
@@ -103,23 +107,66 @@ def _ops():
     return torch.ops.alphakern_cuda
 
 
-def _check(x: torch.Tensor, gamma: torch.Tensor) -> None:
+def _check(x: torch.Tensor) -> None:
     if not x.is_cuda:
         raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
-    if gamma.numel() != 1:
-        raise RuntimeError(
-            "backend='cuda' takes one gate per layer (a 1-element gamma) so far; per-channel and "
-            "per-element gates run on backend='triton' or 'torch'"
-        )
 
 
 def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    _check(x, gamma)
+    _check(x)
+    if gamma.numel() != 1:
+        return _gated_forward(x, gamma, nu)
     return _ops().alpha_relu_fwd(x, gamma, nu)
 
 
 def backward(
     dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check(x, gamma)
+    _check(x)
+    if gamma.numel() != 1:
+        return _gated_backward(dy, x, gamma, nu)
     return _ops().alpha_relu_bwd(dy, x, gamma, nu)
+
+
+# Per-channel / per-element gates: the layout plan and the chain rule are shared with the Triton
+# backend (ops/gate_layout.py); the slopes 1 − α per gate come from fp64 torch ops.
+
+
+def _slopes(p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
+    return alpha_terms(p.gates, nu)[1].float().reshape(-1).contiguous()
+
+
+def _gated_forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    kind = granularity(x, gamma)
+    xd, y = dense_input_and_output(x)
+    if x.numel() == 0:
+        return y
+    if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
+        return like(_gated_forward(x.contiguous(), gamma, nu), y)
+    p = gate_layout.plan(xd, gamma, kind)
+    ops = _ops()
+    if p.mode == "cols":
+        out = ops.gates_cols_fwd(flat(xd), _slopes(p, nu), p.A, p.G)
+    else:
+        out = ops.gates_rows_fwd(flat(xd), _slopes(p, nu), p.G, p.B)
+    return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
+
+
+def _gated_backward(
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kind = granularity(x, gamma)
+    xd, dx = dense_input_and_output(x)
+    if x.numel() == 0:
+        return dx, torch.zeros_like(gamma)
+    if kind == "element" and not gate_layout.batch_outermost(xd):
+        dxc, dg = _gated_backward(dy.contiguous(), x.contiguous(), gamma, nu)
+        return like(dxc, dx), dg
+    dyd = like(dy, dx)
+    p = gate_layout.plan(xd, gamma, kind)
+    ops = _ops()
+    if p.mode == "cols":
+        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.A, p.G)
+    else:
+        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.G, p.B)
+    return dx_flat.as_strided(xd.shape, xd.stride()), gate_layout.dgamma(sums, p, gamma, nu)

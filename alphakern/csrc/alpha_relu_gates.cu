@@ -1,0 +1,358 @@
+// CUDA kernels for per-channel and per-element gates: x (flat, memory order) seen as
+//   "cols" [A, G]: the gate is the column (per element; per channel with a small channel stride,
+//                  the host repeating each channel's slope over it; channels_last),
+//   "rows" [A*C, B]: rows of B elements, one channel each (NCHW with large H*W),
+// as planned by alphakern/ops/gate_layout.py. The host passes the slopes 1 - alpha per gate
+// (fp32, from fp64 math); the kernels return dx and fp32 sums of dy*relu(-x) per gate, and the
+// host applies the chain rule. Same element semantics as the layer kernels: PReLU forward,
+// slope 1 at x = +-0, NaN propagates. dgamma partials: per (row block, column) in "cols", per
+// row in "rows", reduced by one fixed-order column-sum kernel: no atomics, and a partition that
+// depends on the shapes only, never on the GPU.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace alphakern {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kMaxPartials = int64_t(1) << 22;  // bounds the "cols" partial buffer (16 MiB)
+constexpr int64_t kMaxRowBlocks = 65535;
+
+template <typename T> __device__ __forceinline__ float to_f(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float neg_part(float x) { return x > 0.0f ? 0.0f : -x; }
+__device__ __forceinline__ float fwd_elem(float x, float om) { return x > 0.0f ? x : x * om; }
+__device__ __forceinline__ float bwd_elem(float x, float dy, float om) { return x >= 0.0f ? dy : dy * om; }
+
+// VEC consecutive elements, aligned to their size (16 bytes for the vectorised instantiation).
+// Index expressions are written as VEC * (...) so nvcc sees the alignment: `r * G + cv * VEC`
+// made it split the 16-byte stores of the column kernels (tests/test_cuda_build.py checks).
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Packed {
+  T v[VEC];
+};
+
+// Thread -> (row offset in the block's row group, column vector). With few column vectors a
+// block covers several rows at once; with many, blockIdx.y picks the column chunk.
+struct ColsThread {
+  int ro;
+  int64_t cv;
+  bool active;
+};
+
+__device__ __forceinline__ ColsThread cols_thread(int64_t GV, int rows_per_iter) {
+  if (rows_per_iter > 1) {
+    const int ro = threadIdx.x / static_cast<int>(GV);
+    return {ro, threadIdx.x % GV, ro < rows_per_iter};
+  }
+  const int64_t cv = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
+  return {0, cv, cv < GV};
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gates_cols_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ slopes,
+                          int64_t A, int64_t GV, int rows_per_iter) {
+  const ColsThread t = cols_thread(GV, rows_per_iter);
+  if (!t.active) return;
+  float om[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) om[k] = slopes[t.cv * VEC + k];  // once per thread
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * rows_per_iter + t.ro; r < A;
+       r += static_cast<int64_t>(gridDim.x) * rows_per_iter) {
+    const int64_t at = (r * GV + t.cv) * VEC;  // a multiple of VEC, visibly to the compiler
+    const Packed<T, VEC> in = *reinterpret_cast<const Packed<T, VEC>*>(x + at);
+    Packed<T, VEC> out;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om[k]));
+    *reinterpret_cast<Packed<T, VEC>*>(y + at) = out;
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gates_cols_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
+                          float* __restrict__ partials, const float* __restrict__ slopes, int64_t A,
+                          int64_t GV, int rows_per_iter) {
+  __shared__ float red[kThreads * VEC];
+  const ColsThread t = cols_thread(GV, rows_per_iter);
+  const int64_t G = GV * VEC;
+  float acc[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) acc[k] = 0.0f;
+  if (t.active) {
+    float om[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) om[k] = slopes[t.cv * VEC + k];
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * rows_per_iter + t.ro; r < A;
+         r += static_cast<int64_t>(gridDim.x) * rows_per_iter) {
+      const int64_t at = (r * GV + t.cv) * VEC;  // a multiple of VEC, visibly to the compiler
+      const Packed<T, VEC> xin = *reinterpret_cast<const Packed<T, VEC>*>(x + at);
+      const Packed<T, VEC> gin = *reinterpret_cast<const Packed<T, VEC>*>(dy + at);
+      Packed<T, VEC> out;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
+        out.v[k] = from_f<T>(bwd_elem(xf, g, om[k]));
+        acc[k] += g * neg_part(xf);
+      }
+      *reinterpret_cast<Packed<T, VEC>*>(dx + at) = out;
+    }
+  }
+  float* row = partials + static_cast<int64_t>(blockIdx.x) * G;
+  if (rows_per_iter == 1) {  // one thread per column of this block: its sum is the partial
+    if (t.active) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) row[t.cv * VEC + k] = acc[k];
+    }
+    return;
+  }
+  // threads (ro, cv) with the same cv hold sums of one column: add them in ro order
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) red[threadIdx.x * VEC + k] = acc[k];
+  __syncthreads();
+  if (t.active && t.ro == 0) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      float s = 0.0f;
+      for (int j = 0; j < rows_per_iter; ++j) s += red[(j * GV + t.cv) * VEC + k];
+      row[t.cv * VEC + k] = s;
+    }
+  }
+}
+
+// "rows": one warp per row of B elements (BV vectors), one slope per row; the backward's partial
+// is the row's sum, so it does not depend on the grid at all.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gates_rows_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ slopes,
+                          int64_t R, int64_t C, int64_t BV) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < R; r += warps) {
+    const float om = slopes[r % C];
+    const int64_t base = r * BV * VEC;
+    for (int64_t j = lane; j < BV; j += 32) {
+      const Packed<T, VEC> in = *reinterpret_cast<const Packed<T, VEC>*>(x + base + j * VEC);
+      Packed<T, VEC> out;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om));
+      *reinterpret_cast<Packed<T, VEC>*>(y + base + j * VEC) = out;
+    }
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gates_rows_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
+                          float* __restrict__ row_sums, const float* __restrict__ slopes, int64_t R,
+                          int64_t C, int64_t BV) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < R; r += warps) {
+    const float om = slopes[r % C];
+    const int64_t base = r * BV * VEC;
+    float acc = 0.0f;
+    for (int64_t j = lane; j < BV; j += 32) {
+      const Packed<T, VEC> xin = *reinterpret_cast<const Packed<T, VEC>*>(x + base + j * VEC);
+      const Packed<T, VEC> gin = *reinterpret_cast<const Packed<T, VEC>*>(dy + base + j * VEC);
+      Packed<T, VEC> out;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
+        out.v[k] = from_f<T>(bwd_elem(xf, g, om));
+        acc += g * neg_part(xf);
+      }
+      *reinterpret_cast<Packed<T, VEC>*>(dx + base + j * VEC) = out;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, off);
+    if (lane == 0) row_sums[r] = acc;  // [A, C] row-major: the channel is the column
+  }
+}
+
+// out[g] = sum_k partials[k, g]: 32 running sums per column (rows k = ty mod 32), then added in
+// ty order. Fixed order whatever the GPU.
+__global__ void __launch_bounds__(1024)
+    gates_colsum_kernel(const float* __restrict__ partials, float* __restrict__ out, int64_t K, int64_t G) {
+  __shared__ float red[32][33];
+  const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * 32 + tx;
+  float s = 0.0f;
+  if (g < G) {
+    for (int64_t k = ty; k < K; k += 32) s += partials[k * G + g];
+  }
+  red[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && g < G) {
+    float total = 0.0f;
+    for (int j = 0; j < 32; ++j) total += red[j][tx];
+    out[g] = total;
+  }
+}
+
+template <typename K>
+int wave(K kernel) {  // resident blocks in one wave on the current device (cached per device)
+  static int cache[64] = {0};
+  const int dev = c10::cuda::current_device();
+  if (dev < 64 && cache[dev] > 0) return cache[dev];
+  int per_sm = 0, sms = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int w = std::max(per_sm, 1) * sms;
+  if (dev < 64) cache[dev] = w;
+  return w;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+template <typename T> struct CudaType { using type = T; };
+template <> struct CudaType<at::Half> { using type = __half; };
+template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
+
+#define ALPHAKERN_GATES_DISPATCH(TYPE, NAME, ...)                      \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                       \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)         \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)          \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+// Column geometry: rows covered per block iteration and blocks along the columns.
+struct ColsGrid {
+  int rows_per_iter;
+  dim3 grid;
+};
+
+ColsGrid cols_grid(int64_t A, int64_t GV, int64_t G) {
+  const int rows_per_iter = GV <= kThreads ? static_cast<int>(kThreads / GV) : 1;
+  const int64_t col_blocks = GV <= kThreads ? 1 : (GV + kThreads - 1) / kThreads;
+  const int64_t row_groups = (A + rows_per_iter - 1) / rows_per_iter;
+  const int64_t row_blocks = std::max<int64_t>(1, std::min({row_groups, kMaxRowBlocks, kMaxPartials / G}));
+  return {rows_per_iter, dim3(static_cast<unsigned>(row_blocks), static_cast<unsigned>(col_blocks))};
+}
+
+at::Tensor column_sums(const at::Tensor& partials, int64_t K, int64_t G, cudaStream_t stream) {
+  at::Tensor sums = at::empty({G}, partials.options());
+  gates_colsum_kernel<<<static_cast<unsigned>((G + 31) / 32), 1024, 0, stream>>>(
+      partials.const_data_ptr<float>(), sums.mutable_data_ptr<float>(), K, G);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return sums;
+}
+
+}  // namespace
+
+// x, y: flat dense tensors of A*G elements; slopes: fp32 [G] on x's device.
+void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t A,
+                           int64_t G) {
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_cols_fwd", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    constexpr int N = 16 / sizeof(T);
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
+    if (G % N == 0 && aligned16(xp) && aligned16(yp)) {
+      const ColsGrid c = cols_grid(A, G / N, G);
+      gates_cols_fwd_kernel<T, N><<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A,
+                                                                   G / N, c.rows_per_iter);
+    } else {
+      const ColsGrid c = cols_grid(A, G, G);
+      gates_cols_fwd_kernel<T, 1><<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A, G,
+                                                                   c.rows_per_iter);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// returns the fp32 sums of dy*relu(-x) per column
+at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                                 const at::Tensor& slopes, int64_t A, int64_t G) {
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor sums;
+  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_cols_bwd", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    constexpr int N = 16 / sizeof(T);
+    const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
+    const bool vec = G % N == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp);
+    const ColsGrid c = cols_grid(A, vec ? G / N : G, G);
+    at::Tensor partials = at::empty({static_cast<int64_t>(c.grid.x), G}, x.options().dtype(at::kFloat));
+    if (vec) {
+      gates_cols_bwd_kernel<T, N><<<c.grid, kThreads, 0, stream>>>(
+          dyp, xp, dxp, partials.mutable_data_ptr<float>(), slopes.const_data_ptr<float>(), A, G / N,
+          c.rows_per_iter);
+    } else {
+      gates_cols_bwd_kernel<T, 1><<<c.grid, kThreads, 0, stream>>>(
+          dyp, xp, dxp, partials.mutable_data_ptr<float>(), slopes.const_data_ptr<float>(), A, G,
+          c.rows_per_iter);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sums = column_sums(partials, c.grid.x, G, stream);
+  });
+  return sums;
+}
+
+// x, y: flat dense tensors of A*C*B elements; slopes: fp32 [C].
+void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t C,
+                           int64_t B) {
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t R = x.numel() / B;
+  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_rows_fwd", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    constexpr int N = 16 / sizeof(T);
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
+    const int64_t needed = (R + kWarps - 1) / kWarps;
+    if (B % N == 0 && aligned16(xp) && aligned16(yp)) {
+      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_fwd_kernel<T, N>)));
+      gates_rows_fwd_kernel<T, N><<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B / N);
+    } else {
+      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_fwd_kernel<T, 1>)));
+      gates_rows_fwd_kernel<T, 1><<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// returns the fp32 sums of dy*relu(-x) per channel
+at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                                 const at::Tensor& slopes, int64_t C, int64_t B) {
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t R = x.numel() / B;
+  at::Tensor row_sums = at::empty({R}, x.options().dtype(at::kFloat));
+  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_rows_bwd", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    constexpr int N = 16 / sizeof(T);
+    const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
+    const int64_t needed = (R + kWarps - 1) / kWarps;
+    float* sp = row_sums.mutable_data_ptr<float>();
+    const float* slp = slopes.const_data_ptr<float>();
+    if (B % N == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp)) {
+      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_bwd_kernel<T, N>)));
+      gates_rows_bwd_kernel<T, N><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B / N);
+    } else {
+      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_bwd_kernel<T, 1>)));
+      gates_rows_bwd_kernel<T, 1><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return column_sums(row_sums, R / C, C, stream);
+}
+
+}  // namespace alphakern
