@@ -208,3 +208,50 @@ def test_triton_final_sum_over_many_partials(shape, layout):
     assert alpha_relu_triton_gates.FINAL_BLOCK_K < 40
     y, dx, dg = run("triton", x, gamma, nu, dy)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")
+
+
+class _TorchGateOps:
+    """The four alphakern_cuda gate ops written in torch, as their C++ comments specify, to test
+    the cuda backend's Python side (layout plan, flat views, strides, chain rule) without a GPU."""
+
+    @staticmethod
+    def gates_cols_fwd(x, slopes, A, G):
+        s = slopes.to(torch.float32).repeat(A)
+        xf = x.float()
+        return torch.where(xf > 0, xf, xf * s).to(x.dtype)
+
+    @staticmethod
+    def gates_cols_bwd(dy, x, slopes, A, G):
+        s = slopes.to(torch.float32).repeat(A)
+        xf, g = x.float(), dy.float()
+        dx = torch.where(xf >= 0, g, g * s).to(x.dtype)
+        return dx, (g * torch.relu(-xf)).view(A, G).sum(0)
+
+    @staticmethod
+    def gates_rows_fwd(x, slopes, C, B):
+        s = slopes.view(1, C, 1)
+        xf = x.float().view(-1, C, B)
+        return torch.where(xf > 0, xf, xf * s).to(x.dtype).reshape(-1)
+
+    @staticmethod
+    def gates_rows_bwd(dy, x, slopes, C, B):
+        s = slopes.view(1, C, 1)
+        xf, g = x.float().view(-1, C, B), dy.float().view(-1, C, B)
+        dx = torch.where(xf >= 0, g, g * s).to(x.dtype).reshape(-1)
+        return dx, (g * torch.relu(-xf)).sum((0, 2))
+
+
+@pytest.mark.parametrize("kind", ["channel", "element"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 3, 16, 17), (4, 6)], ids=str)
+def test_cuda_backend_glue(kind, layout, shape, monkeypatch):
+    from alphakern.ops import cuda_ext
+
+    monkeypatch.setattr(cuda_ext, "_ops", lambda: _TorchGateOps)
+    monkeypatch.setattr(cuda_ext, "_check", lambda x: None)
+    x, dy = make(shape, torch.float32, "cpu", layout if len(shape) == 4 else "contiguous", seed=6)
+    gamma, nu = gates(kind, x, seed=6), torch.tensor(6.0)
+    y = cuda_ext.forward(x, gamma, nu)
+    dx, dg = cuda_ext.backward(dy, x, gamma, nu)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
+    assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()
