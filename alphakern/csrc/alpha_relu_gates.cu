@@ -17,6 +17,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "elementwise.cuh"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -27,17 +29,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxPartials = int64_t(1) << 22;  // bounds the "cols" partial buffer (16 MiB)
 constexpr int64_t kMaxRowBlocks = 65535;
-
-template <typename T> __device__ __forceinline__ float to_f(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float neg_part(float x) { return x > 0.0f ? 0.0f : -x; }
-__device__ __forceinline__ float fwd_elem(float x, float om) { return x > 0.0f ? x : x * om; }
-__device__ __forceinline__ float bwd_elem(float x, float dy, float om) { return x >= 0.0f ? dy : dy * om; }
 
 // VEC consecutive elements, aligned to their size (16 bytes for the vectorised instantiation).
 // Index expressions are written as VEC * (...) so nvcc sees the alignment: `r * G + cv * VEC`

@@ -23,6 +23,7 @@ from alphakern.ops.utils import alpha_terms, granularity
 NAME = "alphakern_cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
 SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu", "alpha_relu_gates.cu")
+HEADERS = ("elementwise.cuh",)
 # A build of csrc/ takes about a minute on 2 cores; a lock older than this was left by a killed one.
 STALE_LOCK_S = 600.0
 _loaded: str | None = None
@@ -31,7 +32,7 @@ _loaded: str | None = None
 def csrc_dir() -> Path:
     """alphakern/csrc: package data, so an installed wheel can build the backend too."""
     src = Path(__file__).resolve().parent.parent / "csrc"
-    missing = [s for s in SOURCES if not (src / s).is_file()]
+    missing = [s for s in (*SOURCES, *HEADERS) if not (src / s).is_file()]
     if missing:
         raise RuntimeError(f"alphakern's CUDA sources {missing} are missing from {src}: reinstall alphakern")
     return src
