@@ -8,7 +8,8 @@
 #   bench.log           stdout of both benchmarks
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
-# Order: what matters most first. Each step gets a slot from one shared deadline and is stopped
+# Order: what matters most first (bench_train without its torch.compile variants: their compiles
+# alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
 # That machine has its own torch (2.11) in the system python3: no venv, nothing downloaded.
 # Dry run on a CPU: BUDGET_S=45 PY=.venv/bin/python OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -66,7 +67,7 @@ run "$(slot 200 40)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activ
   --plot "$OUT/bench_activation_gpu.png" --skip "$SKIP" --gates layer,channel >> "$OUT/bench.log" 2>&1
 
 step bench_train
-run "$(slot 60 3)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 \
+run "$(slot 60 3)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 --no-compile \
   --json "$OUT/bench_train_gpu.json" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done
