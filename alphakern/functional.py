@@ -6,7 +6,7 @@ from torch import Tensor
 
 from alphakern.ops import alpha_relu as _op
 from alphakern.ops.alpha_relu import ENV_VAR, resolve_backend
-from alphakern.ops.utils import BACKEND_CHOICES, check_scalar
+from alphakern.ops.utils import BACKEND_CHOICES, check_gamma, check_scalar
 from alphakern.ops.utils import alpha as _alpha
 
 BACKENDS = BACKEND_CHOICES
@@ -17,9 +17,7 @@ __all__ = ["BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "resolve_backend"]
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
     """α = σ((σ(γ) − ½)·ν) per gate, γ's shape: 1 keeps a ReLU, 0 makes it the identity.
     Differentiable in γ; ν is one number for the layer."""
-    if not isinstance(gamma, Tensor) or not gamma.is_floating_point():
-        what = f"a {gamma.dtype} tensor" if isinstance(gamma, Tensor) else type(gamma).__name__
-        raise ValueError(f"gamma must be a floating-point tensor, got {what}")
+    check_gamma(gamma)
     check_scalar(nu, "nu")
     return _alpha(gamma, nu)
 

@@ -35,6 +35,12 @@ def like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ref, dtype=t.dtype).copy_(t)
 
 
+def dense_input(x: torch.Tensor) -> torch.Tensor:
+    """x laid out as ``empty_like(x)`` would be, for a kernel that allocates its own output:
+    x itself when dense, else gathered once."""
+    return x if is_dense(x) else like(x, torch.empty_like(x))
+
+
 def dense_input_and_output(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x laid out like the output, the output) — the output is ``empty_like(x)``, as the fake op says."""
     out = torch.empty_like(x)

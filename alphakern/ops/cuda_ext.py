@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alphakern.ops import gate_layout
-from alphakern.ops._layout import dense_input_and_output, flat, like
+from alphakern.ops._layout import dense_input, flat, like
 from alphakern.ops.utils import alpha_terms, granularity
 
 NAME = "alphakern_cuda"
@@ -139,11 +139,11 @@ def _slopes(p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
 
 def _gated_forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     kind = granularity(x, gamma)
-    xd, y = dense_input_and_output(x)
+    xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
     if x.numel() == 0:
-        return y
+        return torch.empty_like(xd)
     if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
-        return like(_gated_forward(x.contiguous(), gamma, nu), y)
+        return like(_gated_forward(x.contiguous(), gamma, nu), xd)
     p = gate_layout.plan(xd, gamma, kind)
     ops = _ops()
     if p.mode == "cols":
@@ -157,13 +157,13 @@ def _gated_backward(
     dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kind = granularity(x, gamma)
-    xd, dx = dense_input_and_output(x)
+    xd = dense_input(x)
     if x.numel() == 0:
-        return dx, torch.zeros_like(gamma)
+        return torch.empty_like(xd), torch.zeros_like(gamma)
     if kind == "element" and not gate_layout.batch_outermost(xd):
         dxc, dg = _gated_backward(dy.contiguous(), x.contiguous(), gamma, nu)
-        return like(dxc, dx), dg
-    dyd = like(dy, dx)
+        return like(dxc, xd), dg
+    dyd = like(dy, xd)
     p = gate_layout.plan(xd, gamma, kind)
     ops = _ops()
     if p.mode == "cols":

@@ -57,6 +57,13 @@ def check_scalar(t: object, name: str) -> None:
         raise ValueError(f"{name} must be a 1-element floating-point tensor, got {what}")
 
 
+def check_gamma(gamma: object) -> None:
+    """γ of any shape (its granularity is checked against x by ``granularity``): floating point."""
+    if not isinstance(gamma, Tensor) or not gamma.is_floating_point():
+        what = f"a {gamma.dtype} tensor" if isinstance(gamma, Tensor) else type(gamma).__name__
+        raise ValueError(f"gamma must be a floating-point tensor, got {what}")
+
+
 def granularity(x: Tensor, gamma: Tensor) -> str:
     """ "layer", "channel" or "element": what γ's shape means for x (ValueError if nothing).
 
@@ -92,9 +99,7 @@ def check_inputs(x: object, gamma: object, nu: object) -> None:
         raise TypeError(
             f"x must be a floating-point tensor (float32/float16/bfloat16/float64), got {x.dtype}"
         )
-    if not isinstance(gamma, Tensor) or not gamma.is_floating_point():
-        what = f"a {gamma.dtype} tensor" if isinstance(gamma, Tensor) else type(gamma).__name__
-        raise ValueError(f"gamma must be a floating-point tensor, got {what}")
+    check_gamma(gamma)
     if gamma.numel() == 0:
         check_scalar(gamma, "gamma")  # the per-layer message: a 1-element tensor was expected
     granularity(x, gamma)
