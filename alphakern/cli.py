@@ -1,4 +1,4 @@
-"""Command line: ``alphakern {train,report,build-cuda}`` (also ``python -m alphakern``).
+"""Command line: ``alphakern {train,report,build,build-cuda}`` (also ``python -m alphakern``).
 
 Every invalid value is refused with one line saying what was wrong and what is accepted (exit
 status 2) before any work starts. Choice lists come from the modules that own them.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from alphakern.models import ACTIVATIONS, HEADS
 from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
@@ -24,15 +25,25 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _build_cuda(args: argparse.Namespace) -> int:
-    from alphakern.ops import cuda_ext
+def _build(args: argparse.Namespace) -> int:
+    """The native backends this machine can build: CPU always, CUDA where the toolkit is."""
+    from alphakern.ops import cpu_ext, cuda_ext
 
-    try:
-        path = cuda_ext.build(verbose=args.verbose)
-    except RuntimeError as e:
-        print(e, file=sys.stderr)
-        return 1
-    print(f"alphakern CUDA backend built: {path}")
+    targets = [args.only] if args.only else ["cpu", "cuda"]
+    for target in targets:
+        if target == "cuda" and not args.only and cuda_ext._find_cuda_home() is None:
+            print("alphakern CUDA backend: skipped (no CUDA toolkit: nvcc not found)")
+            continue
+        try:
+            if target == "cpu":
+                path = cpu_ext.build(verbose=args.verbose)
+                print(f"alphakern CPU backend built ({cpu_ext.capability()}): {path}")
+            else:
+                path = cuda_ext.build(verbose=args.verbose)
+                print(f"alphakern CUDA backend built: {path}")
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            return 1
     return 0
 
 
@@ -44,7 +55,9 @@ _TRAIN_FLAGS = {
     ),
     "out": dict(flags=["--out"], help="run directory (metrics, plots, checkpoint)"),
     "epochs": dict(flags=["--epochs"], type=int),
-    "batch_size": dict(flags=["--batch-size"], type=int, help="images per step"),
+    "batch_size": dict(
+        flags=["--batch-size"], type=int, help="images per step and process (global: × torchrun's processes)"
+    ),
     "lr": dict(flags=["--lr"], type=float),
     "seed": dict(flags=["--seed"], type=int),
     "device": dict(flags=["--device"], help="auto, cpu, cuda, cuda:1, ..."),
@@ -62,6 +75,11 @@ _TRAIN_FLAGS = {
         flags=["--compile"], action=argparse.BooleanOptionalAction, help="torch.compile the model"
     ),
     "channels_last": dict(flags=["--channels-last"], action=argparse.BooleanOptionalAction),
+    "sync_bn": dict(
+        flags=["--sync-bn"],
+        action=argparse.BooleanOptionalAction,
+        help="under torchrun: BatchNorm over the global batch (SyncBatchNorm)",
+    ),
     "limit_train": dict(flags=["--limit-train"], type=int, help="train on the first N training images"),
     "download": dict(
         flags=["--download"], action=argparse.BooleanOptionalAction, help="fetch with torchvision"
@@ -71,6 +89,15 @@ _TRAIN_FLAGS = {
 
 
 def _train(args: argparse.Namespace) -> int:
+    from alphakern.train import distributed
+
+    try:
+        return _train_run(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train_run(args: argparse.Namespace) -> int:
     from alphakern.data import DatasetError
     from alphakern.train import CheckpointError, NonFiniteLoss, TrainConfig, Trainer, load_config
     from alphakern.train.config import resolve_device
@@ -78,6 +105,10 @@ def _train(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     try:
         if args.resume:
+            out = given.pop("out", args.resume)
+            if Path(out).resolve() != Path(args.resume).resolve():
+                msg = f"--out {out} with --resume {args.resume}: a resumed run stays in its directory"
+                raise ValueError(msg)
             cfg = dataclasses.replace(load_config(args.resume), **given, out=str(args.resume))
         else:
             cfg = TrainConfig(**given)
@@ -88,7 +119,8 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg)
         if args.resume:
             trainer.load()
-            print(f"resuming {cfg.out} after epoch {trainer.epoch}")
+            if trainer.dist.is_main:
+                print(f"resuming {cfg.out} after epoch {trainer.epoch}")
         trainer.run()
     except (DatasetError, ValueError, CheckpointError) as e:
         return _fail(str(e))
@@ -102,6 +134,8 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if not trainer.dist.is_main:  # under torchrun rank 0 reports
+        return 0
     m = trainer.metrics
     print(f"test loss {m['test_loss']:.4f}, test accuracy {m['test_acc']:.2f}%")
     print(trainer.report_text)
@@ -161,9 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("build-cuda", help="compile alphakern/csrc (the 'cuda' backend), print where it went")
+    p = sub.add_parser("build", help="compile the native backends (CPU; CUDA where nvcc is), print where")
+    p.add_argument("--only", choices=("cpu", "cuda"), help="build just this one (cuda: fail without nvcc)")
     p.add_argument("--verbose", action="store_true", help="show the compiler's commands")
-    p.set_defaults(func=_build_cuda)
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("build-cuda", help="the same as 'build --only cuda'")
+    p.add_argument("--verbose", action="store_true", help="show the compiler's commands")
+    p.set_defaults(func=_build, only="cuda")
     return parser
 
 

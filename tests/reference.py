@@ -8,13 +8,20 @@ import shutil
 import pytest
 import torch
 
-from alphakern.ops import alpha_relu_triton
+from alphakern.ops import alpha_relu_triton, cpu_ext
 
 HAS_CUDA = torch.cuda.is_available()
 TRITON_RUNS = alpha_relu_triton.available() and (HAS_CUDA or alpha_relu_triton.INTERPRET)
 HAS_NVCC = shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
+
+# The native CPU kernels as built by `make` (python -m alphakern build); tests/test_cpu_build.py
+# builds them from a clean cache and fails if that fails, so a broken build is never just a skip.
+CPU_KERNELS = cpu_ext.available(warn=False)
+needs_cpu_kernels = pytest.mark.skipif(
+    not CPU_KERNELS, reason="the native CPU kernels are not built: python -m alphakern build"
+)
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none present)")
 
 
@@ -35,11 +42,12 @@ def backend_params(include_cuda: bool = True) -> list:
                 reason="the cuda backend needs a CUDA GPU and nvcc",
             ),
         ),
+        pytest.param("cpu", id="cpu", marks=needs_cpu_kernels),
     ]
 
 
 def device_for(backend: str) -> str:
-    return "cuda" if backend == "cuda" else DEVICE
+    return {"cuda": "cuda", "cpu": "cpu"}.get(backend, DEVICE)
 
 
 def per_gate(t, x, gamma):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cuda_ext
+from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cpu_ext, cuda_ext
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
 from tests.reference import backend_params, device_for
 
@@ -55,7 +55,8 @@ def test_double_backward_matches_eager(backend, monkeypatch):
     backward (spied on), second-order ones from autograd, both equal to the eager expression's."""
     device = device_for(backend)
     x, gamma, nu = _inputs(torch.float32, device=device)
-    module = {"torch": alpha_relu_torch, "triton": alpha_relu_triton, "cuda": cuda_ext}[backend]
+    modules = {"torch": alpha_relu_torch, "triton": alpha_relu_triton, "cuda": cuda_ext, "cpu": cpu_ext}
+    module = modules[backend]
     calls = []
     real = module.backward
     monkeypatch.setattr(module, "backward", lambda *a: calls.append(1) or real(*a))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_triton
+from alphakern.ops import alpha_relu_triton, cpu_ext
 from alphakern.ops.alpha_relu import auto_backend
 
 G = torch.tensor(0.0)
@@ -74,7 +74,8 @@ def test_scalar_on_another_device(name):
 
 
 def test_unknown_backend_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'torch', 'triton', 'cuda'\]"):
+    listed = r"backend must be one of \['auto', 'torch', 'triton', 'cuda', 'cpu'\]"
+    with pytest.raises(ValueError, match=listed):
         alphakern.alpha_relu(torch.zeros(3), G, NU, backend="numba")
 
 
@@ -90,8 +91,10 @@ def test_env_backend_overrides_default(monkeypatch):
     assert alphakern.resolve_backend("triton", torch.zeros(1)) == "triton"  # explicit wins
 
 
-def test_auto_is_torch_on_cpu():
-    assert alphakern.resolve_backend("auto", torch.zeros(1)) == "torch"
+def test_auto_on_cpu_is_the_native_kernels_when_built(monkeypatch):
+    monkeypatch.setattr(cpu_ext, "available", lambda: True)
+    assert alphakern.resolve_backend("auto", torch.zeros(1)) == "cpu"
+    assert alphakern.resolve_backend("auto", torch.zeros(1, dtype=torch.float64)) == "torch"
 
 
 @pytest.mark.parametrize(
@@ -101,12 +104,21 @@ def test_auto_is_torch_on_cpu():
         ("cuda", torch.bfloat16, "triton"),
         ("cuda", torch.float16, "triton"),
         ("cuda", torch.float64, "torch"),  # Triton's kernels take fp32/fp16/bf16 only
-        ("cpu", torch.float32, "torch"),
+        ("cpu", torch.float32, "cpu"),
+        ("cpu", torch.bfloat16, "cpu"),
+        ("cpu", torch.float16, "cpu"),
+        ("cpu", torch.float64, "torch"),  # the native CPU kernels take fp32/fp16/bf16 only
     ],
 )
 def test_what_auto_means(device_type, dtype, expected, monkeypatch):
     monkeypatch.setattr(alpha_relu_triton, "triton", object())  # "installed", GPU or not
+    monkeypatch.setattr(cpu_ext, "available", lambda: True)  # built
     assert auto_backend(device_type, dtype) == expected
+
+
+def test_auto_on_cpu_without_a_build_is_torch(monkeypatch):
+    monkeypatch.setattr(cpu_ext, "available", lambda: False)
+    assert auto_backend("cpu", torch.float32) == "torch"
 
 
 def test_auto_without_triton_is_torch(monkeypatch):

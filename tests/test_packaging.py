@@ -29,9 +29,9 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = tmp_path.glob("alphakern-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    from alphakern.ops.cuda_ext import HEADERS, SOURCES
+    from alphakern.ops import cpu_ext, cuda_ext
 
-    for src in (*SOURCES, *HEADERS):
+    for src in (*cuda_ext.SOURCES, *cuda_ext.HEADERS, *cpu_ext.SOURCES):
         assert f"alphakern/csrc/{src}" in names, sorted(names)
     # installed (unpacked as pip would), alphakern finds them there, away from the source tree
     site = tmp_path / "site"

@@ -164,6 +164,10 @@ def test_cli_train_report_and_resume(data_dir, tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["epochs"]) == 2 and m["config"]["limit_train"] == 48
+    assert main(["train", "--resume", str(out), "--out", str(out)]) == 0  # the same directory: fine
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "a resumed run stays in its directory" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out

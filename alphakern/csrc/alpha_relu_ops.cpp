@@ -1,8 +1,7 @@
-// Argument checks and TORCH_LIBRARY registration of the CUDA backend's ops:
-//   alphakern_cuda::alpha_relu_fwd(Tensor x, Tensor gamma, Tensor nu) -> Tensor
-//   alphakern_cuda::alpha_relu_bwd(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)
-// These are backend kernels; autograd lives on the Python op alphakern::alpha_relu, which calls
-// them for backend="cuda". Meta kernels let torch.compile trace them.
+// Argument checks and the CUDA kernels of alphakern's native ops (alphakern_C::alpha_relu_fwd, ...;
+// schemas and Meta kernels in alpha_relu_schema.cpp, built into the CPU library, which
+// alphakern/ops/cuda_ext.py loads first). These are backend kernels; autograd lives on the Python
+// op alphakern::alpha_relu, which calls them for backend="cuda".
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -152,39 +151,15 @@ std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cuda(const at::Tensor& dy, con
   return {dx, sums};
 }
 
-at::Tensor alpha_relu_fwd_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&) {
-  return at::empty_like(x);
-}
-
-std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_meta(const at::Tensor&, const at::Tensor& x,
-                                                       const at::Tensor& gamma,
-                                                       const at::Tensor&) {
-  return {at::empty_like(x), at::empty_like(gamma)};
-}
-
 }  // namespace
 
-TORCH_LIBRARY(alphakern_cuda, m) {
-  m.def("alpha_relu_fwd(Tensor x, Tensor gamma, Tensor nu) -> Tensor");
-  m.def("alpha_relu_bwd(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)");
-  m.def("gates_cols_fwd(Tensor x, Tensor slopes, int A, int G) -> Tensor");
-  m.def("gates_cols_bwd(Tensor dy, Tensor x, Tensor slopes, int A, int G) -> (Tensor, Tensor)");
-  m.def("gates_rows_fwd(Tensor x, Tensor slopes, int C, int B) -> Tensor");
-  m.def("gates_rows_bwd(Tensor dy, Tensor x, Tensor slopes, int C, int B) -> (Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(alphakern_cuda, CUDA, m) {
+TORCH_LIBRARY_IMPL(alphakern_C, CUDA, m) {
   m.impl("alpha_relu_fwd", &alpha_relu_fwd_cuda);
   m.impl("alpha_relu_bwd", &alpha_relu_bwd_cuda);
   m.impl("gates_cols_fwd", &gates_cols_fwd_cuda);
   m.impl("gates_cols_bwd", &gates_cols_bwd_cuda);
   m.impl("gates_rows_fwd", &gates_rows_fwd_cuda);
   m.impl("gates_rows_bwd", &gates_rows_bwd_cuda);
-}
-
-TORCH_LIBRARY_IMPL(alphakern_cuda, Meta, m) {
-  m.impl("alpha_relu_fwd", &alpha_relu_fwd_meta);
-  m.impl("alpha_relu_bwd", &alpha_relu_bwd_meta);
 }
 
 }  // namespace alphakern

@@ -3,7 +3,7 @@
 One Python-defined op for every backend: ``torch.compile(fullgraph=True)`` sees an opaque op with
 a fake (meta) kernel, so it never graph-breaks, and autograd is registered once for all backends.
 The backend name travels as a string argument; ``alpha_relu`` below resolves "auto" before
-calling, so the op only ever sees "torch", "triton" or "cuda". Every entry — ``alpha_relu``, the
+calling, so the op only ever sees "torch", "triton", "cuda" or "cpu". Every entry — ``alpha_relu``, the
 registered ops called directly, their fake kernels under torch.compile — validates its inputs with
 ``ops.utils.check_inputs`` (metadata only, no host sync) before any kernel runs.
 """
@@ -16,7 +16,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cuda_ext
+from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cpu_ext, cuda_ext
 from alphakern.ops.utils import (
     BACKEND_CHOICES,
     KERNEL_DTYPES,
@@ -30,18 +30,22 @@ _BACKENDS: dict[str, ModuleType] = {
     "torch": alpha_relu_torch,
     "triton": alpha_relu_triton,
     "cuda": cuda_ext,
+    "cpu": cpu_ext,
 }
 
 
 def auto_backend(device_type: str, dtype: torch.dtype) -> str:
-    """What "auto" means: Triton for the dtypes it takes on a GPU, the torch backend elsewhere."""
+    """What "auto" means: Triton for the dtypes it takes on a GPU, the native kernels on the CPU
+    when they are built (``cpu_ext.available``: never compiles), the torch backend elsewhere."""
     if device_type == "cuda" and dtype in KERNEL_DTYPES and alpha_relu_triton.available():
         return "triton"
+    if device_type == "cpu" and dtype in cpu_ext.DTYPES and cpu_ext.available():
+        return "cpu"
     return "torch"
 
 
 def resolve_backend(backend: str | None, x: Tensor) -> str:
-    """The concrete backend ("torch", "triton" or "cuda") that ``alpha_relu`` would use for x."""
+    """The concrete backend ("torch", "triton", "cuda" or "cpu") that ``alpha_relu`` would use for x."""
     if backend is None:
         name = check_backend(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}", BACKEND_CHOICES)
     else:

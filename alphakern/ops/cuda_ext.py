@@ -1,7 +1,7 @@
 """The "cuda" backend: csrc/ compiled with torch.utils.cpp_extension (ninja), JIT on first use.
 
-The build is cached by torch's extension builder (``TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``) and only redone when the sources or flags change. It targets sm_80
+Its kernels are the CUDA ones of the alphakern_C ops, whose schemas the CPU library holds (built
+first). Builds are cached (``native_build``) and only redone when sources or flags change. It targets sm_80
 and sm_90 unless ``TORCH_CUDA_ARCH_LIST`` says otherwise. A failed build raises RuntimeError with
 the compiler's output; nothing falls back silently.
 """
@@ -10,44 +10,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-import warnings
 from pathlib import Path
 
 import torch
 
-from alphakern.ops import gate_layout
-from alphakern.ops._layout import dense_input, flat, like
-from alphakern.ops.utils import alpha_terms, granularity
+from alphakern.ops import cpu_ext, native_build, native_glue
 
 NAME = "alphakern_cuda"
 DEFAULT_ARCH_LIST = "8.0;9.0"
 SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu", "alpha_relu_gates.cu")
 HEADERS = ("elementwise.cuh",)
-# A build of csrc/ takes about a minute on 2 cores; a lock older than this was left by a killed one.
-STALE_LOCK_S = 600.0
 _loaded: str | None = None
 
 
 def csrc_dir() -> Path:
     """alphakern/csrc: package data, so an installed wheel can build the backend too."""
-    src = Path(__file__).resolve().parent.parent / "csrc"
-    missing = [s for s in (*SOURCES, *HEADERS) if not (src / s).is_file()]
-    if missing:
-        raise RuntimeError(f"alphakern's CUDA sources {missing} are missing from {src}: reinstall alphakern")
-    return src
-
-
-def _clear_stale_lock(build_dir: Path, max_age_s: float = STALE_LOCK_S) -> None:
-    """torch's extension builder waits forever on a lock left by a killed build: remove an old one."""
-    lock = build_dir / "lock"
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > max_age_s:
-        warnings.warn(f"removing {lock}, left {age:.0f} s ago by a build that did not finish", stacklevel=3)
-        lock.unlink(missing_ok=True)
+    return native_build.csrc_dir((*SOURCES, *HEADERS))
 
 
 def _find_cuda_home() -> str | None:
@@ -81,16 +59,15 @@ def build(verbose: bool = False) -> str:
     from torch.utils import cpp_extension
 
     cpp_extension.CUDA_HOME = cuda_home  # read at import time, before our CUDA_HOME was set
+    cpu_ext.build(verbose=verbose)  # the ops' schemas live in the CPU library
     src = csrc_dir()
-    _clear_stale_lock(Path(cpp_extension._get_build_directory(NAME, False)))
     try:
-        path = cpp_extension.load(
-            name=NAME,
-            sources=[str(src / s) for s in SOURCES],
+        path = native_build.compile_library(
+            NAME,
+            [src / s for s in SOURCES],
+            verbose,
             extra_cflags=["-O3"],
             extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"],
-            is_python_module=False,
-            verbose=verbose,
         )
     except Exception as e:  # the builder raises RuntimeError/CalledProcessError with the log
         raise RuntimeError(
@@ -99,13 +76,13 @@ def build(verbose: bool = False) -> str:
             "Fix the toolkit (CUDA_HOME, nvcc matching torch's CUDA major version, ninja "
             "installed) or use backend='triton' or 'torch'."
         ) from e
-    _loaded = str(path) if path else str(Path(cpp_extension._get_build_directory(NAME, False)))
+    _loaded = str(path)
     return _loaded
 
 
 def _ops():
     build()
-    return torch.ops.alphakern_cuda
+    return torch.ops.alphakern_C
 
 
 def _check(x: torch.Tensor) -> None:
@@ -115,59 +92,11 @@ def _check(x: torch.Tensor) -> None:
 
 def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     _check(x)
-    if gamma.numel() != 1:
-        return _gated_forward(x, gamma, nu)
-    return _ops().alpha_relu_fwd(x, gamma, nu)
+    return native_glue.forward(_ops(), x, gamma, nu)
 
 
 def backward(
     dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check(x)
-    if gamma.numel() != 1:
-        return _gated_backward(dy, x, gamma, nu)
-    return _ops().alpha_relu_bwd(dy, x, gamma, nu)
-
-
-# Per-channel / per-element gates: the layout plan and the chain rule are shared with the Triton
-# backend (ops/gate_layout.py); the slopes 1 − α per gate come from fp64 torch ops.
-
-
-def _slopes(p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
-    return alpha_terms(p.gates, nu)[1].float().reshape(-1).contiguous()
-
-
-def _gated_forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    kind = granularity(x, gamma)
-    xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
-    if x.numel() == 0:
-        return torch.empty_like(xd)
-    if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
-        return like(_gated_forward(x.contiguous(), gamma, nu), xd)
-    p = gate_layout.plan(xd, gamma, kind)
-    ops = _ops()
-    if p.mode == "cols":
-        out = ops.gates_cols_fwd(flat(xd), _slopes(p, nu), p.A, p.G)
-    else:
-        out = ops.gates_rows_fwd(flat(xd), _slopes(p, nu), p.G, p.B)
-    return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
-
-
-def _gated_backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    kind = granularity(x, gamma)
-    xd = dense_input(x)
-    if x.numel() == 0:
-        return torch.empty_like(xd), torch.zeros_like(gamma)
-    if kind == "element" and not gate_layout.batch_outermost(xd):
-        dxc, dg = _gated_backward(dy.contiguous(), x.contiguous(), gamma, nu)
-        return like(dxc, xd), dg
-    dyd = like(dy, xd)
-    p = gate_layout.plan(xd, gamma, kind)
-    ops = _ops()
-    if p.mode == "cols":
-        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.A, p.G)
-    else:
-        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.G, p.B)
-    return dx_flat.as_strided(xd.shape, xd.stride()), gate_layout.dgamma(sums, p, gamma, nu)
+    return native_glue.backward(_ops(), dy, x, gamma, nu)

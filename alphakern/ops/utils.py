@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 # Concrete backends the op dispatches to; "auto" is resolved by alphakern.functional.
-BACKENDS = ("torch", "triton", "cuda")
+BACKENDS = ("torch", "triton", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 # dtypes the fused kernels take (math in fp32); the torch backend takes every floating dtype.
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -33,6 +33,7 @@ class TrainConfig:
     amp: bool = False
     compile: bool = False
     channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     limit_train: int | None = None
     val_fraction: float = 0.2
     download: bool = False

@@ -31,6 +31,7 @@ from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers
 from alphakern.ops.utils import alpha
+from alphakern.train import distributed
 from alphakern.train.checkpoint import (
     GATES,
     METRICS,
@@ -42,6 +43,7 @@ from alphakern.train.checkpoint import (
 )
 from alphakern.train.config import TrainConfig, resolve_device
 from alphakern.train.plots import write_plots
+from alphakern.train.sync_batchnorm import convert_sync_batchnorm
 
 EVAL_BATCH = 500
 # what the per-step history holds per layer
@@ -74,7 +76,8 @@ def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: DeviceBatches, amp: bool = False) -> tuple[float, float]:
-    """(mean loss, accuracy %) over the batches, in eval mode; one host sync at the end."""
+    """(mean loss, accuracy %) over the batches, in eval mode; one host sync at the end. Under
+    torchrun each rank holds a shard: the sums are all-reduced, so the result is the whole split's."""
     was_training = model.training
     model.eval()
     device = batches.labels.device
@@ -86,8 +89,9 @@ def evaluate(model: nn.Module, batches: DeviceBatches, amp: bool = False) -> tup
         loss += _loss(out, y)
         correct += (out.argmax(1) == y).sum()
     model.train(was_training)
-    n = len(batches.labels)
-    return loss.item() / n, 100.0 * correct.item() / n
+    n = torch.tensor(len(batches.labels), device=device)
+    distributed.all_reduce_sum(loss, correct, n)
+    return loss.item() / n.item(), 100.0 * correct.item() / n.item()
 
 
 def test_with_discretized(
@@ -102,41 +106,54 @@ def test_with_discretized(
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: Cifar10 | None = None, *, progress: bool = True) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        # under torchrun: joins the process group; this rank's GPU (cuda:LOCAL_RANK) on CUDA
+        self.device = distributed.init_from_env(resolve_device(cfg.device))
+        self.dist = distributed.current()
         # None → on: channels_last measured faster on the 2-core CPU (benchmarks/results/README.md),
         # and it is cuDNN's preferred layout for convolutions and batch norm on CUDA.
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else True
         self.run_dir = Path(cfg.out)
-        self.progress = progress
-        if cfg.amp and self.device.type != "cuda":
+        self.progress = progress and self.dist.is_main  # rank 0 alone shows progress
+        if cfg.amp and self.device.type != "cuda" and self.dist.is_main:
             print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
         data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
-        self.data = data.to(self.device)
         train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.seed)
         if cfg.limit_train is not None:
             train_idx = train_idx[: cfg.limit_train]
-        dev = self.device
-        tx, ty = self.data.train_x, self.data.train_y
-        kw = dict(channels_last=self.channels_last)
-        self.train_batches = DeviceBatches(
-            tx[train_idx.to(dev)], ty[train_idx.to(dev)], cfg.batch_size, shuffle=True, seed=cfg.seed, **kw
-        )
-        self.val_batches = DeviceBatches(
-            tx[val_idx.to(dev)], ty[val_idx.to(dev)], EVAL_BATCH, shuffle=False, **kw
-        )
-        self.test_batches = DeviceBatches(self.data.test_x, self.data.test_y, EVAL_BATCH, shuffle=False, **kw)
+        d = self.dist
+        # each rank moves only its shards to the device; equal training shards: equal step counts
+        train_idx = distributed.shard(train_idx, d, equal=True)
+        val_idx = distributed.shard(val_idx, d, equal=False)
+        test_idx = distributed.shard(torch.arange(len(data.test_y)), d, equal=False)
+
+        def batches(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, size: int, shuffle: bool):
+            x, y = x[idx].to(self.device), y[idx].to(self.device)
+            return DeviceBatches(x, y, size, shuffle=shuffle, seed=cfg.seed, channels_last=self.channels_last)
+
+        self.train_batches = batches(data.train_x, data.train_y, train_idx, cfg.batch_size, True)
+        self.val_batches = batches(data.train_x, data.train_y, val_idx, EVAL_BATCH, False)
+        self.test_batches = batches(data.test_x, data.test_y, test_idx, EVAL_BATCH, False)
         self.model = build_model(cfg, self.device, self.channels_last)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.sync_bn:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.step_model = distributed.wrap(self.model, self.device)  # DDP under torchrun
+        if cfg.compile:
+            self.step_model = torch.compile(self.step_model)
         self.layers = [m for _, m in alpha_layers(self.model)]
         self.layer_names = [n for n, _ in alpha_layers(self.model)]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.epoch = 0
-        self.metrics: dict = dict(config=asdict(cfg), device=self._device_name(), epochs=[])
+        self.metrics: dict = dict(config=self._config_record(), device=self._device_name(), epochs=[])
         # per step and layer: γ, ν (layer gates: α follows from them); gates per channel/element
         # add summaries that do not grow with the number of gates
         self.granular = cfg.granularity != "layer"
         self.hist = torch.zeros(0, len(self.layers), len(HIST_GRANULAR if self.granular else HIST_LAYER))
         self.gates: dict[str, np.ndarray] = {}  # α of every gate at each epoch's end (granular)
+
+    def _config_record(self) -> dict:
+        """The config as run: the flags, and how many processes made the global batch."""
+        w = self.dist.world_size
+        return dict(asdict(self.cfg), world_size=w, global_batch_size=self.cfg.batch_size * w)
 
     def _device_name(self) -> str:
         if self.device.type == "cuda":
@@ -145,6 +162,9 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> None:
+        """The checkpoint (rank 0 writes it; the other ranks hold the same state)."""
+        if not self.dist.is_main:
+            return
         state = dict(
             config=asdict(self.cfg),
             epoch=self.epoch,
@@ -163,7 +183,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
         self.metrics = state["metrics"]
-        self.metrics["config"] = asdict(self.cfg)
+        self.metrics["config"] = self._config_record()
         self.hist = state["hist"].cpu()
         if self.granular and (self.run_dir / GATES).is_file():
             with np.load(self.run_dir / GATES, allow_pickle=False) as z:  # arrays only: no code runs
@@ -173,6 +193,8 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
     def write_metrics(self) -> None:
+        if not self.dist.is_main:  # one metrics.json, plots and gates.npz: rank 0's
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         m = dict(self.metrics)
         # one series per layer and quantity: a line each in the JSON, whatever the run's length
@@ -257,11 +279,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{running:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
         train_time = time.perf_counter() - t0
         self.hist = torch.cat([self.hist, hist.cpu()])
+        n = torch.tensor(seen, device=dev)
+        distributed.all_reduce_sum(loss_sum, correct, n)  # over all ranks' shards
         return dict(
-            train_loss=loss_sum.item() / seen,
-            train_acc=100.0 * correct.item() / seen,
+            train_loss=loss_sum.item() / n.item(),
+            train_acc=100.0 * correct.item() / n.item(),
             train_time_s=train_time,
-            images_per_s=seen / train_time,
+            images_per_s=n.item() / train_time,
         )
 
     def run(self) -> dict:
@@ -269,6 +293,7 @@ class Trainer:
         cfg = self.cfg
         while self.epoch < cfg.epochs:
             stats = self.train_epoch()
+            distributed.sync_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
             val_loss, val_acc = evaluate(self.model, self.val_batches, cfg.amp)
             self.epoch += 1
             stats.update(epoch=self.epoch, val_loss=val_loss, val_acc=val_acc)

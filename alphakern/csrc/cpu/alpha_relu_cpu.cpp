@@ -1,0 +1,495 @@
+// CPU kernels of alphakern's native ops (schemas: ../alpha_relu_schema.cpp): R_alpha forward and a
+// backward that reads x and dy once, writing dx and the dgamma partials in the same pass.
+//
+// Element math in fp32 (at::vec::Vectorized, AVX2 when built with it; fp16/bf16 converted in
+// registers), PReLU semantics as the CUDA kernels (../elementwise.cuh): y = x > 0 ? x : x * (1 - a),
+// slope 1 at x = +-0, NaN propagates into y and into its own gate's sum.
+//
+// Determinism: the work is cut into items whose bounds depend on the shape only (pieces of a row,
+// chunks of rows, blocks of columns). Each item sums in a fixed order and writes its own fp64
+// partial; the partials are added in index order. Which thread runs an item never matters, so
+// dgamma is bitwise the same for any number of threads.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace alphakern {
+
+std::string cpu_capability_name() {
+#if defined(CPU_CAPABILITY_AVX512)
+  return "AVX512";
+#elif defined(CPU_CAPABILITY_AVX2)
+  return "AVX2";
+#else
+  return "DEFAULT";
+#endif
+}
+
+namespace {
+
+using fVec = at::vec::Vectorized<float>;
+
+constexpr int64_t kPiece = 16384;     // elements of a row per work item (one fp64 partial each)
+constexpr int64_t kBlock = 256;       // fp32 sums restart every kBlock elements (accuracy)
+constexpr int64_t kColsChunk = 65536; // elements per row chunk in "cols" mode with few columns
+constexpr int64_t kSpanMin = 256;     // few columns: rows are joined into spans of >= this
+constexpr int64_t kManyCols = 2048;   // from here "cols" mode splits the columns, not the rows
+constexpr int64_t kColBlock = 512;    // columns per work item then
+constexpr int64_t kFlushRows = 64;    // ... whose fp32 column sums move into fp64 this often
+constexpr int64_t kSerialBelow = 32768;  // elements: smaller tensors stay on the calling thread
+
+int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// kStep elements of T in registers as kN fp32 vectors.
+template <typename T>
+struct Io {  // at::Half, at::BFloat16
+  using V = at::vec::Vectorized<T>;
+  static constexpr int kN = 2;
+  static constexpr int64_t kStep = V::size();
+  static void load(const T* p, fVec* v) { std::tie(v[0], v[1]) = at::vec::convert_to_float<T>(V::loadu(p)); }
+  static void load(const T* p, fVec* v, int64_t n) {
+    std::tie(v[0], v[1]) = at::vec::convert_to_float<T>(V::loadu(p, n));
+  }
+  static void store(T* p, const fVec* v) { at::vec::convert_from_float<T>(v[0], v[1]).store(p); }
+  static void store(T* p, const fVec* v, int64_t n) { at::vec::convert_from_float<T>(v[0], v[1]).store(p, n); }
+};
+
+template <>
+struct Io<float> {
+  static constexpr int kN = 1;
+  static constexpr int64_t kStep = fVec::size();
+  static void load(const float* p, fVec* v) { v[0] = fVec::loadu(p); }
+  static void load(const float* p, fVec* v, int64_t n) { v[0] = fVec::loadu(p, n); }
+  static void store(float* p, const fVec* v) { v[0].store(p); }
+  static void store(float* p, const fVec* v, int64_t n) { v[0].store(p, n); }
+};
+
+// How many of the n (< kStep) tail elements fall in fp32 vector k.
+inline int64_t part(int64_t n, int k) {
+  return std::clamp<int64_t>(n - k * fVec::size(), 0, fVec::size());
+}
+
+// Slopes for the kN vectors at offset i: one per element (kPerElem) or one for the span.
+template <int kN, bool kPerElem>
+inline void slopes_at(const float* s, const fVec& om, int64_t i, int64_t tail, fVec* sv) {
+  for (int k = 0; k < kN; ++k) {
+    if constexpr (kPerElem) {
+      sv[k] = tail ? fVec::loadu(s + i + k * fVec::size(), part(tail, k))
+                   : fVec::loadu(s + i + k * fVec::size());
+    } else {
+      sv[k] = om;
+    }
+  }
+}
+
+template <typename T, bool kPerElem>
+void fwd_span(const T* x, T* y, int64_t n, const float* slopes, float om) {
+  using io = Io<T>;
+  constexpr int N = io::kN;
+  const fVec zero(0.f), omv(om);
+  fVec v[N], s[N];
+  int64_t i = 0;
+  for (; i + io::kStep <= n; i += io::kStep) {
+    io::load(x + i, v);
+    slopes_at<N, kPerElem>(slopes, omv, i, 0, s);
+    for (int k = 0; k < N; ++k) v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
+    io::store(y + i, v);
+  }
+  if (i < n) {
+    const int64_t t = n - i;
+    io::load(x + i, v, t);
+    slopes_at<N, kPerElem>(slopes, omv, i, t, s);
+    for (int k = 0; k < N; ++k) v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
+    io::store(y + i, v, t);
+  }
+}
+
+// One step of the backward on kN vectors: dx into g, dy * relu(-x) returned in g's partner.
+template <int N>
+inline void bwd_math(fVec* g, const fVec* xv, const fVec* s, fVec* contrib) {
+  const fVec zero(0.f);
+  for (int k = 0; k < N; ++k) {
+    const fVec neg = fVec::blendv(zero - xv[k], zero, xv[k] > zero);  // relu(-x), NaN kept
+    contrib[k] = g[k] * neg;
+    g[k] = fVec::blendv(g[k] * s[k], g[k], xv[k] >= zero);  // slope 1 at +-0
+  }
+}
+
+// Backward over a span with one slope: writes dx, returns sum(dy * relu(-x)) in fp64, summed in
+// fp32 blocks of kBlock elements (fixed order).
+template <typename T>
+double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om) {
+  using io = Io<T>;
+  constexpr int N = io::kN;
+  const fVec omv(om);
+  fVec total(0.f), g[N], xv[N], s[N], c[N];
+  for (int k = 0; k < N; ++k) s[k] = omv;
+  int64_t i = 0;
+  while (i + io::kStep <= n) {
+    fVec blk(0.f);
+    const int64_t end = std::min(n, i + kBlock);
+    for (; i + io::kStep <= end; i += io::kStep) {
+      io::load(dy + i, g);
+      io::load(x + i, xv);
+      bwd_math<N>(g, xv, s, c);
+      for (int k = 0; k < N; ++k) blk = blk + c[k];
+      io::store(dx + i, g);
+    }
+    total = total + blk;
+  }
+  if (i < n) {
+    const int64_t t = n - i;
+    io::load(dy + i, g, t);
+    io::load(x + i, xv, t);  // zero-filled lanes add 0 * relu(-0) = 0
+    bwd_math<N>(g, xv, s, c);
+    for (int k = 0; k < N; ++k) total = total + c[k];
+    io::store(dx + i, g, t);
+  }
+  float lanes[fVec::size()];
+  total.store(lanes);
+  double sum = 0.0;
+  for (float l : lanes) sum += l;
+  return sum;
+}
+
+// Backward over a span with one slope per element: writes dx, adds dy * relu(-x) into acc[0, n).
+template <typename T>
+void bwd_span_cols(const T* dy, const T* x, T* dx, int64_t n, const float* slopes, float* acc) {
+  using io = Io<T>;
+  constexpr int N = io::kN;
+  const fVec unused(0.f);
+  fVec g[N], xv[N], s[N], c[N];
+  for (int64_t i = 0; i < n; i += io::kStep) {
+    const int64_t t = n - i < io::kStep ? n - i : 0;  // 0: a full step
+    if (t) {
+      io::load(dy + i, g, t);
+      io::load(x + i, xv, t);
+    } else {
+      io::load(dy + i, g);
+      io::load(x + i, xv);
+    }
+    slopes_at<N, true>(slopes, unused, i, t, s);
+    bwd_math<N>(g, xv, s, c);
+    for (int k = 0; k < N; ++k) {
+      float* a = acc + i + k * fVec::size();
+      if (t) {
+        const int64_t m = part(t, k);
+        if (m) (fVec::loadu(a, m) + c[k]).store(a, m);
+      } else {
+        (fVec::loadu(a) + c[k]).store(a);
+      }
+    }
+    t ? io::store(dx + i, g, t) : io::store(dx + i, g);
+  }
+}
+
+template <typename F>
+void run_items(int64_t items, int64_t numel, const F& fn) {
+  if (numel < kSerialBelow) {
+    fn(0, items);
+  } else {
+    at::parallel_for(0, items, 1, fn);
+  }
+}
+
+// "rows": x = [R rows of B], row r has gate r % C. Layer gates are R = C = 1, B = numel.
+template <typename T>
+void rows_fwd(const T* x, T* y, const float* slopes, int64_t R, int64_t C, int64_t B) {
+  const int64_t P = divup(B, kPiece);
+  run_items(R * P, R * B, [&](int64_t lo, int64_t hi) {
+    for (int64_t it = lo; it < hi; ++it) {
+      const int64_t r = it / P, start = (it % P) * kPiece, off = r * B + start;
+      fwd_span<T, false>(x + off, y + off, std::min(kPiece, B - start), nullptr, slopes[r % C]);
+    }
+  });
+}
+
+template <typename T>
+std::vector<double> rows_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t R,
+                             int64_t C, int64_t B) {
+  const int64_t P = divup(B, kPiece);
+  std::vector<double> partial(R * P);
+  run_items(R * P, R * B, [&](int64_t lo, int64_t hi) {
+    for (int64_t it = lo; it < hi; ++it) {
+      const int64_t r = it / P, start = (it % P) * kPiece, off = r * B + start;
+      partial[it] = bwd_span_scalar<T>(dy + off, x + off, dx + off, std::min(kPiece, B - start),
+                                       slopes[r % C]);
+    }
+  });
+  std::vector<double> sums(C, 0.0);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t p = 0; p < P; ++p) sums[r % C] += partial[r * P + p];
+  }
+  return sums;
+}
+
+// "cols": x = [A rows of G], the gate is the column. Few columns: rows joined into spans of k rows
+// (the slopes repeated k times) and chunks of rows per work item. Many: blocks of columns.
+struct ColsPlan {
+  int64_t k, rows_per_chunk, chunks;
+};
+
+ColsPlan cols_plan(int64_t A, int64_t G) {
+  const int64_t k = std::max<int64_t>(1, kSpanMin / G);
+  const int64_t rows = divup(divup(kColsChunk, G), k) * k;
+  return {k, rows, divup(A, rows)};
+}
+
+std::vector<float> repeated(const float* slopes, int64_t G, int64_t k) {
+  std::vector<float> s(G * k);
+  for (int64_t j = 0; j < k; ++j) std::copy(slopes, slopes + G, s.begin() + j * G);
+  return s;
+}
+
+template <typename T>
+void cols_fwd(const T* x, T* y, const float* slopes, int64_t A, int64_t G) {
+  if (G >= kManyCols) {
+    run_items(divup(G, kColBlock), A * G, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        const int64_t g0 = b * kColBlock, w = std::min(kColBlock, G - g0);
+        for (int64_t a = 0; a < A; ++a) {
+          fwd_span<T, true>(x + a * G + g0, y + a * G + g0, w, slopes + g0, 0.f);
+        }
+      }
+    });
+    return;
+  }
+  const ColsPlan p = cols_plan(A, G);
+  const std::vector<float> s = repeated(slopes, G, p.k);
+  run_items(p.chunks, A * G, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) {
+      const int64_t a1 = std::min(A, (c + 1) * p.rows_per_chunk);
+      for (int64_t a = c * p.rows_per_chunk; a < a1; a += p.k) {
+        const int64_t n = std::min(p.k, a1 - a) * G;
+        fwd_span<T, true>(x + a * G, y + a * G, n, s.data(), 0.f);
+      }
+    }
+  });
+}
+
+template <typename T>
+std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t A,
+                             int64_t G) {
+  std::vector<double> sums(G, 0.0);
+  if (G >= kManyCols) {
+    run_items(divup(G, kColBlock), A * G, [&](int64_t lo, int64_t hi) {
+      std::vector<float> acc(kColBlock);
+      for (int64_t b = lo; b < hi; ++b) {
+        const int64_t g0 = b * kColBlock, w = std::min(kColBlock, G - g0);
+        for (int64_t a0 = 0; a0 < A; a0 += kFlushRows) {
+          std::fill(acc.begin(), acc.end(), 0.f);
+          for (int64_t a = a0; a < std::min(A, a0 + kFlushRows); ++a) {
+            const int64_t off = a * G + g0;
+            bwd_span_cols<T>(dy + off, x + off, dx + off, w, slopes + g0, acc.data());
+          }
+          for (int64_t j = 0; j < w; ++j) sums[g0 + j] += acc[j];
+        }
+      }
+    });
+    return sums;
+  }
+  const ColsPlan p = cols_plan(A, G);
+  const std::vector<float> s = repeated(slopes, G, p.k);
+  std::vector<double> partial(p.chunks * G);
+  run_items(p.chunks, A * G, [&](int64_t lo, int64_t hi) {
+    std::vector<float> acc(G * p.k);
+    for (int64_t c = lo; c < hi; ++c) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      const int64_t a1 = std::min(A, (c + 1) * p.rows_per_chunk);
+      for (int64_t a = c * p.rows_per_chunk; a < a1; a += p.k) {
+        const int64_t n = std::min(p.k, a1 - a) * G;
+        bwd_span_cols<T>(dy + a * G, x + a * G, dx + a * G, n, s.data(), acc.data());
+      }
+      for (int64_t j = 0; j < p.k; ++j) {
+        for (int64_t g = 0; g < G; ++g) partial[c * G + g] += acc[j * G + g];
+      }
+    }
+  });
+  for (int64_t c = 0; c < p.chunks; ++c) {
+    for (int64_t g = 0; g < G; ++g) sums[g] += partial[c * G + g];
+  }
+  return sums;
+}
+
+// -- host side: checks, dtype dispatch, registration ------------------------------------------
+
+void check_x(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), "alpha_relu (cpu backend): ", name,
+              " must be a CPU tensor, got device ", x.device());
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, "alpha_relu (cpu backend): ",
+              name, " must be float32, float16 or bfloat16, got ", t);
+}
+
+void check_scalar(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.numel() == 1 && at::isFloatingType(t.scalar_type()), "alpha_relu: ", name,
+              " must be a 1-element floating tensor, got ", t.scalar_type(), " of shape ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), "alpha_relu (cpu backend): ", name, " must be on the CPU, got ",
+              t.device());
+}
+
+void check_grad(const at::Tensor& dy, const at::Tensor& x) {
+  check_x(dy, "dy");
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
+              "alpha_relu: dy must have x's shape ", x.sizes(), " and dtype ", x.scalar_type(),
+              ", got ", dy.sizes(), " ", dy.scalar_type());
+}
+
+// `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
+at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
+  if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;
+  return at::empty_like(ref, t.options()).copy_(t);
+}
+
+double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+
+struct Terms {
+  float om;     // 1 - alpha = sigmoid(-z), rounded once to fp32
+  double dadg;  // d alpha / d gamma
+};
+
+Terms terms(const at::Tensor& gamma, const at::Tensor& nu) {
+  const double g = gamma.item<double>(), n = nu.item<double>();
+  const double s = sigmoid(g), z = (s - 0.5) * n, a = sigmoid(z), om = sigmoid(-z);
+  return {static_cast<float>(om), a * om * n * s * sigmoid(-g)};
+}
+
+// f(T{}) for the dtypes check_x lets through.
+template <typename F>
+void dispatch(at::ScalarType t, const F& f) {
+  switch (t) {
+    case at::kFloat: return f(float{});
+    case at::kHalf: return f(at::Half{});
+    case at::kBFloat16: return f(at::BFloat16{});
+    default: TORCH_CHECK(false, "alpha_relu (cpu backend): unsupported dtype ", t);
+  }
+}
+
+at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
+  check_x(x, "x");
+  check_scalar(gamma, "gamma");
+  check_scalar(nu, "nu");
+  at::Tensor y = at::empty_like(x);  // x's memory format, as the fake kernel says
+  const at::Tensor xd = like(x, y);
+  const float om = terms(gamma, nu).om;
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    rows_fwd<scalar_t>(xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), &om, 1, 1,
+                       x.numel());
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
+                                                      const at::Tensor& gamma, const at::Tensor& nu) {
+  check_x(x, "x");
+  check_grad(dy, x);
+  check_scalar(gamma, "gamma");
+  check_scalar(nu, "nu");
+  at::Tensor dx = at::empty_like(x);
+  const at::Tensor xd = like(x, dx), dyd = like(dy, dx);
+  const Terms tm = terms(gamma, nu);
+  double sum = 0.0;
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    sum = rows_bwd<scalar_t>(dyd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(),
+                             dx.mutable_data_ptr<scalar_t>(), &tm.om, 1, 1, x.numel())[0];
+  });
+  const at::Tensor dgamma = at::scalar_tensor(sum * tm.dadg, gamma.options().dtype(at::kDouble));
+  return {dx, dgamma.to(gamma.scalar_type()).reshape(gamma.sizes())};
+}
+
+void check_gated(const at::Tensor& x, const at::Tensor& slopes, int64_t gates, int64_t per_gate) {
+  check_x(x, "x");
+  TORCH_CHECK(x.dim() == 1 && x.is_contiguous(), "alpha_relu gates: x must be flat and contiguous");
+  TORCH_CHECK(gates > 0 && per_gate > 0 && x.numel() % (gates * per_gate) == 0, "alpha_relu gates: ",
+              x.numel(), " elements do not split into ", gates, " gates x ", per_gate);
+  TORCH_CHECK(slopes.scalar_type() == at::kFloat && slopes.is_contiguous() && slopes.numel() == gates &&
+                  slopes.device().is_cpu(),
+              "alpha_relu gates: slopes must be ", gates, " contiguous fp32 values on the CPU");
+}
+
+void check_gated_grad(const at::Tensor& dy, const at::Tensor& x) {
+  check_grad(dy, x);
+  TORCH_CHECK(dy.is_contiguous(), "alpha_relu gates: dy must be contiguous");
+}
+
+at::Tensor sums_tensor(const std::vector<double>& sums, const at::Tensor& x) {
+  return at::tensor(sums, x.options().dtype(at::kDouble));
+}
+
+at::Tensor gates_cols_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G) {
+  check_gated(x, slopes, G, 1);
+  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  at::Tensor y = at::empty_like(x);
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    cols_fwd<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                       slopes.const_data_ptr<float>(), A, G);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
+                                                      const at::Tensor& slopes, int64_t A, int64_t G) {
+  check_gated(x, slopes, G, 1);
+  check_gated_grad(dy, x);
+  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  at::Tensor dx = at::empty_like(x);
+  std::vector<double> sums;
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    sums = cols_bwd<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(), A, G);
+  });
+  return {dx, sums_tensor(sums, x)};
+}
+
+at::Tensor gates_rows_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B) {
+  check_gated(x, slopes, C, B);
+  at::Tensor y = at::empty_like(x);
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    rows_fwd<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                       slopes.const_data_ptr<float>(), x.numel() / B, C, B);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
+                                                      const at::Tensor& slopes, int64_t C, int64_t B) {
+  check_gated(x, slopes, C, B);
+  check_gated_grad(dy, x);
+  at::Tensor dx = at::empty_like(x);
+  std::vector<double> sums;
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    sums = rows_bwd<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(),
+                              x.numel() / B, C, B);
+  });
+  return {dx, sums_tensor(sums, x)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
+  m.impl("alpha_relu_fwd", &alpha_relu_fwd_cpu);
+  m.impl("alpha_relu_bwd", &alpha_relu_bwd_cpu);
+  m.impl("gates_cols_fwd", &gates_cols_fwd_cpu);
+  m.impl("gates_cols_bwd", &gates_cols_bwd_cpu);
+  m.impl("gates_rows_fwd", &gates_rows_fwd_cpu);
+  m.impl("gates_rows_bwd", &gates_rows_bwd_cpu);
+}
+
+}  // namespace alphakern

@@ -1,0 +1,123 @@
+"""The "cpu" backend: native kernels (csrc/cpu/) for fp32, fp16 and bf16 on the CPU.
+
+Built by ``python -m alphakern build`` (``make`` runs it when it sets up the venv), into torch's
+extension cache. The build targets the SIMD level torch itself uses on this machine: AVX2 (+FMA,
+F16C) where the CPU has it, the portable ATen path elsewhere, never instructions the CPU lacks.
+OpenMP (``-fopenmp``) is what makes ``at::parallel_for`` parallel: without it the kernels run on one
+thread (8× slower than compile in a measured prototype).
+
+Using it without a build — the policy:
+- ``backend="auto"`` on the CPU uses these kernels when a current build is cached, and otherwise the
+  PyTorch backend, with a one-time warning that says how to build (it never compiles: no pauses);
+- ``backend="cpu"`` asks for them: a missing build is compiled once (about 40 s on 2 cores) with a
+  one-line notice on stderr; a failed build raises RuntimeError with the compiler's output.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+
+from alphakern.ops import native_build, native_glue
+
+NAME = "alphakern_cpu"
+SOURCES = ("alpha_relu_schema.cpp", "cpu/alpha_relu_cpu.cpp")
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_loaded: str | None = None
+_warned = False
+
+
+def capability() -> str:
+    """The SIMD level to build for: "AVX2" where torch runs AVX2 (or AVX-512) kernels, else "DEFAULT"."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return "AVX2" if cap in ("AVX2", "AVX512") else "DEFAULT"
+
+
+def flags(cap: str | None = None) -> list[str]:
+    """Compiler flags for a capability, as ATen builds its own AVX2 kernels."""
+    cap = capability() if cap is None else cap
+    simd = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return ["-O3", "-fopenmp", *(simd if cap == "AVX2" else ["-DCPU_CAPABILITY=DEFAULT"])]
+
+
+def _plan() -> tuple[str, list, list[str], str]:
+    """(library name, sources, flags, fingerprint) for this machine."""
+    cap = capability()
+    src = native_build.csrc_dir(SOURCES)
+    files = [src / s for s in SOURCES]
+    cflags = flags(cap)
+    # one cache entry per SIMD level: a cache shared by two machines never loads the wrong one
+    return f"{NAME}_{cap.lower()}", files, cflags, native_build.fingerprint(files, cflags)
+
+
+def build(verbose: bool = False, notice: bool = False) -> str:
+    """Load the current build, compiling it first if there is none; returns the library's path."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    name, files, cflags, digest = _plan()
+    lib = native_build.cached_library(name, digest)
+    if lib is not None:
+        torch.ops.load_library(str(lib))
+    else:
+        if notice:
+            print("alphakern: compiling the native CPU kernels once (about 40 s; "
+                  "'python -m alphakern build' does it ahead)", file=sys.stderr)  # fmt: skip
+        try:
+            lib = native_build.compile_library(
+                name, files, verbose, extra_cflags=cflags, extra_ldflags=["-fopenmp"]
+            )
+        except Exception as e:  # the builder raises RuntimeError/CalledProcessError with the log
+            raise RuntimeError(
+                f"building alphakern's CPU backend ({', '.join(SOURCES)}) failed:\n{e}\n"
+                "It needs a C++17 compiler with OpenMP and ninja; use backend='torch' meanwhile."
+            ) from e
+        native_build.write_stamp(name, digest, lib)
+    _loaded = str(lib)
+    return _loaded
+
+
+def available(warn: bool = True) -> bool:
+    """True when the kernels are loaded or a current build is cached (then loads it); never compiles.
+    Otherwise False, with a one-time warning saying how to build them."""
+    global _warned
+    if _loaded is not None:
+        return True
+    name, _, _, digest = _plan()
+    if native_build.cached_library(name, digest) is not None:
+        build()
+        return True
+    if warn and not _warned:
+        _warned = True
+        warnings.warn(
+            "alphakern's native CPU kernels are not built: using the PyTorch backend on the CPU. "
+            "Build them with 'python -m alphakern build' (or 'make').",
+            stacklevel=4,
+        )
+    return False
+
+
+def _ops():
+    build(notice=True)
+    return torch.ops.alphakern_C
+
+
+def _check(x: torch.Tensor) -> None:
+    if x.device.type != "cpu":
+        raise RuntimeError(f"backend='cpu' needs x on the CPU, got {x.device}")
+    if x.dtype not in DTYPES:
+        raise RuntimeError(f"backend='cpu' takes float32, float16 or bfloat16, got {x.dtype}; use 'torch'")
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    _check(x)
+    return native_glue.forward(_ops(), x, gamma, nu)
+
+
+def backward(
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check(x)
+    return native_glue.backward(_ops(), dy, x, gamma, nu)

@@ -1,0 +1,102 @@
+"""The native CPU kernels (csrc/cpu) where the shared backend tests do not reach: shapes large
+enough for every work split (pieces of long rows, chunks of rows, blocks of columns), thread-count
+independence of dγ, and the C++ argument checks. Parity on small shapes, switch points, NaN,
+layouts, opcheck and torch.compile run for "cpu" in test_parity / test_gates / test_autograd."""
+
+import pytest
+import torch
+
+from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from tests.reference import assert_matches_reference, needs_cpu_kernels
+
+pytestmark = needs_cpu_kernels
+
+# (shape, layout, gates): what each exercises in csrc/cpu/alpha_relu_cpu.cpp
+CASES = [
+    ((3, 5, 70, 70), "contiguous", "layer"),  # 73500 elements: pieces of kPiece, parallel
+    ((2, 2, 130, 130), "contiguous", "channel"),  # rows with B = 16900 > kPiece: 2 pieces a row
+    ((4, 3, 80, 80), "channels_last", "channel"),  # cols, G = 3: spans of 85 rows, 2 row chunks
+    ((6, 40, 9, 9), "contiguous", "channel"),  # cols, G = 40·81 = 3240: blocks of 512 columns
+    ((3, 8, 16, 17), "contiguous", "element"),  # cols, G = 2176: a ragged last column block
+    ((70, 9, 5, 7), "channels_last", "element"),  # cols, G = 315: row chunks, ragged span
+]
+
+
+def _inputs(shape, layout, kind, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 2).to(dtype)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    if layout == "channels_last":
+        x, dy = x.to(memory_format=torch.channels_last), dy.to(memory_format=torch.channels_last)
+    gshape = {"layer": (), "channel": shape[1:2], "element": shape[1:]}[kind]
+    gamma = torch.rand(gshape, generator=g) * 4 - 2
+    return x, dy, gamma, torch.tensor(6.0)
+
+
+def _run(x, dy, gamma, nu):
+    return alpha_relu_op(x, gamma, nu, "cpu"), *alpha_relu_backward_op(dy, x, gamma, nu, "cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape,layout,kind", CASES, ids=[f"{c[2]}-{c[1]}-{c[0]}" for c in CASES])
+def test_every_work_split_matches_the_oracle(shape, layout, kind, dtype):
+    x, dy, gamma, nu = _inputs(shape, layout, kind, dtype)
+    y, dx, dg = _run(x, dy, gamma, nu)
+    assert y.stride() == x.stride() and dx.stride() == x.stride()
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="cpu")
+
+
+@pytest.mark.parametrize("shape,layout,kind", CASES, ids=[f"{c[2]}-{c[1]}-{c[0]}" for c in CASES])
+def test_results_are_bitwise_the_same_for_1_2_and_4_threads(shape, layout, kind):
+    x, dy, gamma, nu = _inputs(shape, layout, kind, torch.float32, seed=1)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            results.append(_run(x, dy, gamma, nu))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_a_nan_stays_in_its_gate_across_work_items():
+    """NaN in one channel of a multi-chunk cols layout: that gate's dγ is NaN, no other."""
+    x, dy, gamma, nu = _inputs((4, 3, 80, 80), "channels_last", "channel", torch.float32)
+    x[2, 1, 40, 7] = float("nan")
+    _, _, dg = _run(x, dy, gamma, nu)
+    assert dg.isnan().tolist() == [False, True, False]
+
+
+OPS = torch.ops.alphakern_C if hasattr(torch.ops, "alphakern_C") else None
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: OPS.alpha_relu_fwd(torch.zeros(3, dtype=torch.float64), torch.zeros(1), torch.zeros(1)),
+         "x must be float32, float16 or bfloat16, got Double"),
+        (lambda: OPS.alpha_relu_fwd(torch.zeros(3), torch.zeros(2), torch.zeros(1)),
+         "gamma must be a 1-element floating tensor"),
+        (lambda: OPS.alpha_relu_bwd(torch.zeros(4), torch.zeros(3), torch.zeros(1), torch.zeros(1)),
+         "dy must have x's shape"),
+        (lambda: OPS.gates_cols_fwd(torch.zeros(6), torch.zeros(4), 2, 3),
+         "slopes must be 3 contiguous fp32 values"),
+        (lambda: OPS.gates_rows_fwd(torch.zeros(2, 3), torch.zeros(3), 3, 1),
+         "x must be flat and contiguous"),
+        (lambda: OPS.gates_rows_fwd(torch.zeros(7), torch.zeros(3), 3, 1),
+         "7 elements do not split into 3 gates x 1"),
+    ],
+    ids=["dtype", "gamma", "dy-shape", "slopes", "not-flat", "split"],
+)  # fmt: skip
+def test_the_kernels_check_their_arguments(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+def test_cpu_backend_refuses_float64_and_other_devices():
+    x = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="backend='cpu' takes float32, float16 or bfloat16"):
+        alpha_relu_op(x, torch.zeros(()), torch.zeros(()), "cpu")
