@@ -1,4 +1,4 @@
-"""Command line: ``alphakern {train,report,build,build-cuda}`` (also ``python -m alphakern``).
+"""Command line: ``alphakern {train,study,report,build,build-cuda}`` (also ``python -m alphakern``).
 
 Every invalid value is refused with one line saying what was wrong and what is accepted (exit
 status 2) before any work starts. Choice lists come from the modules that own them.
@@ -143,6 +143,50 @@ def _train_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _head_list(text: str) -> list[str]:
+    heads = [h.strip() for h in text.split(",") if h.strip()]
+    bad = [h for h in heads if h not in HEADS]
+    if not heads or bad:
+        raise argparse.ArgumentTypeError(f"heads must be among {', '.join(HEADS)}, got {text!r}")
+    return heads
+
+
+STUDY_FLAGS = ("data_dir", "epochs", "batch_size", "lr", "nu_step", "granularity", "device", "limit_train")
+
+
+def _study(args: argparse.Namespace) -> int:
+    from alphakern.study import run_study
+    from alphakern.train import TrainConfig
+
+    settings = {k: getattr(args, k) for k in STUDY_FLAGS if getattr(args, k) is not None}
+    try:
+        cfg = TrainConfig(**settings)  # refuses bad values before anything runs
+    except ValueError as e:
+        return _fail(str(e))
+    if args.jobs < 1:
+        return _fail(f"--jobs must be a positive integer, got {args.jobs}")
+    settings = {k: getattr(cfg, k) for k in STUDY_FLAGS}
+    settings.update(activation=cfg.activation, log_every=200)
+    out = Path(args.out)
+    summary, runs = run_study(out, args.heads, args.seeds, settings, jobs=args.jobs)
+    print((out / "study.md").read_text())
+    failed = [r.name for r in runs if r.status == "failed"]
+    if failed:
+        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)} (see study.md)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from alphakern.complexity import format_report, layer_verdicts
     from alphakern.data import DatasetError, DeviceBatches, load_cifar10
@@ -194,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="CIFAR-10 location, if not where the run read it")
     p.add_argument("--device")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("study", help="train seeds x heads, aggregate how stable each layer's verdict is")
+    p.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
+    p.add_argument("--heads", type=_head_list, default=list(HEADS), help="comma-separated (default: both)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (threads split between them)")
+    p.add_argument("--out", required=True, help="study directory: one run directory per head and seed")
+    for dest in STUDY_FLAGS:
+        spec = dict(_TRAIN_FLAGS[dest])
+        p.add_argument(*spec.pop("flags"), dest=dest, default=None, **spec)
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("build", help="compile the native backends (CPU; CUDA where nvcc is), print where")
     p.add_argument("--only", choices=("cpu", "cuda"), help="build just this one (cuda: fail without nvcc)")
