@@ -62,13 +62,12 @@ def available(device: str, *, skip: tuple[str, ...] = ()) -> dict[str, Fn]:
     """Providers that can run on ``device``, in table order ("compile" wraps eager lazily)."""
     out: dict[str, Fn] = {"eager": eager, "prelu": prelu, "compile": eager}
     out["alphakern-torch"] = fused("torch")
-    if device == "cuda":
-        for backend in ("triton", "cuda"):
-            if f"alphakern-{backend}" in skip:
-                continue
-            why = _runs(backend, device)
-            if why is None:
-                out[f"alphakern-{backend}"] = fused(backend)
-            else:
-                print(f"[bench] alphakern-{backend} unavailable: {why}")
+    for backend in ("triton", "cuda") if device == "cuda" else ("cpu",):
+        if f"alphakern-{backend}" in skip:
+            continue
+        why = _runs(backend, device)
+        if why is None:
+            out[f"alphakern-{backend}"] = fused(backend)
+        else:
+            print(f"[bench] alphakern-{backend} unavailable: {why}")
     return out

@@ -6,6 +6,7 @@ import torch
 import alphakern
 from alphakern.ops import alpha_relu_triton_gates
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from alphakern.ops.utils import alpha_terms
 from tests.reference import TRITON_RUNS, assert_matches_reference, backend_params, device_for
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -211,8 +212,14 @@ def test_triton_final_sum_over_many_partials(shape, layout):
 
 
 class _TorchGateOps:
-    """The four alphakern_cuda gate ops written in torch, as their C++ comments specify, to test
-    the cuda backend's Python side (layout plan, flat views, strides, chain rule) without a GPU."""
+    """The native gate ops written in torch, as their C++ comments specify (csrc/alpha_relu_schema.cpp),
+    to test the Python side shared by the cuda and cpu backends (layout plan, flat views, strides,
+    chain rule) without a GPU or a build."""
+
+    @staticmethod
+    def gate_terms(gamma, nu):
+        _, om, dadg = alpha_terms(gamma, nu)
+        return om.float().reshape(gamma.shape), dadg.reshape(gamma.shape)
 
     @staticmethod
     def gates_cols_fwd(x, slopes, A, G):

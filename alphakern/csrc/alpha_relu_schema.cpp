@@ -11,6 +11,9 @@
 //
 // slopes are 1 - alpha per gate in fp32 (computed in fp64 by alphakern/ops/utils.alpha_terms); the
 // sums are fp32 on CUDA and fp64 on the CPU; the chain rule to dgamma is applied by the caller.
+//   gate_terms(gamma, nu) -> (slopes, dadg)   (CPU) per gate, in fp64: 1 - alpha rounded to fp32,
+//                                             and d alpha / d gamma; what ops/utils.alpha_terms
+//                                             gives, without its ~6 fp64 tensor passes
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -42,6 +45,7 @@ TORCH_LIBRARY(alphakern_C, m) {
   m.def("gates_cols_bwd(Tensor dy, Tensor x, Tensor slopes, int A, int G) -> (Tensor, Tensor)");
   m.def("gates_rows_fwd(Tensor x, Tensor slopes, int C, int B) -> Tensor");
   m.def("gates_rows_bwd(Tensor dy, Tensor x, Tensor slopes, int C, int B) -> (Tensor, Tensor)");
+  m.def("gate_terms(Tensor gamma, Tensor nu) -> (Tensor, Tensor)");
   m.def("cpu_capability() -> str", &cpu_capability_name);
 }
 

@@ -56,13 +56,17 @@ def plan(xd: torch.Tensor, gamma: torch.Tensor, kind: str) -> GatePlan:
     return GatePlan("cols", A, C * B, B, gates)
 
 
-def dgamma(sums: torch.Tensor, p: GatePlan, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    """∂L/∂γ (γ's shape and dtype) from the fp32 sums of dy·relu(−x) per gate of the plan."""
+def dgamma(
+    sums: torch.Tensor, p: GatePlan, gamma: torch.Tensor, nu: torch.Tensor, dadg: torch.Tensor | None = None
+) -> torch.Tensor:
+    """∂L/∂γ (γ's shape and dtype) from the fp32 sums of dy·relu(−x) per gate of the plan;
+    ``dadg``: dα/dγ per gate in γ's order when the caller has it (else from alpha_terms)."""
     if p.g_mem is not None:  # memory order → γ's logical order
         total = sums.as_strided(p.g_mem.shape, p.g_mem.stride())
     elif p.mode == "cols" and p.B > 1:  # the B repeats of each channel's gate, in order
         total = sums.view(-1, p.B).sum(1, dtype=torch.float64)
     else:
         total = sums
-    _, _, dadg = alpha_terms(gamma, nu)
+    if dadg is None:
+        _, _, dadg = alpha_terms(gamma, nu)
     return (total.double() * dadg).to(gamma.dtype).reshape(gamma.shape).contiguous()

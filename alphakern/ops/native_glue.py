@@ -12,8 +12,14 @@ from alphakern.ops._layout import dense_input, flat, like
 from alphakern.ops.utils import alpha_terms, granularity
 
 
-def _slopes(p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
+def _slopes(ops, p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
+    if p.gates.is_cpu:  # the CPU library computes them in one fp64 pass
+        return ops.gate_terms(p.gates, nu)[0]
     return alpha_terms(p.gates, nu)[1].float().reshape(-1).contiguous()
+
+
+def _dadg(ops, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor | None:
+    return ops.gate_terms(gamma, nu)[1] if gamma.is_cpu else None
 
 
 def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
@@ -28,9 +34,9 @@ def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torc
         return like(forward(ops, x.contiguous(), gamma, nu), xd)
     p = gate_layout.plan(xd, gamma, kind)
     if p.mode == "cols":
-        out = ops.gates_cols_fwd(flat(xd), _slopes(p, nu), p.A, p.G)
+        out = ops.gates_cols_fwd(flat(xd), _slopes(ops, p, nu), p.A, p.G)
     else:
-        out = ops.gates_rows_fwd(flat(xd), _slopes(p, nu), p.G, p.B)
+        out = ops.gates_rows_fwd(flat(xd), _slopes(ops, p, nu), p.G, p.B)
     return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
 
 
@@ -50,7 +56,8 @@ def backward(
     dyd = like(dy, xd)
     p = gate_layout.plan(xd, gamma, kind)
     if p.mode == "cols":
-        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.A, p.G)
+        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), _slopes(ops, p, nu), p.A, p.G)
     else:
-        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), _slopes(p, nu), p.G, p.B)
-    return dx_flat.as_strided(xd.shape, xd.stride()), gate_layout.dgamma(sums, p, gamma, nu)
+        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), _slopes(ops, p, nu), p.G, p.B)
+    dg = gate_layout.dgamma(sums, p, gamma, nu, _dadg(ops, gamma, nu))
+    return dx_flat.as_strided(xd.shape, xd.stride()), dg

@@ -481,9 +481,33 @@ std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cpu(const at::Tensor& dy, cons
   return {dx, sums_tensor(sums, x)};
 }
 
+// Per gate: 1 - alpha (fp32) and d alpha / d gamma (fp64), from gamma of any floating dtype.
+std::tuple<at::Tensor, at::Tensor> gate_terms_cpu(const at::Tensor& gamma, const at::Tensor& nu) {
+  TORCH_CHECK(gamma.device().is_cpu() && at::isFloatingType(gamma.scalar_type()),
+              "gate_terms: gamma must be a floating CPU tensor, got ", gamma.scalar_type(), " on ",
+              gamma.device());
+  check_scalar(nu, "nu");
+  const at::Tensor g = gamma.to(at::kDouble).contiguous();
+  const double n = nu.item<double>();
+  at::Tensor om = at::empty(gamma.sizes(), gamma.options().dtype(at::kFloat));
+  at::Tensor dadg = at::empty(gamma.sizes(), gamma.options().dtype(at::kDouble));
+  const double* gp = g.const_data_ptr<double>();
+  float* op = om.mutable_data_ptr<float>();
+  double* dp = dadg.mutable_data_ptr<double>();
+  at::parallel_for(0, g.numel(), 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const double s = sigmoid(gp[i]), z = (s - 0.5) * n, a = sigmoid(z), o = sigmoid(-z);
+      op[i] = static_cast<float>(o);
+      dp[i] = a * o * n * s * sigmoid(-gp[i]);
+    }
+  });
+  return {om, dadg};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
+  m.impl("gate_terms", &gate_terms_cpu);
   m.impl("alpha_relu_fwd", &alpha_relu_fwd_cpu);
   m.impl("alpha_relu_bwd", &alpha_relu_bwd_cpu);
   m.impl("gates_cols_fwd", &gates_cols_fwd_cpu);
