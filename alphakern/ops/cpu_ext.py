@@ -26,6 +26,7 @@ NAME = "alphakern_cpu"
 SOURCES = ("alpha_relu_schema.cpp", "cpu/alpha_relu_cpu.cpp")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _loaded: str | None = None
+_missing = False  # checked once per process: auto resolves on every call, hashing sources is not free
 _warned = False
 
 
@@ -82,13 +83,15 @@ def build(verbose: bool = False, notice: bool = False) -> str:
 def available(warn: bool = True) -> bool:
     """True when the kernels are loaded or a current build is cached (then loads it); never compiles.
     Otherwise False, with a one-time warning saying how to build them."""
-    global _warned
+    global _missing, _warned
     if _loaded is not None:
         return True
-    name, _, _, digest = _plan()
-    if native_build.cached_library(name, digest) is not None:
-        build()
-        return True
+    if not _missing:
+        name, _, _, digest = _plan()
+        if native_build.cached_library(name, digest) is not None:
+            build()
+            return True
+        _missing = True
     if warn and not _warned:
         _warned = True
         warnings.warn(
