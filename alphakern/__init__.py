@@ -1,6 +1,7 @@
 """alphakern: fused GPU kernels for the learnable activation R_α(x) = x + α·relu(−x)."""
 
 from alphakern.complexity import discretize, layer_verdicts
+from alphakern.convert import linearize, relu_count
 from alphakern.functional import BACKENDS, alpha, alpha_relu, resolve_backend
 from alphakern.models import AlphaCNN
 from alphakern.modules import AlphaReLU, EagerAlphaReLU, alpha_layers
@@ -15,6 +16,8 @@ __all__ = [
     "alpha_relu",
     "discretize",
     "layer_verdicts",
+    "linearize",
+    "relu_count",
     "resolve_backend",
 ]
 __version__ = "0.1.0"

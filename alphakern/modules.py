@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
@@ -133,6 +133,12 @@ class FixedSlopeReLU(nn.Module):
 
 
 def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
-    """The model's learnable activations, in registration (= forward, for sequential models) order,
-    with their qualified names."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]
+    """The model's learnable activations with their qualified names, in forward order: the order
+    of their calls in the graph of a torch.fx GraphModule (what ``linearize`` returns), else
+    registration order (= forward order for sequential models)."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]
+    if isinstance(model, fx.GraphModule):
+        calls = [n.target for n in model.graph.nodes if n.op == "call_module"]
+        first = {t: i for i, t in reversed(list(enumerate(calls)))}
+        found.sort(key=lambda item: first.get(item[0], len(calls)))
+    return found
