@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alphakern.models import ACTIVATIONS, HEADS
+from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
 
 
@@ -61,6 +61,11 @@ _TRAIN_FLAGS = {
     "lr": dict(flags=["--lr"], type=float),
     "seed": dict(flags=["--seed"], type=int),
     "device": dict(flags=["--device"], help="auto, cpu, cuda, cuda:1, ..."),
+    "model": dict(
+        flags=["--model"],
+        choices=MODELS,
+        help="cnn: the study's; others: ReLU networks made learnable by linearize",
+    ),
     "activation": dict(flags=["--activation"], choices=ACTIVATIONS),
     "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
@@ -161,7 +166,9 @@ def _head_list(text: str) -> list[str]:
     return heads
 
 
-STUDY_FLAGS = ("data_dir", "epochs", "batch_size", "lr", "nu_step", "granularity", "device", "limit_train")
+STUDY_FLAGS = (
+    "data_dir", "model", "epochs", "batch_size", "lr", "nu_step", "granularity", "device", "limit_train"
+)  # fmt: skip
 
 
 def _study(args: argparse.Namespace) -> int:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from alphakern.modules import AlphaReLU, EagerAlphaReLU
+from alphakern.cifar_nets import RELU_NETWORKS
+from alphakern.modules import AlphaReLU, EagerAlphaReLU, materialize
 
 ACTIVATIONS = ("alpha", "alpha-eager", "relu", "identity")
 HEADS = ("logits", "softmax")
+# "cnn": the study's network (AlphaCNN); the others are ReLU networks passed through linearize
+MODELS = ("cnn", *RELU_NETWORKS)
 
 
 def make_activation(
@@ -63,13 +65,8 @@ class AlphaCNN(nn.Module):
         self.fc = nn.Linear(width * 4 * 4, num_classes)
 
     def materialize(self) -> AlphaCNN:
-        """Create lazy (per-channel/per-element) γ now, with one forward of a zero CIFAR-sized
-        batch in eval mode (ν and the BatchNorm statistics do not move)."""
-        p = next(self.parameters())
-        was_training = self.training
-        with torch.no_grad():
-            self.eval()(torch.zeros(1, 3, 32, 32, device=p.device, dtype=p.dtype))
-        return self.train(was_training)
+        """Create lazy (per-channel/per-element) γ now (see ``modules.materialize``)."""
+        return materialize(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.fc(self.features(x).flatten(1))

@@ -142,3 +142,13 @@ def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
         first = {t: i for i, t in reversed(list(enumerate(calls)))}
         found.sort(key=lambda item: first.get(item[0], len(calls)))
     return found
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, shape: tuple[int, ...] = (1, 3, 32, 32)) -> nn.Module:
+    """Create the lazy γ of per-channel/per-element gates now, with one forward of a zero batch
+    (CIFAR-sized by default) in eval mode: ν and the BatchNorm statistics do not move."""
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()(torch.zeros(shape, device=p.device, dtype=p.dtype))
+    return model.train(was_training)

@@ -26,7 +26,18 @@ from alphakern.complexity import VERDICTS
 from alphakern.train.checkpoint import CHECKPOINT, METRICS, atomic_write, compact_json
 
 # what makes two runs the same experiment (the rest — output paths, logging — may differ)
-SAME = ("head", "seed", "epochs", "granularity", "activation", "nu_step", "lr", "batch_size", "limit_train")
+SAME = (
+    "head",
+    "seed",
+    "model",
+    "epochs",
+    "granularity",
+    "activation",
+    "nu_step",
+    "lr",
+    "batch_size",
+    "limit_train",
+)
 
 
 @dataclass

@@ -136,3 +136,35 @@ def test_bad_granularity_is_refused():
 
 def test_public_api():
     assert alphakern.linearize is linearize and alphakern.relu_count is relu_count
+
+
+@pytest.mark.parametrize(
+    "name,gates",
+    [("resnet20", 19), ("resnet18", 17), ("vgg11_bn", 8)],
+    ids=["resnet20", "resnet18", "vgg11_bn"],
+)
+def test_each_model_trains_linearized_and_resumes(name, gates, tmp_path):
+    """Built with ReLUs, passed through linearize by the trainer; one epoch, then resumed to two."""
+    from alphakern.cli import main
+    from tests.cifar_fixtures import write_pickles
+
+    data = write_pickles(tmp_path / "data", n_per_batch=8, n_test=8)
+    out = tmp_path / name
+    flags = ["--data-dir", str(data), "--model", name, "--granularity", "channel", "--device", "cpu"]
+    assert main(["train", *flags, "--out", str(out), "--epochs", "1", "--batch-size", "8"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    m = __import__("json").loads((out / "metrics.json").read_text())
+    assert len(m["epochs"]) == 2 and m["config"]["model"] == name
+    assert len(m["history"]["layers"]) == gates == len(m["report"]["layers"])
+
+
+def test_relu_network_names_are_checked():
+    from alphakern.cifar_nets import relu_network
+    from alphakern.train import TrainConfig
+
+    with pytest.raises(ValueError, match="model must be one of cnn, resnet20, resnet18, vgg11_bn"):
+        relu_network("resnet50")
+    with pytest.raises(ValueError, match="--model must be one of cnn, resnet20, resnet18, vgg11_bn"):
+        TrainConfig(model="resnet50")
+    with pytest.raises(ValueError, match="--head must be logits for --model resnet20"):
+        TrainConfig(model="resnet20", head="softmax")

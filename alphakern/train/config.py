@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from alphakern.models import ACTIVATIONS, HEADS
+from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
 
 
@@ -25,6 +25,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    model: str = "cnn"
     activation: str = "alpha"
     head: str = "logits"
     nu_step: float = 0.01
@@ -57,9 +58,19 @@ class TrainConfig:
             raise bad("nu_step", "a non-negative number")
         if not _finite(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "between 0 and 1")
-        for f, choices in (("activation", ACTIVATIONS), ("head", HEADS), ("granularity", GRANULARITIES)):
+        checks = (
+            ("model", MODELS),
+            ("activation", ACTIVATIONS),
+            ("head", HEADS),
+            ("granularity", GRANULARITIES),
+        )
+        for f, choices in checks:
             if getattr(self, f) not in choices:
                 raise bad(f, f"one of {', '.join(choices)}")
+        if self.model != "cnn" and self.activation not in ("alpha", "relu"):
+            raise bad("activation", f"alpha or relu for --model {self.model}")
+        if self.model != "cnn" and self.head != "logits":
+            raise bad("head", f"logits for --model {self.model} (softmax reproduces the study's CNN only)")
         if self.backend is not None and self.backend not in BACKEND_CHOICES:
             raise bad("backend", f"one of {', '.join(BACKEND_CHOICES)}")
         if self.compile and self.activation == "alpha-eager":

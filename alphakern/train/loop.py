@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alphakern.cifar_nets import relu_network
 from alphakern.complexity import (
     LINEAR_BELOW,
     NONLINEAR_ABOVE,
@@ -27,9 +28,10 @@ from alphakern.complexity import (
     layer_verdicts,
     summary,
 )
+from alphakern.convert import linearize
 from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
 from alphakern.models import AlphaCNN
-from alphakern.modules import alpha_layers
+from alphakern.modules import alpha_layers, materialize
 from alphakern.ops.utils import alpha
 from alphakern.train import distributed
 from alphakern.train.checkpoint import (
@@ -62,11 +64,17 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def build_model(cfg: TrainConfig, device: torch.device, channels_last: bool) -> nn.Module:
+    """The study's CNN, or a ReLU network passed through ``linearize`` (a gate per ReLU call)."""
     torch.manual_seed(cfg.seed)
-    model = AlphaCNN(
-        cfg.activation, cfg.head, nu_step=cfg.nu_step, granularity=cfg.granularity, backend=cfg.backend
-    ).to(device)
-    model.materialize()  # per-channel/per-element γ exist before the optimiser is built
+    if cfg.model == "cnn":
+        model = AlphaCNN(
+            cfg.activation, cfg.head, nu_step=cfg.nu_step, granularity=cfg.granularity, backend=cfg.backend
+        )
+    else:
+        model = relu_network(cfg.model)
+        if cfg.activation == "alpha":
+            model = linearize(model, granularity=cfg.granularity, nu_step=cfg.nu_step, backend=cfg.backend)
+    model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
