@@ -19,11 +19,12 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from alphakern.complexity import VERDICTS
 from alphakern.train.checkpoint import CHECKPOINT, METRICS, atomic_write, compact_json
+from alphakern.train.config import TrainConfig
 
 # what makes two runs the same experiment (the rest — output paths, logging — may differ)
 SAME = (
@@ -66,9 +67,10 @@ def _read_metrics(run_dir: Path) -> dict | None:
 
 
 def _mismatch(found: dict, wanted: dict) -> str | None:
-    diff = [
-        f"{k} {found.get(k)!r} ≠ {wanted[k]!r}" for k in SAME if k in wanted and found.get(k) != wanted[k]
-    ]
+    """What differs; a key an older run's config lacks had its default then (as TrainConfig.from_dict)."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    seen = {k: found.get(k, defaults.get(k)) for k in SAME}
+    diff = [f"{k} {seen[k]!r} ≠ {wanted[k]!r}" for k in SAME if k in wanted and seen[k] != wanted[k]]
     return ", ".join(diff) or None
 
 
