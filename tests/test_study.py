@@ -44,6 +44,11 @@ def test_study_trains_aggregates_and_reuses(tmp_path, data_dir, capsys):
     assert "| softmax | features.10 |" in table and "| logits | 2 |" in table
     assert (out / "study.png").stat().st_size > 10_000
     capsys.readouterr()
+    # a run made before TrainConfig had `model` (its config lacks the key): the default, reused
+    older = out / "logits-seed1" / "metrics.json"
+    m = json.loads(older.read_text())
+    del m["config"]["model"]
+    older.write_text(json.dumps(m))
     # again: nothing is trained, every run is reused
     assert _study(out, data_dir, "--seeds", "0,1", "--heads", "softmax,logits") == 0
     assert capsys.readouterr().out.count(": reused") == 4
