@@ -12,6 +12,7 @@ CHECK = """
 import sys, torch, alphakern
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
 backend = sys.argv[1]
+torch.manual_seed(0)
 x = torch.randn(4, 3, 40, 40).to(memory_format=torch.channels_last)
 dy, gamma, nu = torch.randn_like(x), torch.randn(3), torch.tensor(5.0)
 used = alphakern.resolve_backend(None if backend == "auto" else backend, x)
@@ -33,7 +34,8 @@ def _used(proc) -> str:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     (a, b) = [line.split(" ", 1)[1] for line in lines if line.startswith(("cpu ", "torch "))][:2]
-    assert eval(a) == pytest.approx(eval(b), rel=1e-5)  # the two backends' dx and dγ sums
+    # the two backends' dx and dγ sums: both accumulate in fp32, in different orders
+    assert eval(a) == pytest.approx(eval(b), rel=1e-4)
     return lines[-1].removeprefix("used ")
 
 
