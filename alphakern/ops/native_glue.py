@@ -12,14 +12,16 @@ from alphakern.ops._layout import dense_input, flat, like
 from alphakern.ops.utils import alpha_terms, granularity
 
 
-def _slopes(ops, p: gate_layout.GatePlan, nu: torch.Tensor) -> torch.Tensor:
-    if p.gates.is_cpu:  # the CPU library computes them in one fp64 pass
-        return ops.gate_terms(p.gates, nu)[0]
-    return alpha_terms(p.gates, nu)[1].float().reshape(-1).contiguous()
-
-
-def _dadg(ops, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor | None:
-    return ops.gate_terms(gamma, nu)[1] if gamma.is_cpu else None
+def _plan(ops, xd: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str):
+    """(plan, fp32 slopes in the plan's order, dα/dγ in γ's order or None). On the CPU the α terms
+    come from one fp64 pass over γ's own gates, then the slopes are laid out by the same plan
+    (repeats included); elsewhere from alpha_terms on the plan's gates."""
+    if gamma.is_cpu:
+        om, dadg = ops.gate_terms(gamma, nu)
+        p = gate_layout.plan(xd, om, kind)
+        return p, p.gates.contiguous(), dadg
+    p = gate_layout.plan(xd, gamma, kind)
+    return p, alpha_terms(p.gates, nu)[1].float().reshape(-1).contiguous(), None
 
 
 def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
@@ -32,11 +34,11 @@ def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torc
         return torch.empty_like(xd)
     if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
         return like(forward(ops, x.contiguous(), gamma, nu), xd)
-    p = gate_layout.plan(xd, gamma, kind)
+    p, slopes, _ = _plan(ops, xd, gamma, nu, kind)
     if p.mode == "cols":
-        out = ops.gates_cols_fwd(flat(xd), _slopes(ops, p, nu), p.A, p.G)
+        out = ops.gates_cols_fwd(flat(xd), slopes, p.A, p.G)
     else:
-        out = ops.gates_rows_fwd(flat(xd), _slopes(ops, p, nu), p.G, p.B)
+        out = ops.gates_rows_fwd(flat(xd), slopes, p.G, p.B)
     return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
 
 
@@ -54,10 +56,10 @@ def backward(
         dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu)
         return like(dxc, xd), dg
     dyd = like(dy, xd)
-    p = gate_layout.plan(xd, gamma, kind)
+    p, slopes, dadg = _plan(ops, xd, gamma, nu, kind)
     if p.mode == "cols":
-        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), _slopes(ops, p, nu), p.A, p.G)
+        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), slopes, p.A, p.G)
     else:
-        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), _slopes(ops, p, nu), p.G, p.B)
-    dg = gate_layout.dgamma(sums, p, gamma, nu, _dadg(ops, gamma, nu))
+        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), slopes, p.G, p.B)
+    dg = gate_layout.dgamma(sums, p, gamma, nu, dadg)
     return dx_flat.as_strided(xd.shape, xd.stride()), dg
