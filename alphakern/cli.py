@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
+from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
+from alphakern.train.config import GATE_MODES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +69,12 @@ _TRAIN_FLAGS = {
         choices=MODELS,
         help="cnn: the study's; others: ReLU networks made learnable by linearize",
     ),
+    "dataset": dict(flags=["--dataset"], choices=DATASETS, help="cifar100: cifar-100-python/, fine labels"),
+    "augment": dict(
+        flags=["--augment"],
+        action=argparse.BooleanOptionalAction,
+        help="random crop (pad 4) and horizontal flip, on the training device",
+    ),
     "activation": dict(flags=["--activation"], choices=ACTIVATIONS),
     "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
@@ -74,6 +83,32 @@ _TRAIN_FLAGS = {
         choices=GRANULARITIES,
         help="one gate per layer (the study's), channel or element",
     ),
+    "budget": dict(
+        flags=["--budget"],
+        type=float,
+        help="ReLUs to keep: a fraction <= 1 of the network's or a count; met exactly after the search",
+    ),
+    "penalty": dict(
+        flags=["--penalty"],
+        type=float,
+        help="weight W of the soft ReLU count: W*soft/total, or W*relu(soft-budget)/total (default 1)",
+    ),
+    "finetune_epochs": dict(
+        flags=["--finetune-epochs"], type=int, help="epochs after the search with the gates made exact"
+    ),
+    "distill": dict(
+        flags=["--distill"],
+        action=argparse.BooleanOptionalAction,
+        help="fine-tune with KL (T=4) to the ReLU network of --init",
+    ),
+    "init": dict(flags=["--init"], metavar="RUN_DIR", help="start from the trained weights of this run"),
+    "gate_mode": dict(
+        flags=["--gate-mode"],
+        choices=GATE_MODES,
+        help="schedule: nu grows by --nu-step; l1: nu fixed at --nu-init plus --l1 * mean alpha",
+    ),
+    "nu_init": dict(flags=["--nu-init"], type=float, help="nu at the start (0; 10 with --gate-mode l1)"),
+    "l1": dict(flags=["--l1"], type=float, help="weight of the mean-alpha penalty in --gate-mode l1 (0.01)"),
     "backend": dict(flags=["--backend"], choices=BACKEND_CHOICES),
     "amp": dict(flags=["--amp"], action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)"),
     "compile": dict(
@@ -196,12 +231,14 @@ def _study(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from alphakern.complexity import format_report, layer_verdicts
-    from alphakern.data import DatasetError, DeviceBatches, load_cifar10
+    from alphakern.data import DatasetError, DeviceBatches, load_dataset
     from alphakern.train import (
         EVAL_BATCH,
+        METRICS,
         CheckpointError,
         TrainConfig,
         build_model,
+        format_relus,
         load_checkpoint,
         resolve_device,
         test_with_discretized,
@@ -213,19 +250,24 @@ def _report(args: argparse.Namespace) -> int:
         device = resolve_device(args.device or cfg.device)
     except (CheckpointError, ValueError) as e:
         return _fail(str(e))
-    model = build_model(cfg, device, channels_last=False)
+    model = build_model(cfg, device, channels_last=False, keep=state.get("keep"))
     model.load_state_dict(state["model"])
     model.to(device)
     print(f"run {args.run_dir}: {state['epoch']}/{cfg.epochs} epochs, head={cfg.head}")
     acc = after = None
     try:
-        data = load_cifar10(args.data_dir or cfg.data_dir).to(device)
+        data = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir).to(device)
         _, acc, after = test_with_discretized(
             model, DeviceBatches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False)
         )
     except DatasetError as e:
         print(f"(no test accuracies: {str(e).splitlines()[0]})")
     print(format_report(layer_verdicts(model), acc, after))
+    metrics_file = Path(args.run_dir) / METRICS
+    if metrics_file.is_file():  # a finished run's ReLU counts
+        metrics = json.loads(metrics_file.read_text())
+        if "relu_count_after" in metrics:
+            print(format_relus(metrics))
     return 0
 
 

@@ -105,6 +105,10 @@ def format_report(
     verdicts: list[LayerVerdict], acc_before: float | None = None, acc_after: float | None = None
 ) -> str:
     s = summary(verdicts)
+    if not verdicts:  # a ReLU network, or a budget run whose gates were made exact
+        lines = ["Complexity report", "  no learnable gates"]
+        lines += [f"  test accuracy: {acc_before:.2f}%"] if acc_before is not None else []
+        return "\n".join(lines)
     lines = ["Complexity report", f"  {'layer':<14} {'gamma':>8} {'alpha':>8}  verdict"]
     for i, v in enumerate(verdicts, 1):
         line = f"  {i}: {v.name:<11} {v.gamma:8.4f} {v.alpha:8.4f}  {v.verdict}"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from alphakern.complexity import LINEAR_BELOW
-from alphakern.modules import AlphaReLU, alpha_layers
+from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
 
 _RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.relu_: True, F.relu_: True}
 _RELU_METHODS = {"relu": False, "relu_": True}
@@ -169,20 +169,19 @@ class _ReluCalls(torch.overrides.TorchFunctionMode):
 @torch.no_grad()
 def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
     """Scalar non-linearities evaluated per sample: for each AlphaReLU the output positions whose
-    gate is not linear (α ≥ 0.05), plus every ReLU evaluated that is not a gate. Runs one forward
+    gate is not linear (α ≥ 0.05), for each FixedSlopeReLU (what ``discretize`` leaves) those whose
+    slope is not 1, plus every ReLU evaluated that is not a gate. Runs one forward
     in eval mode (ν does not move) on ``example_input`` (batch first)."""
     batch = example_input.shape[0]
     counts: list[int] = []
 
-    def hook(m: AlphaReLU, inputs, output) -> None:
-        keep = (m.alpha >= LINEAR_BELOW).float()
-        if keep.numel() == 1:
-            counts.append(int(keep.item()) * (output.numel() // batch))
-        else:  # per channel / element: broadcast the kept gates over one sample's positions
-            shape = (1, -1, *([1] * (output.dim() - 2))) if m.granularity == "channel" else (1, *keep.shape)
-            counts.append(int(keep.reshape(shape).expand(1, *output.shape[1:]).sum().item()))
+    def hook(m: AlphaReLU | FixedSlopeReLU, inputs, output) -> None:
+        # a gate bends unless it is linear; a fixed slope (what discretising leaves) unless it is 1
+        keep = (m.alpha >= LINEAR_BELOW) if isinstance(m, AlphaReLU) else (m.slope != 1)
+        counts.append(_positions(keep.float(), m.granularity, output, batch))
 
     gates = [m for _, m in alpha_layers(model)]
+    gates += [m for m in model.modules() if isinstance(m, FixedSlopeReLU)]
     handles = [m.register_forward_hook(hook) for m in gates]
     was_training = model.training
     model.eval()
@@ -194,3 +193,12 @@ def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return sum(counts) + calls.count
+
+
+def _positions(keep: torch.Tensor, granularity: str, output: torch.Tensor, batch: int) -> int:
+    """Output positions of one sample whose gate is kept (``keep``: 1/0 per gate, γ's shape)."""
+    if keep.numel() == 1:
+        return int(keep.item()) * (output.numel() // batch)
+    # per channel / element: broadcast the kept gates over one sample's positions
+    shape = (1, -1, *([1] * (output.dim() - 2))) if granularity == "channel" else (1, *keep.shape)
+    return int(keep.reshape(shape).expand(1, *output.shape[1:]).sum().item())

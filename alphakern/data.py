@@ -1,7 +1,10 @@
-"""CIFAR-10 decoded once into uint8 tensors, kept on the training device and batched there.
+"""CIFAR-10/100 decoded once into uint8 tensors, kept on the training device and batched (and
+augmented) there.
 
-Two layouts are read: the standard ``cifar-10-batches-py`` pickles (read directly, so copies whose
-md5 sums differ from torchvision's work) and an image-folder tree ``{train,test}/<class>/*.png|jpg``.
+CIFAR-10 is read in two layouts: the standard ``cifar-10-batches-py`` pickles (read directly, so
+copies whose md5 sums differ from torchvision's work) and an image-folder tree
+``{train,test}/<class>/*.png|jpg``. CIFAR-100 is read from ``cifar-100-python/{train,test}`` (its
+100 fine labels).
 Decoded arrays are cached beside the data (or in ~/.cache/alphakern when that is read-only) and
 the cache is invalidated when the source files change.
 """
@@ -24,6 +27,10 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1
+DATASETS = ("cifar10", "cifar100")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+C100_DIR = "cifar-100-python"
+C100_FILES = ("train", "test")
 
 
 class DatasetError(Exception):
@@ -43,6 +50,7 @@ _PICKLE_ALLOWED = {
     ("numpy", "dtype"),
     ("_codecs", "encode"),  # bytes written by Python 3 at protocol 2
 }
+_LABEL_KEYS = (b"labels", "labels", b"fine_labels", "fine_labels")  # CIFAR-10, CIFAR-100 (fine)
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -91,11 +99,11 @@ def _load_pickle_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             d = _DataUnpickler(f, encoding="bytes").load()
         data = d[b"data"] if b"data" in d else d["data"]
-        labels = d[b"labels"] if b"labels" in d else d["labels"]
+        labels = d[next(k for k in _LABEL_KEYS if k in d)]
         data = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(labels, dtype=np.int64)
     except Exception as e:
-        raise DatasetError(f"{path} is not a readable CIFAR-10 pickle batch ({type(e).__name__}: {e})") from e
+        raise DatasetError(f"{path} is not a readable CIFAR pickle batch ({type(e).__name__}: {e})") from e
     if len(labels) != len(data):
         raise DatasetError(f"{path}: {len(data)} images but {len(labels)} labels")
     return data, labels
@@ -135,8 +143,22 @@ def _read_folder(root: Path) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def find_source(data_dir: Path) -> tuple[str, Path, list[Path]]:
-    """(layout, root, source files) of the CIFAR-10 copy under data_dir, or DatasetError."""
+def _read_c100(root: Path) -> tuple[np.ndarray, ...]:
+    return (*_load_pickle_batch(root / "train"), *_load_pickle_batch(root / "test"))
+
+
+def find_source(data_dir: Path, dataset: str = "cifar10") -> tuple[str, Path, list[Path]]:
+    """(layout, root, source files) of the dataset's copy under data_dir, or DatasetError."""
+    if dataset == "cifar100":
+        for root in (data_dir / C100_DIR, data_dir):
+            files = [root / f for f in C100_FILES]
+            if all(f.is_file() for f in files):
+                return "pickle100", root, files
+        raise DatasetNotFoundError(
+            f"No CIFAR-100 found under {data_dir}: looked for {C100_DIR}/{{train,test}} (the "
+            "'python version' pickles, fine labels). Point --data-dir at the folder holding "
+            f"{C100_DIR}/, or add --download to fetch it with torchvision when online."
+        )
     for root in (data_dir / PICKLE_DIR, data_dir):
         files = [root / b for b in (*TRAIN_BATCHES, TEST_BATCH)]
         if all(f.is_file() for f in files):
@@ -153,8 +175,8 @@ def find_source(data_dir: Path) -> tuple[str, Path, list[Path]]:
     )
 
 
-def _cache_path(root: Path, key: str) -> Path:
-    name = f".alphakern-cifar10-{key}.npz"
+def _cache_path(root: Path, key: str, dataset: str = "cifar10") -> Path:
+    name = f".alphakern-{dataset}-{key}.npz"
     if os.access(root, os.W_OK):
         return root / name
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
@@ -163,21 +185,32 @@ def _cache_path(root: Path, key: str) -> Path:
 
 def load_cifar10(data_dir: str | Path, *, download: bool = False, use_cache: bool = True) -> Cifar10:
     """Read CIFAR-10 from data_dir (pickle or image-folder layout), decoding at most once."""
+    return load_dataset("cifar10", data_dir, download=download, use_cache=use_cache)
+
+
+def load_dataset(
+    dataset: str, data_dir: str | Path, *, download: bool = False, use_cache: bool = True
+) -> Cifar10:
+    """Read ``dataset`` (one of DATASETS) from data_dir, decoding at most once."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     data_dir = Path(data_dir).expanduser()
-    if download and not (data_dir / PICKLE_DIR).is_dir():
+    if download and not (data_dir / (PICKLE_DIR if dataset == "cifar10" else C100_DIR)).is_dir():
         import torchvision
 
-        torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
-    layout, root, files = find_source(data_dir)
+        fetch = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
+        fetch(str(data_dir), train=True, download=True)
+    layout, root, files = find_source(data_dir, dataset)
     key = _fingerprint(files)
-    cache = _cache_path(root, key)
+    cache = _cache_path(root, key, dataset)
     if use_cache and cache.is_file():
         with np.load(cache) as z:
             arrays = tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
     else:
-        arrays = _read_pickles(root) if layout == "pickle" else _read_folder(root)
+        readers = {"pickle": _read_pickles, "pickle100": _read_c100, "folder": _read_folder}
+        arrays = readers[layout](root)
         if use_cache:
-            for stale in cache.parent.glob(".alphakern-cifar10-*.npz") if cache.parent == root else ():
+            for stale in cache.parent.glob(f".alphakern-{dataset}-*.npz") if cache.parent == root else ():
                 stale.unlink(missing_ok=True)
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +222,10 @@ def load_cifar10(data_dir: str | Path, *, download: bool = False, use_cache: boo
     tx, ty, ex, ey = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if len(tx) == 0 or len(ex) == 0:
         raise DatasetError(f"{root}: the train or test split is empty.\n" + _how_to_get(data_dir))
-    if int(ty.max()) >= len(CLASSES) or int(ty.min()) < 0:
-        raise DatasetError(f"{root}: labels outside 0..9")
+    n_classes = NUM_CLASSES[dataset]
+    for split, labels in (("train", ty), ("test", ey)):
+        if int(labels.max()) >= n_classes or int(labels.min()) < 0:
+            raise DatasetError(f"{root}: {split} labels outside 0..{n_classes - 1} ({dataset})")
     return Cifar10(tx, ty, ex, ey, f"{layout}:{root}")
 
 
@@ -201,11 +236,32 @@ def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[tor
     return perm[:n_train], perm[n_train:]
 
 
+PAD = 4  # --augment: random crops of the image zero-padded by 4 pixels, as He et al. train CIFAR
+
+
+def crop_flip(
+    images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int = PAD
+) -> torch.Tensor:
+    """Random-crop-and-flip a batch in one gather, on its device, with no per-sample Python:
+    ``images`` [B, C, H, W], ``shifts`` [B, 2] in 0..2·pad (the crop's corner in the padded image),
+    ``flips`` [B] bool (mirror left-right). Pixels from the padding are 0."""
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = shifts[:, :1] + torch.arange(h, device=images.device)  # [B, H]
+    j = torch.arange(w, device=images.device)
+    cols = shifts[:, 1:] + torch.where(flips[:, None], w - 1 - j, j)  # [B, W], the flip folded in
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2)
+
+
 class DeviceBatches:
     """Batches of float images (x/255, like ToTensor) cut from uint8 tensors already on the device.
 
     Shuffling uses a generator seeded by (seed, epoch), so an epoch's order does not depend on
-    anything that ran before it: a resumed run sees the same batches.
+    anything that ran before it: a resumed run sees the same batches. ``augment``: random crop
+    (pad 4) and horizontal flip per image, drawn from that epoch's generator too, applied on the
+    device (``crop_flip``).
     """
 
     def __init__(
@@ -217,26 +273,37 @@ class DeviceBatches:
         shuffle: bool,
         seed: int = 0,
         channels_last: bool = False,
+        augment: bool = False,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.channels_last = channels_last
+        self.channels_last, self.augment = channels_last, augment
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
 
     def order(self, epoch: int) -> torch.Tensor:
         n = len(self.labels)
         if not self.shuffle:
             return torch.arange(n, device=self.labels.device)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=g).to(self.labels.device)
+        return torch.randperm(n, generator=self._generator(epoch)).to(self.labels.device)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(epoch)
+        if self.augment:  # one draw per epoch from its own stream: the same for a resumed run
+            g = self._generator(epoch + (1 << 40))
+            shifts = torch.randint(0, 2 * PAD + 1, (len(order), 2), generator=g).to(order.device)
+            flips = torch.randint(0, 2, (len(order),), generator=g).bool().to(order.device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            x = self.images.index_select(0, idx).float().div_(255.0)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.images.index_select(0, idx)
+            if self.augment:
+                span = slice(start, start + len(idx))
+                x = crop_flip(x, shifts[span], flips[span])
+            x = x.float().div_(255.0)
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            x = x.contiguous(memory_format=layout)
             yield x, self.labels.index_select(0, idx)

@@ -126,7 +126,8 @@ class FixedSlopeReLU(nn.Module):
         s = self.slope.to(x.dtype)
         if self.granularity == "channel":
             return F.prelu(x, s)
-        return torch.relu(x) + s.unsqueeze(0) * torch.clamp(x, max=0)
+        # no torch.relu here: relu_count would take it for a ReLU of every position
+        return torch.where(x > 0, x, x * s)
 
     def extra_repr(self) -> str:
         return f"granularity={self.granularity!r}, gates={tuple(self.slope.shape)}"

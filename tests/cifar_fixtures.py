@@ -42,3 +42,18 @@ def write_folder(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img.transpose(1, 2, 0)).save(d / f"{i:04d}.png")
     return root
+
+
+def write_cifar100(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
+    """The 'python version' layout: cifar-100-python/{train,test} with fine and coarse labels."""
+    d = root / "cifar-100-python"
+    d.mkdir(parents=True)
+    for name, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        rng = np.random.default_rng(seed)
+        fine = rng.integers(0, 100, n)
+        x = np.clip((fine * 37 % 256)[:, None] + rng.normal(0, 20, (n, 3072)), 0, 255)
+        d_ = {b"data": x.reshape(n, 3072).astype(np.uint8), b"fine_labels": fine.tolist(),
+              b"coarse_labels": (fine // 5).tolist(), b"filenames": [b"x.png"] * n}  # fmt: skip
+        with open(d / name, "wb") as f:
+            pickle.dump(d_, f, protocol=2)
+    return root

@@ -59,7 +59,7 @@ def test_missing_data_says_what_where_and_how(tmp_path):
 def test_malformed_pickle(tmp_path):
     write_pickles(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(DatasetError, match="data_batch_3 is not a readable CIFAR-10 pickle batch") as e:
+    with pytest.raises(DatasetError, match="data_batch_3 is not a readable CIFAR pickle batch") as e:
         load_cifar10(tmp_path, use_cache=False)
     assert not isinstance(e.value, FileNotFoundError)  # the file is there; it is malformed
 
@@ -111,3 +111,62 @@ def test_device_batches_scale_and_order():
     assert x.dtype == torch.float32 and torch.equal(x, imgs[y].float() / 255)
     assert torch.equal(seen, torch.cat([y for _, y in b.epoch(0)]))  # same epoch, same order
     assert not torch.equal(seen, torch.cat([y for _, y in b.epoch(1)]))
+
+
+def _crop_flip_oracle(img: torch.Tensor, dy: int, dx: int, flip: bool, pad: int = 4) -> torch.Tensor:
+    """One image, the obvious way: zero-pad, slice, mirror."""
+    padded = torch.zeros(img.shape[0], img.shape[1] + 2 * pad, img.shape[2] + 2 * pad, dtype=img.dtype)
+    padded[:, pad:-pad, pad:-pad] = img
+    out = padded[:, dy : dy + img.shape[1], dx : dx + img.shape[2]]
+    return out.flip(-1) if flip else out
+
+
+def test_crop_flip_matches_per_image_oracle():
+    from alphakern.data import crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)
+    shifts = torch.randint(0, 9, (16, 2), generator=g)
+    shifts[0], shifts[1] = torch.tensor([0, 0]), torch.tensor([8, 8])  # the extreme corners
+    flips = torch.randint(0, 2, (16,), generator=g).bool()
+    out = crop_flip(imgs, shifts, flips)
+    assert out.shape == imgs.shape and out.dtype == torch.uint8
+    for i in range(16):
+        want = _crop_flip_oracle(imgs[i], int(shifts[i, 0]), int(shifts[i, 1]), bool(flips[i]))
+        assert torch.equal(out[i], want), i
+    centred = crop_flip(imgs, torch.full((16, 2), 4), torch.zeros(16, dtype=torch.bool))
+    assert torch.equal(centred, imgs)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_augmented_batches_are_reproducible_per_epoch(channels_last):
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (20, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.arange(20)
+    b = DeviceBatches(imgs, labels, 8, shuffle=True, seed=3, augment=True, channels_last=channels_last)
+    first = [x for x, _ in b.epoch(0)]
+    again = [x for x, _ in b.epoch(0)]
+    assert all(torch.equal(p, q) for p, q in zip(first, again, strict=True))  # a resumed run's batches
+    plain = DeviceBatches(imgs, labels, 8, shuffle=True, seed=3)
+    changed = [not torch.equal(x, p) for (x, _), (p, _) in zip(b.epoch(0), plain.epoch(0), strict=True)]
+    assert any(changed)  # augmentation does something, and the labels/order are plain's
+    assert [y.tolist() for _, y in b.epoch(0)] == [y.tolist() for _, y in plain.epoch(0)]
+    assert first[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_cifar100_layout_reads_fine_labels(tmp_path):
+    from alphakern.data import load_dataset
+    from tests.cifar_fixtures import write_cifar100
+
+    write_cifar100(tmp_path, n_train=50, n_test=20)
+    d = load_dataset("cifar100", tmp_path)
+    assert d.train_x.shape == (50, 3, 32, 32) and d.test_x.shape == (20, 3, 32, 32)
+    import pickle
+
+    with open(tmp_path / "cifar-100-python" / "train", "rb") as f:
+        fine = pickle.load(f, encoding="bytes")[b"fine_labels"]
+    assert d.train_y.tolist() == fine and int(d.train_y.max()) > 9  # the fine labels, not coarse
+    with pytest.raises(DatasetNotFoundError, match="No CIFAR-100 found"):
+        load_dataset("cifar100", tmp_path / "none")
+    with pytest.raises(ValueError, match="dataset must be one of cifar10, cifar100"):
+        load_dataset("svhn", tmp_path)

@@ -15,6 +15,7 @@ from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers
 from alphakern.train import TrainConfig, Trainer, build_model, load_checkpoint
 from tests.cifar_fixtures import write_folder, write_pickles
+from tests.train_helpers import run, train_cfg
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +23,7 @@ def data_dir(tmp_path_factory):
     return write_pickles(tmp_path_factory.mktemp("cifar"), n_per_batch=24, n_test=40)
 
 
-def cfg(data_dir, out, **kw):
-    base = dict(data_dir=str(data_dir), out=str(out), epochs=2, batch_size=16, device="cpu", log_every=3)
-    return TrainConfig(**{**base, **kw})
-
-
-def run(c, resume=False):
-    t = Trainer(c, progress=False)
-    if resume:
-        t.load()
-    t.run()
-    return t
+cfg = train_cfg
 
 
 def _png(path):
@@ -253,7 +244,7 @@ def test_cli_refuses_bad_values_in_one_line(flags, message, data_dir, tmp_path, 
     def no_work(*a, **k):
         raise AssertionError("work started")
 
-    monkeypatch.setattr(loop, "load_cifar10", no_work)
+    monkeypatch.setattr(loop, "load_dataset", no_work)
     args = ["train", "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), *flags]
     try:
         code = main(args)

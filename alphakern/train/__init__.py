@@ -1,4 +1,5 @@
-"""Training the reference CNN: config, loop, checkpoints, plots (``alphakern train``)."""
+"""Training on CIFAR (the study's CNN, linearised ReLU networks, ReLU budgets): config, loop,
+checkpoints, plots (``alphakern train``)."""
 
 from alphakern.train.checkpoint import (
     CHECKPOINT,
@@ -14,6 +15,7 @@ from alphakern.train.loop import (
     Trainer,
     build_model,
     evaluate,
+    format_relus,
     test_with_discretized,
 )
 
@@ -27,6 +29,7 @@ __all__ = [
     "Trainer",
     "build_model",
     "evaluate",
+    "format_relus",
     "load_checkpoint",
     "load_config",
     "resolve_device",

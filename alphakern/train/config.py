@@ -7,8 +7,12 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
+
+GATE_MODES = ("schedule", "l1")
+NU_INIT_L1 = 10.0  # --gate-mode l1 without --nu-init: α = σ((σ(γ) − ½)·10) spans 0.007..0.993
 
 
 @dataclass
@@ -26,6 +30,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     model: str = "cnn"
+    dataset: str = "cifar10"
+    augment: bool = False
     activation: str = "alpha"
     head: str = "logits"
     nu_step: float = 0.01
@@ -35,6 +41,16 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    # training to a ReLU budget (alphakern.budget): a penalty on the soft ReLU count in the search
+    # epochs, then the gates made exact (to the budget) and `finetune_epochs` with them frozen
+    budget: float | None = None  # a fraction <= 1 of the network's ReLUs, or a count
+    penalty: float | None = None  # weight on the normalised soft count (the hinge's, with budget)
+    finetune_epochs: int = 0
+    distill: bool = False  # fine-tune with KL (T = 4) to the ReLU network of `init`
+    init: str | None = None  # run directory whose trained weights start this run
+    gate_mode: str = "schedule"  # "l1": ν fixed at nu_init (no schedule) + l1 · mean α
+    nu_init: float | None = None  # ν at the start (default 0; 10 in l1 mode)
+    l1: float = 0.01
     limit_train: int | None = None
     val_fraction: float = 0.2
     download: bool = False
@@ -48,6 +64,8 @@ class TrainConfig:
         for f in ("epochs", "batch_size", "log_every"):
             if not _is_int(getattr(self, f)) or getattr(self, f) < 1:
                 raise bad(f, "a positive integer")
+        if not _is_int(self.finetune_epochs) or self.finetune_epochs < 0:
+            raise bad("finetune_epochs", "a non-negative integer")
         if self.limit_train is not None and (not _is_int(self.limit_train) or self.limit_train < 1):
             raise bad("limit_train", "a positive number of images")
         if not _is_int(self.seed) or self.seed < 0:
@@ -63,6 +81,8 @@ class TrainConfig:
             ("activation", ACTIVATIONS),
             ("head", HEADS),
             ("granularity", GRANULARITIES),
+            ("dataset", DATASETS),
+            ("gate_mode", GATE_MODES),
         )
         for f, choices in checks:
             if getattr(self, f) not in choices:
@@ -71,6 +91,7 @@ class TrainConfig:
             raise bad("activation", f"alpha or relu for --model {self.model}")
         if self.model != "cnn" and self.head != "logits":
             raise bad("head", f"logits for --model {self.model} (softmax reproduces the study's CNN only)")
+        self._check_budget(bad)
         if self.backend is not None and self.backend not in BACKEND_CHOICES:
             raise bad("backend", f"one of {', '.join(BACKEND_CHOICES)}")
         if self.compile and self.activation == "alpha-eager":
@@ -83,6 +104,48 @@ class TrainConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError):
                 raise bad("device", "auto, cpu, cuda or cuda:N") from None
+
+    def _check_budget(self, bad) -> None:
+        if self.budget is not None:
+            if not _finite(self.budget) or self.budget <= 0:
+                raise bad("budget", "positive: a fraction <= 1 of the ReLUs or a whole ReLU count")
+            if self.budget > 1 and self.budget != int(self.budget):
+                raise bad("budget", "a whole ReLU count when above 1")
+        for f in ("penalty", "l1", "nu_init"):
+            v = getattr(self, f)
+            if v is not None and (not _finite(v) or v < 0):
+                raise bad(f, "a non-negative number")
+        gated = self.activation in ("alpha", "alpha-eager")
+        wants = [f for f in ("budget", "penalty") if getattr(self, f) is not None]
+        if self.gate_mode == "l1":
+            wants.append("gate_mode")
+            if self.nu_init == 0:
+                raise bad("nu_init", "positive with --gate-mode l1 (at ν = 0 every α is ½, γ learns nothing)")
+        if wants and not gated:
+            flag = "--" + wants[0].replace("_", "-")
+            msg = f"{flag} needs learnable gates (--activation alpha), got --activation {self.activation}"
+            raise ValueError(msg)
+        if self.distill and self.init is None:
+            raise ValueError("--distill needs --init RUN_DIR: the trained ReLU network to distil from")
+        if self.distill and self.finetune_epochs == 0:
+            raise ValueError("--distill acts in the fine-tuning epochs: give --finetune-epochs K (K >= 1)")
+
+    @property
+    def total_epochs(self) -> int:
+        """Search epochs, then fine-tuning epochs with the gates frozen."""
+        return self.epochs + self.finetune_epochs
+
+    @property
+    def start_nu(self) -> float:
+        if self.nu_init is not None:
+            return float(self.nu_init)
+        return NU_INIT_L1 if self.gate_mode == "l1" else 0.0
+
+    @property
+    def discretizes(self) -> bool:
+        """Whether the gates are made exact after the search epochs (and the run then fine-tunes)."""
+        wants = self.budget is not None or self.penalty is not None or self.finetune_epochs > 0
+        return wants and self.activation in ("alpha", "alpha-eager")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

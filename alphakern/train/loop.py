@@ -1,8 +1,13 @@
-"""The CIFAR-10 training loop: the study's settings, on-device data, no per-step host sync, resumable.
+"""The CIFAR training loop: the study's settings, on-device data, no per-step host sync, resumable.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, ν, history, metrics), so an
 interrupted run (Ctrl-C, kill) loses at most the epoch in progress; ``resume`` continues
 bit-for-bit where the last checkpoint stopped.
+
+Training to a ReLU budget has two phases: ``epochs`` of search (the gates learn, a penalty on the
+soft ReLU count pulls them towards the budget), then the gates are made exact — ReLU or identity,
+meeting the budget (``alphakern.budget``) — and ``finetune_epochs`` train the weights alone,
+optionally distilling from the ReLU network the run started from (``init``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alphakern.budget import (
+    apply_keep,
+    budget_penalty,
+    gate_sites,
+    keep_rounded,
+    keep_to_budget,
+    l1_penalty,
+    resolve_budget,
+)
 from alphakern.cifar_nets import relu_network
 from alphakern.complexity import (
     LINEAR_BELOW,
@@ -28,8 +42,8 @@ from alphakern.complexity import (
     layer_verdicts,
     summary,
 )
-from alphakern.convert import linearize
-from alphakern.data import Cifar10, DeviceBatches, load_cifar10, split_indices
+from alphakern.convert import linearize, relu_count
+from alphakern.data import NUM_CLASSES, Cifar10, DeviceBatches, load_dataset, split_indices
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.ops.utils import alpha
@@ -44,10 +58,11 @@ from alphakern.train.checkpoint import (
     save_checkpoint,
 )
 from alphakern.train.config import TrainConfig, resolve_device
-from alphakern.train.plots import write_plots
+from alphakern.train.plots import write_plots, write_relu_budget_plot
 from alphakern.train.sync_batchnorm import convert_sync_batchnorm
 
 EVAL_BATCH = 500
+DISTILL_T = 4.0  # SNL's temperature
 # what the per-step history holds per layer
 HIST_LAYER = ("gamma", "nu")
 HIST_GRANULAR = ("gamma_mean", "nu", "alpha_mean", "alpha_std", "nonlinear_fraction", "linear_fraction")
@@ -63,23 +78,83 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def build_model(cfg: TrainConfig, device: torch.device, channels_last: bool) -> nn.Module:
-    """The study's CNN, or a ReLU network passed through ``linearize`` (a gate per ReLU call)."""
+def build_model(
+    cfg: TrainConfig, device: torch.device, channels_last: bool, keep: dict | None = None
+) -> nn.Module:
+    """The study's CNN, or a ReLU network passed through ``linearize`` (a gate per ReLU call);
+    ``keep``: the gates a budget run made exact (from its checkpoint)."""
     torch.manual_seed(cfg.seed)
+    classes = NUM_CLASSES[cfg.dataset]
+    nu_step = 0.0 if cfg.gate_mode == "l1" else cfg.nu_step  # l1 mode: ν held where it starts
     if cfg.model == "cnn":
         model = AlphaCNN(
-            cfg.activation, cfg.head, nu_step=cfg.nu_step, granularity=cfg.granularity, backend=cfg.backend
+            cfg.activation,
+            cfg.head,
+            num_classes=classes,
+            nu_step=nu_step,
+            granularity=cfg.granularity,
+            backend=cfg.backend,
         )
     else:
-        model = relu_network(cfg.model)
+        model = relu_network(cfg.model, classes)
         if cfg.activation == "alpha":
-            model = linearize(model, granularity=cfg.granularity, nu_step=cfg.nu_step, backend=cfg.backend)
+            model = linearize(model, granularity=cfg.granularity, nu_step=nu_step, backend=cfg.backend)
     model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
+    for _, m in alpha_layers(model):
+        m.nu.fill_(cfg.start_nu)
+    if keep is not None:
+        apply_keep(model, keep)
     return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
+    """Copy the trained weights of the run ``cfg.init`` into ``model`` (its gates start fresh) and
+    return that run's own network, in eval mode: the teacher for ``--distill``."""
+    state = load_checkpoint(cfg.init, map_location=device)
+    src = TrainConfig.from_dict(state["config"])
+    if (src.model, src.dataset) != (cfg.model, cfg.dataset):
+        raise ValueError(
+            f"--init {cfg.init}: a {src.model} on {src.dataset}; this run trains a {cfg.model} "
+            f"on {cfg.dataset}"
+        )
+    if state.get("keep"):
+        raise ValueError(f"--init {cfg.init}: a budget run (its gates are exact); start from a ReLU network")
+    teacher = build_model(src, device, channels_last=False)
+    teacher.load_state_dict(state["model"])
+    weights = {k: v for k, v in state["model"].items() if not k.endswith((".gamma", ".nu"))}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.endswith((".gamma", ".nu"))]
+    if missing or unexpected:
+        raise ValueError(
+            f"--init {cfg.init}: weights do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return teacher.eval().requires_grad_(False)
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out.float(), y, reduction="sum")
+
+
+def format_relus(metrics: dict) -> str:
+    """The report's ReLU lines: per sample, before and after, and per layer what was kept."""
+    before, after, budget = (metrics[k] for k in ("relu_count_before", "relu_count_after", "relu_budget"))
+    text = f"  ReLUs per sample: {before} before, {after} after ({100 * after / max(before, 1):.1f}%)"
+    if budget is not None:
+        text += f"; budget {budget}"
+    layers = metrics["relu_layers"]
+    kept = [f"{d['name']} {d['kept']}/{d['relus']}" for d in layers if d["kept"] != d["relus"]]
+    if kept:
+        text += "\n  kept per layer (others all kept): " + ", ".join(kept)
+    return text
+
+
+def _distill(out: torch.Tensor, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """T²·KL(teacher ‖ student) at temperature T, per sample (Hinton et al.; SNL's fine-tuning)."""
+    with torch.no_grad():
+        target = F.log_softmax(teacher(x).float() / DISTILL_T, dim=1)
+    student = F.log_softmax(out.float() / DISTILL_T, dim=1)
+    return F.kl_div(student, target, reduction="batchmean", log_target=True) * DISTILL_T**2
 
 
 @torch.no_grad()
@@ -124,7 +199,16 @@ class Trainer:
         self.progress = progress and self.dist.is_main  # rank 0 alone shows progress
         if cfg.amp and self.device.type != "cuda" and self.dist.is_main:
             print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
-        data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
+        # the model first: a budget it cannot meet or an --init that does not fit is refused
+        # before any data is read
+        self.model = build_model(cfg, self.device, self.channels_last)
+        self.teacher = load_init(cfg, self.model, self.device) if cfg.init else None
+        if cfg.sync_bn:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.layers = [m for _, m in alpha_layers(self.model)]
+        self.layer_names = [n for n, _ in alpha_layers(self.model)]
+        self._init_budget()
+        data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
         train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.seed)
         if cfg.limit_train is not None:
             train_idx = train_idx[: cfg.limit_train]
@@ -136,20 +220,16 @@ class Trainer:
 
         def batches(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, size: int, shuffle: bool):
             x, y = x[idx].to(self.device), y[idx].to(self.device)
-            return DeviceBatches(x, y, size, shuffle=shuffle, seed=cfg.seed, channels_last=self.channels_last)
+            aug = shuffle and cfg.augment  # training batches only
+            return DeviceBatches(
+                x, y, size, shuffle=shuffle, seed=cfg.seed, channels_last=self.channels_last, augment=aug
+            )
 
         self.train_batches = batches(data.train_x, data.train_y, train_idx, cfg.batch_size, True)
         self.val_batches = batches(data.train_x, data.train_y, val_idx, EVAL_BATCH, False)
         self.test_batches = batches(data.test_x, data.test_y, test_idx, EVAL_BATCH, False)
-        self.model = build_model(cfg, self.device, self.channels_last)
-        if cfg.sync_bn:
-            self.model = convert_sync_batchnorm(self.model, self.device)
-        self.step_model = distributed.wrap(self.model, self.device)  # DDP under torchrun
-        if cfg.compile:
-            self.step_model = torch.compile(self.step_model)
-        self.layers = [m for _, m in alpha_layers(self.model)]
-        self.layer_names = [n for n, _ in alpha_layers(self.model)]
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.keep: dict[str, torch.Tensor] | None = None  # set when the gates are made exact
+        self._wrap()
         self.epoch = 0
         self.metrics: dict = dict(config=self._config_record(), device=self._device_name(), epochs=[])
         # per step and layer: γ, ν (layer gates: α follows from them); gates per channel/element
@@ -157,6 +237,54 @@ class Trainer:
         self.granular = cfg.granularity != "layer"
         self.hist = torch.zeros(0, len(self.layers), len(HIST_GRANULAR if self.granular else HIST_LAYER))
         self.gates: dict[str, np.ndarray] = {}  # α of every gate at each epoch's end (granular)
+
+    def _wrap(self) -> None:
+        """The stepped module (DDP under torchrun, compiled with --compile) and a fresh optimiser:
+        again after the gates are made exact, since their γ are gone."""
+        self.step_model = distributed.wrap(self.model, self.device)
+        if self.cfg.compile:
+            self.step_model = torch.compile(self.step_model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+
+    def _example(self) -> torch.Tensor:
+        """One CIFAR-sized sample: what the ReLUs are counted on."""
+        return torch.zeros(1, 3, 32, 32, device=self.device)
+
+    def _init_budget(self) -> None:
+        """ReLUs per sample of the network (the original's count: fresh gates are all non-linear),
+        the gates' sites, the budget as a count: a budget the network cannot meet is refused
+        here, before any training."""
+        cfg = self.cfg
+        self.sites = gate_sites(self.model, self._example()) if self.layers else []
+        self.site_table = list(self.sites)  # kept for the report after the gates are made exact
+        self.relus_before = relu_count(self.model, self._example())
+        # ReLUs that are not gates (never converted) count against every budget
+        self.fixed_relus = self.relus_before - sum(s.relus for s in self.sites)
+        if (cfg.budget is not None or cfg.penalty is not None) and not self.sites:
+            raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
+        self.budget = resolve_budget(cfg.budget, self.relus_before) if cfg.budget is not None else None
+
+    def penalty(self) -> torch.Tensor | None:
+        """The search epochs' penalty on the gates (None: none asked for)."""
+        cfg, terms = self.cfg, []
+        if cfg.budget is not None or cfg.penalty is not None:
+            weight = cfg.penalty if cfg.penalty is not None else 1.0
+            budget = None if self.budget is None else self.budget - self.fixed_relus
+            terms.append(budget_penalty(self.sites, self.relus_before, weight, budget))
+        if cfg.gate_mode == "l1":
+            terms.append(l1_penalty(self.sites, cfg.l1))
+        return sum(terms) if terms else None
+
+    def make_exact(self) -> None:
+        """End of the search: every gate becomes exactly a ReLU or the identity — to the budget
+        (highest α first) or, without one, by rounding α at ½ — and stays so (nothing left to learn)."""
+        if self.budget is not None:
+            self.keep = keep_to_budget(self.sites, self.budget - self.fixed_relus)
+        else:
+            self.keep = keep_rounded(self.sites)
+        apply_keep(self.model, self.keep)
+        self.layers, self.sites = [], []
+        self._wrap()
 
     def _config_record(self) -> dict:
         """The config as run: the flags, and how many processes made the global batch."""
@@ -180,6 +308,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             metrics=self.metrics,
             hist=self.hist,
+            keep=self.keep,
             rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         )
@@ -187,6 +316,11 @@ class Trainer:
 
     def load(self) -> None:
         state = load_checkpoint(self.run_dir, map_location=self.device)
+        if state.get("keep") is not None and self.keep is None:  # stopped in the fine-tuning epochs
+            self.keep = {k: v.cpu() for k, v in state["keep"].items()}
+            apply_keep(self.model, self.keep)
+            self.layers, self.sites = [], []
+            self._wrap()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
@@ -215,6 +349,8 @@ class Trainer:
         atomic_write(self.run_dir / METRICS, lambda p: p.write_text(compact_json(m)))
         band = self.hist[:, :, 2:4] if self.granular else None
         write_plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names, band)
+        if m.get("relu_layers"):  # a finished run with gates
+            write_relu_budget_plot(self.run_dir, m)
         if self.granular:  # the full gate vectors, at epoch ends only
             atomic_write(self.run_dir / GATES, lambda p: p.write_bytes(npz_bytes(self.gates)))
 
@@ -260,7 +396,7 @@ class Trainer:
         bar = tqdm(
             self.train_batches.epoch(self.epoch),
             total=n_steps,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            desc=f"epoch {self.epoch + 1}/{cfg.total_epochs}" + (" (fine-tune)" if self.keep else ""),
             disable=not self.progress,
             leave=False,
         )
@@ -269,10 +405,16 @@ class Trainer:
             with _autocast(dev, cfg.amp):
                 out = self.step_model(x)
             loss = _loss(out, y)
+            objective = loss / len(y)
             if self.layers:
                 self._record(hist[step])
+                extra = self.penalty()
+                if extra is not None:
+                    objective = objective + extra
+            elif self.teacher is not None and cfg.distill:
+                objective = objective + _distill(out, self.teacher, x)
             self.optimizer.zero_grad(set_to_none=True)
-            (loss / len(y)).backward()
+            objective.backward()
             self.optimizer.step()
             with torch.no_grad():
                 loss_sum += loss.detach()
@@ -286,7 +428,8 @@ class Trainer:
                     )
                 bar.set_postfix(loss=f"{running:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
         train_time = time.perf_counter() - t0
-        self.hist = torch.cat([self.hist, hist.cpu()])
+        if self.layers:  # the fine-tuning epochs have no gates to follow
+            self.hist = torch.cat([self.hist, hist.cpu()])
         n = torch.tensor(seen, device=dev)
         distributed.all_reduce_sum(loss_sum, correct, n)  # over all ranks' shards
         return dict(
@@ -299,16 +442,23 @@ class Trainer:
     def run(self) -> dict:
         """Train the remaining epochs, then evaluate on the test set and report."""
         cfg = self.cfg
-        while self.epoch < cfg.epochs:
+        while self.epoch < cfg.total_epochs:
+            if self.epoch >= cfg.epochs and cfg.discretizes and self.keep is None:
+                self.make_exact()
+            phase = "fine-tune" if self.keep is not None else "search"
             stats = self.train_epoch()
             distributed.sync_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
             val_loss, val_acc = evaluate(self.model, self.val_batches, cfg.amp)
             self.epoch += 1
-            stats.update(epoch=self.epoch, val_loss=val_loss, val_acc=val_acc)
+            stats.update(epoch=self.epoch, phase=phase, val_loss=val_loss, val_acc=val_acc)
+            if self.sites:
+                stats["soft_relu_count"] = sum(
+                    float(s.module.alpha.float().sum()) * s.positions for s in self.sites
+                )
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]
-            if self.granular:
+            if self.granular and self.layers:
                 for name, m in zip(self.layer_names, self.layers, strict=True):
                     self.gates[f"epoch{self.epoch}/{name}"] = m.alpha.float().cpu().numpy()
             self.metrics["epochs"].append(stats)
@@ -316,21 +466,39 @@ class Trainer:
             self.write_metrics()
             if self.progress:
                 print(
-                    f"epoch {self.epoch}/{cfg.epochs}: train loss {stats['train_loss']:.4f} "
+                    f"epoch {self.epoch}/{cfg.total_epochs}: train loss {stats['train_loss']:.4f} "
                     f"acc {stats['train_acc']:.2f}% | val loss {val_loss:.4f} acc {val_acc:.2f}% | "
                     f"{stats['images_per_s']:.0f} img/s | alpha "
                     + " ".join(f"{a:.3f}" for a in stats["alpha"])
                 )
+        if cfg.discretizes and self.keep is None:  # a budget run without fine-tuning epochs
+            self.make_exact()
+            self.save()
         return self.finish()
+
+    def relu_layers(self) -> list[dict]:
+        """Per gated layer: its ReLUs per sample in the original network and how many are kept."""
+        if self.keep is not None:
+            sites = self.site_table
+            kept = [int(self.keep[s.name].sum()) * s.positions for s in sites]
+        else:
+            sites = self.sites
+            kept = [int((s.module.alpha >= LINEAR_BELOW).sum()) * s.positions for s in sites]
+        return [dict(name=s.name, relus=s.relus, kept=k) for s, k in zip(sites, kept, strict=True)]
 
     def finish(self) -> dict:
         test_loss, test_acc, acc_after = test_with_discretized(self.model, self.test_batches, self.cfg.amp)
         verdicts = layer_verdicts(self.model)
+        final = self.model if self.keep is not None else discretize(self.model)
         self.metrics.update(
             test_loss=test_loss,
             test_acc=test_acc,
             report=dict(summary(verdicts), test_acc_discretized=acc_after),
+            relu_count_before=self.relus_before,
+            relu_count_after=relu_count(final, self._example()),
+            relu_budget=self.budget,
+            relu_layers=self.relu_layers(),
         )
         self.write_metrics()
-        self.report_text = format_report(verdicts, test_acc, acc_after)
+        self.report_text = format_report(verdicts, test_acc, acc_after) + "\n" + format_relus(self.metrics)
         return self.metrics

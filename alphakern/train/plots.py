@@ -53,3 +53,29 @@ def write_plots(
     fig.tight_layout()
     atomic_write(run_dir / "alpha_evolution.png", lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
+
+
+def write_relu_budget_plot(run_dir: Path, metrics: dict) -> None:
+    """``relu_budget.png``: per gated layer, the ReLUs per sample kept and removed (stacked bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = metrics["relu_layers"]
+    kept = [d["kept"] for d in layers]
+    removed = [d["relus"] - d["kept"] for d in layers]
+    x = range(len(layers))
+    fig, axis = plt.subplots(figsize=(max(6, 0.45 * len(layers) + 2), 5))
+    axis.bar(x, kept, label="kept (ReLU)", color="tab:red")
+    axis.bar(x, removed, bottom=kept, label="removed (linear)", color="tab:gray", alpha=0.5)
+    axis.set_xticks(list(x), [d["name"] for d in layers], rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel("ReLUs per sample")
+    before, after = metrics["relu_count_before"], metrics["relu_count_after"]
+    budget = metrics.get("relu_budget")
+    title = f"ReLUs kept: {after} of {before} ({100 * after / max(before, 1):.1f}%)"
+    axis.set_title(title + (f", budget {budget}" if budget is not None else ""))
+    axis.legend()
+    fig.tight_layout()
+    atomic_write(run_dir / "relu_budget.png", lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)

@@ -1,0 +1,171 @@
+"""Training to a ReLU budget: where each gate acts (``gate_sites``), a differentiable soft ReLU
+count and its penalty, and the exact discretisation that meets a budget.
+
+The soft count is Σ over gates of α × the positions the gate controls per sample (a layer gate: the
+whole activation map; a channel gate: H·W; an element gate: 1). Two penalties on it, as in the
+literature: an L1 weight on the normalised count (SNL, Cho et al. 2022) and a hinge above a budget
+(AutoReP, Peng et al. 2023). After the search, ``discretize_to_budget`` keeps the gates with the
+highest α as ReLUs while they fit and makes the rest linear, so the ReLU count is at most the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from alphakern.functional import alpha
+from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
+
+
+@dataclass
+class GateSite:
+    """One AlphaReLU: ``positions`` outputs per sample for each of its ``gates`` gates."""
+
+    name: str
+    module: AlphaReLU
+    positions: int
+    gates: int
+
+    @property
+    def relus(self) -> int:
+        return self.positions * self.gates
+
+
+@torch.no_grad()
+def gate_sites(model: nn.Module, example_input: Tensor) -> list[GateSite]:
+    """Every AlphaReLU in forward order with the positions each of its gates controls, from one
+    eval-mode forward of ``example_input`` (batch first; ν does not move)."""
+    shapes: dict[int, torch.Size] = {}
+
+    def hook(m: nn.Module, inputs, output: Tensor) -> None:
+        shapes.setdefault(id(m), output.shape[1:])
+
+    layers = alpha_layers(model)
+    handles = [m.register_forward_hook(hook) for _, m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    sites = []
+    for name, m in layers:
+        if id(m) not in shapes:
+            raise ValueError(f"gate {name} was not called by the forward of an example input")
+        per_sample = int(np.prod(shapes[id(m)]))
+        sites.append(GateSite(name, m, per_sample // m.gamma.numel(), m.gamma.numel()))
+    return sites
+
+
+def soft_relu_count(sites: list[GateSite]) -> Tensor:
+    """Σ α × positions over every gate, differentiable in γ (α at each gate's current ν)."""
+    return sum(alpha(s.module.gamma, s.module.nu).float().sum() * s.positions for s in sites)
+
+
+def budget_penalty(sites: list[GateSite], total: int, weight: float, budget: int | None = None) -> Tensor:
+    """weight · soft/total (no budget), or weight · relu(soft − budget)/total: scale-free in the
+    network's ReLU count ``total``."""
+    soft = soft_relu_count(sites)
+    excess = soft if budget is None else torch.relu(soft - budget)
+    return excess * (weight / total)
+
+
+def l1_penalty(sites: list[GateSite], weight: float) -> Tensor:
+    """weight × the mean α over all gates: the L1 norm of the α's, as the study's supervisor
+    suggested, normalised by the number of gates (every gate counts alike, whatever its size)."""
+    n = sum(s.gates for s in sites)
+    return weight * sum(alpha(s.module.gamma, s.module.nu).float().sum() for s in sites) / n
+
+
+def resolve_budget(budget: float, total: int) -> int:
+    """A fraction ≤ 1 of ``total`` or an absolute count, as the ReLUs per sample it allows."""
+    if not budget > 0:
+        raise ValueError(f"--budget must be positive (a fraction <= 1 or a ReLU count), got {budget}")
+    count = int(budget * total) if budget <= 1 else int(budget)
+    if budget > 1 and budget != int(budget):
+        raise ValueError(f"--budget above 1 is a ReLU count and must be whole, got {budget}")
+    if count > total:
+        raise ValueError(f"--budget {budget:g}: more than the network's {total} ReLUs per sample")
+    if count == 0:
+        raise ValueError(f"--budget {budget:g} of {total} ReLUs rounds to 0 ReLUs")
+    return count
+
+
+def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
+    """Which gates stay ReLUs (bool, γ's shape per site): highest α first, each kept while it
+    fits in what is left of ``budget`` (ties in forward order), the rest linear. The kept
+    positions add up to at most the budget, and less only by less than a gate left out."""
+    alphas = [s.module.alpha.float().flatten().cpu().numpy() for s in sites]
+    a = np.concatenate(alphas) if alphas else np.zeros(0)
+    pos = np.concatenate([np.full(s.gates, s.positions, dtype=np.int64) for s in sites]) if sites else a
+    order = np.argsort(-a, kind="stable")
+    take = np.zeros(len(a), dtype=bool)
+    fits = np.cumsum(pos[order]) <= budget  # the longest prefix that fits...
+    prefix = int(fits.argmin()) if not fits.all() else len(order)
+    take[order[:prefix]] = True
+    left = budget - int(pos[order[:prefix]].sum())
+    for i in order[prefix:]:  # ...then smaller gates into what is left
+        if left <= 0:
+            break
+        if pos[i] <= left:
+            take[i] = True
+            left -= int(pos[i])
+    keep, start = {}, 0
+    for s in sites:
+        keep[s.name] = torch.from_numpy(take[start : start + s.gates].copy()).reshape(s.module.gamma.shape)
+        start += s.gates
+    return keep
+
+
+def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
+    """Without a budget: each gate stays a ReLU when α ≥ ½."""
+    return {s.name: (s.module.alpha >= 0.5).cpu() for s in sites}
+
+
+def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:
+    """``model`` (changed in place) with each named AlphaReLU made exact: nn.ReLU if every gate is
+    kept, nn.Identity if none, else a FixedSlopeReLU with slope 0 (kept) or 1 (linear) per gate."""
+    modules = dict(model.named_modules())
+    for name, k in keep.items():
+        m = modules.get(name)
+        if not isinstance(m, AlphaReLU):
+            raise ValueError(f"{name} is not an AlphaReLU of this model")
+        k = k.to(torch.bool)
+        if bool(k.all()):
+            new: nn.Module = nn.ReLU()
+        elif not bool(k.any()):
+            new = nn.Identity()
+        else:
+            slope = (~k).to(device=m.gamma.device, dtype=torch.float32)
+            new = FixedSlopeReLU(slope, granularity=m.granularity)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
+def discretize_to_budget(model: nn.Module, example_input: Tensor, budget: int) -> nn.Module:
+    """A copy of ``model`` whose gates are all exactly ReLU or identity, with
+    ``relu_count(copy, example_input) <= budget`` (see ``keep_to_budget``)."""
+    out = copy.deepcopy(model)
+    apply_keep(out, keep_to_budget(gate_sites(out, example_input), budget))
+    return out
+
+
+__all__ = [
+    "GateSite",
+    "apply_keep",
+    "budget_penalty",
+    "discretize_to_budget",
+    "gate_sites",
+    "keep_rounded",
+    "keep_to_budget",
+    "l1_penalty",
+    "resolve_budget",
+    "soft_relu_count",
+]

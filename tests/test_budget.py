@@ -1,0 +1,313 @@
+"""Training to a ReLU budget: soft count, penalties, exact discretisation, the trainer's two phases,
+--init/--distill, --gate-mode l1, and the errors that come before any training."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alphakern import linearize, relu_count
+from alphakern.budget import (
+    apply_keep,
+    budget_penalty,
+    discretize_to_budget,
+    gate_sites,
+    keep_to_budget,
+    l1_penalty,
+    resolve_budget,
+    soft_relu_count,
+)
+from alphakern.cifar_nets import relu_network
+from alphakern.cli import main
+from alphakern.complexity import discretize
+from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers, materialize
+from alphakern.train import TrainConfig, Trainer, load_checkpoint
+from tests.cifar_fixtures import write_cifar100, write_pickles
+from tests.train_helpers import run, train_cfg
+
+X = torch.zeros(1, 3, 32, 32)
+
+
+class Small(nn.Module):
+    """Three ReLU sites of different sizes (16·32·32, 16·32·32, 8·16·16 per sample)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        h = torch.relu(h + 1)
+        return self.fc(self.c2(h).relu().mean((2, 3)))
+
+
+def _gated(granularity: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = materialize(linearize(Small(), granularity=granularity))
+    with torch.no_grad():
+        for _, m in alpha_layers(model):
+            m.gamma.copy_(torch.randn(m.gamma.shape))  # distinct α per gate
+            m.nu.fill_(5.0)
+    return model
+
+
+POSITIONS = {"layer": [16384, 16384, 2048], "channel": [1024, 1024, 256], "element": [1, 1, 1]}
+GATES = {"layer": [1, 1, 1], "channel": [16, 16, 8], "element": [16384, 16384, 2048]}
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel", "element"])
+def test_gate_sites_and_soft_count_against_float64_formula(granularity):
+    model = _gated(granularity)
+    sites = gate_sites(model, X)
+    assert [s.positions for s in sites] == POSITIONS[granularity]
+    assert [s.gates for s in sites] == GATES[granularity]
+    want = 0.0
+    for s in sites:
+        g, nu = s.module.gamma.detach().double(), s.module.nu.double()
+        want += float(torch.sigmoid((torch.sigmoid(g) - 0.5) * nu).sum()) * s.positions
+    soft = soft_relu_count(sites)
+    assert float(soft.detach()) == pytest.approx(want, rel=1e-5)
+    soft.backward()
+    assert all(s.module.gamma.grad is not None and s.module.gamma.grad.abs().sum() > 0 for s in sites)
+    total = sum(s.relus for s in sites)
+    assert total == relu_count(linearize(Small()), X) == 34816
+    # SNL's L1 on the normalised count, AutoReP's hinge above the budget
+    assert float(budget_penalty(sites, total, 2.0).detach()) == pytest.approx(2.0 * want / total, rel=1e-5)
+    assert float(budget_penalty(sites, total, 2.0, budget=int(want) + 10).detach()) == 0.0
+    over = budget_penalty(sites, total, 3.0, budget=1000)
+    assert float(over.detach()) == pytest.approx(3.0 * (want - 1000) / total, rel=1e-5)
+    a = torch.cat([s.module.alpha.double().flatten() for s in sites])
+    assert float(l1_penalty(sites, 0.5).detach()) == pytest.approx(0.5 * float(a.mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel", "element"])
+@pytest.mark.parametrize("fraction", [0.9, 0.5, 0.1, 0.02])
+def test_discretize_to_budget_keeps_the_highest_alpha_within_the_budget(granularity, fraction):
+    model = _gated(granularity)
+    total = relu_count(model, X)
+    budget = resolve_budget(fraction, total)
+    exact = discretize_to_budget(model, X, budget)
+    assert not alpha_layers(exact) and alpha_layers(model)  # the original keeps its gates
+    kept = relu_count(exact, X)
+    sites = gate_sites(model, X)
+    keep = keep_to_budget(sites, budget)
+    pos = torch.cat([torch.full((s.gates,), s.positions) for s in sites])
+    a = torch.cat([s.module.alpha.flatten() for s in sites])
+    k = torch.cat([keep[s.name].flatten() for s in sites])
+    assert kept == int((pos * k).sum()) <= budget
+    if not k.all():  # filled: no gate left out would still fit
+        assert budget - kept < int(pos[~k].min())
+    if granularity == "element":
+        assert kept == budget  # gates of one position each: met exactly
+    # the highest α first: every kept gate that was not a smaller gap-filler beats every dropped one
+    order = torch.argsort(-a, stable=True)
+    prefix = int(torch.cumsum(pos[order], 0).le(budget).sum())
+    assert k[order[:prefix]].all()
+    # exact: every module is a ReLU, the identity or slopes of exactly 0 and 1
+    for m in exact.modules():
+        if isinstance(m, FixedSlopeReLU):
+            assert set(m.slope.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_exact_model_computes_relu_where_kept_and_identity_elsewhere():
+    model = _gated("channel")
+    sites = gate_sites(model, X)
+    keep = keep_to_budget(sites, 20000)
+    exact = apply_keep(linearize(Small(), granularity="channel"), {})  # nothing changed: still gated
+    assert alpha_layers(exact)
+    exact = discretize_to_budget(model, X, 20000)
+    x = torch.randn(2, 3, 32, 32)
+    # oracle: the ReLU network with each channel's ReLU replaced by the identity where dropped
+    ref = Small()
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith((".gamma", ".nu"))})
+    k1, k2, k3 = (keep[s.name].double().reshape(1, -1, 1, 1) for s in sites)
+    with torch.no_grad():
+        h = ref.c1(x).double()
+        h = torch.where(k1.bool(), h.relu(), h)
+        h = h + 1
+        h = torch.where(k2.bool(), h.relu(), h)
+        h = ref.c2(h.float()).double()
+        h = torch.where(k3.bool(), h.relu(), h)
+        want = ref.fc(h.float().mean((2, 3)))
+        torch.testing.assert_close(exact(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_relu_count_of_a_discretised_mixed_model_counts_slopes_not_one():
+    model = _gated("element")
+    with torch.no_grad():
+        for _, m in alpha_layers(model):
+            m.nu.fill_(200.0)  # decided gates
+    mixed = discretize(model)
+    slopes = [m.slope for m in mixed.modules() if isinstance(m, FixedSlopeReLU)]
+    assert len(slopes) == 3
+    assert relu_count(mixed, X) == sum(int((s != 1).sum()) for s in slopes) == relu_count(model, X)
+
+
+def test_resolve_budget():
+    assert resolve_budget(0.5, 1000) == 500 and resolve_budget(1, 1000) == 1000
+    assert resolve_budget(300, 1000) == 300 and resolve_budget(1000.0, 1000) == 1000
+    for bad, msg in ((0, "positive"), (-0.5, "positive"), (1001, "more than the network's 1000"),
+                     (12.5, "must be whole"), (0.0001, "rounds to 0")):  # fmt: skip
+        with pytest.raises(ValueError, match=msg):
+            resolve_budget(bad, 1000)
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_pickles(tmp_path_factory.mktemp("cifar"), n_per_batch=16, n_test=24)
+
+
+def cfg(data_dir, out, **kw):
+    return train_cfg(data_dir, out, **{"log_every": 2, "model": "resnet20", "granularity": "channel", **kw})
+
+
+@pytest.fixture(scope="module")
+def relu_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("relu") / "run"
+    run(cfg(data_dir, out, activation="relu", epochs=1))
+    return out
+
+
+def test_budget_run_meets_budget_and_resumes_in_the_finetune_phase(data_dir, relu_run, tmp_path, monkeypatch):
+    import alphakern.train.loop as loop
+
+    calls = []
+    real = loop._distill
+    monkeypatch.setattr(loop, "_distill", lambda *a: calls.append(1) or real(*a))
+    c = dict(budget=0.25, epochs=1, finetune_epochs=2, init=str(relu_run), distill=True)
+    straight = run(cfg(data_dir, tmp_path / "a", **c))
+    assert len(calls) == 2 * len(straight.train_batches)  # every fine-tuning step, no search step
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["relu_count_before"] == 188416 == relu_count(relu_network("resnet20"), X)
+    assert m["relu_budget"] == 47104 and m["relu_count_after"] <= 47104
+    assert m["relu_count_after"] == relu_count(straight.model, X)
+    assert sum(d["kept"] for d in m["relu_layers"]) == m["relu_count_after"]
+    assert sum(d["relus"] for d in m["relu_layers"]) == 188416 and len(m["relu_layers"]) == 19
+    assert [e["phase"] for e in m["epochs"]] == ["search", "fine-tune", "fine-tune"]
+    assert (tmp_path / "a" / "relu_budget.png").stat().st_size > 1000
+    assert not alpha_layers(straight.model)  # frozen: nothing left to learn in the gates
+    # stopped after the first fine-tuning epoch, resumed: the same weights bit for bit
+    run(cfg(data_dir, tmp_path / "b", **{**c, "finetune_epochs": 1}))
+    assert load_checkpoint(tmp_path / "b")["keep"] is not None
+    resumed = run(cfg(data_dir, tmp_path / "b", **c), resume=True)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert straight.metrics["test_acc"] == resumed.metrics["test_acc"]
+
+
+def test_budget_penalty_pulls_the_soft_count_during_the_search(data_dir, tmp_path):
+    common = dict(model="cnn", granularity="channel", epochs=2, lr=0.05, nu_init=4.0)  # α can move
+    free = run(cfg(data_dir, tmp_path / "a", penalty=0.0, **common))
+    held = run(cfg(data_dir, tmp_path / "b", budget=0.1, penalty=50.0, **common))
+    soft = [t.metrics["epochs"][-1]["soft_relu_count"] for t in (free, held)]
+    assert soft[1] < 0.9 * soft[0], soft
+
+
+def test_budget_without_finetuning_still_ends_exact(data_dir, tmp_path):
+    t = run(cfg(data_dir, tmp_path / "r", budget=5000, epochs=1, model="cnn"))
+    assert t.metrics["relu_count_after"] <= 5000 and t.metrics["relu_count_before"] == 86016
+    assert not alpha_layers(t.model)
+
+
+def test_init_copies_weights_and_distill_uses_the_relu_network(data_dir, relu_run, tmp_path):
+    t = Trainer(cfg(data_dir, tmp_path / "d", budget=0.5, epochs=1, finetune_epochs=1, init=str(relu_run),
+                    distill=True), progress=False)  # fmt: skip
+    teacher_state = load_checkpoint(relu_run)["model"]
+    own = t.model.state_dict()
+    for k, v in teacher_state.items():
+        assert torch.equal(own[k], v), k  # every weight of the ReLU run, gates fresh
+    assert not alpha_layers(t.teacher) and not t.teacher.training
+    x = torch.randn(4, 3, 32, 32)
+    from alphakern.train.loop import DISTILL_T, _distill
+
+    out = torch.randn(4, 10, dtype=torch.float64)
+    with torch.no_grad():
+        p = torch.softmax(t.teacher(x).double() / DISTILL_T, 1)
+    q = torch.log_softmax(out / DISTILL_T, 1)
+    want = (p * (p.log() - q)).sum(1).mean() * DISTILL_T**2
+    assert float(_distill(out.float(), t.teacher, x)) == pytest.approx(float(want), rel=1e-4)
+    with torch.no_grad():
+        assert float(_distill(t.teacher(x), t.teacher, x)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gate_mode_l1_holds_nu_and_pulls_alpha_down(data_dir, tmp_path):
+    # lr 0.05: 16 Adam steps move γ far enough to see the pull
+    common = dict(model="cnn", granularity="layer", gate_mode="l1", epochs=2, nu_init=4.0, lr=0.05)
+    none = run(cfg(data_dir, tmp_path / "a", l1=0.0, **common))
+    strong = run(cfg(data_dir, tmp_path / "b", l1=5.0, **common))
+    for t in (none, strong):
+        assert all(float(m.nu) == 4.0 for _, m in alpha_layers(t.model))  # no schedule
+    mean = lambda t: sum(float(m.alpha) for _, m in alpha_layers(t.model)) / 3  # noqa: E731
+    assert mean(strong) < mean(none) - 0.05
+    default = Trainer(cfg(data_dir, tmp_path / "c", model="cnn", gate_mode="l1"), progress=False)
+    assert all(float(m.nu) == 10.0 for _, m in alpha_layers(default.model))
+
+
+def test_cifar100_trains_with_100_classes(tmp_path):
+    data = write_cifar100(tmp_path / "data", n_train=40, n_test=20)
+    t = run(TrainConfig(data_dir=str(data), out=str(tmp_path / "r"), dataset="cifar100", epochs=1,
+                        batch_size=16, device="cpu", augment=True))  # fmt: skip
+    assert t.model.fc.out_features == 100 and 0 <= t.metrics["test_acc"] <= 100
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--budget", "0"], "--budget must be positive"),
+        (["--budget", "12.5"], "--budget must be a whole ReLU count when above 1"),
+        (["--budget", "999999999"], "more than the network's 188416 ReLUs"),
+        (["--penalty", "-1"], "--penalty must be a non-negative number"),
+        (["--dataset", "svhn"], "argument --dataset: invalid choice: 'svhn'"),
+        (["--gate-mode", "l2"], "argument --gate-mode: invalid choice: 'l2'"),
+        (["--distill", "--finetune-epochs", "1"], "--distill needs --init RUN_DIR"),
+        (["--gate-mode", "l1", "--nu-init", "0"], "--nu-init must be positive with --gate-mode l1"),
+        (["--budget", "0.5", "--activation", "relu"], "--budget needs learnable gates"),
+        (["--finetune-epochs", "-1"], "--finetune-epochs must be a non-negative integer"),
+        (["--init", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+    ],
+)
+def test_budget_flags_refused_before_any_data_is_read(flags, message, tmp_path, capsys, monkeypatch):
+    import alphakern.train.loop as loop
+
+    def no_work(*a, **k):
+        raise AssertionError("data read")
+
+    monkeypatch.setattr(loop, "load_dataset", no_work)
+    args = ["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "resnet20", *flags]
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_init_from_another_model_is_refused(data_dir, relu_run, tmp_path):
+    with pytest.raises(ValueError, match="a resnet20 on cifar10; this run trains a cnn"):
+        Trainer(cfg(data_dir, tmp_path / "x", model="cnn", init=str(relu_run)), progress=False)
+
+
+def test_alpha_gate_modules_are_what_the_budget_counts():
+    """A gate with every α linear counts 0; the same model's unconverted ReLU still counts."""
+
+    class Partly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = AlphaReLU(granularity="channel")
+
+        def forward(self, x):
+            return F.relu(self.gate(x)) * 2
+
+    m = materialize(Partly())
+    with torch.no_grad():
+        m.gate.gamma.fill_(-50.0)
+        m.gate.nu.fill_(100.0)
+    assert relu_count(m, X) == 3 * 32 * 32
