@@ -79,7 +79,7 @@ _TRAIN_FLAGS = {
     "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
     "granularity": dict(
-        flags=["--granularity"],
+        flags=["--granularity", "--gates"],
         choices=GRANULARITIES,
         help="one gate per layer (the study's), channel or element",
     ),
