@@ -150,7 +150,8 @@ def test_each_model_trains_linearized_and_resumes(name, gates, tmp_path):
 
     data = write_pickles(tmp_path / "data", n_per_batch=8, n_test=8)
     out = tmp_path / name
-    flags = ["--data-dir", str(data), "--model", name, "--gates", "channel", "--device", "cpu"]  # the spelling
+    # --gates: the spelling of --granularity
+    flags = ["--data-dir", str(data), "--model", name, "--gates", "channel", "--device", "cpu"]
     assert main(["train", *flags, "--out", str(out), "--epochs", "1", "--batch-size", "8"]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
     m = __import__("json").loads((out / "metrics.json").read_text())
