@@ -32,6 +32,7 @@ from alphakern.budget import (
     keep_to_budget,
     l1_penalty,
     resolve_budget,
+    soft_relu_count,
 )
 from alphakern.cifar_nets import relu_network
 from alphakern.complexity import (
@@ -107,9 +108,9 @@ def build_model(
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
-    """Copy the trained weights of the run ``cfg.init`` into ``model`` (its gates start fresh) and
-    return that run's own network, in eval mode: the teacher for ``--distill``."""
+def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module | None:
+    """Copy the trained weights of the run ``cfg.init`` into ``model`` (its gates start fresh);
+    with ``--distill``, return that run's own network in eval mode: the teacher."""
     state = load_checkpoint(cfg.init, map_location=device)
     src = TrainConfig.from_dict(state["config"])
     if (src.model, src.dataset) != (cfg.model, cfg.dataset):
@@ -119,8 +120,6 @@ def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Mo
         )
     if state.get("keep"):
         raise ValueError(f"--init {cfg.init}: a budget run (its gates are exact); start from a ReLU network")
-    teacher = build_model(src, device, channels_last=False)
-    teacher.load_state_dict(state["model"])
     weights = {k: v for k, v in state["model"].items() if not k.endswith((".gamma", ".nu"))}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith((".gamma", ".nu"))]
@@ -129,6 +128,10 @@ def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Mo
             f"--init {cfg.init}: weights do not match this model (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
+    if not cfg.distill:
+        return None
+    teacher = build_model(src, device, channels_last=False)
+    teacher.load_state_dict(state["model"])
     return teacher.eval().requires_grad_(False)
 
 
@@ -258,19 +261,19 @@ class Trainer:
         self.sites = gate_sites(self.model, self._example()) if self.layers else []
         self.site_table = list(self.sites)  # kept for the report after the gates are made exact
         self.relus_before = relu_count(self.model, self._example())
-        # ReLUs that are not gates (never converted) count against every budget
-        self.fixed_relus = self.relus_before - sum(s.relus for s in self.sites)
         if (cfg.budget is not None or cfg.penalty is not None) and not self.sites:
             raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
         self.budget = resolve_budget(cfg.budget, self.relus_before) if cfg.budget is not None else None
+        # what the gates may keep: ReLUs that are not gates (never converted) count against it too
+        fixed = self.relus_before - sum(s.relus for s in self.sites)
+        self.gate_budget = None if self.budget is None else self.budget - fixed
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
         cfg, terms = self.cfg, []
         if cfg.budget is not None or cfg.penalty is not None:
             weight = cfg.penalty if cfg.penalty is not None else 1.0
-            budget = None if self.budget is None else self.budget - self.fixed_relus
-            terms.append(budget_penalty(self.sites, self.relus_before, weight, budget))
+            terms.append(budget_penalty(self.sites, self.relus_before, weight, self.gate_budget))
         if cfg.gate_mode == "l1":
             terms.append(l1_penalty(self.sites, cfg.l1))
         return sum(terms) if terms else None
@@ -278,11 +281,15 @@ class Trainer:
     def make_exact(self) -> None:
         """End of the search: every gate becomes exactly a ReLU or the identity — to the budget
         (highest α first) or, without one, by rounding α at ½ — and stays so (nothing left to learn)."""
-        if self.budget is not None:
-            self.keep = keep_to_budget(self.sites, self.budget - self.fixed_relus)
+        if self.gate_budget is not None:
+            self._freeze(keep_to_budget(self.sites, self.gate_budget))
         else:
-            self.keep = keep_rounded(self.sites)
-        apply_keep(self.model, self.keep)
+            self._freeze(keep_rounded(self.sites))
+
+    def _freeze(self, keep: dict[str, torch.Tensor]) -> None:
+        """Make the gates exact per ``keep``: no gates left to follow, a fresh optimiser."""
+        self.keep = keep
+        apply_keep(self.model, keep)
         self.layers, self.sites = [], []
         self._wrap()
 
@@ -317,10 +324,7 @@ class Trainer:
     def load(self) -> None:
         state = load_checkpoint(self.run_dir, map_location=self.device)
         if state.get("keep") is not None and self.keep is None:  # stopped in the fine-tuning epochs
-            self.keep = {k: v.cpu() for k, v in state["keep"].items()}
-            apply_keep(self.model, self.keep)
-            self.layers, self.sites = [], []
-            self._wrap()
+            self._freeze({k: v.cpu() for k, v in state["keep"].items()})
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
@@ -411,7 +415,7 @@ class Trainer:
                 extra = self.penalty()
                 if extra is not None:
                     objective = objective + extra
-            elif self.teacher is not None and cfg.distill:
+            elif self.teacher is not None:
                 objective = objective + _distill(out, self.teacher, x)
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
@@ -452,9 +456,8 @@ class Trainer:
             self.epoch += 1
             stats.update(epoch=self.epoch, phase=phase, val_loss=val_loss, val_acc=val_acc)
             if self.sites:
-                stats["soft_relu_count"] = sum(
-                    float(s.module.alpha.float().sum()) * s.positions for s in self.sites
-                )
+                with torch.no_grad():
+                    stats["soft_relu_count"] = float(soft_relu_count(self.sites))
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]
