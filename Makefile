@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.alphakern-installed
 
-.PHONY: bench test lint venv native clean
+.PHONY: bench test lint checkstyle venv native clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,15 @@ bench: native
 test: native
 	$(PY) -m pytest -q $(TEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-lint: $(STAMP)
+lint: checkstyle
+
+# As Liger-Kernel's `make checkstyle`: ruff's lint and format checks for Python, clang-format
+# (.clang-format) for csrc/. CI runs it before the tests.
+CSRC := $(shell find alphakern/csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h')
+checkstyle: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run -Werror $(CSRC)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,5 @@
-"""alphakern: fused GPU kernels for the learnable activation R_α(x) = x + α·relu(−x)."""
+"""alphakern: fused Triton, CUDA and native CPU kernels for the learnable activation
+R_α(x) = x + α·relu(−x), and the tools around it (linearize, relu_count, budgets, discretize)."""
 
 from alphakern.complexity import discretize, layer_verdicts
 from alphakern.convert import linearize, relu_count

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from alphakern.functional import alpha
+from alphakern.gate_rules import kept_by_rounding, kept_within_budget
 from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
 
 
@@ -100,22 +101,12 @@ def resolve_budget(budget: float, total: int) -> int:
 def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
     """Which gates stay ReLUs (bool, γ's shape per site): highest α first, each kept while it
     fits in what is left of ``budget`` (ties in forward order), the rest linear. The kept
-    positions add up to at most the budget, and less only by less than a gate left out."""
+    positions add up to at most the budget, and less only by less than a gate left out
+    (``gate_rules.kept_within_budget``)."""
     alphas = [s.module.alpha.float().flatten().cpu().numpy() for s in sites]
     a = np.concatenate(alphas) if alphas else np.zeros(0)
     pos = np.concatenate([np.full(s.gates, s.positions, dtype=np.int64) for s in sites]) if sites else a
-    order = np.argsort(-a, kind="stable")
-    take = np.zeros(len(a), dtype=bool)
-    fits = np.cumsum(pos[order]) <= budget  # the longest prefix that fits...
-    prefix = int(fits.argmin()) if not fits.all() else len(order)
-    take[order[:prefix]] = True
-    left = budget - int(pos[order[:prefix]].sum())
-    for i in order[prefix:]:  # ...then smaller gates into what is left
-        if left <= 0:
-            break
-        if pos[i] <= left:
-            take[i] = True
-            left -= int(pos[i])
+    take = kept_within_budget(a, pos, budget)
     keep, start = {}, 0
     for s in sites:
         keep[s.name] = torch.from_numpy(take[start : start + s.gates].copy()).reshape(s.module.gamma.shape)
@@ -124,8 +115,8 @@ def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
 
 
 def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
-    """Without a budget: each gate stays a ReLU when α ≥ ½."""
-    return {s.name: (s.module.alpha >= 0.5).cpu() for s in sites}
+    """Without a budget: each gate stays a ReLU when α ≥ ½ (``gate_rules.kept_by_rounding``)."""
+    return {s.name: kept_by_rounding(s.module.alpha).cpu() for s in sites}
 
 
 def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:

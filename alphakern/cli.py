@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
-from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
+from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.train.config import GATE_MODES
 
 
@@ -30,7 +30,8 @@ def _fail(message: str) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     """The native backends this machine can build: CPU always, CUDA where the toolkit is."""
-    from alphakern.ops import cpu_ext, cuda_ext
+    from alphakern.ops.backends.native import cpu as cpu_ext
+    from alphakern.ops.backends.native import cuda as cuda_ext
 
     targets = [args.only] if args.only else ["cpu", "cuda"]
     for target in targets:

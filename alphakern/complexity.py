@@ -6,13 +6,23 @@ import copy
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from alphakern.gate_rules import LINEAR_BELOW, NONLINEAR_ABOVE, VERDICTS, verdict, verdict_masks
 from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
 
-NONLINEAR_ABOVE = 0.95  # α > this: the gate is a ReLU
-LINEAR_BELOW = 0.05  # α < this: the gate is the identity
-VERDICTS = ("non-linear", "linear", "undecided")
+__all__ = [
+    "LINEAR_BELOW",
+    "NONLINEAR_ABOVE",
+    "VERDICTS",
+    "LayerVerdict",
+    "discretize",
+    "format_report",
+    "layer_verdict",
+    "layer_verdicts",
+    "summary",
+    "verdict",
+]
 
 
 @dataclass
@@ -28,25 +38,11 @@ class LayerVerdict:
     fractions: dict | None = None  # share of gates per verdict (several gates only)
 
 
-def verdict(alpha: float) -> str:
-    if alpha > NONLINEAR_ABOVE:
-        return "non-linear"
-    if alpha < LINEAR_BELOW:
-        return "linear"
-    return "undecided"
-
-
-def _gate_verdicts(a: Tensor) -> dict[str, Tensor]:
-    """Boolean masks of the gates per verdict (α as a tensor of any shape)."""
-    nonlinear, linear = a > NONLINEAR_ABOVE, a < LINEAR_BELOW
-    return {"non-linear": nonlinear, "linear": linear, "undecided": ~(nonlinear | linear)}
-
-
 def layer_verdict(name: str, m: AlphaReLU) -> LayerVerdict:
     a = m.alpha.float()
     if a.numel() == 1:
         return LayerVerdict(name, float(m.gamma.detach()), float(a), verdict(float(a)))
-    masks = _gate_verdicts(a)
+    masks = verdict_masks(a)
     fractions = {k: float(v.float().mean()) for k, v in masks.items()}
     overall = next((k for k in ("non-linear", "linear") if fractions[k] == 1.0), None)
     if overall is None:
@@ -66,7 +62,7 @@ def _discrete(m: AlphaReLU) -> nn.Module | None:
     FixedSlopeReLU with slope 0 (ReLU) or 1 (identity) per decided gate and the current 1 − α for
     undecided ones; None (keep it) for an undecided layer gate."""
     a = m.alpha
-    masks = _gate_verdicts(a)
+    masks = verdict_masks(a)
     if bool(masks["non-linear"].all()):
         return nn.ReLU()
     if bool(masks["linear"].all()):

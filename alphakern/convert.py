@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from alphakern.complexity import LINEAR_BELOW
+from alphakern.gate_rules import counts_as_relu
 from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
 
 _RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.relu_: True, F.relu_: True}
@@ -177,7 +177,7 @@ def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
 
     def hook(m: AlphaReLU | FixedSlopeReLU, inputs, output) -> None:
         # a gate bends unless it is linear; a fixed slope (what discretising leaves) unless it is 1
-        keep = (m.alpha >= LINEAR_BELOW) if isinstance(m, AlphaReLU) else (m.slope != 1)
+        keep = counts_as_relu(m.alpha) if isinstance(m, AlphaReLU) else (m.slope != 1)
         counts.append(_positions(keep.float(), m.granularity, output, batch))
 
     gates = [m for _, m in alpha_layers(model)]

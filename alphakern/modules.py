@@ -9,7 +9,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from alphakern.functional import alpha, alpha_relu
-from alphakern.ops.utils import GRANULARITIES
+from alphakern.ops.core import GRANULARITIES
+from alphakern.ops.core.granularity import gate_view
 
 
 class AlphaReLU(LazyModuleMixin, nn.Module):
@@ -106,7 +107,7 @@ class EagerAlphaReLU(AlphaReLU):
             )
         a = alpha(self.gamma, self.step_nu())
         if self.granularity == "channel":
-            a = a.reshape(1, -1, *([1] * (x.dim() - 2)))
+            a = gate_view(a, x, "channel")
         return x + a * torch.relu(-x)
 
 

@@ -21,8 +21,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from alphakern.ops import alpha_relu_triton as T
-from alphakern.ops import alpha_relu_triton_gates as G
+from alphakern.ops.backends.triton import gates as G
+from alphakern.ops.backends.triton import layer as T
 
 DIV16 = [["tt.divisibility", 16]]
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"

@@ -4,9 +4,13 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cpu_ext, cuda_ext
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from alphakern.ops.backends import cpu_backend as cpu_ext
+from alphakern.ops.backends import cuda_backend as cuda_ext
+from alphakern.ops.backends import torch_backend as alpha_relu_torch
+from alphakern.ops.backends import triton_backend as alpha_relu_triton
 from tests.reference import backend_params, device_for
+from tests.utils import LAYOUTS, layouts
 
 
 def _inputs(dtype=torch.float64, shape=(2, 3, 5, 4), device="cpu"):
@@ -104,15 +108,11 @@ def test_backward_is_deterministic(backend):
         assert torch.equal(dx, dx0) and torch.equal(dg, dg0)
 
 
-LAYOUTS = {
-    "contiguous": lambda t: t,
-    "channels_last": lambda t: t.to(memory_format=torch.channels_last),
-    "permuted": lambda t: t.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1),
-}
+OPCHECK_LAYOUTS = layouts("contiguous", "channels_last", "permuted")
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("layout", OPCHECK_LAYOUTS)
 def test_opcheck(backend, layout):
     device = device_for(backend)
     x, gamma, nu = _inputs(torch.float32, device=device)
@@ -123,7 +123,7 @@ def test_opcheck(backend, layout):
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("layout", OPCHECK_LAYOUTS)
 def test_fake_kernels_promise_the_real_strides(backend, layout):
     """What torch.compile plans memory with (the fake kernels) is what the kernels return."""
     from torch._subclasses.fake_tensor import FakeTensorMode

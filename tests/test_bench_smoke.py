@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.subproc import run_python
+
+pytestmark = pytest.mark.slow  # benchmark processes
 
 
 def test_quick_benchmark(tmp_path):

@@ -311,3 +311,21 @@ def test_alpha_gate_modules_are_what_the_budget_counts():
         m.gate.gamma.fill_(-50.0)
         m.gate.nu.fill_(100.0)
     assert relu_count(m, X) == 3 * 32 * 32
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel", "element"])
+def test_per_sample_counts_are_the_same_for_batch_1_and_batch_7(granularity):
+    """gate_sites' positions, the soft count and relu_count are per sample: 7 images (the first of
+    them the batch-1 image) give the counts of one. Counting per batch would scale them by 7."""
+    model = _gated(granularity)
+    seven = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    one = seven[:1]
+    s1, s7 = gate_sites(model, one), gate_sites(model, seven)
+    assert [(s.positions, s.gates) for s in s7] == [(s.positions, s.gates) for s in s1]
+    assert [s.positions for s in s7] == POSITIONS[granularity]
+    assert float(soft_relu_count(s7)) == float(soft_relu_count(s1))
+    assert relu_count(model, seven) == relu_count(model, one) > 0
+    plain = Small()  # ReLUs that are not gates, seen through the torch-function mode
+    assert relu_count(plain, seven) == relu_count(plain, one) == 16384 + 16384 + 2048
+    exact = discretize_to_budget(model, one, 20000)  # FixedSlopeReLU / ReLU / Identity counted
+    assert relu_count(exact, seven) == relu_count(exact, one) <= 20000

@@ -7,6 +7,8 @@ import pytest
 
 from tests.subproc import run_python
 
+pytestmark = pytest.mark.slow  # each builds the CPU library from a clean cache
+
 # y and dγ through the given backend, checked against the torch backend; prints the backend used
 CHECK = """
 import sys, torch, alphakern

@@ -9,6 +9,8 @@ import pytest
 from tests.reference import HAS_NVCC
 from tests.subproc import run_python
 
+pytestmark = pytest.mark.slow  # nvcc
+
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
 def test_build_cuda_command_compiles_csrc():
@@ -28,14 +30,15 @@ def test_build_failure_exits_nonzero_with_message(tmp_path):
     assert "building alphakern's CUDA backend" in proc.stderr and "Fix the toolkit" in proc.stderr
 
 
-def _nvcc(tmp_path, *args, source="alpha_relu_kernels.cu"):
-    """nvcc on a csrc/ .cu file for sm_90 with the flags torch's extension builder uses."""
+def _nvcc(tmp_path, *args, source="cuda/layer_kernels.cu", csrc=None):
+    """nvcc on a csrc/ .cu file (of ``csrc``, default the package's) for sm_90 with the flags torch's
+    extension builder uses."""
     import subprocess
     import sysconfig
 
     import torch
 
-    from alphakern.ops import cuda_ext
+    from alphakern.ops.backends.native import cuda as cuda_ext
 
     home = cuda_ext._find_cuda_home()
     inc = Path(torch.__file__).parent / "include"
@@ -45,7 +48,7 @@ def _nvcc(tmp_path, *args, source="alpha_relu_kernels.cu"):
         "-isystem", f"{home}/include", "-isystem", sysconfig.get_paths()["include"],
         "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
         "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-        *args, str(cuda_ext.csrc_dir() / source),
+        *args, str((csrc or cuda_ext.csrc_dir()) / source),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -62,7 +65,12 @@ def _entries(ptx: str) -> dict[str, str]:
 def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
     """The PTX of csrc/ for sm_90: every fwd/bwd kernel has vectorised global loads and stores
     (each entry on its own), none has atomics (determinism) or approximate math (α's precision)."""
-    _nvcc(tmp_path, "-ptx", "-o", "k.ptx")
+    check_layer_ptx(tmp_path)
+
+
+def check_layer_ptx(tmp_path, csrc=None):
+    """The checks of the test above, on ``csrc`` (tests/test_mutants.py runs them on mutants)."""
+    _nvcc(tmp_path, "-ptx", "-o", "k.ptx", csrc=csrc)
     entries = _entries((tmp_path / "k.ptx").read_text())
     assert len(entries) == 7, list(entries)  # fwd and bwd for fp32/fp16/bf16, and the final sum
     elementwise = {n: t for n, t in entries.items() if "fwd_kernel" in n or "bwd_kernel" in n}
@@ -95,7 +103,7 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
     """alpha_relu_gates.cu for sm_90: each vectorised instantiation (16 bytes: 4 fp32 or 8 fp16/bf16
     elements) of the four gate kernels loads and stores 16 bytes; no atomics, no approximate math;
     nothing spilled."""
-    _nvcc(tmp_path, "-ptx", "-o", "g.ptx", source="alpha_relu_gates.cu")
+    _nvcc(tmp_path, "-ptx", "-o", "g.ptx", source="cuda/gate_kernels.cu")
     entries = _entries((tmp_path / "g.ptx").read_text())
     kinds = ("gates_cols_fwd", "gates_cols_bwd", "gates_rows_fwd", "gates_rows_bwd")
     for kind in kinds:
@@ -106,6 +114,6 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
     assert len(entries) == 4 * 3 * 2 + 1  # each kernel x dtype x (vectorised, scalar) + column sum
     for name, text in entries.items():
         assert "atom." not in text and not re.search(r"\b(ex2|rcp|div)\.approx", text), name
-    proc = _nvcc(tmp_path, "-cubin", "-o", "g.cubin", "-Xptxas", "-v", source="alpha_relu_gates.cu")
+    proc = _nvcc(tmp_path, "-cubin", "-o", "g.cubin", "-Xptxas", "-v", source="cuda/gate_kernels.cu")
     spills = re.findall(r"(\d+) bytes spill stores", proc.stderr)
     assert spills and all(int(s) == 0 for s in spills), proc.stderr[-2000:]

@@ -14,10 +14,13 @@ from alphakern.train import EVAL_BATCH, TrainConfig, Trainer, evaluate
 from tests.cifar_fixtures import write_pickles
 from tests.subproc import ROOT
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-    reason="needs torch.distributed with gloo",
-)
+pytestmark = [
+    pytest.mark.slow,  # torchrun jobs
+    pytest.mark.skipif(
+        not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+        reason="needs torch.distributed with gloo",
+    ),
+]
 
 # alphakern's CLI, plus what a test needs to see from inside the ranks: each rank's final state
 # (rank{r}.pt), the gradients its optimiser gets in the first step (grads{r}.pt) and, with FAIL_RANK,

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_triton, cpu_ext
 from alphakern.ops.alpha_relu import auto_backend
+from alphakern.ops.backends import cpu_backend as cpu_ext
+from alphakern.ops.backends import triton_backend as alpha_relu_triton
+from alphakern.ops.backends.triton import common as triton_common
 
 G = torch.tensor(0.0)
 NU = torch.tensor(1.0)
@@ -111,7 +113,7 @@ def test_auto_on_cpu_is_the_native_kernels_when_built(monkeypatch):
     ],
 )
 def test_what_auto_means(device_type, dtype, expected, monkeypatch):
-    monkeypatch.setattr(alpha_relu_triton, "triton", object())  # "installed", GPU or not
+    monkeypatch.setattr(triton_common, "triton", object())  # "installed", GPU or not
     monkeypatch.setattr(cpu_ext, "available", lambda: True)  # built
     assert auto_backend(device_type, dtype) == expected
 
@@ -122,7 +124,7 @@ def test_auto_on_cpu_without_a_build_is_torch(monkeypatch):
 
 
 def test_auto_without_triton_is_torch(monkeypatch):
-    monkeypatch.setattr(alpha_relu_triton, "triton", None)
+    monkeypatch.setattr(triton_common, "triton", None)
     assert auto_backend("cuda", torch.float32) == "torch"
 
 
@@ -164,13 +166,13 @@ def test_op_rejects_unknown_backend():
 
 
 def test_triton_on_cpu_without_interpreter(monkeypatch):
-    monkeypatch.setattr(alpha_relu_triton, "INTERPRET", False)
+    monkeypatch.setattr(triton_common, "INTERPRET", False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         alphakern.alpha_relu(torch.zeros(3), G, NU, backend="triton")
 
 
 def test_triton_missing(monkeypatch):
-    monkeypatch.setattr(alpha_relu_triton, "triton", None)
+    monkeypatch.setattr(triton_common, "triton", None)
     with pytest.raises(RuntimeError, match="pip install triton"):
         alphakern.alpha_relu(torch.zeros(3), G, NU, backend="triton")
 
@@ -194,7 +196,7 @@ def test_cuda_backend_on_cpu_tensor():
 
 
 def test_cuda_build_failure_is_loud(monkeypatch):
-    from alphakern.ops import cuda_ext
+    from alphakern.ops.backends.native import cuda as cuda_ext
 
     monkeypatch.setattr(cuda_ext, "_loaded", None)
     monkeypatch.setattr(cuda_ext, "_find_cuda_home", lambda: None)

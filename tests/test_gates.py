@@ -4,75 +4,13 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_triton_gates
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
-from alphakern.ops.utils import alpha_terms
+from alphakern.ops.backends.triton import gates as alpha_relu_triton_gates
+from alphakern.ops.core import alpha_terms
 from tests.reference import TRITON_RUNS, assert_matches_reference, backend_params, device_for
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-# (shape, note): odd channel counts, 1×1 spatial, 2-D and 3-D x, a channel stride B past
-# ROWS_MIN_B (one program per row chunk) with a ragged last chunk, and one just below it
-SHAPES = [
-    (1, 7, 1, 1),
-    (2, 130, 3, 3),
-    (5, 6),
-    (2, 5, 7),
-    (2, 3, 16, 16),
-    (2, 4, 17, 19),
-    (3, 2, 15, 17),
-]
-LAYOUTS = {
-    "contiguous": lambda t: t,
-    "channels_last": lambda t: t.to(memory_format=torch.channels_last) if t.dim() == 4 else t,
-    "transposed": lambda t: t.transpose(0, -1).contiguous().transpose(0, -1),  # batch innermost
-    "sliced": lambda t: torch.cat([t, t], dim=-1)[..., ::2],  # not dense: gathered once
-}
-
-
-def gates(kind, x, seed=0):
-    shape = x.shape[1:2] if kind == "channel" else x.shape[1:]
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) * 4 - 2).to(x.device)  # α from ~0.02 to ~0.98 at ν = 10
-
-
-def make(shape, dtype, device, layout="contiguous", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g) * 2).to(dtype)
-    dy = torch.randn(shape, generator=g).to(dtype)
-    return LAYOUTS[layout](x).to(device), LAYOUTS[layout](dy).to(device)
-
-
-def run(backend, x, gamma, nu, dy):
-    return (alpha_relu_op(x, gamma, nu, backend), *alpha_relu_backward_op(dy, x, gamma, nu, backend))
-
+from tests.utils import gates, layouts, make, run
 
 FUSED_OK = backend_params()  # every backend; cuda and (without the interpreter) triton skip on a CPU
-
-
-@pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_parity(backend, kind, dtype, shape):
-    device = device_for(backend)
-    x, dy = make(shape, dtype, device)
-    gamma, nu = gates(kind, x), torch.tensor(10.0, device=device)
-    y, dx, dg = run(backend, x, gamma, nu, dy)
-    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
-
-
-@pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 3, 16, 17)], ids=str)
-def test_layouts(backend, kind, layout, shape):
-    """The gate follows the logical index in every layout; the output keeps x's memory format."""
-    device = device_for(backend)
-    x, dy = make(shape, torch.float32, device, layout, seed=1)
-    gamma, nu = gates(kind, x, seed=1), torch.tensor(6.0, device=device)
-    y, dx, dg = run(backend, x, gamma, nu, dy)
-    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
-    assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
@@ -154,7 +92,7 @@ def test_triton_row_blocks_grid_stride(kind):
     x, dy = make((40, 3, 2, 5), torch.float32, device, "channels_last" if kind == "channel" else "contiguous")
     gamma, nu = gates(kind, x), torch.tensor(7.0, device=device)
     y = alpha_relu_op(x, gamma, nu, "triton")
-    dx, dg = alpha_relu_triton_gates.backward(dy, x, gamma, nu, max_programs=1)
+    dx, dg = alpha_relu_triton_gates.backward(dy, x, gamma, nu, kind, max_programs=1)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")
 
 
@@ -249,16 +187,16 @@ class _TorchGateOps:
 
 
 @pytest.mark.parametrize("kind", ["channel", "element"])
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("layout", layouts("contiguous", "channels_last", "batch_inner", "strided"))
 @pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 3, 16, 17), (4, 6)], ids=str)
 def test_cuda_backend_glue(kind, layout, shape, monkeypatch):
-    from alphakern.ops import cuda_ext
+    from alphakern.ops.backends.native import cuda as cuda_ext
 
     monkeypatch.setattr(cuda_ext, "_ops", lambda: _TorchGateOps)
     monkeypatch.setattr(cuda_ext, "_check", lambda x: None)
     x, dy = make(shape, torch.float32, "cpu", layout if len(shape) == 4 else "contiguous", seed=6)
     gamma, nu = gates(kind, x, seed=6), torch.tensor(6.0)
-    y = cuda_ext.forward(x, gamma, nu)
-    dx, dg = cuda_ext.backward(dy, x, gamma, nu)
+    y = cuda_ext.forward(x, gamma, nu, kind)
+    dx, dg = cuda_ext.backward(dy, x, gamma, nu, kind)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
     assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()

@@ -10,6 +10,7 @@ import pytest
 from tests.subproc import ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     subprocess.run([sys.executable, "-c", "import setuptools, wheel"], capture_output=True).returncode != 0,
     reason="building a wheel needs setuptools and wheel (make test installs them)",
@@ -29,14 +30,15 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = tmp_path.glob("alphakern-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    from alphakern.ops import cpu_ext, cuda_ext
+    from alphakern.ops.backends.native import cpu as cpu_ext
+    from alphakern.ops.backends.native import cuda as cuda_ext
 
-    for src in (*cuda_ext.SOURCES, *cuda_ext.HEADERS, *cpu_ext.SOURCES):
+    for src in (*cuda_ext.SOURCES, *cuda_ext.HEADERS, *cpu_ext.SOURCES, *cpu_ext.HEADERS):
         assert f"alphakern/csrc/{src}" in names, sorted(names)
     # installed (unpacked as pip would), alphakern finds them there, away from the source tree
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = "from alphakern.ops import cuda_ext; print(cuda_ext.csrc_dir())"
+    code = "from alphakern.ops.backends.native import cuda; print(cuda.csrc_dir())"
     found = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 import alphakern
-from alphakern.ops import alpha_relu_triton
-from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
+from alphakern.ops.backends import triton_backend as alpha_relu_triton
+from alphakern.ops.backends.triton import layer as triton_layer
 from tests.reference import assert_matches_reference, backend_params, device_for
+from tests.utils import DTYPES, KINDS, LAYOUTS, gates, layouts, make, run, scalars
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (γ, ν): α = ½ at ν = 0; mid-range; 1 − α ≈ 9e-4 (an fp16/bf16 α would be off by a quarter of it);
 # 1 − α ≈ 2e-10 (fp32 `1 - α` is 0 there: only σ(−z) keeps the slope); α saturated to exactly
 # 0 or 1 at ν = 1e3; (0.01, 62.5), where an approximate fp32 sigmoid is off by ~1 ulp of α.
@@ -22,23 +22,6 @@ GAMMA_NU = [
     (-2.0, 1e3),
     (0.01, 62.5),
 ]
-
-
-def run(backend, x, gamma, nu, dy):
-    y = alpha_relu_op(x, gamma, nu, backend)
-    dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
-    return y, dx, dg
-
-
-def make(shape, dtype, device, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g) * 2).to(dtype).to(device)
-    dy = torch.randn(shape, generator=g).to(dtype).to(device)
-    return x, dy
-
-
-def scalars(gamma, nu, device, dtype=torch.float32):
-    return torch.tensor(gamma, dtype=dtype, device=device), torch.tensor(nu, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -75,26 +58,51 @@ def test_float64_gamma_with_float32_x(backend):
     assert_matches_reference(x, gamma, nu, dy, *run(backend, x, gamma, nu, dy), backend=backend)
 
 
-LAYOUTS = {
-    "channels_last": lambda t: t.to(memory_format=torch.channels_last),
-    "transposed": lambda t: t.transpose(1, 3),
-    "sliced": lambda t: t[:, ::2, 1:],
-    "expanded": lambda t: t[:1].expand(4, -1, -1, -1),
-}
+# (shape, note) for every granularity: odd channel counts, 1×1 spatial, 2-D and 3-D x, a channel
+# stride B past ROWS_MIN_B (one program per row chunk) with a ragged last chunk, one just below it
+SHAPES = [
+    (1, 7, 1, 1),
+    (2, 130, 3, 3),
+    (5, 6),
+    (2, 5, 7),
+    (2, 3, 16, 16),
+    (2, 4, 17, 19),
+    (3, 2, 15, 17),
+]
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_layouts(backend, layout):
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_parity(backend, kind, dtype, shape):
     device = device_for(backend)
-    x, dy = make((4, 8, 16, 16), torch.float32, device, seed=2)
-    x, dy = LAYOUTS[layout](x), LAYOUTS[layout](dy.contiguous())
-    gamma, nu = scalars(-0.2, 3.0, device)
+    x, dy = make(shape, dtype, device)
+    gamma, nu = gates(kind, x), torch.tensor(10.0, device=device)
     y, dx, dg = run(backend, x, gamma, nu, dy)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
-    # the output keeps x's memory format, exactly as the fake kernel promises
-    assert y.stride() == torch.empty_like(x).stride()
-    assert dx.stride() == torch.empty_like(x).stride()
+
+
+LAYOUT_CASES = [  # (layout, shape): every kind of gate in each
+    *((name, shape) for name in layouts("contiguous", "channels_last", "batch_inner", "strided")
+      for shape in [(2, 5, 3, 4), (2, 3, 16, 17)]),
+    *((name, (4, 8, 16, 16)) for name in layouts("channels_last", "transposed_view", "sliced", "expanded")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout,shape", LAYOUT_CASES, ids=[f"{n}-{s}" for n, s in LAYOUT_CASES])
+def test_layouts(backend, kind, layout, shape):
+    """The gate follows the logical index in every layout; the output keeps x's memory format,
+    exactly as the fake kernel promises."""
+    device = device_for(backend)
+    x, dy = make(shape, torch.float32, device, seed=1)
+    x, dy = LAYOUTS[layout](x), LAYOUTS[layout](dy)
+    gamma, nu = gates(kind, x, seed=1), torch.tensor(6.0, device=device)
+    y, dx, dg = run(backend, x, gamma, nu, dy)
+    assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
+    assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -190,8 +198,8 @@ def test_triton_partial_sums_many_programs(block_size, max_programs, final_block
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, dy = make((3, 7, 257), torch.float32, device, seed=4)
     gamma, nu = scalars(-0.7, 6.0, device)
-    y = alpha_relu_triton.forward(x, gamma, nu)
-    dx, dg = alpha_relu_triton.backward(
+    y = triton_layer.forward(x, gamma, nu)
+    dx, dg = triton_layer.backward(
         dy, x, gamma, nu, block_size=block_size, max_programs=max_programs, final_block=final_block
     )
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")

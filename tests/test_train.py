@@ -368,4 +368,4 @@ def test_granular_run_history_stays_small(granularity, data_dir, tmp_path):
     assert len((tmp_path / "g" / "metrics.json").read_text().splitlines()) < 300
     resumed = run(cfg(data_dir, tmp_path / "g", granularity=granularity, epochs=2), resume=True)
     assert resumed.hist.shape[0] == 2 * steps and torch.equal(resumed.hist[:steps], t.hist)
-    assert set(resumed.gates) == {f"epoch{e}/{n}" for e in (1, 2) for n in h["layers"]}
+    assert set(resumed.gate_alphas) == {f"epoch{e}/{n}" for e in (1, 2) for n in h["layers"]}

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from alphakern.ops import alpha_relu_triton
+from alphakern.ops.backends import triton_backend as alpha_relu_triton
 from tests.subproc import run_python
 
 # 256-thread programs at ≤ 64 registers a thread: ≥ 4 programs (32 warps) resident per SM

@@ -5,41 +5,31 @@ a fake (meta) kernel, so it never graph-breaks, and autograd is registered once 
 The backend name travels as a string argument; ``alpha_relu`` below resolves "auto" before
 calling, so the op only ever sees "torch", "triton", "cuda" or "cpu". Every entry — ``alpha_relu``, the
 registered ops called directly, their fake kernels under torch.compile — validates its inputs with
-``ops.utils.check_inputs`` (metadata only, no host sync) before any kernel runs.
+``ops.core.checks.check_inputs`` (metadata only, no host sync) before any kernel runs; that check
+also resolves γ's granularity, which every backend receives as ``kind`` (``ops.backends``).
 """
 
 from __future__ import annotations
 
 import os
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from alphakern.ops import alpha_relu_torch, alpha_relu_triton, cpu_ext, cuda_ext
-from alphakern.ops.utils import (
-    BACKEND_CHOICES,
-    KERNEL_DTYPES,
-    check_backend,
-    check_grad,
-    check_inputs,
-)
+from alphakern.ops import backends
+from alphakern.ops.backends import cpu_backend, triton_backend
+from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
+from alphakern.ops.core.granularity import granularity
 
 ENV_VAR = "ALPHAKERN_BACKEND"
-_BACKENDS: dict[str, ModuleType] = {
-    "torch": alpha_relu_torch,
-    "triton": alpha_relu_triton,
-    "cuda": cuda_ext,
-    "cpu": cpu_ext,
-}
 
 
 def auto_backend(device_type: str, dtype: torch.dtype) -> str:
     """What "auto" means: Triton for the dtypes it takes on a GPU, the native kernels on the CPU
-    when they are built (``cpu_ext.available``: never compiles), the torch backend elsewhere."""
-    if device_type == "cuda" and dtype in KERNEL_DTYPES and alpha_relu_triton.available():
+    when they are built (``available`` never compiles), the torch backend elsewhere."""
+    if device_type == "cuda" and dtype in triton_backend.DTYPES and triton_backend.available():
         return "triton"
-    if device_type == "cpu" and dtype in cpu_ext.DTYPES and cpu_ext.available():
+    if device_type == "cpu" and dtype in cpu_backend.DTYPES and cpu_backend.available():
         return "cpu"
     return "torch"
 
@@ -53,15 +43,11 @@ def resolve_backend(backend: str | None, x: Tensor) -> str:
     return auto_backend(x.device.type, x.dtype) if name == "auto" else name
 
 
-def _backend(name: str) -> ModuleType:
-    return _BACKENDS[check_backend(name)]
-
-
 @torch.library.custom_op("alphakern::alpha_relu", mutates_args=())
 def alpha_relu_op(x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
     """y = x + α·relu(−x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
-    check_inputs(x, gamma, nu)
-    return _backend(backend).forward(x, gamma, nu)
+    kind = check_inputs(x, gamma, nu)
+    return backends.get(backend).forward(x, gamma, nu, kind)
 
 
 @alpha_relu_op.register_fake
@@ -76,9 +62,9 @@ def alpha_relu_backward_op(
     dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂γ) of alpha_relu for the upstream gradient ``dy``."""
-    check_inputs(x, gamma, nu)
+    kind = check_inputs(x, gamma, nu)
     check_grad(dy, x)
-    return _backend(backend).backward(dy, x, gamma, nu)
+    return backends.get(backend).backward(dy, x, gamma, nu, kind)
 
 
 @alpha_relu_backward_op.register_fake
@@ -89,10 +75,11 @@ def _(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> tuple[T
     return torch.empty_like(x), torch.empty_like(gamma)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _setup_context(ctx, inputs, output, kind: str | None = None) -> None:
     x, gamma, nu, backend = inputs
     ctx.save_for_backward(x, gamma, nu)  # only x is tensor-sized: y is never kept
     ctx.backend = backend
+    ctx.kind = granularity(x, gamma) if kind is None else kind
 
 
 def _differentiable_backward(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,9 +102,9 @@ class _FusedBackward(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str):
+    def forward(ctx, dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str):
         ctx.save_for_backward(dy, x, gamma, nu)
-        return _backend(backend).backward(dy, x, gamma, nu)
+        return backends.get(backend).backward(dy, x, gamma, nu, kind)
 
     @staticmethod
     def backward(ctx, ddx: Tensor, ddgamma: Tensor):
@@ -128,25 +115,28 @@ class _FusedBackward(torch.autograd.Function):
             outs = _differentiable_backward(*inputs, nu)
             chosen = [t for t, w in zip(inputs, wanted, strict=True) if w]
             grads = iter(torch.autograd.grad(outs, chosen, (ddx, ddgamma), allow_unused=True))
-        return (*(next(grads) if w else None for w in wanted), None, None)
+        return (*(next(grads) if w else None for w in wanted), None, None, None)
 
 
-def _grads(ctx, dy: Tensor, backward_fn):
+def _grads(ctx, dy: Tensor, eager: bool):
+    """(∂L/∂x, ∂L/∂γ, None, None): the registered backward op (what torch.compile traces) or, in
+    eager mode, the backend directly."""
     x, gamma, nu = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: a graph, so higher derivatives work
-        dx, dgamma = _FusedBackward.apply(dy, x, gamma, nu, ctx.backend)
+        dx, dgamma = _FusedBackward.apply(dy, x, gamma, nu, ctx.backend, ctx.kind)
+    elif eager:
+        dx, dgamma = backends.get(ctx.backend).backward(dy, x, gamma, nu, ctx.kind)
     else:
-        dx, dgamma = backward_fn(dy, x, gamma, nu, ctx.backend)
+        dx, dgamma = alpha_relu_backward_op(dy, x, gamma, nu, ctx.backend)
     return dx, dgamma, None, None
 
 
-alpha_relu_op.register_autograd(
-    lambda ctx, dy: _grads(ctx, dy, alpha_relu_backward_op), setup_context=_setup_context
-)
+alpha_relu_op.register_autograd(lambda ctx, dy: _grads(ctx, dy, eager=False), setup_context=_setup_context)
 
 
 class AlphaReLUFunction(torch.autograd.Function):
-    """The same op for eager mode, without custom_op's Python dispatch (measured 0.2-0.35 ms a call).
+    """The same op for eager mode, without custom_op's Python dispatch (its per-call cost: see
+    benchmarks/results/README.md).
 
     Reached through ``alpha_relu`` below, which has checked the inputs. Forward and backward call
     the backend directly; the saved tensors and double backward are shared with the registered
@@ -154,23 +144,23 @@ class AlphaReLUFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
+    def forward(ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str) -> Tensor:
         # ctx-in-forward style: a separate setup_context makes apply() bind arguments with
         # inspect.signature on every call.
-        y = _backend(backend).forward(x, gamma, nu)
-        _setup_context(ctx, (x, gamma, nu, backend), y)
+        y = backends.get(backend).forward(x, gamma, nu, kind)
+        _setup_context(ctx, (x, gamma, nu, backend), y, kind)
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        return _grads(ctx, dy, lambda dy, x, gamma, nu, b: _backend(b).backward(dy, x, gamma, nu))
+        return (*_grads(ctx, dy, eager=True), None)
 
 
 def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, backend: str | None = None) -> Tensor:
     """Check, resolve the backend, then the registered op while torch.compile traces, the lean
     Function in eager mode."""
-    check_inputs(x, gamma, nu)
+    kind = check_inputs(x, gamma, nu)
     name = resolve_backend(backend, x)
     if torch.compiler.is_compiling():
         return alpha_relu_op(x, gamma, nu, name)
-    return AlphaReLUFunction.apply(x, gamma, nu, name)
+    return AlphaReLUFunction.apply(x, gamma, nu, name, kind)

@@ -9,7 +9,7 @@ import torch
 
 from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
-from alphakern.ops.utils import BACKEND_CHOICES, GRANULARITIES
+from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 
 GATE_MODES = ("schedule", "l1")
 NU_INIT_L1 = 10.0  # --gate-mode l1 without --nu-init: α = σ((σ(γ) − ½)·10) spans 0.007..0.993

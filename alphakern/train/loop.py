@@ -17,56 +17,37 @@ import math
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alphakern.budget import (
-    apply_keep,
-    budget_penalty,
-    gate_sites,
-    keep_rounded,
-    keep_to_budget,
-    l1_penalty,
-    resolve_budget,
-    soft_relu_count,
-)
-from alphakern.cifar_nets import relu_network
-from alphakern.complexity import (
-    LINEAR_BELOW,
-    NONLINEAR_ABOVE,
-    discretize,
-    format_report,
-    layer_verdicts,
-    summary,
-)
-from alphakern.convert import linearize, relu_count
-from alphakern.data import NUM_CLASSES, Cifar10, DeviceBatches, load_dataset, split_indices
-from alphakern.models import AlphaCNN
-from alphakern.modules import alpha_layers, materialize
-from alphakern.ops.utils import alpha
+from alphakern.budget import apply_keep, soft_relu_count
+from alphakern.complexity import discretize, format_report, layer_verdicts, summary
+from alphakern.convert import relu_count
+from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
+from alphakern.modules import alpha_layers
 from alphakern.train import distributed
-from alphakern.train.checkpoint import (
-    GATES,
-    METRICS,
-    atomic_write,
-    compact_json,
-    load_checkpoint,
-    npz_bytes,
-    save_checkpoint,
-)
+from alphakern.train.build import Budget, build_model, load_init
 from alphakern.train.config import TrainConfig, resolve_device
-from alphakern.train.plots import write_plots, write_relu_budget_plot
+from alphakern.train.history import History
+from alphakern.train.report import format_relus, relu_layers
+from alphakern.train.rundir import RunDir
 from alphakern.train.sync_batchnorm import convert_sync_batchnorm
+
+__all__ = [
+    "EVAL_BATCH",
+    "NonFiniteLoss",
+    "Trainer",
+    "build_model",
+    "evaluate",
+    "format_relus",
+    "test_with_discretized",
+]
 
 EVAL_BATCH = 500
 DISTILL_T = 4.0  # SNL's temperature
-# what the per-step history holds per layer
-HIST_LAYER = ("gamma", "nu")
-HIST_GRANULAR = ("gamma_mean", "nu", "alpha_mean", "alpha_std", "nonlinear_fraction", "linear_fraction")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -79,77 +60,8 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def build_model(
-    cfg: TrainConfig, device: torch.device, channels_last: bool, keep: dict | None = None
-) -> nn.Module:
-    """The study's CNN, or a ReLU network passed through ``linearize`` (a gate per ReLU call);
-    ``keep``: the gates a budget run made exact (from its checkpoint)."""
-    torch.manual_seed(cfg.seed)
-    classes = NUM_CLASSES[cfg.dataset]
-    nu_step = 0.0 if cfg.gate_mode == "l1" else cfg.nu_step  # l1 mode: ν held where it starts
-    if cfg.model == "cnn":
-        model = AlphaCNN(
-            cfg.activation,
-            cfg.head,
-            num_classes=classes,
-            nu_step=nu_step,
-            granularity=cfg.granularity,
-            backend=cfg.backend,
-        )
-    else:
-        model = relu_network(cfg.model, classes)
-        if cfg.activation == "alpha":
-            model = linearize(model, granularity=cfg.granularity, nu_step=nu_step, backend=cfg.backend)
-    model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
-    for _, m in alpha_layers(model):
-        m.nu.fill_(cfg.start_nu)
-    if keep is not None:
-        apply_keep(model, keep)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
-def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module | None:
-    """Copy the trained weights of the run ``cfg.init`` into ``model`` (its gates start fresh);
-    with ``--distill``, return that run's own network in eval mode: the teacher."""
-    state = load_checkpoint(cfg.init, map_location=device)
-    src = TrainConfig.from_dict(state["config"])
-    if (src.model, src.dataset) != (cfg.model, cfg.dataset):
-        raise ValueError(
-            f"--init {cfg.init}: a {src.model} on {src.dataset}; this run trains a {cfg.model} "
-            f"on {cfg.dataset}"
-        )
-    if state.get("keep"):
-        raise ValueError(f"--init {cfg.init}: a budget run (its gates are exact); start from a ReLU network")
-    weights = {k: v for k, v in state["model"].items() if not k.endswith((".gamma", ".nu"))}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.endswith((".gamma", ".nu"))]
-    if missing or unexpected:
-        raise ValueError(
-            f"--init {cfg.init}: weights do not match this model (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
-    if not cfg.distill:
-        return None
-    teacher = build_model(src, device, channels_last=False)
-    teacher.load_state_dict(state["model"])
-    return teacher.eval().requires_grad_(False)
-
-
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out.float(), y, reduction="sum")
-
-
-def format_relus(metrics: dict) -> str:
-    """The report's ReLU lines: per sample, before and after, and per layer what was kept."""
-    before, after, budget = (metrics[k] for k in ("relu_count_before", "relu_count_after", "relu_budget"))
-    text = f"  ReLUs per sample: {before} before, {after} after ({100 * after / max(before, 1):.1f}%)"
-    if budget is not None:
-        text += f"; budget {budget}"
-    layers = metrics["relu_layers"]
-    kept = [f"{d['name']} {d['kept']}/{d['relus']}" for d in layers if d["kept"] != d["relus"]]
-    if kept:
-        text += "\n  kept per layer (others all kept): " + ", ".join(kept)
-    return text
 
 
 def _distill(out: torch.Tensor, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +102,9 @@ def test_with_discretized(
 
 
 class Trainer:
+    """One run: builds it from the config (``build``), trains the search epochs, makes the gates
+    exact, fine-tunes, and writes the run directory (``rundir``) after every epoch."""
+
     def __init__(self, cfg: TrainConfig, data: Cifar10 | None = None, *, progress: bool = True) -> None:
         self.cfg = cfg
         # under torchrun: joins the process group; this rank's GPU (cuda:LOCAL_RANK) on CUDA
@@ -198,7 +113,7 @@ class Trainer:
         # None → on: channels_last measured faster on the 2-core CPU (benchmarks/results/README.md),
         # and it is cuDNN's preferred layout for convolutions and batch norm on CUDA.
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else True
-        self.run_dir = Path(cfg.out)
+        self.run_dir = RunDir(cfg.out, writes=self.dist.is_main)
         self.progress = progress and self.dist.is_main  # rank 0 alone shows progress
         if cfg.amp and self.device.type != "cuda" and self.dist.is_main:
             print("note: --amp applies bf16 autocast on CUDA only; training in fp32", file=sys.stderr)
@@ -209,14 +124,24 @@ class Trainer:
         if cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.layers = [m for _, m in alpha_layers(self.model)]
-        self.layer_names = [n for n, _ in alpha_layers(self.model)]
-        self._init_budget()
-        data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+        self.budget = Budget.of(cfg, self.model, self._example())
+        self.sites = list(self.budget.sites)  # the gates still learning (none once made exact)
+        if data is None:
+            data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+        self._load_data(data)
+        self.keep: dict[str, torch.Tensor] | None = None  # set when the gates are made exact
+        self._wrap()
+        self.epoch = 0
+        self.metrics: dict = dict(config=self._config_record(), device=self._device_name(), epochs=[])
+        self.history = History([n for n, _ in alpha_layers(self.model)], cfg.granularity != "layer")
+        self.gate_alphas: dict[str, np.ndarray] = {}  # α of every gate at each epoch's end (granular)
+
+    def _load_data(self, data: Cifar10) -> None:
+        """This rank's shards of the splits, on the device; equal training shards: equal step counts."""
+        cfg, d = self.cfg, self.dist
         train_idx, val_idx = split_indices(len(data.train_y), cfg.val_fraction, cfg.seed)
         if cfg.limit_train is not None:
             train_idx = train_idx[: cfg.limit_train]
-        d = self.dist
-        # each rank moves only its shards to the device; equal training shards: equal step counts
         train_idx = distributed.shard(train_idx, d, equal=True)
         val_idx = distributed.shard(val_idx, d, equal=False)
         test_idx = distributed.shard(torch.arange(len(data.test_y)), d, equal=False)
@@ -231,15 +156,6 @@ class Trainer:
         self.train_batches = batches(data.train_x, data.train_y, train_idx, cfg.batch_size, True)
         self.val_batches = batches(data.train_x, data.train_y, val_idx, EVAL_BATCH, False)
         self.test_batches = batches(data.test_x, data.test_y, test_idx, EVAL_BATCH, False)
-        self.keep: dict[str, torch.Tensor] | None = None  # set when the gates are made exact
-        self._wrap()
-        self.epoch = 0
-        self.metrics: dict = dict(config=self._config_record(), device=self._device_name(), epochs=[])
-        # per step and layer: γ, ν (layer gates: α follows from them); gates per channel/element
-        # add summaries that do not grow with the number of gates
-        self.granular = cfg.granularity != "layer"
-        self.hist = torch.zeros(0, len(self.layers), len(HIST_GRANULAR if self.granular else HIST_LAYER))
-        self.gates: dict[str, np.ndarray] = {}  # α of every gate at each epoch's end (granular)
 
     def _wrap(self) -> None:
         """The stepped module (DDP under torchrun, compiled with --compile) and a fresh optimiser:
@@ -253,38 +169,14 @@ class Trainer:
         """One CIFAR-sized sample: what the ReLUs are counted on."""
         return torch.zeros(1, 3, 32, 32, device=self.device)
 
-    def _init_budget(self) -> None:
-        """ReLUs per sample of the network (the original's count: fresh gates are all non-linear),
-        the gates' sites, the budget as a count: a budget the network cannot meet is refused
-        here, before any training."""
-        cfg = self.cfg
-        self.sites = gate_sites(self.model, self._example()) if self.layers else []
-        self.site_table = list(self.sites)  # kept for the report after the gates are made exact
-        self.relus_before = relu_count(self.model, self._example())
-        if (cfg.budget is not None or cfg.penalty is not None) and not self.sites:
-            raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
-        self.budget = resolve_budget(cfg.budget, self.relus_before) if cfg.budget is not None else None
-        # what the gates may keep: ReLUs that are not gates (never converted) count against it too
-        fixed = self.relus_before - sum(s.relus for s in self.sites)
-        self.gate_budget = None if self.budget is None else self.budget - fixed
-
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
-        cfg, terms = self.cfg, []
-        if cfg.budget is not None or cfg.penalty is not None:
-            weight = cfg.penalty if cfg.penalty is not None else 1.0
-            terms.append(budget_penalty(self.sites, self.relus_before, weight, self.gate_budget))
-        if cfg.gate_mode == "l1":
-            terms.append(l1_penalty(self.sites, cfg.l1))
-        return sum(terms) if terms else None
+        return self.budget.penalty()
 
     def make_exact(self) -> None:
         """End of the search: every gate becomes exactly a ReLU or the identity — to the budget
         (highest α first) or, without one, by rounding α at ½ — and stays so (nothing left to learn)."""
-        if self.gate_budget is not None:
-            self._freeze(keep_to_budget(self.sites, self.gate_budget))
-        else:
-            self._freeze(keep_rounded(self.sites))
+        self._freeze(self.budget.exact_keep())
 
     def _freeze(self, keep: dict[str, torch.Tensor]) -> None:
         """Make the gates exact per ``keep``: no gates left to follow, a fresh optimiser."""
@@ -303,26 +195,23 @@ class Trainer:
             return torch.cuda.get_device_name(self.device)
         return f"cpu ({torch.get_num_threads()} threads)"
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- the run directory ---------------------------------------------------------------------
     def save(self) -> None:
         """The checkpoint (rank 0 writes it; the other ranks hold the same state)."""
-        if not self.dist.is_main:
-            return
-        state = dict(
+        self.run_dir.save(dict(
             config=asdict(self.cfg),
             epoch=self.epoch,
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             metrics=self.metrics,
-            hist=self.hist,
+            hist=self.history.data,
             keep=self.keep,
             rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        )
-        save_checkpoint(self.run_dir, state)
+        ))  # fmt: skip
 
     def load(self) -> None:
-        state = load_checkpoint(self.run_dir, map_location=self.device)
+        state = self.run_dir.load(self.device)
         if state.get("keep") is not None and self.keep is None:  # stopped in the fine-tuning epochs
             self._freeze({k: v.cpu() for k, v in state["keep"].items()})
         self.model.load_state_dict(state["model"])
@@ -330,61 +219,31 @@ class Trainer:
         self.epoch = state["epoch"]
         self.metrics = state["metrics"]
         self.metrics["config"] = self._config_record()
-        self.hist = state["hist"].cpu()
-        if self.granular and (self.run_dir / GATES).is_file():
-            with np.load(self.run_dir / GATES, allow_pickle=False) as z:  # arrays only: no code runs
-                self.gates = {k: z[k] for k in z.files}
+        self.history.data = state["hist"].cpu()
+        if self.history.granular:
+            self.gate_alphas = self.run_dir.load_gates()
         torch.set_rng_state(state["rng"].cpu())
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
     def write_metrics(self) -> None:
-        if not self.dist.is_main:  # one metrics.json, plots and gates.npz: rank 0's
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        m = dict(self.metrics)
-        # one series per layer and quantity: a line each in the JSON, whatever the run's length
-        series = {"gamma": self.gamma_hist, "alpha": self.alpha_hist()}
-        if self.granular:
-            series = {"gamma_mean": self.gamma_hist, "alpha_mean": self.alpha_hist()}
-            for i, key in enumerate(HIST_GRANULAR[3:], 3):
-                series[key] = self.hist[:, :, i]
-        m["history"] = dict(layers=self.layer_names, **{k: v.T.tolist() for k, v in series.items()})
-        atomic_write(self.run_dir / METRICS, lambda p: p.write_text(compact_json(m)))
-        band = self.hist[:, :, 2:4] if self.granular else None
-        write_plots(self.run_dir, self.metrics, self.alpha_hist(), self.layer_names, band)
-        if m.get("relu_layers"):  # a finished run with gates
-            write_relu_budget_plot(self.run_dir, m)
-        if self.granular:  # the full gate vectors, at epoch ends only
-            atomic_write(self.run_dir / GATES, lambda p: p.write_bytes(npz_bytes(self.gates)))
+        self.run_dir.write(self.metrics, self.history, self.gate_alphas)
+
+    # the history as the tests and benchmarks read it
+    @property
+    def hist(self) -> torch.Tensor:
+        return self.history.data
 
     @property
     def gamma_hist(self) -> torch.Tensor:
-        """γ (its mean, for gates per channel/element) per step and layer, as each forward saw it."""
-        return self.hist[:, :, 0]
+        return self.history.gamma
 
     @property
     def nu_hist(self) -> torch.Tensor:
-        return self.hist[:, :, 1]
+        return self.history.nu
 
     def alpha_hist(self) -> torch.Tensor:
-        """α (mean over the gates) per step and layer as seen by each training forward."""
-        return self.hist[:, :, 2] if self.granular else alpha(self.gamma_hist, self.nu_hist)
-
-    def _record(self, out: torch.Tensor) -> None:
-        """This step's history row, on the device (no host sync)."""
-        with torch.no_grad():
-            if not self.granular:
-                torch.stack([torch.stack([m.gamma.detach(), m.nu]) for m in self.layers], out=out)
-                return
-            rows = []
-            for m in self.layers:
-                a = alpha(m.gamma.detach(), m.nu)
-                rows.append(torch.stack([
-                    m.gamma.detach().mean(), m.nu, a.mean(), a.std(correction=0),
-                    (a > NONLINEAR_ABOVE).float().mean(), (a < LINEAR_BELOW).float().mean(),
-                ]))  # fmt: skip
-            torch.stack(rows, out=out)
+        return self.history.alpha()
 
     # -- training ------------------------------------------------------------------------------
     def train_epoch(self) -> dict:
@@ -393,7 +252,7 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         self.model.train()
         n_steps = len(self.train_batches)
-        hist = torch.zeros(n_steps, *self.hist.shape[1:], device=dev)
+        hist = self.history.epoch_buffer(n_steps, dev)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
@@ -411,7 +270,7 @@ class Trainer:
             loss = _loss(out, y)
             objective = loss / len(y)
             if self.layers:
-                self._record(hist[step])
+                self.history.record(self.layers, hist[step])
                 extra = self.penalty()
                 if extra is not None:
                     objective = objective + extra
@@ -433,7 +292,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{running:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
         train_time = time.perf_counter() - t0
         if self.layers:  # the fine-tuning epochs have no gates to follow
-            self.hist = torch.cat([self.hist, hist.cpu()])
+            self.history.extend(hist)
         n = torch.tensor(seen, device=dev)
         distributed.all_reduce_sum(loss_sum, correct, n)  # over all ranks' shards
         return dict(
@@ -461,9 +320,9 @@ class Trainer:
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]
-            if self.granular and self.layers:
-                for name, m in zip(self.layer_names, self.layers, strict=True):
-                    self.gates[f"epoch{self.epoch}/{name}"] = m.alpha.float().cpu().numpy()
+            if self.history.granular and self.layers:
+                for name, m in zip(self.history.layer_names, self.layers, strict=True):
+                    self.gate_alphas[f"epoch{self.epoch}/{name}"] = m.alpha.float().cpu().numpy()
             self.metrics["epochs"].append(stats)
             self.save()
             self.write_metrics()
@@ -479,16 +338,6 @@ class Trainer:
             self.save()
         return self.finish()
 
-    def relu_layers(self) -> list[dict]:
-        """Per gated layer: its ReLUs per sample in the original network and how many are kept."""
-        if self.keep is not None:
-            sites = self.site_table
-            kept = [int(self.keep[s.name].sum()) * s.positions for s in sites]
-        else:
-            sites = self.sites
-            kept = [int((s.module.alpha >= LINEAR_BELOW).sum()) * s.positions for s in sites]
-        return [dict(name=s.name, relus=s.relus, kept=k) for s, k in zip(sites, kept, strict=True)]
-
     def finish(self) -> dict:
         test_loss, test_acc, acc_after = test_with_discretized(self.model, self.test_batches, self.cfg.amp)
         verdicts = layer_verdicts(self.model)
@@ -497,10 +346,10 @@ class Trainer:
             test_loss=test_loss,
             test_acc=test_acc,
             report=dict(summary(verdicts), test_acc_discretized=acc_after),
-            relu_count_before=self.relus_before,
+            relu_count_before=self.budget.relus_before,
             relu_count_after=relu_count(final, self._example()),
-            relu_budget=self.budget,
-            relu_layers=self.relu_layers(),
+            relu_budget=self.budget.budget,
+            relu_layers=relu_layers(self.budget.sites, self.keep),
         )
         self.write_metrics()
         self.report_text = format_report(verdicts, test_acc, acc_after) + "\n" + format_relus(self.metrics)

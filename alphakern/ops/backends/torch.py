@@ -1,9 +1,9 @@
 """The pure-PyTorch backend: any device, any floating dtype, few passes, no host sync.
 
 R_α is PReLU with slope 1 − α, so the forward is one ``F.prelu`` kernel with the slope σ(−z)
-(exact near saturation, see ops.utils.alpha_terms). The backward is 5 kernels and no
-``torch.where`` (10 ms at 4M elements on the 2-core CPU, 5× one of these): clamp and dot for
-∂L/∂γ; r = dy·(x ≥ 0) (compare, multiply: slope 1, also at x = ±0 as autograd of relu gives),
+(exact near saturation, see ops.core.alpha.alpha_terms). The backward is 5 kernels and no
+``torch.where`` (several times one of these on the CPU; benchmarks/results/README.md): clamp and
+dot for ∂L/∂γ; r = dy·(x ≥ 0) (compare, multiply: slope 1, also at x = ±0 as autograd of relu gives),
 then lerp(r, dy, 1 − α) = r + (1 − α)·(dy − r) puts the slope on the rest, x < 0 and NaN —
 never forming 1 − α by subtraction. One edge differs from the fused kernels: an infinite dy
 gives NaN in ∂L/∂x there (inf − inf inside lerp) instead of ±inf. fp16/bf16 compute in fp32.
@@ -15,38 +15,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from alphakern.ops._layout import dense_input_and_output, flat, like
-from alphakern.ops.utils import alpha_terms, granularity
+from alphakern.ops.core.alpha import alpha_terms
+from alphakern.ops.core.granularity import gate_view
+from alphakern.ops.core.layout import dense_input_and_output, flat, like
 
+NAME = "torch"
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _REDUCED = (torch.float16, torch.bfloat16)
-
-
-def _gate_view(t: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """A per-gate tensor shaped to broadcast against x: (1, C, 1, ...) or (1, *x.shape[1:])."""
-    if kind == "layer":
-        return t.reshape(())
-    if kind == "channel":
-        return t.reshape(1, -1, *([1] * (x.dim() - 2)))
-    return t.reshape(1, *x.shape[1:])
 
 
 def _gate_sum(t: torch.Tensor, kind: str) -> torch.Tensor:
     """Σ over the positions that share a gate (all but dim 1, or dim 0), in t's dtype (torch's
-    cascade sum: accurate, and 8× faster on the CPU than accumulating in fp64)."""
+    cascade sum: accurate, and much faster on the CPU than accumulating in fp64)."""
     dims = [d for d in range(t.dim()) if d != 1] if kind == "channel" else [0]
     return t.sum(dim=dims)
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def available() -> bool:
+    return True
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
     if x.dtype in _REDUCED:  # fp32 math: a slope rounded to 8 bits would ruin y where α ≈ 1
-        return forward(x.float(), gamma, nu).to(x.dtype)
-    kind = granularity(x, gamma)
+        return forward(x.float(), gamma, nu, kind).to(x.dtype)
     _, om, _ = alpha_terms(gamma, nu)
     om = om.to(x.dtype)
     if kind == "element":  # prelu takes one slope per channel at most
         # max(x, (1 − α)·x) is x for x ≥ 0 and (1 − α)·x below, as 0 ≤ 1 − α ≤ 1; NaN propagates
         xd, y = dense_input_and_output(x)
-        torch.mul(xd, _gate_view(om, x, kind), out=y)
+        torch.mul(xd, gate_view(om, x, kind), out=y)
         return torch.maximum(y, xd, out=y)
     y = F.prelu(x, om.reshape(-1))  # one slope, or one per channel (dim 1)
     # prelu keeps every dense layout; a strided x's output is laid out as empty_like says
@@ -54,12 +51,11 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Ten
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _REDUCED:
-        dx, dgamma = backward(dy.float(), x.float(), gamma, nu)
+        dx, dgamma = backward(dy.float(), x.float(), gamma, nu, kind)
         return dx.to(x.dtype), dgamma
-    kind = granularity(x, gamma)
     xd, dx = dense_input_and_output(x)
     dyd = like(dy, dx)
     _, om, dadg = alpha_terms(gamma, nu)
@@ -74,4 +70,4 @@ def backward(
     # hardshrink_backward's vectorised CPU path and its scalar one disagree on NaN), 0 elsewhere
     torch.ge(xd, 0, out=dx).mul_(dyd)  # the mask as 0/1 floats in dx: no bool temporary
     # r + (1 − α)(dy − r); lerp switches to dy − (dy − r)·α only for 1 − α ≥ ½, where that is exact enough
-    return torch.lerp(dx, dyd, _gate_view(om.to(x.dtype), x, kind), out=dx), dgamma
+    return torch.lerp(dx, dyd, gate_view(om.to(x.dtype), x, kind), out=dx), dgamma

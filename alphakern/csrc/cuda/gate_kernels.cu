@@ -2,7 +2,7 @@
 //   "cols" [A, G]: the gate is the column (per element; per channel with a small channel stride,
 //                  the host repeating each channel's slope over it; channels_last),
 //   "rows" [A*C, B]: rows of B elements, one channel each (NCHW with large H*W),
-// as planned by alphakern/ops/gate_layout.py. The host passes the slopes 1 - alpha per gate
+// as laid out by alphakern/ops/core/gate_layout.py. The host passes the slopes 1 - alpha per gate
 // (fp32, from fp64 math); the kernels return dx and fp32 sums of dy*relu(-x) per gate, and the
 // host applies the chain rule. Same element semantics as the layer kernels: PReLU forward,
 // slope 1 at x = +-0, NaN propagates. dgamma partials: per (row block, column) in "cols", per
@@ -10,13 +10,9 @@
 // depends on the shapes only, never on the GPU.
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
+#include "../common/cuda_utils.cuh"
 #include "elementwise.cuh"
 
 #include <algorithm>
@@ -197,31 +193,6 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-template <typename K>
-int wave(K kernel) {  // resident blocks in one wave on the current device (cached per device)
-  static int cache[64] = {0};
-  const int dev = c10::cuda::current_device();
-  if (dev < 64 && cache[dev] > 0) return cache[dev];
-  int per_sm = 0, sms = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int w = std::max(per_sm, 1) * sms;
-  if (dev < 64) cache[dev] = w;
-  return w;
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
-
-template <typename T> struct CudaType { using type = T; };
-template <> struct CudaType<at::Half> { using type = __half; };
-template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
-
-#define ALPHAKERN_GATES_DISPATCH(TYPE, NAME, ...)                      \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                       \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)         \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)          \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
 // Column geometry: rows covered per block iteration and blocks along the columns.
 struct ColsGrid {
   int rows_per_iter;
@@ -250,7 +221,7 @@ at::Tensor column_sums(const at::Tensor& partials, int64_t K, int64_t G, cudaStr
 void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t A,
                            int64_t G) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_cols_fwd", [&] {
+  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_cols_fwd", [&] {
     using T = typename CudaType<scalar_t>::type;
     constexpr int N = 16 / sizeof(T);
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
@@ -261,8 +232,8 @@ void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
                                                                    G / N, c.rows_per_iter);
     } else {
       const ColsGrid c = cols_grid(A, G, G);
-      gates_cols_fwd_kernel<T, 1><<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A, G,
-                                                                   c.rows_per_iter);
+      gates_cols_fwd_kernel<T, 1>
+          <<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A, G, c.rows_per_iter);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -273,7 +244,7 @@ at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::
                                  const at::Tensor& slopes, int64_t A, int64_t G) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor sums;
-  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_cols_bwd", [&] {
+  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_cols_bwd", [&] {
     using T = typename CudaType<scalar_t>::type;
     constexpr int N = 16 / sizeof(T);
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
@@ -283,13 +254,13 @@ at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::
     const ColsGrid c = cols_grid(A, vec ? G / N : G, G);
     at::Tensor partials = at::empty({static_cast<int64_t>(c.grid.x), G}, x.options().dtype(at::kFloat));
     if (vec) {
-      gates_cols_bwd_kernel<T, N><<<c.grid, kThreads, 0, stream>>>(
-          dyp, xp, dxp, partials.mutable_data_ptr<float>(), slopes.const_data_ptr<float>(), A, G / N,
-          c.rows_per_iter);
+      gates_cols_bwd_kernel<T, N>
+          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
+                                            slopes.const_data_ptr<float>(), A, G / N, c.rows_per_iter);
     } else {
-      gates_cols_bwd_kernel<T, 1><<<c.grid, kThreads, 0, stream>>>(
-          dyp, xp, dxp, partials.mutable_data_ptr<float>(), slopes.const_data_ptr<float>(), A, G,
-          c.rows_per_iter);
+      gates_cols_bwd_kernel<T, 1>
+          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
+                                            slopes.const_data_ptr<float>(), A, G, c.rows_per_iter);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     sums = column_sums(partials, c.grid.x, G, stream);
@@ -302,18 +273,22 @@ void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
                            int64_t B) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t R = x.numel() / B;
-  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_rows_fwd", [&] {
+  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_rows_fwd", [&] {
     using T = typename CudaType<scalar_t>::type;
     constexpr int N = 16 / sizeof(T);
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
     const int64_t needed = (R + kWarps - 1) / kWarps;
     if (B % N == 0 && aligned16(xp) && aligned16(yp)) {
-      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_fwd_kernel<T, N>)));
-      gates_rows_fwd_kernel<T, N><<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B / N);
+      const int grid =
+          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, N>>(kThreads)));
+      gates_rows_fwd_kernel<T, N>
+          <<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B / N);
     } else {
-      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_fwd_kernel<T, 1>)));
-      gates_rows_fwd_kernel<T, 1><<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B);
+      const int grid =
+          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, 1>>(kThreads)));
+      gates_rows_fwd_kernel<T, 1>
+          <<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -325,7 +300,7 @@ at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t R = x.numel() / B;
   at::Tensor row_sums = at::empty({R}, x.options().dtype(at::kFloat));
-  ALPHAKERN_GATES_DISPATCH(x.scalar_type(), "gates_rows_bwd", [&] {
+  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_rows_bwd", [&] {
     using T = typename CudaType<scalar_t>::type;
     constexpr int N = 16 / sizeof(T);
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
@@ -335,10 +310,12 @@ at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::
     float* sp = row_sums.mutable_data_ptr<float>();
     const float* slp = slopes.const_data_ptr<float>();
     if (B % N == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp)) {
-      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_bwd_kernel<T, N>)));
+      const int grid =
+          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, N>>(kThreads)));
       gates_rows_bwd_kernel<T, N><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B / N);
     } else {
-      const int grid = static_cast<int>(std::min<int64_t>(needed, wave(gates_rows_bwd_kernel<T, 1>)));
+      const int grid =
+          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, 1>>(kThreads)));
       gates_rows_bwd_kernel<T, 1><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();

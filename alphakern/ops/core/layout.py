@@ -1,4 +1,4 @@
-"""Memory-layout helpers shared by the backends.
+"""Memory-layout helpers shared by the backends (dense layouts seen as flat arrays).
 
 Every backend works on tensors as flat arrays in *memory order*, so that the output keeps the
 input's memory format (contiguous, channels_last, any dense permutation) without a copy.

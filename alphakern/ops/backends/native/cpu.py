@@ -1,15 +1,17 @@
 """The "cpu" backend: native kernels (csrc/cpu/) for fp32, fp16 and bf16 on the CPU.
 
+Its ops' schemas are ``schema``'s; this library registers their CPU kernels.
+
 Built by ``python -m alphakern build`` (``make`` runs it when it sets up the venv), into torch's
 extension cache. The build targets the SIMD level torch itself uses on this machine: AVX2 (+FMA,
 F16C) where the CPU has it, the portable ATen path elsewhere, never instructions the CPU lacks.
 OpenMP (``-fopenmp``) is what makes ``at::parallel_for`` parallel: without it the kernels run on one
-thread (8× slower than compile in a measured prototype).
+thread (far slower than torch.compile; benchmarks/results/README.md).
 
 Using it without a build — the policy:
 - ``backend="auto"`` on the CPU uses these kernels when a current build is cached, and otherwise the
   PyTorch backend, with a one-time warning that says how to build (it never compiles: no pauses);
-- ``backend="cpu"`` asks for them: a missing build is compiled once (about 40 s on 2 cores) with a
+- ``backend="cpu"`` asks for them: a missing build is compiled once (under a minute on 2 cores) with a
   one-line notice on stderr; a failed build raises RuntimeError with the compiler's output.
 """
 
@@ -20,10 +22,14 @@ import warnings
 
 import torch
 
-from alphakern.ops import native_build, native_glue
+from alphakern.ops.backends.native import build as native_build
+from alphakern.ops.backends.native import glue
+from alphakern.ops.backends.native.schema import ops as _namespace
 
-NAME = "alphakern_cpu"
-SOURCES = ("alpha_relu_schema.cpp", "cpu/alpha_relu_cpu.cpp")
+NAME = "cpu"
+LIBRARY = "alphakern_cpu"
+SOURCES = ("cpu/kernels.cpp",)
+HEADERS = ("common/checks.h", "common/alpha_terms.h")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _loaded: str | None = None
 _missing = False  # checked once per process: auto resolves on every call, hashing sources is not free
@@ -43,14 +49,15 @@ def flags(cap: str | None = None) -> list[str]:
     return ["-O3", "-fopenmp", *(simd if cap == "AVX2" else ["-DCPU_CAPABILITY=DEFAULT"])]
 
 
-def _plan() -> tuple[str, list, list[str], str]:
-    """(library name, sources, flags, fingerprint) for this machine."""
+def _build_spec() -> tuple[str, list, list[str], str]:
+    """(library name, sources, flags, fingerprint of sources + headers + flags) for this machine."""
     cap = capability()
-    src = native_build.csrc_dir(SOURCES)
+    src = native_build.csrc_dir((*SOURCES, *HEADERS))
     files = [src / s for s in SOURCES]
     cflags = flags(cap)
+    digest = native_build.fingerprint([*files, *(src / h for h in HEADERS)], cflags)
     # one cache entry per SIMD level: a cache shared by two machines never loads the wrong one
-    return f"{NAME}_{cap.lower()}", files, cflags, native_build.fingerprint(files, cflags)
+    return f"{LIBRARY}_{cap.lower()}", files, cflags, digest
 
 
 def build(verbose: bool = False, notice: bool = False) -> str:
@@ -58,7 +65,7 @@ def build(verbose: bool = False, notice: bool = False) -> str:
     global _loaded
     if _loaded is not None:
         return _loaded
-    name, files, cflags, digest = _plan()
+    name, files, cflags, digest = _build_spec()
     lib = native_build.cached_library(name, digest)
     if lib is not None:
         torch.ops.load_library(str(lib))
@@ -87,7 +94,7 @@ def available(warn: bool = True) -> bool:
     if _loaded is not None:
         return True
     if not _missing:
-        name, _, _, digest = _plan()
+        name, _, _, digest = _build_spec()
         if native_build.cached_library(name, digest) is not None:
             build()
             return True
@@ -104,7 +111,7 @@ def available(warn: bool = True) -> bool:
 
 def _ops():
     build(notice=True)
-    return torch.ops.alphakern_C
+    return _namespace()
 
 
 def _check(x: torch.Tensor) -> None:
@@ -114,13 +121,13 @@ def _check(x: torch.Tensor) -> None:
         raise RuntimeError(f"backend='cpu' takes float32, float16 or bfloat16, got {x.dtype}; use 'torch'")
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
     _check(x)
-    return native_glue.forward(_ops(), x, gamma, nu)
+    return glue.forward(_ops(), x, gamma, nu, kind)
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check(x)
-    return native_glue.backward(_ops(), dy, x, gamma, nu)
+    return glue.backward(_ops(), dy, x, gamma, nu, kind)

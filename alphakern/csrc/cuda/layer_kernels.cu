@@ -9,17 +9,12 @@
 // no atomics, so backward is bitwise reproducible, on any GPU.
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
+#include "../common/alpha_terms.h"
+#include "../common/cuda_utils.cuh"
 #include "elementwise.cuh"
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 
 namespace alphakern {
@@ -45,20 +40,10 @@ __device__ __forceinline__ double load(Scalar s) {
                      : static_cast<double>(__ldg(static_cast<const float*>(s.p)));
 }
 
-__device__ __forceinline__ double sigmoid64(double v) { return 1.0 / (1.0 + exp(-v)); }
-
-struct Terms {
-  float om;     // 1 - alpha, as sigmoid(-z): no cancellation near saturation
-  double dadg;  // d alpha / d gamma = alpha (1 - alpha) nu sigmoid(gamma) sigmoid(-gamma)
-};
-
-// fp64 with IEEE exp and division: correctly rounded once cast to fp32, where fp32 fast-math
-// sigmoid errors would be amplified by nu. One scalar per thread, off the memory-bound path.
+// fp64 terms (common/alpha_terms.h) from device memory: one scalar per thread, off the
+// memory-bound path.
 __device__ __forceinline__ Terms load_terms(Scalar gamma, Scalar nu) {
-  const double g = load(gamma), n = load(nu);
-  const double s = sigmoid64(g), z = (s - 0.5) * n;
-  const double a = sigmoid64(z), om = sigmoid64(-z);
-  return {static_cast<float>(om), a * om * n * s * sigmoid64(-g)};
+  return alpha_terms(load(gamma), load(nu));
 }
 
 template <typename T, int N>
@@ -68,8 +53,8 @@ struct alignas(16) Vec {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu,
-                          int64_t n, bool vectorized) {
+    alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu, int64_t n,
+                          bool vectorized) {
   constexpr int N = 16 / sizeof(T);
   const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -110,8 +95,7 @@ __device__ __forceinline__ float block_sum(float v) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     alpha_relu_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
-                          float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n,
-                          bool vectorized) {
+                          float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n, bool vectorized) {
   constexpr int N = 16 / sizeof(T);
   const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -145,8 +129,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
 }
 
 __global__ void __launch_bounds__(kFinalThreads)
-    alpha_relu_dgamma_kernel(const float* __restrict__ partials, int64_t n_partials, Scalar gamma,
-                             Scalar nu, void* __restrict__ dgamma, bool dgamma_is_double) {
+    alpha_relu_dgamma_kernel(const float* __restrict__ partials, int64_t n_partials, Scalar gamma, Scalar nu,
+                             void* __restrict__ dgamma, bool dgamma_is_double) {
   float acc = 0.0f;
   for (int64_t j = threadIdx.x; j < n_partials; j += kFinalThreads) acc += partials[j];
   const float total = block_sum<kFinalThreads>(acc);
@@ -165,36 +149,6 @@ int64_t blocks_needed(int64_t n, int elems_per_thread) {
   return std::max<int64_t>(1, (n + per_block - 1) / per_block);
 }
 
-// Forward: one full wave of resident blocks, from the occupancy the compiled kernel really has.
-// Looked up once per device and kernel (cached: also keeps the query out of CUDA-graph captures).
-template <typename K>
-int resident_grid(K kernel, int64_t needed) {
-  static std::array<std::atomic<int>, 64> wave_cache{};  // blocks in one wave, per device
-  const int dev = c10::cuda::current_device();
-  int wave = dev < 64 ? wave_cache[dev].load() : 0;
-  if (wave == 0) {
-    int per_sm = 0, sms = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    wave = std::max(per_sm, 1) * sms;
-    if (dev < 64) wave_cache[dev].store(wave);
-  }
-  return static_cast<int>(std::min<int64_t>(needed, wave));
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
-
-// fp32, fp16, bf16 only: the op rejects other dtypes before launching.
-#define ALPHAKERN_DISPATCH(TYPE, NAME, ...)                            \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                       \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)         \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)          \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
-
-template <typename T> struct CudaType { using type = T; };
-template <> struct CudaType<at::Half> { using type = __half; };
-template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
-
 Scalar scalar_arg(const at::Tensor& t) {  // the op passes fp32 or fp64 1-element tensors
   return {t.const_data_ptr(), t.scalar_type() == at::kDouble};
 }
@@ -212,15 +166,18 @@ void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
     const bool vec = aligned16(xp) && aligned16(yp);
-    const int grid = resident_grid(alpha_relu_fwd_kernel<T>, blocks_needed(n, vec ? 16 / sizeof(T) : 1));
-    alpha_relu_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n, vec);
+    // one full wave of resident blocks
+    const int grid = static_cast<int>(std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1),
+                                                        wave_blocks<alpha_relu_fwd_kernel<T>>(kThreads)));
+    alpha_relu_fwd_kernel<T>
+        <<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 // dy, x, dx: dense tensors of equal strides; dgamma: a 1-element fp32 or fp64 tensor.
-void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
-                           at::Tensor& dgamma, const at::Tensor& gamma, const at::Tensor& nu) {
+void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx, at::Tensor& dgamma,
+                           const at::Tensor& gamma, const at::Tensor& nu) {
   const int64_t n = x.numel();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (n == 0) {
@@ -233,15 +190,15 @@ void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
     const bool vec = aligned16(dyp) && aligned16(xp) && aligned16(dxp);
-    const int grid = static_cast<int>(
-        std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1), kMaxBwdBlocks));
+    const int grid =
+        static_cast<int>(std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1), kMaxBwdBlocks));
     at::Tensor partials = at::empty({grid}, x.options().dtype(at::kFloat));
-    alpha_relu_bwd_kernel<T><<<grid, kThreads, 0, stream>>>(
-        dyp, xp, dxp, partials.mutable_data_ptr<float>(), scalar_arg(gamma), scalar_arg(nu), n, vec);
+    alpha_relu_bwd_kernel<T><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
+                                                            scalar_arg(gamma), scalar_arg(nu), n, vec);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     alpha_relu_dgamma_kernel<<<1, kFinalThreads, 0, stream>>>(
-        partials.const_data_ptr<float>(), grid, scalar_arg(gamma), scalar_arg(nu),
-        dgamma.mutable_data_ptr(), dgamma.scalar_type() == at::kDouble);
+        partials.const_data_ptr<float>(), grid, scalar_arg(gamma), scalar_arg(nu), dgamma.mutable_data_ptr(),
+        dgamma.scalar_type() == at::kDouble);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

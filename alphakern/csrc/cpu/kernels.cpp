@@ -1,5 +1,6 @@
-// CPU kernels of alphakern's native ops (schemas: ../alpha_relu_schema.cpp): R_alpha forward and a
-// backward that reads x and dy once, writing dx and the dgamma partials in the same pass.
+// CPU kernels of alphakern's native ops (schemas and fake kernels:
+// alphakern/ops/backends/native/schema.py): R_alpha forward and a backward that reads x and dy
+// once, writing dx and the dgamma partials in the same pass.
 //
 // Element math in fp32 (at::vec::Vectorized, AVX2 when built with it; fp16/bf16 converted in
 // registers), PReLU semantics as the CUDA kernels (../elementwise.cuh): y = x > 0 ? x : x * (1 - a),
@@ -15,6 +16,9 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
+
+#include "../common/alpha_terms.h"
+#include "../common/checks.h"
 
 #include <algorithm>
 #include <cmath>
@@ -39,13 +43,13 @@ namespace {
 
 using fVec = at::vec::Vectorized<float>;
 
-constexpr int64_t kPiece = 16384;     // elements of a row per work item (one fp64 partial each)
-constexpr int64_t kBlock = 256;       // fp32 sums restart every kBlock elements (accuracy)
-constexpr int64_t kColsChunk = 65536; // elements per row chunk in "cols" mode with few columns
-constexpr int64_t kSpanMin = 256;     // few columns: rows are joined into spans of >= this
-constexpr int64_t kManyCols = 2048;   // from here "cols" mode splits the columns, not the rows
-constexpr int64_t kColBlock = 512;    // columns per work item then
-constexpr int64_t kFlushRows = 64;    // ... whose fp32 column sums move into fp64 this often
+constexpr int64_t kPiece = 16384;        // elements of a row per work item (one fp64 partial each)
+constexpr int64_t kBlock = 256;          // fp32 sums restart every kBlock elements (accuracy)
+constexpr int64_t kColsChunk = 65536;    // elements per row chunk in "cols" mode with few columns
+constexpr int64_t kSpanMin = 256;        // few columns: rows are joined into spans of >= this
+constexpr int64_t kManyCols = 2048;      // from here "cols" mode splits the columns, not the rows
+constexpr int64_t kColBlock = 512;       // columns per work item then
+constexpr int64_t kFlushRows = 64;       // ... whose fp32 column sums move into fp64 this often
 constexpr int64_t kSerialBelow = 32768;  // elements: smaller tensors stay on the calling thread
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -61,7 +65,9 @@ struct Io {  // at::Half, at::BFloat16
     std::tie(v[0], v[1]) = at::vec::convert_to_float<T>(V::loadu(p, n));
   }
   static void store(T* p, const fVec* v) { at::vec::convert_from_float<T>(v[0], v[1]).store(p); }
-  static void store(T* p, const fVec* v, int64_t n) { at::vec::convert_from_float<T>(v[0], v[1]).store(p, n); }
+  static void store(T* p, const fVec* v, int64_t n) {
+    at::vec::convert_from_float<T>(v[0], v[1]).store(p, n);
+  }
 };
 
 template <>
@@ -75,17 +81,15 @@ struct Io<float> {
 };
 
 // How many of the n (< kStep) tail elements fall in fp32 vector k.
-inline int64_t part(int64_t n, int k) {
-  return std::clamp<int64_t>(n - k * fVec::size(), 0, fVec::size());
-}
+inline int64_t part(int64_t n, int k) { return std::clamp<int64_t>(n - k * fVec::size(), 0, fVec::size()); }
 
 // Slopes for the kN vectors at offset i: one per element (kPerElem) or one for the span.
 template <int kN, bool kPerElem>
 inline void slopes_at(const float* s, const fVec& om, int64_t i, int64_t tail, fVec* sv) {
   for (int k = 0; k < kN; ++k) {
     if constexpr (kPerElem) {
-      sv[k] = tail ? fVec::loadu(s + i + k * fVec::size(), part(tail, k))
-                   : fVec::loadu(s + i + k * fVec::size());
+      sv[k] =
+          tail ? fVec::loadu(s + i + k * fVec::size(), part(tail, k)) : fVec::loadu(s + i + k * fVec::size());
     } else {
       sv[k] = om;
     }
@@ -215,15 +219,15 @@ void rows_fwd(const T* x, T* y, const float* slopes, int64_t R, int64_t C, int64
 }
 
 template <typename T>
-std::vector<double> rows_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t R,
-                             int64_t C, int64_t B) {
+std::vector<double> rows_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t R, int64_t C,
+                             int64_t B) {
   const int64_t P = divup(B, kPiece);
   std::vector<double> partial(R * P);
   run_items(R * P, R * B, [&](int64_t lo, int64_t hi) {
     for (int64_t it = lo; it < hi; ++it) {
       const int64_t r = it / P, start = (it % P) * kPiece, off = r * B + start;
-      partial[it] = bwd_span_scalar<T>(dy + off, x + off, dx + off, std::min(kPiece, B - start),
-                                       slopes[r % C]);
+      partial[it] =
+          bwd_span_scalar<T>(dy + off, x + off, dx + off, std::min(kPiece, B - start), slopes[r % C]);
     }
   });
   std::vector<double> sums(C, 0.0);
@@ -278,8 +282,7 @@ void cols_fwd(const T* x, T* y, const float* slopes, int64_t A, int64_t G) {
 }
 
 template <typename T>
-std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t A,
-                             int64_t G) {
+std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t A, int64_t G) {
   std::vector<double> sums(G, 0.0);
   if (G >= kManyCols) {
     run_items(divup(G, kColBlock), A * G, [&](int64_t lo, int64_t hi) {
@@ -323,79 +326,48 @@ std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes
 
 // -- host side: checks, dtype dispatch, registration ------------------------------------------
 
-void check_x(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.device().is_cpu(), "alpha_relu (cpu backend): ", name,
-              " must be a CPU tensor, got device ", x.device());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, "alpha_relu (cpu backend): ",
-              name, " must be float32, float16 or bfloat16, got ", t);
-}
+constexpr const Backend& kB = kCpuBackend;
 
-void check_scalar(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.numel() == 1 && at::isFloatingType(t.scalar_type()), "alpha_relu: ", name,
-              " must be a 1-element floating tensor, got ", t.scalar_type(), " of shape ", t.sizes());
-  TORCH_CHECK(t.device().is_cpu(), "alpha_relu (cpu backend): ", name, " must be on the CPU, got ",
-              t.device());
-}
-
-void check_grad(const at::Tensor& dy, const at::Tensor& x) {
-  check_x(dy, "dy");
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
-              "alpha_relu: dy must have x's shape ", x.sizes(), " and dtype ", x.scalar_type(),
-              ", got ", dy.sizes(), " ", dy.scalar_type());
-}
-
-// `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
-at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
-  if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;
-  return at::empty_like(ref, t.options()).copy_(t);
-}
-
-double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
-
-struct Terms {
-  float om;     // 1 - alpha = sigmoid(-z), rounded once to fp32
-  double dadg;  // d alpha / d gamma
-};
-
+// gamma, nu: 1-element tensors (checked), read once on the host.
 Terms terms(const at::Tensor& gamma, const at::Tensor& nu) {
-  const double g = gamma.item<double>(), n = nu.item<double>();
-  const double s = sigmoid(g), z = (s - 0.5) * n, a = sigmoid(z), om = sigmoid(-z);
-  return {static_cast<float>(om), a * om * n * s * sigmoid(-g)};
+  return alpha_terms(gamma.item<double>(), nu.item<double>());
 }
 
 // f(T{}) for the dtypes check_x lets through.
 template <typename F>
 void dispatch(at::ScalarType t, const F& f) {
   switch (t) {
-    case at::kFloat: return f(float{});
-    case at::kHalf: return f(at::Half{});
-    case at::kBFloat16: return f(at::BFloat16{});
-    default: TORCH_CHECK(false, "alpha_relu (cpu backend): unsupported dtype ", t);
+    case at::kFloat:
+      return f(float{});
+    case at::kHalf:
+      return f(at::Half{});
+    case at::kBFloat16:
+      return f(at::BFloat16{});
+    default:
+      TORCH_CHECK(false, "alpha_relu (cpu backend): unsupported dtype ", t);
   }
 }
 
 at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
-  check_x(x, "x");
-  check_scalar(gamma, "gamma");
-  check_scalar(nu, "nu");
+  check_x(x, "x", kB);
+  check_scalar(gamma, "gamma", x.device());
+  check_scalar(nu, "nu", x.device());
   at::Tensor y = at::empty_like(x);  // x's memory format, as the fake kernel says
   const at::Tensor xd = like(x, y);
   const float om = terms(gamma, nu).om;
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    rows_fwd<scalar_t>(xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), &om, 1, 1,
-                       x.numel());
+    rows_fwd<scalar_t>(xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), &om, 1, 1, x.numel());
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
                                                       const at::Tensor& gamma, const at::Tensor& nu) {
-  check_x(x, "x");
-  check_grad(dy, x);
-  check_scalar(gamma, "gamma");
-  check_scalar(nu, "nu");
+  check_x(x, "x", kB);
+  check_grad(dy, x, kB);
+  check_scalar(gamma, "gamma", x.device());
+  check_scalar(nu, "nu", x.device());
   at::Tensor dx = at::empty_like(x);
   const at::Tensor xd = like(x, dx), dyd = like(dy, dx);
   const Terms tm = terms(gamma, nu);
@@ -409,28 +381,12 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, cons
   return {dx, dgamma.to(gamma.scalar_type()).reshape(gamma.sizes())};
 }
 
-void check_gated(const at::Tensor& x, const at::Tensor& slopes, int64_t gates, int64_t per_gate) {
-  check_x(x, "x");
-  TORCH_CHECK(x.dim() == 1 && x.is_contiguous(), "alpha_relu gates: x must be flat and contiguous");
-  TORCH_CHECK(gates > 0 && per_gate > 0 && x.numel() % (gates * per_gate) == 0, "alpha_relu gates: ",
-              x.numel(), " elements do not split into ", gates, " gates x ", per_gate);
-  TORCH_CHECK(slopes.scalar_type() == at::kFloat && slopes.is_contiguous() && slopes.numel() == gates &&
-                  slopes.device().is_cpu(),
-              "alpha_relu gates: slopes must be ", gates, " contiguous fp32 values on the CPU");
-}
-
-void check_gated_grad(const at::Tensor& dy, const at::Tensor& x) {
-  check_grad(dy, x);
-  TORCH_CHECK(dy.is_contiguous(), "alpha_relu gates: dy must be contiguous");
-}
-
 at::Tensor sums_tensor(const std::vector<double>& sums, const at::Tensor& x) {
   return at::tensor(sums, x.options().dtype(at::kDouble));
 }
 
 at::Tensor gates_cols_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G) {
-  check_gated(x, slopes, G, 1);
-  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  check_cols(x, slopes, A, G, kB);
   at::Tensor y = at::empty_like(x);
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -442,9 +398,8 @@ at::Tensor gates_cols_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int
 
 std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
                                                       const at::Tensor& slopes, int64_t A, int64_t G) {
-  check_gated(x, slopes, G, 1);
-  check_gated_grad(dy, x);
-  TORCH_CHECK(A * G == x.numel(), "alpha_relu gates: A*G must be x's size");
+  check_cols(x, slopes, A, G, kB);
+  check_gated_grad(dy, x, kB);
   at::Tensor dx = at::empty_like(x);
   std::vector<double> sums;
   dispatch(x.scalar_type(), [&](auto tag) {
@@ -456,7 +411,7 @@ std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cpu(const at::Tensor& dy, cons
 }
 
 at::Tensor gates_rows_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B) {
-  check_gated(x, slopes, C, B);
+  check_gated(x, slopes, C, B, kB);
   at::Tensor y = at::empty_like(x);
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -468,15 +423,15 @@ at::Tensor gates_rows_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int
 
 std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
                                                       const at::Tensor& slopes, int64_t C, int64_t B) {
-  check_gated(x, slopes, C, B);
-  check_gated_grad(dy, x);
+  check_gated(x, slopes, C, B, kB);
+  check_gated_grad(dy, x, kB);
   at::Tensor dx = at::empty_like(x);
   std::vector<double> sums;
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
     sums = rows_bwd<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(),
-                              x.numel() / B, C, B);
+                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(), x.numel() / B,
+                              C, B);
   });
   return {dx, sums_tensor(sums, x)};
 }
@@ -486,7 +441,7 @@ std::tuple<at::Tensor, at::Tensor> gate_terms_cpu(const at::Tensor& gamma, const
   TORCH_CHECK(gamma.device().is_cpu() && at::isFloatingType(gamma.scalar_type()),
               "gate_terms: gamma must be a floating CPU tensor, got ", gamma.scalar_type(), " on ",
               gamma.device());
-  check_scalar(nu, "nu");
+  check_scalar(nu, "nu", gamma.device());
   const at::Tensor g = gamma.to(at::kDouble).contiguous();
   const double n = nu.item<double>();
   at::Tensor om = at::empty(gamma.sizes(), gamma.options().dtype(at::kFloat));
@@ -496,15 +451,20 @@ std::tuple<at::Tensor, at::Tensor> gate_terms_cpu(const at::Tensor& gamma, const
   double* dp = dadg.mutable_data_ptr<double>();
   at::parallel_for(0, g.numel(), 4096, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      const double s = sigmoid(gp[i]), z = (s - 0.5) * n, a = sigmoid(z), o = sigmoid(-z);
-      op[i] = static_cast<float>(o);
-      dp[i] = a * o * n * s * sigmoid(-gp[i]);
+      const Terms t = alpha_terms(gp[i], n);
+      op[i] = t.om;
+      dp[i] = t.dadg;
     }
   });
   return {om, dadg};
 }
 
 }  // namespace
+
+// No tensor argument to dispatch on: the catch-all (CompositeImplicitAutograd) kernel.
+TORCH_LIBRARY_IMPL(alphakern_C, CompositeImplicitAutograd, m) {
+  m.impl("cpu_capability", &cpu_capability_name);
+}
 
 TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
   m.impl("gate_terms", &gate_terms_cpu);

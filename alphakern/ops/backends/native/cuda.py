@@ -1,9 +1,9 @@
 """The "cuda" backend: csrc/ compiled with torch.utils.cpp_extension (ninja), JIT on first use.
 
-Its kernels are the CUDA ones of the alphakern_C ops, whose schemas the CPU library holds (built
-first). Builds are cached (``native_build``) and only redone when sources or flags change. It targets sm_80
-and sm_90 unless ``TORCH_CUDA_ARCH_LIST`` says otherwise. A failed build raises RuntimeError with
-the compiler's output; nothing falls back silently.
+Its kernels are the CUDA ones of the alphakern_C ops, whose schemas ``schema`` defines (the CPU
+library is not needed). Builds are cached (``build``) and only redone when sources or flags
+change. It targets sm_80 and sm_90 unless ``TORCH_CUDA_ARCH_LIST`` says otherwise. A failed
+build raises RuntimeError with the compiler's output; nothing falls back silently.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from pathlib import Path
 
 import torch
 
-from alphakern.ops import cpu_ext, native_build, native_glue
+from alphakern.ops.backends.native import build as native_build
+from alphakern.ops.backends.native import glue
+from alphakern.ops.backends.native.schema import ops as _namespace
+from alphakern.ops.core.checks import KERNEL_DTYPES
 
-NAME = "alphakern_cuda"
+NAME = "cuda"
+LIBRARY = "alphakern_cuda"
+DTYPES = KERNEL_DTYPES
 DEFAULT_ARCH_LIST = "8.0;9.0"
-SOURCES = ("alpha_relu_ops.cpp", "alpha_relu_kernels.cu", "alpha_relu_gates.cu")
-HEADERS = ("elementwise.cuh",)
+SOURCES = ("cuda/ops.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu")
+HEADERS = ("cuda/elementwise.cuh", "common/checks.h", "common/alpha_terms.h", "common/cuda_utils.cuh")
 _loaded: str | None = None
 
 
@@ -59,11 +64,10 @@ def build(verbose: bool = False) -> str:
     from torch.utils import cpp_extension
 
     cpp_extension.CUDA_HOME = cuda_home  # read at import time, before our CUDA_HOME was set
-    cpu_ext.build(verbose=verbose)  # the ops' schemas live in the CPU library
     src = csrc_dir()
     try:
         path = native_build.compile_library(
-            NAME,
+            LIBRARY,
             [src / s for s in SOURCES],
             verbose,
             extra_cflags=["-O3"],
@@ -80,9 +84,14 @@ def build(verbose: bool = False) -> str:
     return _loaded
 
 
+def available() -> bool:
+    """A CUDA device and a toolkit to build for it (the build itself happens at first use)."""
+    return torch.cuda.is_available() and _find_cuda_home() is not None
+
+
 def _ops():
     build()
-    return torch.ops.alphakern_C
+    return _namespace()
 
 
 def _check(x: torch.Tensor) -> None:
@@ -90,13 +99,13 @@ def _check(x: torch.Tensor) -> None:
         raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
     _check(x)
-    return native_glue.forward(_ops(), x, gamma, nu)
+    return glue.forward(_ops(), x, gamma, nu, kind)
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check(x)
-    return native_glue.backward(_ops(), dy, x, gamma, nu)
+    return glue.backward(_ops(), dy, x, gamma, nu, kind)

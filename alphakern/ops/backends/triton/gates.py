@@ -1,7 +1,7 @@
 """Triton kernels for per-channel and per-element gates (γ of shape (C,) or x.shape[1:]).
 
 The gate of an element follows from its logical index, whatever x's dense layout: x is seen as
-[A, G] ("cols") or [A, C, B] ("rows"), see ops/gate_layout.py.
+[A, G] ("cols") or [A, C, B] ("rows"), see ops/core/gate_layout.py.
 
 - "cols": a program takes a [BLOCK_A, BLOCK_G] tile and computes 1 − α for its BLOCK_G gates
   once; its backward keeps one fp32 partial per column, and a grid-stride loop over row blocks
@@ -11,18 +11,17 @@ The gate of an element follows from its logical index, whatever x's dense layout
   column.
 
 Either way ∂L/∂γ is a fixed-order column sum of the partials (no atomics; the partition depends
-on the shapes only), then the chain rule in fp64. α math as in alpha_relu_triton: fp64, 1 − α
-as σ(−z). Element math fp32, int64 offsets.
+on the shapes only), then the chain rule in fp64. α terms and element math from ``common``
+(fp64 α, 1 − α as σ(−z); fp32 element math), int64 offsets.
 """
 
 from __future__ import annotations
 
 import torch
 
-from alphakern.ops._layout import dense_input_and_output, flat, like
-from alphakern.ops.alpha_relu_triton import _check_runnable, _device_ctx, tl, triton
-from alphakern.ops.gate_layout import batch_outermost, dgamma, plan
-from alphakern.ops.utils import granularity
+from alphakern.ops.backends.triton.common import check_runnable, device_ctx, tl, triton
+from alphakern.ops.core.gate_layout import batch_outermost, dgamma, layout_gates
+from alphakern.ops.core.layout import dense_input_and_output, flat, like
 
 TILE = 2048  # elements per program tile
 MAX_PROGRAMS = 8192  # backward: caps the partials, independent of the device
@@ -30,14 +29,7 @@ FINAL_BLOCK_K = 32
 FINAL_BLOCK_G = 64
 
 if triton is not None:
-    from alphakern.ops.alpha_relu_triton import _sigmoid64
-
-    @triton.jit
-    def _slope(g, nu_ptr):
-        """1 − α = σ(−(σ(γ) − ½)·ν) in fp64, returned in fp32, for a block (or scalar) of γ."""
-        nu = tl.load(nu_ptr).to(tl.float64)
-        z = (_sigmoid64(g.to(tl.float64)) - 0.5) * nu
-        return _sigmoid64(-z).to(tl.float32)
+    from alphakern.ops.backends.triton.common import _gate_dsum, _gate_dx, _gate_y, _slope
 
     @triton.jit
     def _cols_fwd_kernel(x_ptr, y_ptr, gate_ptr, nu_ptr, A, G, BLOCK_A: tl.constexpr, BLOCK_G: tl.constexpr):
@@ -48,7 +40,7 @@ if triton is not None:
         offs = rows[:, None] * G + cols[None, :]
         mask = (rows < A)[:, None] & cmask[None, :]
         x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        y = tl.where(x > 0.0, x, x * om[None, :])
+        y = _gate_y(x, om[None, :])
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -77,9 +69,9 @@ if triton is not None:
             mask = (rows < A)[:, None] & cmask[None, :]
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            dx = tl.where(x >= 0.0, dy, dy * om[None, :])
+            dx = _gate_dx(x, dy, om[None, :])
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            acc += dy * tl.where(x > 0.0, 0.0, -x)
+            acc += _gate_dsum(x, dy)
         tl.store(partial_ptr + pid_a.to(tl.int64) * G + cols, tl.sum(acc, axis=0), mask=cmask)
 
     @triton.jit
@@ -91,7 +83,7 @@ if triton is not None:
         mask = in_row < B
         offs = row * B + in_row
         x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        y = tl.where(x > 0.0, x, x * om)
+        y = _gate_y(x, om)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -108,9 +100,9 @@ if triton is not None:
         offs = row * B + in_row
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dx = tl.where(x >= 0.0, dy, dy * om)
+        dx = _gate_dx(x, dy, om)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        part = tl.sum(dy * tl.where(x > 0.0, 0.0, -x), axis=0)
+        part = tl.sum(_gate_dsum(x, dy), axis=0)
         # partials as [A·n_chunks, C]: the channel is the column the final sum runs down
         tl.store(partial_ptr + ((row // C) * n_chunks + chunk) * C + c, part)
 
@@ -144,23 +136,22 @@ def _rows_warps(block: int, element_size: int) -> int:
     return max(1, min(8, block * element_size // (32 * 16)))
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    _check_runnable(x)
-    kind = granularity(x, gamma)
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+    check_runnable(x)
     xd, y = dense_input_and_output(x)
     if x.numel() == 0:
         return y
     if kind == "element" and not batch_outermost(xd):  # gather once; the result keeps x's layout
-        return like(forward(x.contiguous(), gamma, nu), y)
-    p = plan(xd, gamma, kind)
-    with _device_ctx(x):
+        return like(forward(x.contiguous(), gamma, nu, kind), y)
+    p = layout_gates(xd, gamma, kind)
+    with device_ctx(x):
         if p.mode == "cols":
             block_a, block_g = _cols_blocks(p.G)
             grid = (triton.cdiv(p.A, block_a), triton.cdiv(p.G, block_g))
             _cols_fwd_kernel[grid](
                 flat(xd),
                 flat(y),
-                p.gates,
+                p.ordered,
                 nu,
                 p.A,
                 p.G,
@@ -172,7 +163,7 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Ten
             block = _rows_block(p.B)
             n_chunks = triton.cdiv(p.B, block)
             _rows_fwd_kernel[(p.A * p.G * n_chunks,)](
-                flat(xd), flat(y), p.gates, nu, p.G, p.B, n_chunks, BLOCK=block,
+                flat(xd), flat(y), p.ordered, nu, p.G, p.B, n_chunks, BLOCK=block,
                 num_warps=_rows_warps(block, x.element_size()),
             )  # fmt: skip
     return y
@@ -191,22 +182,22 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
+    kind: str,
     *,
     max_programs: int = MAX_PROGRAMS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂L/∂x, ∂L/∂γ), ∂L/∂γ of γ's shape and dtype. ``max_programs`` lets tests force the
     grid-stride loop over row blocks."""
-    _check_runnable(x)
-    kind = granularity(x, gamma)
+    check_runnable(x)
     xd, dx = dense_input_and_output(x)
     if x.numel() == 0:
         return dx, torch.zeros_like(gamma)
     if kind == "element" and not batch_outermost(xd):
-        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, max_programs=max_programs)
+        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, kind, max_programs=max_programs)
         return like(dxc, dx), dg
     dyd = like(dy, dx)
-    p = plan(xd, gamma, kind)
-    with _device_ctx(x):
+    p = layout_gates(xd, gamma, kind)
+    with device_ctx(x):
         if p.mode == "cols":
             block_a, block_g = _cols_blocks(p.G)
             n_g = triton.cdiv(p.G, block_g)
@@ -214,7 +205,7 @@ def backward(
             n_a = min(row_blocks, max(1, max_programs // n_g))
             partials = torch.empty(n_a, p.G, device=x.device, dtype=torch.float32)
             _cols_bwd_kernel[(n_a, n_g)](
-                flat(dyd), flat(xd), flat(dx), partials, p.gates, nu, p.A, p.G,
+                flat(dyd), flat(xd), flat(dx), partials, p.ordered, nu, p.A, p.G,
                 triton.cdiv(row_blocks, n_a), BLOCK_A=block_a, BLOCK_G=block_g, num_warps=8,
             )  # fmt: skip
             sums = _column_sums(partials, n_a, p.G)
@@ -223,7 +214,7 @@ def backward(
             n_chunks = triton.cdiv(p.B, block)
             partials = torch.empty(p.A * n_chunks, p.G, device=x.device, dtype=torch.float32)
             _rows_bwd_kernel[(p.A * p.G * n_chunks,)](
-                flat(dyd), flat(xd), flat(dx), partials, p.gates, nu, p.G, p.B, n_chunks,
+                flat(dyd), flat(xd), flat(dx), partials, p.ordered, nu, p.G, p.B, n_chunks,
                 BLOCK=block, num_warps=_rows_warps(block, x.element_size()),
             )  # fmt: skip
             sums = _column_sums(partials, p.A * n_chunks, p.G)

@@ -24,7 +24,7 @@ STAMP = "alphakern-build.json"
 
 def csrc_dir(sources: tuple[str, ...]) -> Path:
     """alphakern/csrc: package data, so an installed wheel can build the backends too."""
-    src = Path(__file__).resolve().parent.parent / "csrc"
+    src = Path(__file__).resolve().parents[3] / "csrc"
     missing = [s for s in sources if not (src / s).is_file()]
     if missing:
         raise RuntimeError(f"alphakern's native sources {missing} are missing from {src}: reinstall it")

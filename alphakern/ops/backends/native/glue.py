@@ -1,0 +1,63 @@
+"""The Python side of the native backends (CPU and CUDA): their ops (``schema``) take one gate,
+or flat tensors seen as [A, G] / [A·C, B] for gates per channel and element (``core.gate_layout``);
+this maps any dense layout onto them and the per-gate sums back onto ∂L/∂γ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alphakern.ops.core import gate_layout
+from alphakern.ops.core.alpha import alpha_terms
+from alphakern.ops.core.layout import dense_input, flat, like
+
+
+def _slopes(ops, xd: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str):
+    """(layout, fp32 slopes in the layout's order, dα/dγ in γ's order or None). On the CPU the α
+    terms come from one fp64 pass over γ's own gates, then the slopes are laid out by the same
+    layout (repeats included); elsewhere from alpha_terms on the laid-out γ."""
+    if gamma.is_cpu:
+        om, dadg = ops.gate_terms(gamma, nu)
+        lay = gate_layout.layout_gates(xd, om, kind)
+        return lay, lay.ordered.contiguous(), dadg
+    lay = gate_layout.layout_gates(xd, gamma, kind)
+    return lay, alpha_terms(lay.ordered, nu)[1].float().reshape(-1).contiguous(), None
+
+
+def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+    """y through ``ops`` (the namespace of ``schema``)."""
+    if kind == "layer":
+        return ops.alpha_relu_fwd(x, gamma, nu)
+    xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
+    if x.numel() == 0:
+        return torch.empty_like(xd)
+    if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
+        return like(forward(ops, x.contiguous(), gamma, nu, kind), xd)
+    p, slopes, _ = _slopes(ops, xd, gamma, nu, kind)
+    if p.mode == "cols":
+        out = ops.gates_cols_fwd(flat(xd), slopes, p.A, p.G)
+    else:
+        out = ops.gates_rows_fwd(flat(xd), slopes, p.G, p.B)
+    return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
+
+
+def backward(
+    ops, dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂x, ∂L/∂γ) through ``ops``."""
+    if kind == "layer":
+        return ops.alpha_relu_bwd(dy, x, gamma, nu)
+    xd = dense_input(x)
+    if x.numel() == 0:
+        return torch.empty_like(xd), torch.zeros_like(gamma)
+    if kind == "element" and not gate_layout.batch_outermost(xd):
+        dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu, kind)
+        return like(dxc, xd), dg
+    dyd = like(dy, xd)
+    p, slopes, dadg = _slopes(ops, xd, gamma, nu, kind)
+    if p.mode == "cols":
+        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), slopes, p.A, p.G)
+    else:
+        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), slopes, p.G, p.B)
+    dg = gate_layout.dgamma(sums, p, gamma, nu, dadg)
+    return dx_flat.as_strided(xd.shape, xd.stride()), dg

@@ -1,0 +1,84 @@
+"""The schemas of the native ops (namespace ``alphakern_C``), defined once here, and their fake
+kernels, so torch.compile and opcheck can trace every one. The C++ libraries (csrc/cpu, csrc/cuda)
+only register kernels for them (``TORCH_LIBRARY_IMPL``), as torchao does: either builds alone.
+
+    alpha_relu_fwd(x, gamma, nu) -> y                      one gate: gamma, nu 1-element tensors
+    alpha_relu_bwd(dy, x, gamma, nu) -> (dx, dgamma)
+    gates_cols_fwd(x, slopes, A, G) -> y                   x flat [A, G], gate = column, slopes [G]
+    gates_cols_bwd(dy, x, slopes, A, G) -> (dx, sums)      sums[g] = Σ dy·relu(−x) in column g
+    gates_rows_fwd(x, slopes, C, B) -> y                   x flat [A, C, B], gate = c, slopes [C]
+    gates_rows_bwd(dy, x, slopes, C, B) -> (dx, sums)
+    gate_terms(gamma, nu) -> (slopes, dadg)                (CPU) per gate: 1 − α rounded to fp32
+                                                           and dα/dγ in fp64, from one fp64 pass
+    cpu_capability() -> str                                (CPU) the SIMD level it was built for
+
+slopes are 1 − α per gate in fp32 (computed in fp64); the sums are fp32 on CUDA and fp64 on the
+CPU; the chain rule to ∂L/∂γ is applied by the caller (``glue``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NAMESPACE = "alphakern_C"
+SCHEMAS = {
+    "alpha_relu_fwd": "(Tensor x, Tensor gamma, Tensor nu) -> Tensor",
+    "alpha_relu_bwd": "(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
+    "gates_cols_fwd": "(Tensor x, Tensor slopes, int A, int G) -> Tensor",
+    "gates_cols_bwd": "(Tensor dy, Tensor x, Tensor slopes, int A, int G) -> (Tensor, Tensor)",
+    "gates_rows_fwd": "(Tensor x, Tensor slopes, int C, int B) -> Tensor",
+    "gates_rows_bwd": "(Tensor dy, Tensor x, Tensor slopes, int C, int B) -> (Tensor, Tensor)",
+    "gate_terms": "(Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
+    "cpu_capability": "() -> str",
+}
+
+# Kept alive for the process: dropping the Library object would deregister the schemas.
+_LIB = torch.library.Library(NAMESPACE, "DEF")
+for _name, _schema in SCHEMAS.items():
+    _LIB.define(_name + _schema)
+
+
+def _sums(x: Tensor, n: int) -> Tensor:
+    return x.new_empty((n,), dtype=torch.float64 if x.device.type == "cpu" else torch.float32)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::alpha_relu_fwd")
+def _(x: Tensor, gamma: Tensor, nu: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::alpha_relu_bwd")
+def _(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(gamma, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::gates_cols_fwd")
+def _(x: Tensor, slopes: Tensor, A: int, G: int) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::gates_cols_bwd")
+def _(dy: Tensor, x: Tensor, slopes: Tensor, A: int, G: int) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), _sums(x, G)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::gates_rows_fwd")
+def _(x: Tensor, slopes: Tensor, C: int, B: int) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::gates_rows_bwd")
+def _(dy: Tensor, x: Tensor, slopes: Tensor, C: int, B: int) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), _sums(x, C)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::gate_terms")
+def _(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
+    shape = gamma.shape
+    return gamma.new_empty(shape, dtype=torch.float32), gamma.new_empty(shape, dtype=torch.float64)
+
+
+def ops():
+    """The namespace the libraries register into (``torch.ops.alphakern_C``)."""
+    return getattr(torch.ops, NAMESPACE)

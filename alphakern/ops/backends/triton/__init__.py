@@ -1,0 +1,30 @@
+"""The "triton" backend: ``layer`` (one gate) and ``gates`` (per channel / element) kernels over
+``common``'s α terms and element math. Element math fp32, int64 offsets; ∂L/∂γ from fp32
+per-program partials summed in a fixed order (no atomics)."""
+
+from __future__ import annotations
+
+import torch
+
+from alphakern.ops.backends.triton import gates, layer
+from alphakern.ops.backends.triton.common import INTERPRET, available
+from alphakern.ops.core.checks import KERNEL_DTYPES
+
+NAME = "triton"
+DTYPES = KERNEL_DTYPES
+
+__all__ = ["DTYPES", "INTERPRET", "NAME", "available", "backward", "forward", "gates", "layer"]
+
+
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "layer":
+        return layer.forward(x, gamma, nu)
+    return gates.forward(x, gamma, nu, kind)
+
+
+def backward(
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "layer":
+        return layer.backward(dy, x, gamma, nu)
+    return gates.backward(dy, x, gamma, nu, kind)

@@ -1,0 +1,34 @@
+"""The α formula, one home for every backend and entry point.
+
+α = σ((σ(γ) − ½)·ν) per gate. ``alpha`` is the differentiable form (modules, budgets, reports);
+``alpha_terms`` the fp64 constants the kernels multiply by. The native sources compute the same
+terms in ``csrc/common/alpha_terms.h`` and the Triton kernels in ``backends/triton/common.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
+    """α = σ((σ(γ) − ½)·ν), in γ's dtype, differentiable w.r.t. γ."""
+    return torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu)
+
+
+def alpha_terms(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(α, 1 − α, dα/dγ) per gate as float64 tensors of γ's shape (0-dim for a 1-element γ) on γ's
+    device, not differentiable.
+
+    float64 makes α correctly rounded once it is cast to fp32 (the Triton and CUDA kernels do
+    the same math in fp64, one scalar per program), and 1 − α is σ(−z), not a subtraction: near
+    saturation (ν in the hundreds) ``1 - a`` in fp32 keeps almost no digits of the slope.
+    dα/dγ = α(1 − α)·ν·σ(γ)σ(−γ).
+    """
+    g = gamma.detach().double()
+    g = g.reshape(()) if g.numel() == 1 else g
+    n = nu.detach().double().reshape(())
+    s = torch.sigmoid(g)
+    z = (s - 0.5) * n
+    a, om = torch.sigmoid(z), torch.sigmoid(-z)
+    return a, om, a * om * n * s * torch.sigmoid(-g)

@@ -1,0 +1,124 @@
+"""What a run is made of, built from its config before any data is read: the model, the teacher of
+``--init``/``--distill``, and the ReLU budget with its penalty — so a budget the network cannot meet
+or an ``--init`` that does not fit is refused before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alphakern.budget import (
+    GateSite,
+    apply_keep,
+    budget_penalty,
+    gate_sites,
+    keep_rounded,
+    keep_to_budget,
+    l1_penalty,
+    resolve_budget,
+)
+from alphakern.cifar_nets import relu_network
+from alphakern.convert import linearize, relu_count
+from alphakern.data import NUM_CLASSES
+from alphakern.models import AlphaCNN
+from alphakern.modules import alpha_layers, materialize
+from alphakern.train.checkpoint import load_checkpoint
+from alphakern.train.config import TrainConfig
+
+
+def build_model(
+    cfg: TrainConfig, device: torch.device, channels_last: bool, keep: dict | None = None
+) -> nn.Module:
+    """The study's CNN, or a ReLU network passed through ``linearize`` (a gate per ReLU call);
+    ``keep``: the gates a budget run made exact (from its checkpoint)."""
+    torch.manual_seed(cfg.seed)
+    classes = NUM_CLASSES[cfg.dataset]
+    nu_step = 0.0 if cfg.gate_mode == "l1" else cfg.nu_step  # l1 mode: ν held where it starts
+    if cfg.model == "cnn":
+        model = AlphaCNN(
+            cfg.activation,
+            cfg.head,
+            num_classes=classes,
+            nu_step=nu_step,
+            granularity=cfg.granularity,
+            backend=cfg.backend,
+        )
+    else:
+        model = relu_network(cfg.model, classes)
+        if cfg.activation == "alpha":
+            model = linearize(model, granularity=cfg.granularity, nu_step=nu_step, backend=cfg.backend)
+    model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
+    for _, m in alpha_layers(model):
+        m.nu.fill_(cfg.start_nu)
+    if keep is not None:
+        apply_keep(model, keep)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module | None:
+    """Copy the trained weights of the run ``cfg.init`` into ``model`` (its gates start fresh);
+    with ``--distill``, return that run's own network in eval mode: the teacher."""
+    state = load_checkpoint(cfg.init, map_location=device)
+    src = TrainConfig.from_dict(state["config"])
+    if (src.model, src.dataset) != (cfg.model, cfg.dataset):
+        raise ValueError(
+            f"--init {cfg.init}: a {src.model} on {src.dataset}; this run trains a {cfg.model} "
+            f"on {cfg.dataset}"
+        )
+    if state.get("keep"):
+        raise ValueError(f"--init {cfg.init}: a budget run (its gates are exact); start from a ReLU network")
+    weights = {k: v for k, v in state["model"].items() if not k.endswith((".gamma", ".nu"))}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.endswith((".gamma", ".nu"))]
+    if missing or unexpected:
+        raise ValueError(
+            f"--init {cfg.init}: weights do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    if not cfg.distill:
+        return None
+    teacher = build_model(src, device, channels_last=False)
+    teacher.load_state_dict(state["model"])
+    return teacher.eval().requires_grad_(False)
+
+
+@dataclass
+class Budget:
+    """A run's ReLUs: the network's count per sample (``relus_before``: fresh gates are all
+    non-linear), its gates' sites, and the budget as a count (None: no budget) — of which
+    ``gate_budget`` is left to the gates once the ReLUs that are not gates are counted."""
+
+    cfg: TrainConfig
+    sites: list[GateSite]
+    relus_before: int
+    budget: int | None
+    gate_budget: int | None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, model: nn.Module, example: torch.Tensor) -> Budget:
+        sites = gate_sites(model, example) if alpha_layers(model) else []
+        relus_before = relu_count(model, example)
+        if (cfg.budget is not None or cfg.penalty is not None) and not sites:
+            raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
+        budget = resolve_budget(cfg.budget, relus_before) if cfg.budget is not None else None
+        fixed = relus_before - sum(s.relus for s in sites)
+        return cls(cfg, sites, relus_before, budget, None if budget is None else budget - fixed)
+
+    def penalty(self) -> torch.Tensor | None:
+        """The search epochs' penalty on the gates (None: none asked for)."""
+        cfg, terms = self.cfg, []
+        if cfg.budget is not None or cfg.penalty is not None:
+            weight = cfg.penalty if cfg.penalty is not None else 1.0
+            terms.append(budget_penalty(self.sites, self.relus_before, weight, self.gate_budget))
+        if cfg.gate_mode == "l1":
+            terms.append(l1_penalty(self.sites, cfg.l1))
+        return sum(terms) if terms else None
+
+    def exact_keep(self) -> dict[str, torch.Tensor]:
+        """End of the search: which gates stay ReLUs — to the budget (highest α first) or, without
+        one, by rounding α at ½."""
+        if self.gate_budget is not None:
+            return keep_to_budget(self.sites, self.gate_budget)
+        return keep_rounded(self.sites)

@@ -1,0 +1,89 @@
+"""The suite against planted bugs in the native sources: a mutant of csrc/ must fail a test.
+
+- CPU: the mutated library is built into a fresh TORCH_EXTENSIONS_DIR (tests/reference.py builds
+  rather than skips there) and the CPU kernel tests must fail on it.
+- CUDA (no GPU here): the compile-level checks (PTX of sm_90) must reject the mutant. A mutant
+  that only changes results on a GPU is caught by tests/test_gpu.py where one is present, not here.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reference import HAS_NVCC
+from tests.subproc import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
+    """A copy of the package and its tests with one source edit (``old`` must occur once)."""
+    dst = tmp_path / "tree"
+    ignore = shutil.ignore_patterns("__pycache__", "*.so")
+    for name in ("alphakern", "tests"):
+        shutil.copytree(ROOT / name, dst / name, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    f = dst / path
+    text = f.read_text()
+    assert text.count(old) == 1, (path, old)
+    f.write_text(text.replace(old, new))
+    return dst
+
+
+# (source, original, mutant): each a plausible slip in csrc/cpu/kernels.cpp
+CPU = "alphakern/csrc/cpu/kernels.cpp"
+TAIL = "  if (i < n) {\n    const int64_t t = n - i;\n    io::load(x + i, v, t);"
+CPU_MUTANTS = {
+    # the forward's vector loop skips a 1-element tail
+    "fwd-tail-of-1-dropped": (CPU, TAIL, TAIL.replace("i < n", "i + 1 < n")),
+    # the backward's slope at x = 0 taken from the negative side
+    "dx-slope-at-zero": (CPU, "g[k], xv[k] >= zero);", "g[k], xv[k] > zero);"),
+}
+
+
+@pytest.mark.parametrize("mutant", list(CPU_MUTANTS))
+def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
+    tree = _copy_with(tmp_path, *CPU_MUTANTS[mutant])
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"), PYTHONPATH=str(tree))
+    env.pop("ALPHAKERN_TESTS_NO_NATIVE", None)
+    where = subprocess.run(
+        [sys.executable, "-c", "import alphakern; print(alphakern.__file__)"],
+        cwd=tree, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert where.stdout.strip() == str(tree / "alphakern" / "__init__.py"), where  # the mutant is tested
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         "tests/test_cpu_kernels.py", "tests/test_parity.py", "-k", "cpu"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and " failed" in out, out[-3000:]  # 1: tests failed (not an error)
+
+
+CUDA_MUTANTS = {
+    # dγ partials accumulated with an atomic: nondeterministic order
+    "atomic-partials": ("alphakern/csrc/cuda/layer_kernels.cu",
+                        "if (threadIdx.x == 0) partials[blockIdx.x] = total;",
+                        "if (threadIdx.x == 0) atomicAdd(partials, total);"),
+    # α through fp32 fast-math exp: approximate ex2, whose error ν amplifies
+    "approximate-alpha": ("alphakern/csrc/common/alpha_terms.h", "return 1.0 / (1.0 + exp(-v));",
+                          "return 1.0 / (1.0 + __expf(-v));"),
+    # the forward's 16-byte store split into scalar stores
+    "split-store": ("alphakern/csrc/cuda/layer_kernels.cu", "yv[j] = out;",
+                    "for (int k = 0; k < N; ++k) y[j * N + k] = out.v[k];"),
+}  # fmt: skip
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+@pytest.mark.parametrize("mutant", list(CUDA_MUTANTS))
+def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, mutant):
+    from tests.test_cuda_build import check_layer_ptx
+
+    tree = _copy_with(tmp_path, *CUDA_MUTANTS[mutant])
+    check_layer_ptx(tmp_path)  # the original passes in the same place ...
+    with pytest.raises(AssertionError):  # ... the mutant does not
+        check_layer_ptx(tmp_path, csrc=tree / "alphakern" / "csrc")

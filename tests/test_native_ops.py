@@ -1,0 +1,54 @@
+"""The native ops' schemas (defined once, in Python) and their fake kernels: every op of
+``alphakern_C`` has a fake kernel that agrees with the CPU kernel (opcheck: schema, fake tensor
+shapes/strides/dtypes, autograd registration), so torch.compile can trace any of them."""
+
+import pytest
+import torch
+
+from alphakern.ops.backends.native import schema
+from tests.reference import needs_cpu_kernels
+from tests.utils import make
+
+OPS = schema.ops()
+
+
+def _cases():
+    x, dy = make((4, 6), torch.float32, "cpu", seed=8)  # flat [A=4, G=6] / [A·C, B] = [4·2, 3]
+    xf, dyf = x.reshape(-1), dy.reshape(-1)
+    slopes6 = torch.rand(6, generator=torch.Generator().manual_seed(1))
+    slopes2 = slopes6[:2].contiguous()
+    g, nu = torch.tensor(0.3), torch.tensor(5.0)
+    return {
+        "alpha_relu_fwd": (x, g, nu),
+        "alpha_relu_bwd": (dy, x, g, nu),
+        "gates_cols_fwd": (xf, slopes6, 4, 6),
+        "gates_cols_bwd": (dyf, xf, slopes6, 4, 6),
+        "gates_rows_fwd": (xf, slopes2, 2, 3),
+        "gates_rows_bwd": (dyf, xf, slopes2, 2, 3),
+        "gate_terms": (torch.randn(3, 5, generator=torch.Generator().manual_seed(2)), nu),
+    }
+
+
+def test_every_schema_is_defined_once_in_python():
+    assert set(schema.SCHEMAS) == {*_cases(), "cpu_capability"}
+    for name, sig in schema.SCHEMAS.items():
+        assert str(getattr(OPS, name).default._schema) == f"{schema.NAMESPACE}::{name}{sig}"
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("name", list(_cases()))
+def test_opcheck_every_native_op(name):
+    torch.library.opcheck(getattr(OPS, name).default, _cases()[name])
+
+
+@needs_cpu_kernels
+def test_fake_sums_have_the_cpu_dtype():
+    """The CPU library returns its per-gate sums in fp64 (CUDA: fp32): the fake kernels say so."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = _cases()["gates_rows_bwd"]
+    _, sums = OPS.gates_rows_bwd(*args)
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        _, fsums = OPS.gates_rows_bwd(*fake)
+    assert sums.dtype == fsums.dtype == torch.float64 and sums.shape == fsums.shape == (2,)
