@@ -3,6 +3,7 @@ R_α(x) = x + α·relu(−x), and the tools around it (linearize, relu_count, bu
 
 from alphakern.complexity import discretize, layer_verdicts
 from alphakern.convert import linearize, relu_count
+from alphakern.fold import fold, fold_report
 from alphakern.functional import BACKENDS, alpha, alpha_relu, resolve_backend
 from alphakern.models import AlphaCNN
 from alphakern.modules import AlphaReLU, EagerAlphaReLU, alpha_layers
@@ -16,6 +17,8 @@ __all__ = [
     "alpha_layers",
     "alpha_relu",
     "discretize",
+    "fold",
+    "fold_report",
     "layer_verdicts",
     "linearize",
     "relu_count",

@@ -272,6 +272,85 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _undecided(model) -> list[str]:
+    """The gates that are neither a ReLU nor the identity yet (what cannot be folded exactly)."""
+    from alphakern.gate_rules import verdict_masks
+    from alphakern.modules import alpha_layers
+
+    return [name for name, m in alpha_layers(model) if bool(verdict_masks(m.alpha)["undecided"].any())]
+
+
+def _fold(args: argparse.Namespace) -> int:
+    import io
+
+    import torch
+
+    from alphakern.complexity import discretize
+    from alphakern.data import DatasetError, DeviceBatches, load_dataset
+    from alphakern.fold import fold, fold_report
+    from alphakern.train import (
+        EVAL_BATCH,
+        CheckpointError,
+        TrainConfig,
+        build_model,
+        evaluate,
+        load_checkpoint,
+        resolve_device,
+    )
+    from alphakern.train.checkpoint import atomic_write, compact_json
+
+    try:
+        state = load_checkpoint(args.run_dir)  # weights_only: no code from the file runs
+        cfg = TrainConfig.from_dict(state["config"])
+        device = resolve_device(args.device or cfg.device)
+    except (CheckpointError, ValueError) as e:
+        return _fail(str(e))
+    model = build_model(cfg, device, channels_last=False, keep=state.get("keep"))
+    model.load_state_dict(state["model"])
+    undecided = _undecided(model)
+    if undecided:
+        return _fail(
+            f"{args.run_dir}: gates not yet ReLU or identity (alpha in [0.05, 0.95]): "
+            f"{', '.join(undecided)}; train longer or to a budget (--budget) first"
+        )
+    exact_model = discretize(model).eval()
+    x = torch.zeros(1, 3, 32, 32, device=device)
+    folded = fold(exact_model, x, exact=args.exact, policy=args.policy)
+    info = folded.fold_info
+    result: dict = dict(policy=args.policy, exact=args.exact, report=fold_report(exact_model, folded, x))
+    result.update(
+        merged=[list(n) + [w] for n, w in info.merged],
+        not_merged=[list(n) + [w] for n, w in info.not_merged],
+        max_error=info.max_error,
+    )
+    try:
+        data = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir).to(device)
+        batches = DeviceBatches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False)
+        result["test_acc_before"] = evaluate(exact_model, batches)[1]
+        result["test_acc_after"] = evaluate(folded, batches)[1]
+    except DatasetError as e:
+        print(f"(no test accuracies: {str(e).splitlines()[0]})")
+    out = Path(args.out or args.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # a batch of 2: a sample of batch 1 would specialise the exported program to it
+    batch = ({0: torch.export.Dim.AUTO},)
+    program = torch.export.export(folded, (x.expand(2, -1, -1, -1),), dynamic_shapes=batch)
+    archive = io.BytesIO()  # torch.export.save names its archive by the file's suffix; write it whole
+    torch.export.save(program, archive)
+    atomic_write(out / "folded.pt2", lambda p: p.write_bytes(archive.getvalue()))
+    atomic_write(out / "fold.json", lambda p: p.write_text(compact_json(result)))
+    r = result["report"]
+    print(
+        f"folded {args.run_dir}: {len(info.merged)} merges, {len(info.not_merged)} left "
+        f"(fold.json); depth {r['before']['depth']} -> {r['after']['depth']}, "
+        f"batch-1 latency {r['before']['latency_ms']:.3f} -> {r['after']['latency_ms']:.3f} ms"
+    )
+    if "test_acc_after" in result:
+        print(f"test accuracy {result['test_acc_before']:.2f}% -> {result['test_acc_after']:.2f}%")
+    print(f"wrote {out / 'folded.pt2'} (torch.export.load)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alphakern", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +377,24 @@ def build_parser() -> argparse.ArgumentParser:
         spec = dict(_TRAIN_FLAGS[dest])
         p.add_argument(*spec.pop("flags"), dest=dest, default=None, **spec)
     p.set_defaults(func=_study)
+
+    from alphakern.fold import POLICIES
+
+    p = sub.add_parser("fold", help="discretise a finished run and merge what became linear (alphakern.fold)")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--policy", choices=POLICIES, default="latency", help="which merges to keep (default latency)"
+    )
+    p.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse merges inexact at borders",
+    )
+    p.add_argument("--out", help="where folded.pt2 and fold.json go (default: the run directory)")
+    p.add_argument("--data-dir", help="CIFAR location, if not where the run read it")
+    p.add_argument("--device")
+    p.set_defaults(func=_fold)
 
     p = sub.add_parser("build", help="compile the native backends (CPU; CUDA where nvcc is), print where")
     p.add_argument("--only", choices=("cpu", "cuda"), help="build just this one (cuda: fail without nvcc)")

@@ -1,0 +1,102 @@
+"""What ``alphakern.fold`` buys on this machine: latency, depth, parameters and MACs of a discretised
+network before and after folding, for synthetic gate patterns (no training: random weights and
+BatchNorm statistics, which do not change what folds or how fast it runs).
+
+Patterns (layer gates from ``linearize``): ``none`` (every ReLU kept: only BatchNorm folds),
+``block`` (the first ReLU of every residual block linear, or every other ReLU of a VGG),
+``all`` (every gate linear). Each pattern is folded exactly (``exact=True``: no merge whose
+border would differ) and with ``exact=False`` (the border merges made; the max error relative to
+the output's scale is recorded). Latency: eval, inference mode, fp32, interleaved rounds,
+medians (``alphakern.fold_report``).
+
+    python benchmarks/bench_fold.py --json benchmarks/results/fold_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import alphakern
+from alphakern.cifar_nets import relu_network
+from alphakern.fold import POLICIES
+from alphakern.modules import alpha_layers, materialize
+
+PATTERNS = ("none", "block", "all")  # gate patterns
+
+
+def gated(name: str, pattern: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = materialize(alphakern.linearize(relu_network(name, 10)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        layers = alpha_layers(net)
+        for i, (gate_name, gate) in enumerate(layers):
+            if pattern == "all":
+                linear = True
+            elif pattern == "block":  # a block's first ReLU ("...relu"; the second is "...relu_1")
+                linear = (gate_name.endswith(".relu") and "layer" in gate_name) or (
+                    name.startswith("vgg") and i % 2 == 1
+                )
+            else:
+                linear = False
+            gate.gamma.fill_(-3.0 if linear else 3.0)
+            gate.nu.fill_(100.0)  # α within 1e-40 of 0 or 1: discretize decides every gate
+    return alphakern.discretize(net).eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet20,vgg11_bn,resnet18")
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--policy", default="latency", choices=POLICIES)
+    p.add_argument("--json", default="benchmarks/results/fold_cpu.json")
+    args = p.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        for pattern in PATTERNS:
+            model = gated(name, pattern)
+            for batch in (int(b) for b in args.batches.split(",")):
+                x = torch.randn(batch, 3, 32, 32)
+                for exact in (True, False):
+                    folded = alphakern.fold(model, x, exact=exact, policy=args.policy)
+                    with torch.no_grad():
+                        ref = model(x)
+                        err = float((folded(x) - ref).abs().max() / ref.abs().max())
+                    rounds = args.rounds if batch == 1 else max(3, args.rounds // 4)
+                    rep = alphakern.fold_report(model, folded, x, rounds=rounds)
+                    info = folded.fold_info
+                    sides = {f"{k}_{side}": v for side in ("before", "after") for k, v in rep[side].items()}
+                    row = dict(model=name, pattern=pattern, batch=batch, exact=exact, policy=args.policy,
+                               rel_error=err, merged=len(info.merged), not_merged=len(info.not_merged),
+                               **sides, speedup=rep["speedup"])  # fmt: skip
+                    rows.append(row)
+                    print(f"{name:<9} {pattern:<6} b{batch:<3} exact={exact!s:<5} "
+                          f"depth {row['depth_before']:>2}->{row['depth_after']:<2} "
+                          f"MACs {row['macs_before'] / 1e6:7.1f}M->{row['macs_after'] / 1e6:7.1f}M  "
+                          f"{row['latency_ms_before']:8.3f} -> {row['latency_ms_after']:8.3f} ms  "
+                          f"x{row['speedup']:.2f}  rel.err {err:.1e}", flush=True)  # fmt: skip
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        machine=platform.processor() or platform.machine(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print("wrote", args.json)
+
+
+if __name__ == "__main__":
+    main()
