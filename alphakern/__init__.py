@@ -1,15 +1,18 @@
 """alphakern: fused Triton, CUDA and native CPU kernels for the learnable activation
-R_α(x) = x + α·relu(−x), and the tools around it (linearize, relu_count, budgets, discretize)."""
+R_α(x) = x + α·relu(−x), its generalisation to any activation, G_α,f(x) = x + α·(f(x) − x), and
+the tools around them (linearize, relu_count, nonlinearity_count, budgets, discretize, fold)."""
 
 from alphakern.complexity import discretize, layer_verdicts
-from alphakern.convert import linearize, relu_count
+from alphakern.convert import linearize, nonlinearity_count, relu_count
 from alphakern.fold import fold, fold_report
-from alphakern.functional import BACKENDS, alpha, alpha_relu, resolve_backend
+from alphakern.functional import ACTIVATIONS, BACKENDS, alpha, alpha_relu, gate, resolve_backend
 from alphakern.models import AlphaCNN
-from alphakern.modules import AlphaReLU, EagerAlphaReLU, alpha_layers
+from alphakern.modules import AlphaGate, AlphaReLU, EagerAlphaReLU, alpha_layers
 
 __all__ = [
+    "ACTIVATIONS",
     "BACKENDS",
+    "AlphaGate",
     "AlphaCNN",
     "AlphaReLU",
     "EagerAlphaReLU",
@@ -19,8 +22,10 @@ __all__ = [
     "discretize",
     "fold",
     "fold_report",
+    "gate",
     "layer_verdicts",
     "linearize",
+    "nonlinearity_count",
     "relu_count",
     "resolve_backend",
 ]

@@ -19,15 +19,15 @@ from torch import Tensor, nn
 
 from alphakern.functional import alpha
 from alphakern.gate_rules import kept_by_rounding, kept_within_budget
-from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
+from alphakern.modules import AlphaGate, alpha_layers, exact_gate
 
 
 @dataclass
 class GateSite:
-    """One AlphaReLU: ``positions`` outputs per sample for each of its ``gates`` gates."""
+    """One gate module: ``positions`` outputs per sample for each of its ``gates`` gates."""
 
     name: str
-    module: AlphaReLU
+    module: AlphaGate
     positions: int
     gates: int
 
@@ -38,7 +38,7 @@ class GateSite:
 
 @torch.no_grad()
 def gate_sites(model: nn.Module, example_input: Tensor) -> list[GateSite]:
-    """Every AlphaReLU in forward order with the positions each of its gates controls, from one
+    """Every AlphaGate in forward order with the positions each of its gates controls, from one
     eval-mode forward of ``example_input`` (batch first; ν does not move)."""
     shapes: dict[int, torch.Size] = {}
 
@@ -120,21 +120,14 @@ def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
 
 
 def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:
-    """``model`` (changed in place) with each named AlphaReLU made exact: nn.ReLU if every gate is
-    kept, nn.Identity if none, else a FixedSlopeReLU with slope 0 (kept) or 1 (linear) per gate."""
+    """``model`` (changed in place) with each named gate made exact: its activation's module (nn.ReLU,
+    ...) if every gate is kept, nn.Identity if none, else a fixed gate per gate (``exact_gate``)."""
     modules = dict(model.named_modules())
     for name, k in keep.items():
         m = modules.get(name)
-        if not isinstance(m, AlphaReLU):
-            raise ValueError(f"{name} is not an AlphaReLU of this model")
-        k = k.to(torch.bool)
-        if bool(k.all()):
-            new: nn.Module = nn.ReLU()
-        elif not bool(k.any()):
-            new = nn.Identity()
-        else:
-            slope = (~k).to(device=m.gamma.device, dtype=torch.float32)
-            new = FixedSlopeReLU(slope, granularity=m.granularity)
+        if not isinstance(m, AlphaGate):
+            raise ValueError(f"{name} is not an AlphaGate of this model")
+        new = exact_gate(m, k.to(torch.bool).float())
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return model

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from alphakern.gate_rules import LINEAR_BELOW, NONLINEAR_ABOVE, VERDICTS, verdict, verdict_masks
-from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
+from alphakern.modules import AlphaGate, alpha_layers, exact_gate
 
 __all__ = [
     "LINEAR_BELOW",
@@ -38,7 +38,7 @@ class LayerVerdict:
     fractions: dict | None = None  # share of gates per verdict (several gates only)
 
 
-def layer_verdict(name: str, m: AlphaReLU) -> LayerVerdict:
+def layer_verdict(name: str, m: AlphaGate) -> LayerVerdict:
     a = m.alpha.float()
     if a.numel() == 1:
         return LayerVerdict(name, float(m.gamma.detach()), float(a), verdict(float(a)))
@@ -57,20 +57,15 @@ def layer_verdicts(model: nn.Module) -> list[LayerVerdict]:
     return [layer_verdict(name, m) for name, m in alpha_layers(model)]
 
 
-def _discrete(m: AlphaReLU) -> nn.Module | None:
-    """What a decided AlphaReLU becomes: nn.ReLU / nn.Identity when all its gates agree, else a
-    FixedSlopeReLU with slope 0 (ReLU) or 1 (identity) per decided gate and the current 1 − α for
-    undecided ones; None (keep it) for an undecided layer gate."""
+def _discrete(m: AlphaGate) -> nn.Module | None:
+    """What a decided gate becomes: f's module (nn.ReLU, nn.SiLU, ...) / nn.Identity when all its
+    gates agree, else a fixed gate with weight 1 (f) or 0 (identity) per decided gate and the
+    current α for undecided ones (``modules.exact_gate``); None (keep it) for an undecided layer gate."""
     a = m.alpha
     masks = verdict_masks(a)
-    if bool(masks["non-linear"].all()):
-        return nn.ReLU()
-    if bool(masks["linear"].all()):
-        return nn.Identity()
-    if a.numel() == 1:
+    if a.numel() == 1 and not bool(masks["non-linear"].any() | masks["linear"].any()):
         return None
-    slope = torch.where(masks["non-linear"], 0.0, torch.where(masks["linear"], 1.0, 1 - a))
-    return FixedSlopeReLU(slope, granularity=m.granularity)
+    return exact_gate(m, torch.where(masks["non-linear"], 1.0, torch.where(masks["linear"], 0.0, a)))
 
 
 def discretize(model: nn.Module) -> nn.Module:

@@ -1,14 +1,16 @@
-"""Give every ReLU of any network its own learnable gate (``linearize``), and count ReLUs
-(``relu_count``).
+"""Give every activation of any network its own learnable gate (``linearize``), and count the
+non-linearities (``nonlinearity_count``, ``relu_count``).
 
 ``linearize`` traces the model with torch.fx (``symbolic_trace``) and rewrites the graph: every
-ReLU *application* — an ``nn.ReLU`` module call, ``F.relu``, ``torch.relu``, ``Tensor.relu`` and
-their in-place forms — becomes a call of its own ``AlphaReLU``; a module called at several places
+*application* of a gated kind — ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``),
+ReLU6 (``nn.ReLU6``, ``nn.Hardtanh(0, 6)``, ``F.relu6``, ``F.hardtanh(x, 0, 6)``), LeakyReLU,
+GELU (both forms), SiLU, Hardswish, and their in-place forms — becomes a call of its own gate
+(``AlphaReLU`` for a ReLU, ``AlphaGate`` of f otherwise); a module called at several places
 (torchvision's BasicBlock calls ``self.relu`` twice) gets one gate per call. In-place calls
 mutate their input: every later use of that input reads the gate's output instead. Models fx
-cannot trace fall back to swapping ``nn.ReLU`` modules, with a warning naming what could not get
-its own gate (functional calls, modules called more than once). Other activations (ReLU6, GELU,
-SiLU, ...) stay as they are and are listed in a warning.
+cannot trace fall back to swapping activation modules, with a warning naming what could not get
+its own gate (functional calls, modules called more than once). What no gate blends (ELU, Mish,
+Softplus, tanh, sigmoid, ...) or a kind left out of ``activations`` stays and is listed in a warning.
 """
 
 from __future__ import annotations
@@ -21,81 +23,138 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from alphakern.gate_rules import counts_as_relu
-from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers
+from alphakern.modules import AlphaGate, AlphaReLU, FixedGate, FixedSlopeReLU
+from alphakern.ops.core.activations import KINDS, RELU, Activation
 
-_RELU_FUNCTIONS = {F.relu: False, torch.relu: False, torch.relu_: True, F.relu_: True}
-_RELU_METHODS = {"relu": False, "relu_": True}
-# activations that are not ReLUs: left alone, but named so that nobody thinks they were gated
-_OTHER = (
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.PReLU,
-    nn.Hardswish,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-)
-_OTHER_FUNCTIONS = {
-    F.relu6,
-    F.gelu,
-    F.silu,
-    F.leaky_relu,
-    F.elu,
-    F.hardswish,
-    F.mish,
-    torch.tanh,
-    torch.sigmoid,
+# activations left alone (no gate kind for them yet), named so that nobody thinks they were gated
+_OTHER = (nn.ELU, nn.PReLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.CELU, nn.SELU)
+_OTHER_FUNCTIONS = {F.elu, F.mish, F.softplus, F.celu, F.selu, torch.tanh, torch.sigmoid}
+# functional forms: in place or not, and f from the call's arguments
+_INPLACE_FUNCTIONS = {torch.relu_, F.relu_, F.leaky_relu_, F.hardtanh_}
+_FUNCTION_KIND = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.relu_: "relu",
+    F.relu_: "relu",
+    F.relu6: "relu6",
+    F.hardtanh: "hardtanh",
+    F.hardtanh_: "hardtanh",
+    F.leaky_relu: "leaky_relu",
+    F.leaky_relu_: "leaky_relu",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    F.hardswish: "hardswish",
 }
+_METHOD_KIND = {"relu": ("relu", False), "relu_": ("relu", True)}
 
 
-def _relu_kind(node: fx.Node, modules: dict[str, nn.Module]) -> bool | None:
-    """None if the node is no ReLU, else whether it works in place."""
-    if node.op == "call_module" and isinstance(modules.get(node.target), nn.ReLU):
-        return modules[node.target].inplace
-    if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
-        return _RELU_FUNCTIONS[node.target] or bool(node.kwargs.get("inplace", False))
-    if node.op == "call_method" and node.target in _RELU_METHODS:
-        return _RELU_METHODS[node.target]
+def _arg(node: fx.Node, i: int, name: str, default):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _module_activation(m: nn.Module) -> tuple[Activation, bool] | None:
+    if isinstance(m, nn.ReLU6) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)):
+        return Activation("relu6"), m.inplace  # nn.ReLU6 is an nn.Hardtanh(0, 6)
+    if isinstance(m, nn.ReLU):
+        return RELU, m.inplace
+    if isinstance(m, nn.LeakyReLU):
+        return Activation("leaky_relu", m.negative_slope), m.inplace
+    if isinstance(m, nn.GELU):
+        return Activation.of("gelu", approximate=m.approximate), False
+    if isinstance(m, (nn.SiLU, nn.Hardswish)):
+        return Activation("silu" if isinstance(m, nn.SiLU) else "hardswish"), m.inplace
     return None
+
+
+def _function_activation(node: fx.Node) -> tuple[Activation, bool] | None:
+    kind = _FUNCTION_KIND[node.target]
+    inplace = node.target in _INPLACE_FUNCTIONS
+    if kind == "hardtanh":
+        if (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)) != (0.0, 6.0):
+            return None  # another clamp: not one of the gated activations
+        return Activation("relu6"), inplace or bool(_arg(node, 3, "inplace", False))
+    if kind == "leaky_relu":
+        slope = _arg(node, 1, "negative_slope", 0.01)
+        return Activation("leaky_relu", slope), inplace or bool(_arg(node, 2, "inplace", False))
+    if kind == "gelu":
+        return Activation.of("gelu", approximate=node.kwargs.get("approximate", "none")), False
+    return Activation(kind), inplace or bool(node.kwargs.get("inplace", False))
+
+
+def _activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[Activation, bool] | None:
+    """(f, whether the call works in place), or None if the node is no activation a gate blends."""
+    if node.op == "call_module":
+        return _module_activation(modules.get(node.target))
+    if node.op == "call_function" and node.target in _FUNCTION_KIND:
+        return _function_activation(node)
+    if node.op == "call_method" and node.target in _METHOD_KIND:
+        kind, inplace = _METHOD_KIND[node.target]
+        return Activation(kind), inplace
+    return None
+
+
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(modules[node.target]).__name__})"
+    return f"{node.name} ({getattr(node.target, '__name__', node.target)})"
 
 
 def _other_activation(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
-    if node.op == "call_module" and isinstance(modules.get(node.target), _OTHER):
-        return f"{node.target} ({type(modules[node.target]).__name__})"
-    if node.op == "call_function" and node.target in _OTHER_FUNCTIONS:
-        return f"{node.name} ({getattr(node.target, '__name__', node.target)})"
-    return None
+    """An activation no gate blends, described, else None."""
+    other = (node.op == "call_module" and isinstance(modules.get(node.target), _OTHER)) or (
+        node.op == "call_function" and node.target in _OTHER_FUNCTIONS
+    )
+    return _describe(node, modules) if other else None
+
+
+def _check_kinds(activations) -> tuple[str, ...]:
+    kinds = tuple(activations)
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"activations must name kinds from {list(KINDS)}, got {k!r}")
+    return kinds
 
 
 def linearize(
-    model: nn.Module, *, granularity: str = "layer", nu_step: float = 0.01, backend: str | None = None
+    model: nn.Module,
+    *,
+    activations: tuple[str, ...] | list[str] = KINDS,
+    granularity: str = "layer",
+    nu_step: float = 0.01,
+    backend: str | None = None,
 ) -> nn.Module:
-    """A new model (``model`` is left untouched) in which every ReLU application has its own
-    AlphaReLU (gates per channel/element are created at the first forward, as AlphaReLU's are)."""
+    """A new model (``model`` is left untouched) in which every application of an activation of the
+    kinds in ``activations`` (default: every kind a gate has: relu, relu6, leaky_relu, gelu, silu,
+    hardswish; ``("relu",)`` gates the ReLUs only) has its own gate — an AlphaReLU for a ReLU, an
+    AlphaGate of f otherwise (gates per channel/element are created at the first forward)."""
 
-    def gate() -> AlphaReLU:
-        return AlphaReLU(nu_step, granularity=granularity, backend=backend)
+    def make_gate(act: Activation) -> AlphaGate:
+        if act.name == "relu":
+            return AlphaReLU(nu_step, granularity=granularity, backend=backend)
+        approx = "tanh" if act.name == "gelu_tanh" else "none"
+        name = "gelu" if act.name == "gelu_tanh" else act.name
+        return AlphaGate(nu_step, activation=name, negative_slope=act.negative_slope, approximate=approx,
+                         granularity=granularity, backend=backend)  # fmt: skip
 
-    gate()  # checks granularity and nu_step before any work
+    kinds = _check_kinds(activations)
+    make_gate(RELU)  # checks granularity and nu_step before any work
     try:
         gm = fx.symbolic_trace(copy.deepcopy(model))
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
-        return _swap_modules(copy.deepcopy(model), gate, reason=f"{type(e).__name__}: {e}")
+        return _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
     modules = dict(gm.named_modules())
     uses: dict[str, int] = {}
     others = []
     for node in list(gm.graph.nodes):
-        inplace = _relu_kind(node, modules)
-        if inplace is None:
-            other = _other_activation(node, modules)
+        found = _activation(node, modules)
+        if found is None or found[0].kind not in kinds:
+            other = _other_activation(node, modules) if found is None else _describe(node, modules)
             if other:
                 others.append(other)
             continue
+        act, inplace = found
         name = _gate_name(node, uses)
-        gm.add_submodule(name, gate())
+        gm.add_submodule(name, make_gate(act))
         source = node.args[0] if node.args else node.kwargs["input"]
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, (source,))
@@ -108,7 +167,7 @@ def linearize(
     gm.graph.lint()
     gm.recompile()
     if others:
-        warnings.warn(f"linearize: left as they are (not ReLUs): {', '.join(others)}", stacklevel=2)
+        warnings.warn(f"linearize: left as they are (not gated): {', '.join(others)}", stacklevel=2)
     return gm
 
 
@@ -130,69 +189,103 @@ def _redirect_later_uses(graph: fx.Graph, source: fx.Node, after: fx.Node, to: f
             user.replace_input_with(source, to)
 
 
-def _swap_modules(model: nn.Module, gate, reason: str) -> nn.Module:
-    """Fallback for models fx cannot trace: each nn.ReLU module becomes an AlphaReLU. Counts the
-    calls of each module in one forward is impossible without an input, so the warning names
-    every swapped module (a module called twice would share its gate) and says functional ReLUs
-    are not converted."""
+def _swap_modules(model: nn.Module, make_gate, kinds: tuple[str, ...], reason: str) -> nn.Module:
+    """Fallback for models fx cannot trace: each activation module of the kinds asked for becomes
+    a gate. Counting the calls of each module is impossible without an input, so the warning
+    names every swapped module (a module called twice would share its gate) and says functional
+    calls are not converted."""
     swapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.ReLU):
-                setattr(module, child_name, gate())
+            found = _module_activation(child)
+            if found is not None and found[0].kind in kinds:
+                setattr(module, child_name, make_gate(found[0]))
                 swapped.append(f"{name}.{child_name}" if name else child_name)
     warnings.warn(
         f"linearize: torch.fx could not trace the model ({reason.splitlines()[0]}); swapped the "
-        f"nn.ReLU modules instead ({', '.join(swapped) or 'none'}). Not converted: F.relu / "
-        "torch.relu / Tensor.relu calls; a module called at several places shares one gate.",
+        f"activation modules instead ({', '.join(swapped) or 'none'}). Not converted: functional "
+        "calls (F.relu, torch.relu, Tensor.relu, F.gelu, ...); a module called at several places "
+        "shares one gate.",
         stacklevel=3,
     )
     return model
 
 
-class _ReluCalls(torch.overrides.TorchFunctionMode):
-    """Counts the per-sample outputs of every ReLU evaluated (module or functional)."""
-
-    FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+class _Calls(torch.overrides.TorchFunctionMode):
+    """Counts the per-sample outputs of every ungated activation evaluated (module or functional),
+    by kind; calls inside a gate module (its torch backend runs F.<f>) are not counted."""
 
     def __init__(self, batch: int) -> None:
         super().__init__()
-        self.batch, self.count = batch, 0
+        self.batch, self.inside = batch, 0
+        self.counts: dict[str, int] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func in self.FUNCTIONS and isinstance(out, torch.Tensor):
-            self.count += out.numel() // self.batch
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        kind = _CALL_KIND.get(func)
+        if kind == "hardtanh":  # nn.ReLU6 is F.hardtanh(x, 0, 6); other clamps are no activation
+            bounds = (args[1] if len(args) > 1 else kwargs.get("min_val", -1.0),
+                      args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))  # fmt: skip
+            kind = "relu6" if bounds == (0.0, 6.0) else None
+        if kind is not None and not self.inside and isinstance(out, torch.Tensor):
+            self.counts[kind] = self.counts.get(kind, 0) + out.numel() // self.batch
         return out
 
 
+_CALL_KIND = {
+    **{f: k for f, k in _FUNCTION_KIND.items()},
+    torch.Tensor.relu: "relu",
+    torch.Tensor.relu_: "relu",
+}
+
+
 @torch.no_grad()
-def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Scalar non-linearities evaluated per sample: for each AlphaReLU the output positions whose
-    gate is not linear (α ≥ 0.05), for each FixedSlopeReLU (what ``discretize`` leaves) those whose
-    slope is not 1, plus every ReLU evaluated that is not a gate. Runs one forward
-    in eval mode (ν does not move) on ``example_input`` (batch first)."""
+def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """Scalar non-linearities evaluated per sample, by kind (relu, relu6, leaky_relu, gelu, silu,
+    hardswish): for each gate the output positions whose gate is not linear (α ≥ 0.05), for each
+    fixed gate ``discretize`` leaves those whose weight is not 0 (slope not 1), plus every
+    activation evaluated that is not a gate. Kinds with none are left out. One forward in eval
+    mode (ν does not move) on ``example_input`` (batch first)."""
     batch = example_input.shape[0]
-    counts: list[int] = []
+    counts: dict[str, int] = {}
+    mode = _Calls(batch)
 
-    def hook(m: AlphaReLU | FixedSlopeReLU, inputs, output) -> None:
-        # a gate bends unless it is linear; a fixed slope (what discretising leaves) unless it is 1
-        keep = counts_as_relu(m.alpha) if isinstance(m, AlphaReLU) else (m.slope != 1)
-        counts.append(_positions(keep.float(), m.granularity, output, batch))
+    def enter(m, inputs) -> None:
+        mode.inside += 1
 
-    gates = [m for _, m in alpha_layers(model)]
-    gates += [m for m in model.modules() if isinstance(m, FixedSlopeReLU)]
-    handles = [m.register_forward_hook(hook) for m in gates]
+    def leave(m, inputs, output) -> None:
+        mode.inside -= 1
+        if isinstance(m, AlphaGate):  # a gate bends unless it is linear
+            keep, kind = counts_as_relu(m.alpha), m.act.kind
+        elif isinstance(m, FixedSlopeReLU):
+            keep, kind = m.slope != 1, "relu"
+        else:
+            keep, kind = m.weight != 0, m.act.kind
+        counts[kind] = counts.get(kind, 0) + _positions(keep.float(), m.granularity, output, batch)
+
+    gates = [m for m in model.modules() if isinstance(m, (AlphaGate, FixedSlopeReLU, FixedGate))]
+    handles = [h for m in gates for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
     was_training = model.training
     model.eval()
     try:
-        with _ReluCalls(batch) as calls:
+        with mode:
             model(example_input)
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return sum(counts) + calls.count
+    for kind, n in mode.counts.items():
+        counts[kind] = counts.get(kind, 0) + n
+    return {k: counts[k] for k in KINDS if counts.get(k)}
+
+
+def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
+    """ReLUs evaluated per sample (``nonlinearity_count``'s "relu"): for each AlphaReLU the output
+    positions whose gate is not linear (α ≥ 0.05), for each FixedSlopeReLU (what ``discretize``
+    leaves) those whose slope is not 1, plus every ReLU evaluated that is not a gate. Runs one
+    forward in eval mode (ν does not move) on ``example_input`` (batch first)."""
+    return nonlinearity_count(model, example_input).get("relu", 0)
 
 
 def _positions(keep: torch.Tensor, granularity: str, output: torch.Tensor, batch: int) -> int:

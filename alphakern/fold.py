@@ -42,7 +42,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from alphakern.modules import AlphaReLU, FixedSlopeReLU
+from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 
 POLICIES = ("latency", "flops", "all")
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -65,7 +65,7 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer with alphakern's gates as leaves (their call is one node)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (AlphaReLU, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:

@@ -1,18 +1,21 @@
-"""Functional API: ``alpha`` and ``alpha_relu``; checks and backend choice live with the op."""
+"""Functional API: ``alpha``, ``alpha_relu`` and ``gate``; checks and backend choice live with the ops."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from alphakern.ops import alpha_relu as _op
+from alphakern.ops import gate as _gate
 from alphakern.ops.alpha_relu import ENV_VAR, resolve_backend
 from alphakern.ops.core import BACKEND_CHOICES, check_gamma, check_scalar
 from alphakern.ops.core import alpha as _alpha
+from alphakern.ops.core.activations import KINDS as ACTIVATIONS
+from alphakern.ops.core.activations import Activation
 
 # What ``backend=`` accepts ("auto" and the concrete backends, ops.core.checks.BACKEND_NAMES).
 BACKENDS = BACKEND_CHOICES
 
-__all__ = ["BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "resolve_backend"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "gate", "resolve_backend"]
 
 
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
@@ -31,3 +34,27 @@ def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, *, backend: str | None = No
     ALPHAKERN_BACKEND overrides the default.
     """
     return _op.alpha_relu(x, gamma, nu, backend)
+
+
+def gate(
+    x: Tensor,
+    gamma: Tensor,
+    nu: Tensor,
+    *,
+    activation: str = "relu",
+    negative_slope: float = 0.01,
+    approximate: str = "none",
+    backend: str | None = None,
+) -> Tensor:
+    """G_α,f(x) = x + α·(f(x) − x) with α = σ((σ(γ) − ½)·ν): f where α = 1, x where α = 0;
+    differentiable w.r.t. x and γ.
+
+    ``activation``: "relu" (= ``alpha_relu``, bit for bit), "relu6", "leaky_relu"
+    (``negative_slope``), "gelu" (``approximate`` "none" or "tanh", as F.gelu), "silu",
+    "hardswish". ``backend`` as ``alpha_relu``'s; the native "cpu"/"cuda" kernels exist for relu
+    only so far, so "auto" runs the others on Triton (GPU) or the torch backend (CPU).
+    """
+    act = Activation.of(activation, negative_slope, approximate)
+    if act.name == "relu":
+        return _op.alpha_relu(x, gamma, nu, backend)
+    return _gate.gate(x, gamma, nu, act, backend)

@@ -1,4 +1,5 @@
-"""``AlphaReLU``: a drop-in replacement for ``nn.ReLU`` that learns whether to stay non-linear."""
+"""``AlphaGate``: a drop-in replacement for an activation that learns whether to stay non-linear;
+``AlphaReLU`` is AlphaGate with f = relu, the drop-in for ``nn.ReLU``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from alphakern.functional import alpha, alpha_relu
+from alphakern.functional import alpha, alpha_relu, gate
 from alphakern.ops.core import GRANULARITIES
+from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.granularity import gate_view
 
 
-class AlphaReLU(LazyModuleMixin, nn.Module):
-    """R_α(x) = x + α·relu(−x), α = σ((σ(γ) − ½)·ν) — PReLU with the learned slope 1 − α.
+class AlphaGate(LazyModuleMixin, nn.Module):
+    """G_α,f(x) = x + α·(f(x) − x), α = σ((σ(γ) − ½)·ν): f where α = 1, the identity where α = 0.
+
+    ``activation``: "relu", "relu6", "leaky_relu" (``negative_slope``), "gelu" (``approximate``
+    "none" or "tanh"), "silu" or "hardswish" — ``AlphaGate()`` is ``AlphaReLU()``.
 
     ``gamma`` (parameter, init 0) is trained; ``nu`` (0-dim buffer, init 0, in the state dict)
     grows by ``nu_step`` at every forward in training mode, driving α to 1 (a ReLU) or 0 (the
@@ -29,9 +34,17 @@ class AlphaReLU(LazyModuleMixin, nn.Module):
     cls_to_become = None
 
     def __init__(
-        self, nu_step: float = 0.01, *, granularity: str = "layer", backend: str | None = None
+        self,
+        nu_step: float = 0.01,
+        *,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        approximate: str = "none",
+        granularity: str = "layer",
+        backend: str | None = None,
     ) -> None:
         super().__init__()
+        self.act = Activation.of(activation, negative_slope, approximate)
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
         self.nu_step = float(nu_step)
@@ -49,7 +62,8 @@ class AlphaReLU(LazyModuleMixin, nn.Module):
             return
         if x.dim() < 2:
             raise ValueError(
-                f"AlphaReLU(granularity={self.granularity!r}) needs x with >= 2 dims (N, C, ...), "
+                f"{type(self).__name__}(granularity={self.granularity!r}) needs x with >= 2 dims "
+                "(N, C, ...), "
                 f"got shape {tuple(x.shape)}"
             )
         shape = x.shape[1:2] if self.granularity == "channel" else x.shape[1:]
@@ -69,7 +83,11 @@ class AlphaReLU(LazyModuleMixin, nn.Module):
         return nu
 
     def forward(self, x: Tensor) -> Tensor:
-        return alpha_relu(x, self.gamma, self.step_nu(), backend=self.backend)
+        if self.act.name == "relu":
+            return alpha_relu(x, self.gamma, self.step_nu(), backend=self.backend)
+        act = self.act
+        return gate(x, self.gamma, self.step_nu(), activation=act.name, negative_slope=act.negative_slope,
+                    backend=self.backend)  # fmt: skip
 
     @property
     def alpha(self) -> Tensor:
@@ -80,6 +98,8 @@ class AlphaReLU(LazyModuleMixin, nn.Module):
     def extra_repr(self) -> str:
         # Printing reads a few numbers off the device; forward never does.
         text = f"nu_step={self.nu_step}"
+        if self.act.name != "relu" and type(self) is AlphaGate:
+            text = f"activation={str(self.act)!r}, " + text
         if self.granularity != "layer":
             text += f", granularity={self.granularity!r}"
         if self.has_uninitialized_params() or self.gamma.device.type == "meta":
@@ -88,6 +108,16 @@ class AlphaReLU(LazyModuleMixin, nn.Module):
             return text + f", gamma={self.gamma.item():.4g}, alpha={self.alpha.item():.4g}"
         a = self.alpha
         return text + f", gates={tuple(self.gamma.shape)}, mean alpha={a.mean().item():.4g}"
+
+
+class AlphaReLU(AlphaGate):
+    """R_α(x) = x + α·relu(−x) — PReLU with the learned slope 1 − α: AlphaGate with f = relu
+    (state, schedule and granularities as AlphaGate's)."""
+
+    def __init__(
+        self, nu_step: float = 0.01, *, granularity: str = "layer", backend: str | None = None
+    ) -> None:
+        super().__init__(nu_step, granularity=granularity, backend=backend)
 
 
 class EagerAlphaReLU(AlphaReLU):
@@ -109,6 +139,28 @@ class EagerAlphaReLU(AlphaReLU):
         if self.granularity == "channel":
             a = gate_view(a, x, "channel")
         return x + a * torch.relu(-x)
+
+
+class FixedGate(nn.Module):
+    """x + w·(f(x) − x) with a fixed weight w per gate (a buffer, nothing trained): what
+    ``discretize`` and the budget make of a per-channel/per-element AlphaGate of f ≠ relu whose
+    gates disagree — w = 1 (f) or 0 (identity) per decided gate, α for an undecided one."""
+
+    def __init__(self, weight: Tensor, *, activation: Activation, granularity: str) -> None:
+        super().__init__()
+        if granularity not in ("channel", "element"):
+            raise ValueError(f"granularity must be 'channel' or 'element', got {granularity!r}")
+        self.act, self.granularity = activation, granularity
+        self.register_buffer("weight", weight.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = gate_view(self.weight.to(x.dtype), x, self.granularity)
+        # exactly f(x) where w = 1 and x where w = 0 (a blend would give NaN for 0·inf there)
+        return torch.where(w == 1, self.act.f(x), torch.where(w == 0, x, torch.lerp(x, self.act.f(x), w)))
+
+    def extra_repr(self) -> str:
+        gates = tuple(self.weight.shape)
+        return f"activation={str(self.act)!r}, granularity={self.granularity!r}, gates={gates}"
 
 
 class FixedSlopeReLU(nn.Module):
@@ -134,11 +186,25 @@ class FixedSlopeReLU(nn.Module):
         return f"granularity={self.granularity!r}, gates={tuple(self.slope.shape)}"
 
 
-def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaReLU]]:
+def exact_gate(m: AlphaGate, weight: Tensor) -> nn.Module:
+    """What gate ``m`` becomes with the fixed weight α = ``weight`` per gate (1: f, 0: identity,
+    anything between: that blend): f's own module (nn.ReLU, nn.SiLU, ...) where every gate is 1,
+    nn.Identity where every gate is 0, else a FixedSlopeReLU (f = relu, slope 1 − w) or FixedGate."""
+    if bool((weight == 1).all()):
+        return m.act.module()
+    if bool((weight == 0).all()):
+        return nn.Identity()
+    weight = weight.to(device=m.gamma.device, dtype=torch.float32)
+    if m.act.name == "relu":
+        return FixedSlopeReLU(1 - weight, granularity=m.granularity)
+    return FixedGate(weight, activation=m.act, granularity=m.granularity)
+
+
+def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaGate]]:
     """The model's learnable activations with their qualified names, in forward order: the order
     of their calls in the graph of a torch.fx GraphModule (what ``linearize`` returns), else
     registration order (= forward order for sequential models)."""
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaReLU)]
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaGate)]
     if isinstance(model, fx.GraphModule):
         calls = [n.target for n in model.graph.nodes if n.op == "call_module"]
         first = {t: i for i, t in reversed(list(enumerate(calls)))}

@@ -25,6 +25,7 @@ from alphakern.ops.backends.triton import gates as G
 from alphakern.ops.backends.triton import layer as T
 
 DIV16 = [["tt.divisibility", 16]]
+ACT_ARGS = {"ACT": "constexpr", "NEG": "constexpr"}
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 
 
@@ -32,7 +33,9 @@ def compile_ptx(fn, signature, aligned, arch, block, num_warps):
     """``block``: BLOCK_SIZE, or a dict of every constexpr; ``aligned``: argument indices with
     Triton's divisibility-by-16 hint (pointers, and sizes the JIT would see as multiples of 16)."""
     attrs = {(i,): DIV16 for i in aligned}
-    constexprs = block if isinstance(block, dict) else {"BLOCK_SIZE": block}
+    constexprs = dict(block) if isinstance(block, dict) else {"BLOCK_SIZE": block}
+    if "ACT" in signature:  # the element-math kernels: ReLU unless the caller names f
+        constexprs = {"ACT": 0, "NEG": 0.0, **constexprs}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}).asm[
         "ptx"
@@ -87,6 +90,7 @@ def gate_kernels(arch: int, dt: str) -> dict[str, str]:
         "G": "i32",
         "BLOCK_A": "constexpr",
         "BLOCK_G": "constexpr",
+        **ACT_ARGS,
     }
     rows_common = {
         "gamma_ptr": "*fp32",
@@ -95,6 +99,7 @@ def gate_kernels(arch: int, dt: str) -> dict[str, str]:
         "B": "i32",
         "n_chunks": "i32",
         "BLOCK": "constexpr",
+        **ACT_ARGS,
     }
     rows = {"BLOCK": G._rows_block(1024)}
     rows_warps = G._rows_warps(rows["BLOCK"], 4 if dt == "fp32" else 2)
@@ -109,8 +114,9 @@ def gate_kernels(arch: int, dt: str) -> dict[str, str]:
                 "x_ptr": ptr,
                 "dx_ptr": ptr,
                 "partial_ptr": "*fp32",
-                **common,
+                **{k: v for k, v in common.items() if k not in ACT_ARGS},
                 "row_blocks_per_program": "i32",
+                **{k: v for k, v in common.items() if k in ACT_ARGS},
             },
             (0, 1, 2, 3, 7),
             arch,
@@ -159,6 +165,7 @@ def main() -> None:
                     "nu_ptr": "*fp32",
                     "n_elements": "i64",
                     "BLOCK_SIZE": "constexpr",
+                    **ACT_ARGS,
                 },
                 aligned=(0, 1),
                 arch=arch,
@@ -177,6 +184,7 @@ def main() -> None:
                     "n_elements": "i64",
                     "tiles_per_program": "i32",
                     "BLOCK_SIZE": "constexpr",
+                    **ACT_ARGS,
                 },
                 aligned=(0, 1, 2),
                 arch=arch,
@@ -200,7 +208,33 @@ def main() -> None:
             )
             kernels = {"fwd": fwd, "bwd": bwd, "dgamma": fin, **gate_kernels(arch, dt)}
             out[f"sm{arch}-{dt}"] = {name: report(ptx, arch) for name, ptx in kernels.items()}
+        out[f"sm{arch}-fp32-activations"] = activation_kernels(arch)
     print(json.dumps(out))
+
+
+def activation_kernels(arch: int) -> dict:
+    """The layer-gate forward and backward for every other f (fp32): they compile, keep their
+    16-byte accesses and their register budget (their fp32 exp/erf are the fast hardware forms,
+    as PyTorch's own kernels use; α stays exact fp64)."""
+    from alphakern.ops.core.activations import ACTIVATIONS, Activation
+
+    ptr = "*fp32"
+    fwd_sig = {"x_ptr": ptr, "y_ptr": ptr, "gamma_ptr": ptr, "nu_ptr": ptr, "n_elements": "i64",
+               "BLOCK_SIZE": "constexpr", **ACT_ARGS}  # fmt: skip
+    bwd_sig = {"dy_ptr": ptr, "x_ptr": ptr, "dx_ptr": ptr, "partial_ptr": ptr, "gamma_ptr": ptr,
+               "nu_ptr": ptr, "n_elements": "i64", "tiles_per_program": "i32",
+               "BLOCK_SIZE": "constexpr", **ACT_ARGS}  # fmt: skip
+    out = {}
+    for name in ACTIVATIONS[1:]:
+        act = Activation(name, 0.2)
+        cx = {"ACT": act.code, "NEG": act.negative_slope if name == "leaky_relu" else 0.0}
+        for kind, fn, sig, aligned, block in (
+            ("fwd", T._alpha_relu_fwd_kernel, fwd_sig, (0, 1), T.FWD_BLOCK),
+            ("bwd", T._alpha_relu_bwd_kernel, bwd_sig, (0, 1, 2), T.BWD_BLOCK),
+        ):
+            ptx = compile_ptx(fn, sig, aligned, arch, {"BLOCK_SIZE": block, **cx}, T.NUM_WARPS)
+            out[f"{name}_{kind}"] = report(ptx, arch)
+    return out
 
 
 if __name__ == "__main__":

@@ -66,8 +66,8 @@ def test_resnet18_gets_17_gates_none_shared_and_the_original_is_untouched():
 
 
 def test_every_relu_application_is_gated_and_other_activations_are_listed():
-    with pytest.warns(UserWarning, match=r"left as they are \(not ReLUs\): gelu \(GELU\)"):
-        lin = linearize(Mixed())
+    with pytest.warns(UserWarning, match=r"left as they are \(not gated\): gelu \(GELU\)"):
+        lin = linearize(Mixed(), activations=("relu",))
     assert len(alpha_layers(lin)) == 7
     assert any(isinstance(m, nn.GELU) for m in lin.modules())
 
@@ -76,7 +76,7 @@ def test_every_relu_application_is_gated_and_other_activations_are_listed():
 def test_alpha_one_is_the_relu_network_and_alpha_zero_the_relu_free_one(granularity):
     torch.manual_seed(0)
     model, x = Mixed().eval(), torch.randn(2, 3, 8, 8)
-    lin = linearize(model, granularity=granularity).eval()
+    lin = linearize(model, activations=("relu",), granularity=granularity).eval()
     lin(x)  # gates per channel/element come into being at the first forward
     _set_alpha(lin, 1)
     torch.testing.assert_close(lin(x), model(x), rtol=0, atol=0)
@@ -90,7 +90,7 @@ def test_relu_count():
     x = torch.randn(2, 3, 8, 8)
     model = Mixed()
     assert relu_count(model, x) == 7 * 4 * 8 * 8  # per sample: 7 applications × (4, 8, 8)
-    lin = linearize(model, granularity="channel")
+    lin = linearize(model, activations=("relu",), granularity="channel")
     assert relu_count(lin, x) == 7 * 4 * 8 * 8  # fresh gates: α = ½, all kept
     lin(x)
     _set_alpha(lin, 0)
@@ -124,7 +124,9 @@ def test_untraceable_model_falls_back_to_module_swap_with_a_warning():
         def forward(self, x):
             return self.relu(x) if x.sum() > 0 else F.relu(-x)
 
-    with pytest.warns(UserWarning, match="could not trace.*swapped the nn.ReLU modules instead \\(relu\\)"):
+    with pytest.warns(
+        UserWarning, match="could not trace.*swapped the activation modules instead \\(relu\\)"
+    ):
         lin = linearize(DataDependent())
     assert isinstance(lin.relu, AlphaReLU)
 

@@ -23,7 +23,14 @@ def test_kernels_compile_for_ampere_and_hopper():
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps({k: {n: v["registers"] for n, v in ks.items()} for k, ks in report.items()}))
-    assert len(report) == 6  # 2 archs x 3 dtypes
+    acts = {k: report.pop(k) for k in [k for k in report if k.endswith("-activations")]}
+    assert len(report) == 6 and len(acts) == 2  # 2 archs x 3 dtypes; the other activations per arch
+    for key, kernels in acts.items():
+        assert len(kernels) == 2 * 6, kernels.keys()  # fwd and bwd of relu6 ... hardswish
+        for name, k in kernels.items():
+            assert k["v4_loads"] > 0 and k["v4_stores"] > 0 and k["atomics"] == 0, (key, name, k)
+            if k["registers"] is not None:
+                assert k["registers"] <= MAX_REGISTERS, (key, name, k)
     for key, kernels in report.items():
         for name in ("fwd", "bwd", "cols_fwd", "cols_bwd", "rows_fwd", "rows_bwd"):
             # the full tiles' accesses of x, y, dy, dx are 16-byte vectors although n is ragged

@@ -8,6 +8,12 @@ then lerp(r, dy, 1 − α) = r + (1 − α)·(dy − r) puts the slope on the re
 never forming 1 − α by subtraction. One edge differs from the fused kernels: an infinite dy
 gives NaN in ∂L/∂x there (inf − inf inside lerp) instead of ±inf. fp16/bf16 compute in fp32.
 Per-channel and per-element gates broadcast the same way; their ∂L/∂γ is a sum per gate.
+
+Any other activation f (``ops.core.activations``) runs PyTorch's own f and autograd of f, blended
+as α·f(x) + (1 − α)·x and α·dy·f'(x) + (1 − α)·dy, with the weight-1 side taken as is where the
+other weight is 0 (so α = 1 is ``F.<f>`` and its gradient exactly, α = 0 the identity, also at
+±inf, where the zero-weight term would be 0·inf); ∂L/∂γ sums dy·h(x), h = f − x in a form finite
+wherever its limit is.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from alphakern.ops.core.activations import ACTIVATIONS, RELU, Activation
 from alphakern.ops.core.alpha import alpha_terms
 from alphakern.ops.core.granularity import gate_view
 from alphakern.ops.core.layout import dense_input_and_output, flat, like
 
 NAME = "torch"
+__all__ = ["ACTIVATIONS", "DTYPES", "NAME", "available", "backward", "forward"]
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -35,9 +43,24 @@ def available() -> bool:
     return True
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+def _blend(
+    one: torch.Tensor, other: torch.Tensor, a: torch.Tensor, om: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """a·one + om·other per gate, exactly ``one`` where om = 0 and ``other`` where a = 0."""
+    a, om = gate_view(a.to(one.dtype), one, kind), gate_view(om.to(one.dtype), one, kind)
+    mixed = torch.addcmul(one * a, other, om)
+    return torch.where(om == 0, one, torch.where(a == 0, other, mixed))
+
+
+def forward(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
     if x.dtype in _REDUCED:  # fp32 math: a slope rounded to 8 bits would ruin y where α ≈ 1
-        return forward(x.float(), gamma, nu, kind).to(x.dtype)
+        return forward(x.float(), gamma, nu, kind, act).to(x.dtype)
+    if act.name != "relu":
+        xd, out = dense_input_and_output(x)  # computed in the output's layout
+        a, om, _ = alpha_terms(gamma, nu)
+        return like(_blend(act.f(xd), xd, a, om, kind), out)
     _, om, _ = alpha_terms(gamma, nu)
     om = om.to(x.dtype)
     if kind == "element":  # prelu takes one slope per channel at most
@@ -51,11 +74,18 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    kind: str,
+    act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _REDUCED:
-        dx, dgamma = backward(dy.float(), x.float(), gamma, nu, kind)
+        dx, dgamma = backward(dy.float(), x.float(), gamma, nu, kind, act)
         return dx.to(x.dtype), dgamma
+    if act.name != "relu":
+        return _backward(dy, x, gamma, nu, kind, act)
     xd, dx = dense_input_and_output(x)
     dyd = like(dy, dx)
     _, om, dadg = alpha_terms(gamma, nu)
@@ -71,3 +101,16 @@ def backward(
     torch.ge(xd, 0, out=dx).mul_(dyd)  # the mask as 0/1 floats in dx: no bool temporary
     # r + (1 − α)(dy − r); lerp switches to dy − (dy − r)·α only for 1 − α ≥ ½, where that is exact enough
     return torch.lerp(dx, dyd, gate_view(om.to(x.dtype), x, kind), out=dx), dgamma
+
+
+def _backward(
+    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xd, out = dense_input_and_output(x)
+    dyd = like(dy, out)
+    a, om, dadg = alpha_terms(gamma, nu)
+    dx = like(_blend(act.backward(dyd, xd), dyd, a, om, kind), out)
+    hd = act.h(xd).mul_(dyd)
+    total = hd.sum() if kind == "layer" else _gate_sum(hd, kind)
+    dgamma = (total.reshape(gamma.shape).double() * dadg).to(gamma.dtype).reshape(gamma.shape)
+    return dx, dgamma

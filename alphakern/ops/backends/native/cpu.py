@@ -25,11 +25,14 @@ import torch
 from alphakern.ops.backends.native import build as native_build
 from alphakern.ops.backends.native import glue
 from alphakern.ops.backends.native.schema import ops as _namespace
+from alphakern.ops.core.activations import RELU, Activation
 
 NAME = "cpu"
 LIBRARY = "alphakern_cpu"
 SOURCES = ("cpu/kernels.cpp",)
 HEADERS = ("common/checks.h", "common/alpha_terms.h")
+# f = relu only so far: the other activations run on the torch (CPU) or Triton (GPU) backend
+ACTIVATIONS = ("relu",)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _loaded: str | None = None
 _missing = False  # checked once per process: auto resolves on every call, hashing sources is not free
@@ -121,13 +124,22 @@ def _check(x: torch.Tensor) -> None:
         raise RuntimeError(f"backend='cpu' takes float32, float16 or bfloat16, got {x.dtype}; use 'torch'")
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+def forward(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
+    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
     return glue.forward(_ops(), x, gamma, nu, kind)
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    kind: str,
+    act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
     return glue.backward(_ops(), dy, x, gamma, nu, kind)

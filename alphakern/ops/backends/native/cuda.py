@@ -17,10 +17,13 @@ import torch
 from alphakern.ops.backends.native import build as native_build
 from alphakern.ops.backends.native import glue
 from alphakern.ops.backends.native.schema import ops as _namespace
+from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.checks import KERNEL_DTYPES
 
 NAME = "cuda"
 LIBRARY = "alphakern_cuda"
+# f = relu only so far: the other activations run on the torch (CPU) or Triton (GPU) backend
+ACTIVATIONS = ("relu",)
 DTYPES = KERNEL_DTYPES
 DEFAULT_ARCH_LIST = "8.0;9.0"
 SOURCES = ("cuda/ops.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu")
@@ -99,13 +102,22 @@ def _check(x: torch.Tensor) -> None:
         raise RuntimeError(f"backend='cuda' needs x on a CUDA device, got {x.device}")
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+def forward(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
+    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
     return glue.forward(_ops(), x, gamma, nu, kind)
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    kind: str,
+    act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
     return glue.backward(_ops(), dy, x, gamma, nu, kind)

@@ -8,23 +8,31 @@ import torch
 
 from alphakern.ops.backends.triton import gates, layer
 from alphakern.ops.backends.triton.common import INTERPRET, available
+from alphakern.ops.core.activations import ACTIVATIONS, RELU, Activation
 from alphakern.ops.core.checks import KERNEL_DTYPES
 
 NAME = "triton"
 DTYPES = KERNEL_DTYPES
 
-__all__ = ["DTYPES", "INTERPRET", "NAME", "available", "backward", "forward", "gates", "layer"]
+__all__ = ["ACTIVATIONS", "DTYPES", "INTERPRET", "NAME", "available", "backward", "forward", "gates", "layer"]
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+def forward(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
     if kind == "layer":
-        return layer.forward(x, gamma, nu)
-    return gates.forward(x, gamma, nu, kind)
+        return layer.forward(x, gamma, nu, act)
+    return gates.forward(x, gamma, nu, kind, act)
 
 
 def backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    kind: str,
+    act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if kind == "layer":
-        return layer.backward(dy, x, gamma, nu)
-    return gates.backward(dy, x, gamma, nu, kind)
+        return layer.backward(dy, x, gamma, nu, act)
+    return gates.backward(dy, x, gamma, nu, kind, act)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from alphakern.ops.backends.triton.common import check_runnable, device_ctx, tl, triton
+from alphakern.ops.backends.triton.common import check_runnable, constexprs, device_ctx, tl, triton
+from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.gate_layout import batch_outermost, dgamma, layout_gates
 from alphakern.ops.core.layout import dense_input_and_output, flat, like
 
@@ -29,18 +30,21 @@ FINAL_BLOCK_K = 32
 FINAL_BLOCK_G = 64
 
 if triton is not None:
-    from alphakern.ops.backends.triton.common import _gate_dsum, _gate_dx, _gate_y, _slope
+    from alphakern.ops.backends.triton.common import _dsum, _dx, _weights, _y
 
     @triton.jit
-    def _cols_fwd_kernel(x_ptr, y_ptr, gate_ptr, nu_ptr, A, G, BLOCK_A: tl.constexpr, BLOCK_G: tl.constexpr):
+    def _cols_fwd_kernel(
+        x_ptr, y_ptr, gate_ptr, nu_ptr, A, G,
+        BLOCK_A: tl.constexpr, BLOCK_G: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+    ):  # fmt: skip
         cols = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
         cmask = cols < G
-        om = _slope(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
+        a, om = _weights(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
         rows = tl.program_id(0).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)
         offs = rows[:, None] * G + cols[None, :]
         mask = (rows < A)[:, None] & cmask[None, :]
         x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        y = _gate_y(x, om[None, :])
+        y = _y(x, a[None, :], om[None, :], ACT, NEG)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -56,12 +60,14 @@ if triton is not None:
         row_blocks_per_program,
         BLOCK_A: tl.constexpr,
         BLOCK_G: tl.constexpr,
+        ACT: tl.constexpr,
+        NEG: tl.constexpr,
     ):
         pid_a = tl.program_id(0)
         n_a = tl.num_programs(0)
         cols = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
         cmask = cols < G
-        om = _slope(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
+        a, om = _weights(tl.load(gate_ptr + cols, mask=cmask, other=0.0), nu_ptr)
         acc = tl.zeros((BLOCK_A, BLOCK_G), dtype=tl.float32)
         for i in range(0, row_blocks_per_program):  # grid-stride over row blocks
             rows = (pid_a + i * n_a).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)
@@ -69,40 +75,44 @@ if triton is not None:
             mask = (rows < A)[:, None] & cmask[None, :]
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            dx = _gate_dx(x, dy, om[None, :])
+            dx = _dx(x, dy, a[None, :], om[None, :], ACT, NEG)
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            acc += _gate_dsum(x, dy)
+            acc += _dsum(x, dy, ACT, NEG)
         tl.store(partial_ptr + pid_a.to(tl.int64) * G + cols, tl.sum(acc, axis=0), mask=cmask)
 
     @triton.jit
-    def _rows_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, C, B, n_chunks, BLOCK: tl.constexpr):
+    def _rows_fwd_kernel(
+        x_ptr, y_ptr, gamma_ptr, nu_ptr, C, B, n_chunks,
+        BLOCK: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+    ):  # fmt: skip
         pid = tl.program_id(0).to(tl.int64)
         row = pid // n_chunks
-        om = _slope(tl.load(gamma_ptr + row % C), nu_ptr)
+        a, om = _weights(tl.load(gamma_ptr + row % C), nu_ptr)
         in_row = (pid % n_chunks) * BLOCK + tl.arange(0, BLOCK)
         mask = in_row < B
         offs = row * B + in_row
         x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-        y = _gate_y(x, om)
+        y = _y(x, a, om, ACT, NEG)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rows_bwd_kernel(
-        dy_ptr, x_ptr, dx_ptr, partial_ptr, gamma_ptr, nu_ptr, C, B, n_chunks, BLOCK: tl.constexpr
-    ):
+        dy_ptr, x_ptr, dx_ptr, partial_ptr, gamma_ptr, nu_ptr, C, B, n_chunks,
+        BLOCK: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+    ):  # fmt: skip
         pid = tl.program_id(0).to(tl.int64)
         row = pid // n_chunks
         chunk = pid % n_chunks
         c = row % C
-        om = _slope(tl.load(gamma_ptr + c), nu_ptr)
+        a, om = _weights(tl.load(gamma_ptr + c), nu_ptr)
         in_row = chunk * BLOCK + tl.arange(0, BLOCK)
         mask = in_row < B
         offs = row * B + in_row
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dx = _gate_dx(x, dy, om)
+        dx = _dx(x, dy, a, om, ACT, NEG)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        part = tl.sum(_gate_dsum(x, dy), axis=0)
+        part = tl.sum(_dsum(x, dy, ACT, NEG), axis=0)
         # partials as [A·n_chunks, C]: the channel is the column the final sum runs down
         tl.store(partial_ptr + ((row // C) * n_chunks + chunk) * C + c, part)
 
@@ -136,13 +146,15 @@ def _rows_warps(block: int, element_size: int) -> int:
     return max(1, min(8, block * element_size // (32 * 16)))
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
+def forward(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
     check_runnable(x)
     xd, y = dense_input_and_output(x)
     if x.numel() == 0:
         return y
     if kind == "element" and not batch_outermost(xd):  # gather once; the result keeps x's layout
-        return like(forward(x.contiguous(), gamma, nu, kind), y)
+        return like(forward(x.contiguous(), gamma, nu, kind, act), y)
     p = layout_gates(xd, gamma, kind)
     with device_ctx(x):
         if p.mode == "cols":
@@ -158,13 +170,14 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -
                 BLOCK_A=block_a,
                 BLOCK_G=block_g,
                 num_warps=8,
+                **constexprs(act),
             )
         else:
             block = _rows_block(p.B)
             n_chunks = triton.cdiv(p.B, block)
             _rows_fwd_kernel[(p.A * p.G * n_chunks,)](
                 flat(xd), flat(y), p.ordered, nu, p.G, p.B, n_chunks, BLOCK=block,
-                num_warps=_rows_warps(block, x.element_size()),
+                num_warps=_rows_warps(block, x.element_size()), **constexprs(act),
             )  # fmt: skip
     return y
 
@@ -183,6 +196,7 @@ def backward(
     gamma: torch.Tensor,
     nu: torch.Tensor,
     kind: str,
+    act: Activation = RELU,
     *,
     max_programs: int = MAX_PROGRAMS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +207,7 @@ def backward(
     if x.numel() == 0:
         return dx, torch.zeros_like(gamma)
     if kind == "element" and not batch_outermost(xd):
-        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, kind, max_programs=max_programs)
+        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, kind, act, max_programs=max_programs)
         return like(dxc, dx), dg
     dyd = like(dy, dx)
     p = layout_gates(xd, gamma, kind)
@@ -207,6 +221,7 @@ def backward(
             _cols_bwd_kernel[(n_a, n_g)](
                 flat(dyd), flat(xd), flat(dx), partials, p.ordered, nu, p.A, p.G,
                 triton.cdiv(row_blocks, n_a), BLOCK_A=block_a, BLOCK_G=block_g, num_warps=8,
+                **constexprs(act),
             )  # fmt: skip
             sums = _column_sums(partials, n_a, p.G)
         else:
@@ -215,7 +230,7 @@ def backward(
             partials = torch.empty(p.A * n_chunks, p.G, device=x.device, dtype=torch.float32)
             _rows_bwd_kernel[(p.A * p.G * n_chunks,)](
                 flat(dyd), flat(xd), flat(dx), partials, p.ordered, nu, p.G, p.B, n_chunks,
-                BLOCK=block, num_warps=_rows_warps(block, x.element_size()),
+                BLOCK=block, num_warps=_rows_warps(block, x.element_size()), **constexprs(act),
             )  # fmt: skip
             sums = _column_sums(partials, p.A * n_chunks, p.G)
     return dx, dgamma(sums, p, gamma, nu)

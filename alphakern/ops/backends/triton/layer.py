@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from alphakern.ops.backends.triton.common import check_runnable, device_ctx, tl, triton
+from alphakern.ops.backends.triton.common import check_runnable, constexprs, device_ctx, tl, triton
+from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.layout import dense_input_and_output, flat, like
 
 # 4096-element tiles over 8 warps compiled to 91-128 registers a thread (2 CTAs/SM); 2048 over 8
@@ -28,36 +29,44 @@ NUM_WARPS = 8
 
 
 if triton is not None:
-    from alphakern.ops.backends.triton.common import _gate_dsum, _gate_dx, _gate_y, _layer_terms
+    from alphakern.ops.backends.triton.common import _dsum, _dx, _layer_terms, _y
 
     # Full tiles load and store without a mask: with the mask, the compiler can only use 16-byte
     # accesses when n_elements is a multiple of 16; this way only the last tile is scalar.
 
     @triton.jit
-    def _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED: tl.constexpr):
+    def _fwd_tile(
+        x_ptr, y_ptr, offs, n_elements, a, om, MASKED: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr
+    ):
         if MASKED:
             x = tl.load(x_ptr + offs, mask=offs < n_elements).to(tl.float32)
         else:
             x = tl.load(x_ptr + offs).to(tl.float32)
-        y = _gate_y(x, om).to(y_ptr.dtype.element_ty)
+        y = _y(x, a, om, ACT, NEG).to(y_ptr.dtype.element_ty)
         if MASKED:
             tl.store(y_ptr + offs, y, mask=offs < n_elements)
         else:
             tl.store(y_ptr + offs, y)
 
     @triton.jit
-    def _alpha_relu_fwd_kernel(x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
-        om, _ = _layer_terms(gamma_ptr, nu_ptr)
+    def _alpha_relu_fwd_kernel(
+        x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements,
+        BLOCK_SIZE: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+    ):  # fmt: skip
+        a, om, _ = _layer_terms(gamma_ptr, nu_ptr)
         start = tl.program_id(0).to(tl.int64) * BLOCK_SIZE
         offs = start + tl.arange(0, BLOCK_SIZE)
         if start + BLOCK_SIZE <= n_elements:
-            _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED=False)
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, om, MASKED=False, ACT=ACT, NEG=NEG)
         else:
-            _fwd_tile(x_ptr, y_ptr, offs, n_elements, om, MASKED=True)
+            _fwd_tile(x_ptr, y_ptr, offs, n_elements, a, om, MASKED=True, ACT=ACT, NEG=NEG)
 
     @triton.jit
-    def _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED: tl.constexpr):
-        """Writes dx for one tile; returns dy·relu(−x) per lane (0 in masked lanes)."""
+    def _bwd_tile(
+        dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, om,
+        MASKED: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+    ):  # fmt: skip
+        """Writes dx for one tile; returns dy·(f(x) − x) per lane (0 in masked lanes)."""
         if MASKED:
             mask = offs < n_elements
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -65,12 +74,12 @@ if triton is not None:
         else:
             x = tl.load(x_ptr + offs).to(tl.float32)
             dy = tl.load(dy_ptr + offs).to(tl.float32)
-        dx = _gate_dx(x, dy, om).to(dx_ptr.dtype.element_ty)
+        dx = _dx(x, dy, a, om, ACT, NEG).to(dx_ptr.dtype.element_ty)
         if MASKED:
             tl.store(dx_ptr + offs, dx, mask=offs < n_elements)
         else:
             tl.store(dx_ptr + offs, dx)
-        return _gate_dsum(x, dy)
+        return _dsum(x, dy, ACT, NEG)
 
     @triton.jit
     def _alpha_relu_bwd_kernel(
@@ -83,8 +92,10 @@ if triton is not None:
         n_elements,
         tiles_per_program,
         BLOCK_SIZE: tl.constexpr,
+        ACT: tl.constexpr,
+        NEG: tl.constexpr,
     ):
-        om, _ = _layer_terms(gamma_ptr, nu_ptr)
+        a, om, _ = _layer_terms(gamma_ptr, nu_ptr)
         pid = tl.program_id(0)
         pid64 = pid.to(tl.int64)
         n_programs = tl.num_programs(0).to(tl.int64)
@@ -94,16 +105,16 @@ if triton is not None:
             start = (pid64 + i * n_programs) * BLOCK_SIZE
             offs = start + tl.arange(0, BLOCK_SIZE)
             if start + BLOCK_SIZE <= n_elements:
-                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED=False)
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, om, False, ACT, NEG)
             else:
-                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, om, MASKED=True)
+                acc += _bwd_tile(dy_ptr, x_ptr, dx_ptr, offs, n_elements, a, om, True, ACT, NEG)
         tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
 
     @triton.jit
     def _alpha_relu_dgamma_kernel(
         partial_ptr, gamma_ptr, nu_ptr, dgamma_ptr, n_partials, BLOCK_SIZE: tl.constexpr
     ):
-        _, dalpha_dgamma = _layer_terms(gamma_ptr, nu_ptr)
+        _, _, dalpha_dgamma = _layer_terms(gamma_ptr, nu_ptr)
         acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)
         for start in range(0, n_partials, BLOCK_SIZE):
             offs = start + tl.arange(0, BLOCK_SIZE)
@@ -112,8 +123,8 @@ if triton is not None:
         tl.store(dgamma_ptr, (total.to(tl.float64) * dalpha_dgamma).to(dgamma_ptr.dtype.element_ty))
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-    """y = R_α(x), shaped and laid out like ``torch.empty_like(x)``."""
+def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, act: Activation = RELU) -> torch.Tensor:
+    """y = G_α,f(x), shaped and laid out like ``torch.empty_like(x)``."""
     check_runnable(x)
     xd, y = dense_input_and_output(x)
     n = x.numel()
@@ -122,7 +133,7 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Ten
     with device_ctx(x):
         grid = (triton.cdiv(n, FWD_BLOCK),)
         _alpha_relu_fwd_kernel[grid](
-            flat(xd), flat(y), gamma, nu, n, BLOCK_SIZE=FWD_BLOCK, num_warps=NUM_WARPS
+            flat(xd), flat(y), gamma, nu, n, BLOCK_SIZE=FWD_BLOCK, num_warps=NUM_WARPS, **constexprs(act)
         )
     return y
 
@@ -132,6 +143,7 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
+    act: Activation = RELU,
     *,
     block_size: int = BWD_BLOCK,
     max_programs: int = BWD_MAX_PROGRAMS,
@@ -160,6 +172,7 @@ def backward(
             triton.cdiv(n_tiles, n_programs),
             BLOCK_SIZE=block_size,
             num_warps=NUM_WARPS,
+            **constexprs(act),
         )
         _alpha_relu_dgamma_kernel[(1,)](
             partials, gamma, nu, dgamma, n_programs, BLOCK_SIZE=final_block, num_warps=4

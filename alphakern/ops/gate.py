@@ -1,0 +1,222 @@
+"""The ``alphakern::gate`` op family: G_α,f(x) = x + α·(f(x) − x) for any activation f of
+``ops.core.activations``; torch.library registration, fake kernels, autograd, backend choice.
+
+One Python-defined op for every backend, as ``alpha_relu`` (which is this op with f = relu, kept
+under its own name): ``torch.compile(fullgraph=True)`` sees an opaque op with a fake kernel, so it
+never graph-breaks. The activation travels as its name and leaky_relu's slope; the backend as a
+name that ``gate`` below resolves ("auto") before calling. The autograd pieces here (saved tensors,
+double backward, the eager Function) serve both ops.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from alphakern.ops import backends
+from alphakern.ops.backends import cpu_backend, triton_backend
+from alphakern.ops.core.activations import RELU, Activation
+from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
+from alphakern.ops.core.granularity import gate_view, granularity
+
+ENV_VAR = "ALPHAKERN_BACKEND"
+
+
+def auto_backend(device_type: str, dtype: torch.dtype, act: Activation = RELU) -> str:
+    """What "auto" means: Triton for the dtypes it takes on a GPU, the native kernels on the CPU
+    when they are built and have f (``available`` never compiles), the torch backend elsewhere."""
+    if device_type == "cuda" and dtype in triton_backend.DTYPES and triton_backend.available():
+        return "triton"
+    if (
+        device_type == "cpu"
+        and dtype in cpu_backend.DTYPES
+        and act.name in cpu_backend.ACTIVATIONS
+        and cpu_backend.available()
+    ):
+        return "cpu"
+    return "torch"
+
+
+def resolve_backend(backend: str | None, x: Tensor, act: Activation = RELU) -> str:
+    """The concrete backend ("torch", "triton", "cuda" or "cpu") a gate of f on x would use."""
+    if backend is None:
+        name = check_backend(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}", BACKEND_CHOICES)
+    else:
+        name = check_backend(backend, "backend", BACKEND_CHOICES)
+    name = auto_backend(x.device.type, x.dtype, act) if name == "auto" else name
+    check_activation(name, act)
+    return name
+
+
+def check_activation(backend: str, act: Activation) -> None:
+    """A backend asked by name for an activation it has no kernel for: say which it has."""
+    have = backends.get(backend).ACTIVATIONS
+    if act.name not in have:
+        raise ValueError(
+            f"backend={backend!r} has kernels for activation in {list(have)}, got {act.name!r}; "
+            "use backend='auto' or 'torch' (or 'triton' on a GPU)"
+        )
+
+
+def _act(activation: str, negative_slope: float) -> Activation:
+    return Activation(activation, negative_slope)
+
+
+@torch.library.custom_op("alphakern::gate", mutates_args=())
+def gate_op(
+    x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
+) -> Tensor:
+    """y = x + α·(f(x) − x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
+    act = _act(activation, negative_slope)
+    kind = check_inputs(x, gamma, nu)
+    check_activation(backend, act)
+    return backends.get(backend).forward(x, gamma, nu, kind, act)
+
+
+@gate_op.register_fake
+def _(x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str) -> Tensor:
+    check_activation(check_backend(backend), _act(activation, negative_slope))
+    check_inputs(x, gamma, nu)
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("alphakern::gate_backward", mutates_args=())
+def gate_backward_op(
+    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
+) -> tuple[Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂γ) of gate for the upstream gradient ``dy``."""
+    act = _act(activation, negative_slope)
+    kind = check_inputs(x, gamma, nu)
+    check_grad(dy, x)
+    check_activation(backend, act)
+    return backends.get(backend).backward(dy, x, gamma, nu, kind, act)
+
+
+@gate_backward_op.register_fake
+def _(
+    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
+) -> tuple[Tensor, Tensor]:
+    check_activation(check_backend(backend), _act(activation, negative_slope))
+    check_inputs(x, gamma, nu)
+    check_grad(dy, x)
+    return torch.empty_like(x), torch.empty_like(gamma)
+
+
+def setup_context(ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, act: Activation, kind: str | None):
+    ctx.save_for_backward(x, gamma, nu)  # only x is tensor-sized: y is never kept
+    ctx.backend = backend
+    ctx.act = act
+    ctx.kind = granularity(x, gamma) if kind is None else kind
+
+
+def _gate_sum(t: Tensor, kind: str) -> Tensor:
+    """Σ over the positions that share a gate (differentiable)."""
+    if kind == "layer":
+        return t.sum()
+    return t.sum(dim=[d for d in range(t.dim()) if d != 1]) if kind == "channel" else t.sum(dim=0)
+
+
+def _differentiable_backward(
+    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, kind: str
+) -> tuple[Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂γ) from differentiable torch ops: what double backward differentiates."""
+    s = torch.sigmoid(gamma)
+    z = (s - 0.5) * nu
+    a, om = torch.sigmoid(z), torch.sigmoid(-z)
+    dadg = a * om * nu * s * torch.sigmoid(-gamma)
+    a_x, om_x = (gate_view(t.to(dy.dtype), x, kind) for t in (a, om))
+    if act.name == "relu":
+        dx = torch.where(x >= 0, dy, dy * om_x)
+    else:
+        dx = dy * om_x + a_x * act.backward(dy, x)
+    acc = torch.promote_types(x.dtype, torch.float32)  # fp32 sums for fp16/bf16, as the kernels
+    dgamma = _gate_sum(dy.to(acc) * act.h(x.to(acc)), kind).reshape(gamma.shape) * dadg
+    return dx, dgamma.to(gamma.dtype).reshape(gamma.shape)
+
+
+class _FusedBackward(torch.autograd.Function):
+    """The backend's fused backward as a differentiable function (for ``create_graph=True``).
+
+    First-order gradients come from the same kernels as without ``create_graph``; their own
+    gradients (second order) come from autograd of ``_differentiable_backward``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str, act: Activation
+    ):  # noqa: E501
+        ctx.save_for_backward(dy, x, gamma, nu)
+        ctx.kind, ctx.act = kind, act
+        return backends.get(backend).backward(dy, x, gamma, nu, kind, act)
+
+    @staticmethod
+    def backward(ctx, ddx: Tensor, ddgamma: Tensor):
+        dy, x, gamma, nu = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:3]
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_(w) for t, w in zip((dy, x, gamma), wanted, strict=True)]
+            outs = _differentiable_backward(*inputs, nu, ctx.act, ctx.kind)
+            chosen = [t for t, w in zip(inputs, wanted, strict=True) if w]
+            grads = iter(torch.autograd.grad(outs, chosen, (ddx, ddgamma), allow_unused=True))
+        return (*(next(grads) if w else None for w in wanted), None, None, None, None)
+
+
+def grads(ctx, dy: Tensor, backward_op=None) -> tuple[Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂γ): the registered backward op (``backward_op(dy, x, γ, ν)``, what
+    torch.compile traces) or, in eager mode (None), the backend directly."""
+    x, gamma, nu = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: a graph, so higher derivatives work
+        return _FusedBackward.apply(dy, x, gamma, nu, ctx.backend, ctx.kind, ctx.act)
+    if backward_op is None:
+        return backends.get(ctx.backend).backward(dy, x, gamma, nu, ctx.kind, ctx.act)
+    return backward_op(dy, x, gamma, nu)
+
+
+def _gate_setup(ctx, inputs, output) -> None:
+    x, gamma, nu, activation, negative_slope, backend = inputs
+    setup_context(ctx, x, gamma, nu, backend, _act(activation, negative_slope), None)
+
+
+def _gate_grads(ctx, dy: Tensor):
+    act = ctx.act
+    dx, dgamma = grads(ctx, dy, lambda *t: gate_backward_op(*t, act.name, act.negative_slope, ctx.backend))
+    return dx, dgamma, None, None, None, None
+
+
+gate_op.register_autograd(_gate_grads, setup_context=_gate_setup)
+
+
+class GateFunction(torch.autograd.Function):
+    """The same ops for eager mode, without custom_op's Python dispatch (its per-call cost: see
+    benchmarks/results/README.md).
+
+    Reached through ``gate`` / ``alpha_relu``, which have checked the inputs. Forward and backward
+    call the backend directly; the saved tensors and double backward are shared with the
+    registered ops, which are what torch.compile traces.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str, act: Activation
+    ) -> Tensor:
+        # ctx-in-forward style: a separate setup_context makes apply() bind arguments with
+        # inspect.signature on every call.
+        y = backends.get(backend).forward(x, gamma, nu, kind, act)
+        setup_context(ctx, x, gamma, nu, backend, act, kind)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        return (*grads(ctx, dy), None, None, None, None)
+
+
+def gate(x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, backend: str | None = None) -> Tensor:
+    """Check, resolve the backend, then the registered op while torch.compile traces, the lean
+    Function in eager mode (f = relu: ``alpha_relu`` is its own op; functional.gate routes it)."""
+    kind = check_inputs(x, gamma, nu)
+    name = resolve_backend(backend, x, act)
+    if torch.compiler.is_compiling():
+        return gate_op(x, gamma, nu, act.name, act.negative_slope, name)
+    return GateFunction.apply(x, gamma, nu, name, kind, act)

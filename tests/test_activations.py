@@ -1,0 +1,275 @@
+"""The gate for any activation f, G_α,f(x) = x + α·(f(x) − x): every backend that has f against a
+float64 oracle built from PyTorch's own F.<f> (not from alphakern's forms of f), α = 1 is F.<f>
+and α = 0 the identity at the switch points, ±0, ±inf and NaN, and the op's registration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alphakern
+from alphakern.ops.core.activations import ACTIVATIONS, Activation
+from alphakern.ops.gate import gate_backward_op, gate_op
+from tests.reference import TRITON_RUNS, tolerance
+from tests.utils import DTYPES, KINDS, gates, layouts, make, per_gate
+
+NON_RELU = [a for a in ACTIVATIONS if a != "relu"]
+BACKENDS = [
+    pytest.param("torch", id="torch"),
+    pytest.param(
+        "triton",
+        id="triton",
+        marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
+    ),
+]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+EPS32 = torch.finfo(torch.float32).eps
+# f's own switch points (relu6: 0, 6; hardswish: ±3; leaky_relu, relu: 0) and the specials
+EDGES = [0.0, -0.0, 6.0, -6.0, 3.0, -3.0, 1e-30, -1e-30, 0.5, -0.5, 12.0, -12.0, 40.0, -40.0]
+SPECIALS = [float("inf"), float("-inf"), float("nan")]
+
+
+def _f64(name: str, x: torch.Tensor) -> torch.Tensor:
+    """PyTorch's own f in float64: the oracle's f."""
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.2)
+    return getattr(F, name)(x)
+
+
+def oracle(name, x, gamma, nu, dy):
+    """(y, dx, dγ, scale of y, scale of dx) in float64 by autograd of α·f(x) + (1 − α)·x, with
+    1 − α as σ(−z). The scales bound each result's rounding: |α·f| + |(1 − α)·x| and
+    |dy|·((1 − α) + α·|f'|)."""
+    x64 = x.detach().double().requires_grad_()
+    g64 = gamma.detach().double().requires_grad_()
+    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu.double()
+    a, om = torch.sigmoid(z), torch.sigmoid(-z)
+    fx = _f64(name, x64)
+    y = a * fx + om * x64
+    dx, dg = torch.autograd.grad(y, (x64, g64), dy.double(), retain_graph=True)
+    (df,) = torch.autograd.grad(fx, x64, torch.ones_like(fx))
+    # fp32 f and f' round their intermediate terms, of the size of x (gelu's 1 + erf, tanh's
+    # 1 − t² cancel): so the scale also holds a·|x| (y) and a·(1 + |x|) (dx)
+    with torch.no_grad():
+        ax = x64.abs()
+        y_scale = (a * fx).abs() + (om * x64).abs() + smooth(name) * a * ax
+        dx_scale = dy.double().abs() * (om + a * (df.abs() + smooth(name) * (1 + ax)))
+        return y.detach(), dx, dg, y_scale, dx_scale
+
+
+def smooth(name: str) -> float:
+    """1 for the f computed through exp/erf (whose fp32 forms round like their inputs' size)."""
+    return float(name in ("gelu", "gelu_tanh", "silu"))
+
+
+def _within(got, want, scale, dtype, backend, what, ulps=8):
+    """|got − want| ≤ the dtype's rounding of the result + ``ulps`` fp32 ulps of ``scale``
+    (transcendentals in fp32: erf, exp, division)."""
+    tol = tolerance(dtype, backend)
+    got = got.double().cpu()
+    want, scale = want.cpu(), scale.cpu()
+    bound = tol["rtol"] * want.abs() + ulps * EPS32 * scale + tol["atol"]
+    err = (got - want).abs()
+    bad = ~(err <= bound)
+    assert not bool(bad.any()), (
+        f"{what}: {int(bad.sum())} of {err.numel()} off; worst got {got[bad][0].item()!r} "
+        f"want {want[bad][0].item()!r} bound {bound[bad][0].item():.3g}"
+    )
+
+
+def _run(backend, name, x, gamma, nu, dy):
+    act = Activation(name, 0.2)
+    y = gate_op(x, gamma, nu, act.name, act.negative_slope, backend)
+    dx, dg = gate_backward_op(dy, x, gamma, nu, act.name, act.negative_slope, backend)
+    return y, dx, dg
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", NON_RELU)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gate_matches_float64_oracle(backend, name, kind, dtype):
+    x, dy = make((2, 3, 5, 7), dtype, DEVICE, seed=3)
+    x = x * 2  # reach past ±6 and ±3, where relu6 and hardswish switch
+    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=DEVICE)
+    y, dx, dg = _run(backend, name, x, gamma, nu, dy)
+    ry, rdx, rdg, ys, dxs = oracle(name, x, gamma, nu, dy)
+    assert y.dtype == dx.dtype == dtype and dg.dtype == gamma.dtype and dg.shape == gamma.shape
+    _within(y, ry, ys, dtype, backend, "y")
+    _within(dx, rdx, dxs, dtype, backend, "dx")
+    # dγ: an fp32 sum per gate of dy·(f − x), each term within a few ulps of |dy|·(|f| + |x|)
+    _within(dg, rdg, _gate_bound(name, x, gamma, nu, dy), torch.float32, backend, "dγ", 64)
+
+
+def _gate_bound(name, x, gamma, nu, dy):
+    """Σ per gate of |dy|·(|f(x)| + |x|)·|dα/dγ|: the scale of dγ's rounding."""
+    x64, g64 = x.double(), gamma.detach().double()
+    s = torch.sigmoid(g64)
+    z = (s - 0.5) * nu.double()
+    chain = (torch.sigmoid(z) * torch.sigmoid(-z) * nu.double() * s * (1 - s)).abs()
+    w = dy.double().abs() * (_f64(name, x64).abs() + x64.abs())
+    ones = torch.ones_like(g64, requires_grad=True)
+    (total,) = torch.autograd.grad((w * per_gate(ones, x, gamma)).sum(), ones)
+    return total * chain
+
+
+@pytest.mark.parametrize("layout", layouts("channels_last", "batch_inner", "strided", "expanded"))
+@pytest.mark.parametrize("name", ["gelu", "hardswish"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layouts_keep_the_result_and_empty_like_strides(backend, name, layout):
+    x, dy = make((4, 3, 6, 5), torch.float32, DEVICE, layout, seed=4)
+    for kind in KINDS:
+        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=DEVICE)
+        y, dx, dg = _run(backend, name, x, gamma, nu, dy)
+        assert y.stride() == torch.empty_like(x).stride() == dx.stride()
+        yc, dxc, dgc = _run(backend, name, x.contiguous(), gamma, nu, dy.contiguous())
+        # PyTorch's own CPU gelu rounds differently in its vector body and scalar tail, whose
+        # extent depends on the layout: 4 ulps there; the fused kernels are position-independent
+        rtol = 0 if backend == "triton" else 4 * EPS32
+        atol = 0 if backend == "triton" else 4 * EPS32 * float(x.abs().max())  # ulps of |x|
+        torch.testing.assert_close(y, yc, rtol=rtol, atol=atol)
+        torch.testing.assert_close(dx, dxc, rtol=rtol, atol=atol)
+        torch.testing.assert_close(dg, dgc, rtol=1e-5, atol=1e-6)
+
+
+def _edges(device):
+    return torch.tensor(EDGES + SPECIALS, device=device).reshape(1, -1)
+
+
+@pytest.mark.parametrize("name", NON_RELU)
+def test_alpha_one_is_pytorchs_f_exactly_and_alpha_zero_the_identity_on_the_torch_backend(name):
+    """The torch backend blends PyTorch's own f and autograd: bit for bit, ±inf and NaN included."""
+    x = _edges("cpu")
+    dy = torch.linspace(-2, 2, x.numel()).reshape(x.shape)
+    nu = torch.tensor(1e4)
+    y, dx, _ = _run("torch", name, x, torch.tensor(30.0), nu, dy)
+    xr = x.clone().requires_grad_()
+    want = _f64(name, xr.float()) if name != "leaky_relu" else F.leaky_relu(xr, 0.2)
+    (want_dx,) = torch.autograd.grad(want, xr, dy)
+    assert torch.equal(y.isnan(), want.isnan()) and torch.equal(y.nan_to_num(), want.detach().nan_to_num())
+    assert torch.equal(dx.isnan(), want_dx.isnan()) and torch.equal(dx.nan_to_num(), want_dx.nan_to_num())
+    y0, dx0, _ = _run("torch", name, x, torch.tensor(-30.0), nu, dy)
+    assert torch.equal(y0.nan_to_num(), x.nan_to_num()) and torch.equal(dx0, dy)
+
+
+@pytest.mark.parametrize("name", NON_RELU)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_switch_points_and_specials_on_every_backend(backend, name):
+    """α = 1: F.<f> at the switch points (exactly for the piecewise-linear f, within 8 fp32 ulps
+    for the smooth ones), its gradient there as PyTorch's autograd defines it (relu6: 0 at 0 and
+    6; hardswish: 0 at −3, 1 at 3; leaky_relu: the slope at 0), ±inf to their limits; α = 0 the
+    identity exactly; NaN stays NaN in y."""
+    x = _edges(DEVICE)
+    dy = torch.ones_like(x)
+    nu = torch.tensor(1e4, device=DEVICE)
+    y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=DEVICE), nu, dy)
+    fin = x.isfinite()
+    xr = x[fin].double().requires_grad_()
+    want = _f64(name, xr)
+    (want_dx,) = torch.autograd.grad(want, xr, torch.ones_like(want))
+    ulps, k = (8, smooth(name)) if smooth(name) else (0, 0.0)
+    xa = xr.detach().abs()
+    _within(y[fin], want.detach(), want.detach().abs() + k * xa, torch.float32, backend, "y", ulps)
+    _within(dx[fin], want_dx, want_dx.abs() + k * (1 + xa), torch.float32, backend, "dx", ulps)
+    assert bool(y[x.isnan()].isnan().all())
+    # ±inf: PyTorch's own F.<f> in fp32, wherever it is a number (gelu(+inf), hardswish(−inf)
+    # and silu/gelu(−inf) are ∞·0 = NaN there; the kernels may give the limit instead)
+    inf = x.isinf()
+    torch_f = _f64(name, x[inf].float())
+    assert bool((torch_f.isnan() | (y[inf] == torch_f)).all()), (y[inf], torch_f)
+    if backend != "torch":  # the fused kernels give f(+inf) its limit (PyTorch's CPU gelu: NaN)
+        assert y[x == float("inf")].item() == (6.0 if name == "relu6" else float("inf"))
+    y0, dx0, _ = _run(backend, name, x, torch.tensor(-30.0, device=DEVICE), nu, dy)
+    assert torch.equal(y0[~x.isnan()], x[~x.isnan()]) and torch.equal(dx0, dy)
+    # f(x) − x → 0 as x → +inf (all but relu6, whose f − x → −inf): dγ stays finite, not ∞·0
+    if name != "relu6":
+        xp = torch.tensor([[float("inf"), 1.0, -2.0]], device=DEVICE)
+        _, _, dg = _run(backend, name, xp, torch.tensor(0.5, device=DEVICE), torch.tensor(3.0, device=DEVICE),
+                        torch.ones_like(xp))  # fmt: skip
+        assert bool(dg.isfinite()), dg
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_stays_in_its_gate_and_results_are_deterministic(backend):
+    x, dy = make((3, 4, 5, 6), torch.float32, DEVICE, seed=5)
+    x[1, 2, 3, 4] = float("nan")
+    gamma, nu = gates("channel", x, seed=5), torch.tensor(4.0, device=DEVICE)
+    y, dx, dg = _run(backend, "silu", x, gamma, nu, dy)
+    assert int(y.isnan().sum()) == 1 and bool(dg[2].isnan()) and int(dg.isnan().sum()) == 1
+    again = _run(backend, "silu", x, gamma, nu, dy)
+    for a, b in zip((y, dx, dg), again, strict=True):
+        assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_relu_gate_is_alpha_relu_bit_for_bit():
+    x, dy = make((2, 3, 4, 5), torch.float32, "cpu", seed=7)
+    gamma = torch.tensor(0.4, requires_grad=True)
+    nu = torch.tensor(3.0)
+    y1 = alphakern.gate(x, gamma, nu)
+    (g1,) = torch.autograd.grad(y1, gamma, dy)
+    y2 = alphakern.alpha_relu(x, gamma, nu)
+    (g2,) = torch.autograd.grad(y2, gamma, dy)
+    assert torch.equal(y1, y2) and torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu6", "leaky_relu"])
+def test_opcheck(name):
+    x, _ = make((2, 3, 4, 5), torch.float32, "cpu", seed=8)
+    act = Activation(name, 0.2)
+    for kind in ("layer", "channel"):
+        gamma, nu = gates(kind, x, seed=8).requires_grad_(), torch.tensor(5.0)
+        torch.library.opcheck(gate_op, (x.requires_grad_(), gamma, nu, act.name, act.negative_slope, "torch"))
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_double_backward_against_autograd_of_the_formula(granularity):
+    """create_graph: second-order gradients through the registered backward, per layer and per
+    channel (the per-channel broadcast of α is what a flat broadcast would get wrong)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    m = alphakern.AlphaGate(activation="gelu", granularity=granularity, backend="torch").double()
+    m(x.detach())
+    with torch.no_grad():
+        m.gamma.uniform_(-1, 1)
+        m.nu.fill_(3.0)
+    m.eval()
+    gx, gg = torch.autograd.grad((m(x) ** 2).sum(), (x, m.gamma), create_graph=True)
+    hx = torch.autograd.grad((gx**2).sum() + gg.sum(), (x, m.gamma))
+
+    def formula(x, gamma):
+        a = alphakern.alpha(gamma, m.nu)
+        a = a.reshape(1, -1, 1, 1) if granularity == "channel" else a
+        return x + a * (F.gelu(x) - x)
+
+    xr, gr = x.detach().requires_grad_(), m.gamma.detach().clone().requires_grad_()
+    rx, rg = torch.autograd.grad((formula(xr, gr) ** 2).sum(), (xr, gr), create_graph=True)
+    want = torch.autograd.grad((rx**2).sum() + rg.sum(), (xr, gr))
+    for got, ref in zip(hx, want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_compile_fullgraph_has_no_graph_break():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), alphakern.AlphaGate(activation="silu", granularity="channel"))
+    x = torch.randn(2, 3, 8, 8)
+    m(x)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), m(x), rtol=0, atol=0)
+    compiled(x).sum().backward()
+
+
+def test_bad_arguments_name_what_was_expected():
+    x, g, nu = torch.randn(2, 3), torch.tensor(0.0), torch.tensor(1.0)
+    with pytest.raises(ValueError, match=r"activation must be one of \[.*'hardswish'\], got 'tanh'"):
+        alphakern.gate(x, g, nu, activation="tanh")
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh', got 'fast'"):
+        alphakern.gate(x, g, nu, activation="gelu", approximate="fast")
+    with pytest.raises(
+        ValueError, match=r"backend='cpu' has kernels for activation in \['relu'\], got 'gelu'"
+    ):
+        alphakern.gate(x, g, nu, activation="gelu", backend="cpu")
+    with pytest.raises(ValueError, match="negative_slope must be a finite number"):
+        alphakern.AlphaGate(activation="leaky_relu", negative_slope=float("nan"))

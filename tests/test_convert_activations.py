@@ -1,0 +1,145 @@
+"""linearize, nonlinearity_count and discretize for the activations beyond ReLU, on torchvision's
+own MobileNetV2 (ReLU6) and EfficientNet-B0 (SiLU; its squeeze-excitation's sigmoid is no gate),
+and every module / functional / in-place form of each kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from alphakern import (
+    AlphaReLU,
+    alpha_layers,
+    discretize,
+    linearize,
+    nonlinearity_count,
+    relu_count,
+)
+from alphakern.modules import FixedGate
+
+
+def _set_alpha(model, value: float) -> None:
+    """α = 1 or 0 exactly (γ = ±10, ν = 1e4 saturate both sigmoids in fp64)."""
+    for _, m in alpha_layers(model):
+        with torch.no_grad():
+            m.gamma.fill_(10.0 if value == 1 else -10.0)
+            m.nu.fill_(1e4)
+
+
+def _applications(model, x, kinds) -> int:
+    """Output positions per sample of every call of an activation module of ``kinds``."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o[0].numel()))
+             for m in model.modules() if isinstance(m, kinds)]  # fmt: skip
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return len(seen), sum(seen)
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "kind"),
+    [("mobilenet_v2", nn.ReLU6, "relu6"), ("efficientnet_b0", nn.SiLU, "silu")],
+)
+def test_torchvision_models_get_one_gate_per_application_and_alpha_one_is_the_model(name, module, kind):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls, positions = _applications(model, x, module)
+    with pytest.warns(UserWarning, match="left as they are") if kind == "silu" else _no_warning():
+        lin = linearize(model, granularity="channel").eval()
+    gates = alpha_layers(lin)
+    assert len(gates) == calls and all(g.act.kind == kind for _, g in gates)
+    assert nonlinearity_count(model, x) == {kind: positions}
+    lin(x)
+    _set_alpha(lin, 1)
+    with torch.no_grad():
+        assert torch.equal(lin(x), model(x))
+    assert nonlinearity_count(lin, x) == {kind: positions} and relu_count(lin, x) == 0
+    exact = discretize(lin)
+    assert sum(isinstance(m, module) for m in exact.modules()) == calls
+    _set_alpha(lin, 0)
+    assert nonlinearity_count(lin, x) == {}
+    assert not any(isinstance(m, module) for m in discretize(lin).modules())
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+class EveryForm(nn.Module):
+    """Each kind as a module, a functional call and an in-place call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.mods = nn.ModuleList(
+            [nn.ReLU6(inplace=True), nn.Hardtanh(0.0, 6.0), nn.LeakyReLU(0.1), nn.GELU(approximate="tanh"),
+             nn.SiLU(), nn.Hardswish(), nn.ReLU()]
+        )  # fmt: skip
+
+    def forward(self, x):
+        x = self.conv(x)
+        for m in self.mods:
+            x = m(x)
+        x = F.relu6(x)
+        x = F.hardtanh(x, 0.0, 6.0)
+        x = F.hardtanh(x, -1.0, 1.0)  # a clamp, not ReLU6: no gate
+        x = F.leaky_relu(x, negative_slope=0.3)
+        x = F.gelu(x)
+        x = F.silu(x, inplace=True)
+        x = F.hardswish(x)
+        return x * 2
+
+
+def test_every_form_of_every_kind_is_gated_with_its_parameters():
+    torch.manual_seed(0)
+    model = EveryForm().eval()
+    x = torch.randn(2, 3, 5, 5)
+    lin = linearize(model).eval()
+    acts = [str(m.act) for _, m in alpha_layers(lin)]
+    assert acts == ["relu6", "relu6", "leaky_relu(0.1)", "gelu_tanh", "silu", "hardswish", "relu",
+                    "relu6", "relu6", "leaky_relu(0.3)", "gelu", "silu", "hardswish"]  # fmt: skip
+    assert isinstance(alpha_layers(lin)[6][1], AlphaReLU)
+    per = 4 * 5 * 5
+    want = {"relu": per, "relu6": 4 * per, "leaky_relu": 2 * per, "gelu": 2 * per, "silu": 2 * per}
+    assert nonlinearity_count(model, x) == {**want, "hardswish": 2 * per}
+    _set_alpha(lin, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), model(x), rtol=0, atol=0)
+    only = linearize(model, activations=("gelu",))
+    assert [str(m.act) for _, m in alpha_layers(only)] == ["gelu_tanh", "gelu"]
+
+
+def test_mixed_channel_decisions_become_a_fixed_gate_exact_per_channel():
+    torch.manual_seed(0)
+    lin = linearize(nn.Sequential(nn.Conv2d(3, 4, 1), nn.SiLU()), granularity="channel").eval()
+    x = torch.randn(2, 3, 5, 5)
+    lin(x)
+    _, g = alpha_layers(lin)[0]
+    with torch.no_grad():
+        g.gamma.copy_(torch.tensor([10.0, -10.0, 10.0, -10.0]))
+        g.nu.fill_(1e4)
+    exact = discretize(lin)
+    fixed = [m for m in exact.modules() if isinstance(m, FixedGate)]
+    assert len(fixed) == 1 and fixed[0].weight.tolist() == [1.0, 0.0, 1.0, 0.0]
+    with torch.no_grad():
+        torch.testing.assert_close(exact(x), lin(x), rtol=0, atol=0)
+    assert nonlinearity_count(exact, x) == {"silu": 2 * 25} == nonlinearity_count(lin, x)
+
+
+def test_bad_kind_is_named():
+    with pytest.raises(ValueError, match=r"activations must name kinds from \[.*\], got 'tanh'"):
+        linearize(nn.Sequential(nn.ReLU()), activations=("tanh",))
