@@ -8,6 +8,8 @@
 - ``resnet18``: torchvision's, with the CIFAR stem SNL uses (3×3 stride-1 conv, no max-pool).
 - ``vgg11_bn``: torchvision's features; global average pooling and one linear layer instead of
   the 4096-wide ImageNet classifier (and its two ReLUs), as CIFAR VGGs do.
+- ``mobilenet_v2``: torchvision's (ReLU6), adapted to 32×32 as the CIFAR ports do: stride 1 in the
+  stem conv and in the first stride-2 stage (24 channels), so the last stage runs at 4×4, not 1×1.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn")
+RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2")
 
 
 class _PadShortcut(nn.Module):
@@ -67,7 +69,8 @@ class ResNet20(nn.Module):
 
 
 def relu_network(name: str, num_classes: int = 10) -> nn.Module:
-    """One of RELU_NETWORKS with plain ReLUs (ValueError listing them for another name)."""
+    """One of RELU_NETWORKS with its own activations (ReLU; ReLU6 for mobilenet_v2); ValueError
+    listing them for another name."""
     if name == "resnet20":
         return ResNet20(num_classes)
     import torchvision
@@ -81,5 +84,10 @@ def relu_network(name: str, num_classes: int = 10) -> nn.Module:
         model = torchvision.models.vgg11_bn(num_classes=num_classes)
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier = nn.Linear(512, num_classes)
+        return model
+    if name == "mobilenet_v2":
+        model = torchvision.models.mobilenet_v2(num_classes=num_classes)
+        model.features[0][0].stride = (1, 1)  # the stem
+        model.features[2].conv[1][0].stride = (1, 1)  # the depthwise conv of the first stride-2 block
         return model
     raise ValueError(f"model must be one of cnn, {', '.join(RELU_NETWORKS)}, got {name!r}")

@@ -13,6 +13,9 @@ keeps the numbers that matter most.
 
     python benchmarks/bench_activation.py            # full run on the device found
     python benchmarks/bench_activation.py --quick    # < 1 minute on a 2-core CPU
+    python benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish
+        # the gate x + α·(f(x) − x) for other f: 64×64×32×32 and 16M, layer and channel gates,
+        # vs the eager blend and torch.compile of it (bench_activation_<device>_activations.json)
 """
 
 from __future__ import annotations
@@ -68,11 +71,21 @@ def sizes(device: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
 GATED_LARGE = ("cnn-b256-l1", (256, 64, 32, 32))  # 16M elements with channels: the ≥ 16M target
 
 
-def groups(device: str, quick: bool, dtypes: list[torch.dtype], gates: tuple[str, ...] = ("layer",)) -> list:
+# --activation: the sizes of the activations' table (4M = a 64-image batch of the CNN's first layer)
+ACTIVATION_SIZES = [("flat-2^24", (2**24,)), ("cnn-b64-l1", (64, 64, 32, 32))]
+
+
+def groups(
+    device: str,
+    quick: bool,
+    dtypes: list[torch.dtype],
+    gates: tuple[str, ...] = ("layer",),
+    activation_table: bool = False,
+) -> list:
     """(label, shape, dtype, mode, gates) in run order — the ≥ 16M sizes of every gate kind first,
     then the CNN's shapes, then small flat ones; fp32/bf16 for all before fp16. Per-channel and
     per-element gates run on the 4-D shapes only (a flat tensor has no channels)."""
-    shapes = sizes(device, quick)
+    shapes = ACTIVATION_SIZES if activation_table and not quick else sizes(device, quick)
     large = [(lab, s) for lab, s in shapes if math.prod(s) >= 2**24 and len(s) == 1]
     four_d = [(lab, s) for lab, s in shapes if len(s) == 4]
     small = [(lab, s) for lab, s in shapes if (lab, s) not in large + four_d]
@@ -111,14 +124,26 @@ def make_gamma(gates: str, shape, device):
     return (torch.rand(gshape, generator=g) - 0.5).to(device)
 
 
-def reference(x, gamma, nu, dy):
-    """(y, dx, dγ) in float64 by autograd of x + α·relu(−x), α = σ((σ(γ) − ½)·ν) per gate,
-    written out here rather than taken from alphakern or a provider: the oracle must not share
-    their code."""
+# PyTorch's own f in float64 for the oracle (gelu_tanh: F.gelu's tanh approximation)
+ORACLE_F = {
+    "relu6": torch.nn.functional.relu6,
+    "leaky_relu": torch.nn.functional.leaky_relu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda v: torch.nn.functional.gelu(v, approximate="tanh"),
+    "silu": torch.nn.functional.silu,
+    "hardswish": torch.nn.functional.hardswish,
+}
+
+
+def reference(x, gamma, nu, dy, activation="relu"):
+    """(y, dx, dγ) in float64 by autograd of x + α·relu(−x) — or x + α·(f(x) − x) with PyTorch's
+    own f — α = σ((σ(γ) − ½)·ν) per gate, written out here rather than taken from alphakern or a
+    provider: the oracle must not share their code."""
     x64 = x.detach().double().requires_grad_()
     g64 = gamma.detach().double().requires_grad_()
     a = torch.sigmoid((torch.sigmoid(g64) - 0.5) * nu.double())
-    y = x64 + gate_view(a, x64) * torch.relu(-x64)
+    h = torch.relu(-x64) if activation == "relu" else ORACLE_F[activation](x64) - x64
+    y = x64 + gate_view(a, x64) * h
     dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
     return y.detach(), dx, dg
 
@@ -153,15 +178,15 @@ _KERNELS: dict[tuple, int | None] = {}  # launches depend on (provider, mode, dt
 _COMPILED = {}
 
 
-def compiled_eager():
-    """torch.compile of the eager expression, shared by all rows. dynamic=True: one compile per
-    (rank, dtype, mode) instead of one per shape, so compile time stays bounded."""
-    if "fn" not in _COMPILED:
+def compiled_eager(activation: str = "relu"):
+    """torch.compile of the eager expression, shared by all rows of an activation. dynamic=True:
+    one compile per (rank, dtype, mode) instead of one per shape, so compile time stays bounded."""
+    if activation not in _COMPILED:
         for knob in ("recompile_limit", "cache_size_limit"):  # the name changed across versions
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 16)
-        _COMPILED["fn"] = torch.compile(providers.eager, dynamic=True)
-    return _COMPILED["fn"]
+        _COMPILED[activation] = torch.compile(providers.eager_gate(activation), dynamic=True)
+    return _COMPILED[activation]
 
 
 def inputs(shape, dtype, device, seed):
@@ -174,13 +199,13 @@ def inputs(shape, dtype, device, seed):
 GRAPH_MAX_NUMEL = 2**22  # CUDA-graph timing where launch cost can matter: the CNN's shapes
 
 
-def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer"):
-    """Time every provider on one (shape, dtype, mode, gates); returns a list of row dicts."""
+def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer", activation="relu"):
+    """Time every provider on one (shape, dtype, mode, gates, activation); returns row dicts."""
     x, dy = inputs(shape, dtype, device, seed=0)
     gamma = make_gamma(gates, shape, device)
     provs = {k: v for k, v in provs.items() if providers.supports(k, gates)}
     nu = torch.tensor(10.0, device=device)
-    ref = reference(x, gamma, nu, dy)
+    ref = reference(x, gamma, nu, dy, activation)
     if mode == "fwd":
         ref = ref[:1]
     # GPU: more input sets (fresh random data each) until they outgrow L2 twice over
@@ -198,11 +223,12 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer
             dtype=str(dtype).removeprefix("torch."),
             mode=mode,
             gates=gates,
+            activation=activation,
             input_sets=n_sets,
         )
         try:
             if name == "compile":
-                fn = compiled_eager()
+                fn = compiled_eager(activation)
             call = make_call(fn, mode, x, gamma, nu, dy)
             t0 = time.perf_counter()
             out = call()  # first call: compiles / autotunes / builds
@@ -250,7 +276,7 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer
             row["graph"] = g
         row["peak_extra_mb"] = timing.peak_extra_mb(calls[name][0], device)
         if device == "cuda":
-            key = (name, mode, row["dtype"], gates)
+            key = (name, mode, row["dtype"], gates, activation)
             if key not in _KERNELS:
                 _KERNELS[key] = timing.cuda_kernel_count(calls[name][0])
             row["kernels"] = _KERNELS[key]
@@ -312,6 +338,41 @@ def plot(rows, path, title, copy_gbs):
     plt.close(fig)
 
 
+def plot_activations(rows, path, title):
+    """Per activation: the speed-up over the eager blend of each provider, forward+backward, one
+    bar group per (size, gates, dtype)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acts = list(dict.fromkeys(r["activation"] for r in rows))
+    fig, axes = plt.subplots(1, len(acts), figsize=(4.2 * len(acts), 4.2), squeeze=False, sharey=True)
+    for ax, act in zip(axes[0], acts, strict=True):
+        sel = [r for r in rows if r["activation"] == act and r["mode"] == "fwd+bwd" and "ms" in r]
+        cases = list(dict.fromkeys((r["label"], r["gates"], r["dtype"]) for r in sel))
+        provs = [p for p in dict.fromkeys(r["provider"] for r in sel) if p != "eager"]
+        width = 0.8 / max(len(provs), 1)
+        for j, prov in enumerate(provs):
+            vals = [
+                next((r["speedup_vs_eager"] for r in sel if r["provider"] == prov
+                      and (r["label"], r["gates"], r["dtype"]) == c), 0.0)
+                for c in cases
+            ]  # fmt: skip
+            ax.bar([i + j * width for i in range(len(cases))], vals, width, label=prov)
+        ax.axhline(1.0, color="k", linewidth=1)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+        ax.set_xticklabels([f"{lab}\n{g} {dt}" for lab, g, dt in cases], fontsize=7)
+        ax.set_title(act)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("speed-up over the eager blend")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -329,12 +390,22 @@ def main(argv=None) -> int:
     p.add_argument(
         "--dtypes", default=None, help="comma-separated, e.g. float32,bfloat16 (GPU default: all three)"
     )
+    p.add_argument(
+        "--activation",
+        default=None,
+        help="comma-separated f of the gate x + α·(f(x) − x): relu, relu6, leaky_relu, gelu, gelu_tanh, "
+        "silu, hardswish (the activations' sizes; default: R_α over every size)",
+    )
     args = p.parse_args(argv)
+    acts = args.activation.split(",") if args.activation else ["relu"]
+    for a in acts:
+        if a not in providers.F_OF:
+            p.error(f"--activation: {a!r} is not one of {', '.join(providers.F_OF)}")
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     name = device_name(device)
     slug = "cpu" if device == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    suffix = "-quick" if args.quick else ""
+    suffix = ("_activations" if args.activation else "") + ("-quick" if args.quick else "")
     json_path = args.json or RESULTS / f"bench_activation_{slug}{suffix}.json"
     plot_path = args.plot or json_path.with_suffix(".png")
     dtypes = (
@@ -344,16 +415,17 @@ def main(argv=None) -> int:
         dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     budget = args.budget if args.budget is not None else (0.6 if args.quick else 3.0)
 
-    provs = providers.available(device, skip=tuple(args.skip.split(",")))
+    provs_of = {a: providers.available(device, skip=tuple(args.skip.split(",")), activation=a) for a in acts}
     if args.providers:
         keep = args.providers.split(",")
-        provs = {k: v for k, v in provs.items() if k in keep}
+        provs_of = {a: {k: v for k, v in pv.items() if k in keep} for a, pv in provs_of.items()}
+    provs = {k: None for pv in provs_of.values() for k in pv}
     l2 = torch.cuda.get_device_properties(0).L2_cache_size if device == "cuda" else None
     copy_gbs = timing.copy_bandwidth_gbs(device, 2**30 if device == "cuda" else 2**26)
     threads = torch.get_num_threads()
     print(f"alphakern activation benchmark on {device}: {name}")
     print(f"torch {torch.__version__}, threads {threads}, measured copy bandwidth {copy_gbs:.1f} GB/s")
-    print(f"providers: {', '.join(provs)}")
+    print(f"providers: {', '.join(provs)}" + (f"; activations: {', '.join(acts)}" if args.activation else ""))
 
     try:
         import triton
@@ -375,6 +447,7 @@ def main(argv=None) -> int:
         quick=args.quick,
         complete=False,
         providers=list(provs),
+        activations=acts,
         l2_bytes=l2,
         timing="CUDA events per call over input sets >= 2x L2 (median, p20, p80); ms_graph: CUDA-graph "
         f"replays for <= {GRAPH_MAX_NUMEL} elements"
@@ -390,31 +463,39 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
         os.replace(tmp, json_path)
 
-    todo = groups(device, args.quick, dtypes, tuple(args.gates.split(",")))
+    todo = [
+        (*g, a)
+        for a in acts
+        for g in groups(device, args.quick, dtypes, tuple(args.gates.split(",")), bool(args.activation))
+    ]
     rows = []
     # SIGTERM (e.g. from `timeout`) stops like Ctrl-C: the rows so far are saved and plotted.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        for lab, shape, dt, mode, gate in tqdm(
+        for lab, shape, dt, mode, gate, act in tqdm(
             todo, desc="benchmark", file=sys.stderr, leave=False, disable=None
         ):
-            group = bench_group(device, lab, shape, dt, mode, provs, budget, gate)
+            group = bench_group(device, lab, shape, dt, mode, provs_of[act], budget, gate, act)
             rows += group
             save()
-            tqdm.write(f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode} gates={gate}")
+            what = f"{lab} {tuple(shape)} {str(dt).removeprefix('torch.')} {mode} gates={gate}"
+            tqdm.write(what + (f" f={act}" if args.activation else ""))
             for r in group:
                 tqdm.write(fmt_row(r, copy_gbs))
         meta["complete"] = True
     except KeyboardInterrupt:
         print(f"interrupted after {len(rows)} rows; saving what was measured", file=sys.stderr)
     save()
-    if rows:
+    if rows and args.activation:
+        plot_activations(rows, plot_path, f"x + alpha*(f(x) - x), forward+backward, on {name}")
+    elif rows:
         plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)
     print(f"wrote {json_path}" + (f" and {plot_path}" if rows else ""))
     bad = [r for r in rows if r["check"] != "ok"]
     for r in bad:
         print(
-            f"CHECK FAILED: {r['provider']} {r['label']} {r['dtype']} {r['mode']} {r['gates']}: {r['check']}"
+            f"CHECK FAILED: {r['provider']} {r['label']} {r['dtype']} {r['mode']} {r['gates']} "
+            f"{r['activation']}: {r['check']}"
         )
     if not meta["complete"]:
         return 130

@@ -1,12 +1,15 @@
-"""The implementations the benchmark compares: each computes R_α with α from (γ, ν).
+"""The implementations the benchmark compares: each computes R_α — or, for another activation f,
+the gate x + α·(f(x) − x) — with α from (γ, ν).
 
-Only alphakern's public API is used: ``alphakern.alpha`` and ``alphakern.alpha_relu(...,
-backend=...)``; a backend is offered where one tiny call on the device succeeds.
+Only alphakern's public API is used: ``alphakern.alpha``, ``alphakern.alpha_relu(...,
+backend=...)`` and ``alphakern.gate(..., activation=f, backend=...)``; a backend is offered where
+one tiny call on the device succeeds (a native backend without kernels for f is not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +26,34 @@ def _per_gate(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return a.reshape(1, -1, *([1] * (x.dim() - 2))) if a.shape == x.shape[1:2] else a.unsqueeze(0)
 
 
+# PyTorch's own f per activation name (the names of alphakern.gate's ``activation``)
+F_OF: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "leaky_relu": F.leaky_relu,
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,
+    "hardswish": F.hardswish,
+}
+
+
 def eager(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
     """The original study's expression (per channel: α.view(1, C, 1, 1), what a user would write)."""
     return x + _per_gate(alphakern.alpha(gamma, nu), x) * F.relu(-x)
+
+
+def eager_gate(activation: str) -> Fn:
+    """The blend a user would write for f: x + α·(F.f(x) − x) (ReLU: the study's ``eager``)."""
+    if activation == "relu":
+        return eager
+    f = F_OF[activation]
+
+    def fn(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+        return x + _per_gate(alphakern.alpha(gamma, nu), x) * (f(x) - x)
+
+    fn.__name__ = f"eager_{activation}"
+    return fn
 
 
 def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
@@ -38,36 +66,40 @@ def supports(provider: str, gates: str) -> bool:
     return not (gates == "element" and provider == "prelu")
 
 
-def fused(backend: str) -> Fn:
+def fused(backend: str, activation: str = "relu") -> Fn:
     def fn(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-        return alphakern.alpha_relu(x, gamma, nu, backend=backend)
+        if activation == "relu":
+            return alphakern.alpha_relu(x, gamma, nu, backend=backend)
+        return alphakern.gate(x, gamma, nu, activation=activation, backend=backend)
 
-    fn.__name__ = f"alphakern_{backend}"
+    fn.__name__ = f"alphakern_{backend}_{activation}"
     return fn
 
 
-def _runs(backend: str, device: str) -> str | None:
-    """None if the backend computes on ``device`` (building it if it must), else why not."""
+def _runs(fn: Fn, device: str) -> str | None:
+    """None if ``fn`` computes on ``device`` (building its backend if it must), else why not."""
     try:
-        x = torch.ones(4, device=device)
-        alphakern.alpha_relu(
-            x, torch.zeros((), device=device), torch.zeros((), device=device), backend=backend
-        )
+        fn(torch.ones(4, device=device), torch.zeros((), device=device), torch.zeros((), device=device))
         return None
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         return str(e).splitlines()[0]
 
 
-def available(device: str, *, skip: tuple[str, ...] = ()) -> dict[str, Fn]:
-    """Providers that can run on ``device``, in table order ("compile" wraps eager lazily)."""
-    out: dict[str, Fn] = {"eager": eager, "prelu": prelu, "compile": eager}
-    out["alphakern-torch"] = fused("torch")
+def available(device: str, *, skip: tuple[str, ...] = (), activation: str = "relu") -> dict[str, Fn]:
+    """Providers that can run on ``device`` for ``activation``, in table order ("compile" wraps
+    the eager blend lazily; F.prelu computes ReLU's gate only)."""
+    out: dict[str, Fn] = {"eager": eager_gate(activation)}
+    if activation == "relu":
+        out["prelu"] = prelu
+    out["compile"] = out["eager"]
+    out["alphakern-torch"] = fused("torch", activation)
     for backend in ("triton", "cuda") if device == "cuda" else ("cpu",):
         if f"alphakern-{backend}" in skip:
             continue
-        why = _runs(backend, device)
+        fn = fused(backend, activation)
+        why = _runs(fn, device)
         if why is None:
-            out[f"alphakern-{backend}"] = fused(backend)
+            out[f"alphakern-{backend}"] = fn
         else:
-            print(f"[bench] alphakern-{backend} unavailable: {why}")
+            print(f"[bench] alphakern-{backend} unavailable for {activation}: {why}")
     return out

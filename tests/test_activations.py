@@ -12,7 +12,7 @@ from torch import nn
 import alphakern
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
 from alphakern.ops.gate import gate_backward_op, gate_op
-from tests.reference import TRITON_RUNS, tolerance
+from tests.reference import TRITON_RUNS, needs_cpu_kernels, tolerance
 from tests.utils import DTYPES, KINDS, gates, layouts, make, per_gate
 
 NON_RELU = [a for a in ACTIVATIONS if a != "relu"]
@@ -23,8 +23,15 @@ BACKENDS = [
         id="triton",
         marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
     ),
+    pytest.param("cpu", id="cpu", marks=needs_cpu_kernels),
 ]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dev(backend: str) -> str:
+    return "cpu" if backend == "cpu" else DEVICE
+
+
 EPS32 = torch.finfo(torch.float32).eps
 # f's own switch points (relu6: 0, 6; hardswish: ±3; leaky_relu, relu: 0) and the specials
 EDGES = [0.0, -0.0, 6.0, -6.0, 3.0, -3.0, 1e-30, -1e-30, 0.5, -0.5, 12.0, -12.0, 40.0, -40.0]
@@ -93,9 +100,9 @@ def _run(backend, name, x, gamma, nu, dy):
 @pytest.mark.parametrize("name", NON_RELU)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gate_matches_float64_oracle(backend, name, kind, dtype):
-    x, dy = make((2, 3, 5, 7), dtype, DEVICE, seed=3)
+    x, dy = make((2, 3, 5, 7), dtype, _dev(backend), seed=3)
     x = x * 2  # reach past ±6 and ±3, where relu6 and hardswish switch
-    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=DEVICE)
+    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=_dev(backend))
     y, dx, dg = _run(backend, name, x, gamma, nu, dy)
     ry, rdx, rdg, ys, dxs = oracle(name, x, gamma, nu, dy)
     assert y.dtype == dx.dtype == dtype and dg.dtype == gamma.dtype and dg.shape == gamma.shape
@@ -121,16 +128,17 @@ def _gate_bound(name, x, gamma, nu, dy):
 @pytest.mark.parametrize("name", ["gelu", "hardswish"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_layouts_keep_the_result_and_empty_like_strides(backend, name, layout):
-    x, dy = make((4, 3, 6, 5), torch.float32, DEVICE, layout, seed=4)
+    x, dy = make((4, 3, 6, 5), torch.float32, _dev(backend), layout, seed=4)
     for kind in KINDS:
-        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=DEVICE)
+        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=_dev(backend))
         y, dx, dg = _run(backend, name, x, gamma, nu, dy)
         assert y.stride() == torch.empty_like(x).stride() == dx.stride()
         yc, dxc, dgc = _run(backend, name, x.contiguous(), gamma, nu, dy.contiguous())
         # PyTorch's own CPU gelu rounds differently in its vector body and scalar tail, whose
         # extent depends on the layout: 4 ulps there; the fused kernels are position-independent
-        rtol = 0 if backend == "triton" else 4 * EPS32
-        atol = 0 if backend == "triton" else 4 * EPS32 * float(x.abs().max())  # ulps of |x|
+        exact = backend in ("triton", "cpu")
+        rtol = 0 if exact else 4 * EPS32
+        atol = 0 if exact else 4 * EPS32 * float(x.abs().max())  # ulps of |x|
         torch.testing.assert_close(y, yc, rtol=rtol, atol=atol)
         torch.testing.assert_close(dx, dxc, rtol=rtol, atol=atol)
         torch.testing.assert_close(dg, dgc, rtol=1e-5, atol=1e-6)
@@ -163,10 +171,10 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     for the smooth ones), its gradient there as PyTorch's autograd defines it (relu6: 0 at 0 and
     6; hardswish: 0 at −3, 1 at 3; leaky_relu: the slope at 0), ±inf to their limits; α = 0 the
     identity exactly; NaN stays NaN in y."""
-    x = _edges(DEVICE)
+    x = _edges(_dev(backend))
     dy = torch.ones_like(x)
-    nu = torch.tensor(1e4, device=DEVICE)
-    y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=DEVICE), nu, dy)
+    nu = torch.tensor(1e4, device=_dev(backend))
+    y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=_dev(backend)), nu, dy)
     fin = x.isfinite()
     xr = x[fin].double().requires_grad_()
     want = _f64(name, xr)
@@ -183,21 +191,22 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     assert bool((torch_f.isnan() | (y[inf] == torch_f)).all()), (y[inf], torch_f)
     if backend != "torch":  # the fused kernels give f(+inf) its limit (PyTorch's CPU gelu: NaN)
         assert y[x == float("inf")].item() == (6.0 if name == "relu6" else float("inf"))
-    y0, dx0, _ = _run(backend, name, x, torch.tensor(-30.0, device=DEVICE), nu, dy)
+    y0, dx0, _ = _run(backend, name, x, torch.tensor(-30.0, device=_dev(backend)), nu, dy)
     assert torch.equal(y0[~x.isnan()], x[~x.isnan()]) and torch.equal(dx0, dy)
     # f(x) − x → 0 as x → +inf (all but relu6, whose f − x → −inf): dγ stays finite, not ∞·0
     if name != "relu6":
-        xp = torch.tensor([[float("inf"), 1.0, -2.0]], device=DEVICE)
-        _, _, dg = _run(backend, name, xp, torch.tensor(0.5, device=DEVICE), torch.tensor(3.0, device=DEVICE),
+        dev = _dev(backend)
+        xp = torch.tensor([[float("inf"), 1.0, -2.0]], device=dev)
+        _, _, dg = _run(backend, name, xp, torch.tensor(0.5, device=dev), torch.tensor(3.0, device=dev),
                         torch.ones_like(xp))  # fmt: skip
         assert bool(dg.isfinite()), dg
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_stays_in_its_gate_and_results_are_deterministic(backend):
-    x, dy = make((3, 4, 5, 6), torch.float32, DEVICE, seed=5)
+    x, dy = make((3, 4, 5, 6), torch.float32, _dev(backend), seed=5)
     x[1, 2, 3, 4] = float("nan")
-    gamma, nu = gates("channel", x, seed=5), torch.tensor(4.0, device=DEVICE)
+    gamma, nu = gates("channel", x, seed=5), torch.tensor(4.0, device=_dev(backend))
     y, dx, dg = _run(backend, "silu", x, gamma, nu, dy)
     assert int(y.isnan().sum()) == 1 and bool(dg[2].isnan()) and int(dg.isnan().sum()) == 1
     again = _run(backend, "silu", x, gamma, nu, dy)
@@ -268,8 +277,8 @@ def test_bad_arguments_name_what_was_expected():
     with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh', got 'fast'"):
         alphakern.gate(x, g, nu, activation="gelu", approximate="fast")
     with pytest.raises(
-        ValueError, match=r"backend='cpu' has kernels for activation in \['relu'\], got 'gelu'"
+        ValueError, match=r"backend='cuda' has kernels for activation in \['relu'\], got 'gelu'"
     ):
-        alphakern.gate(x, g, nu, activation="gelu", backend="cpu")
+        alphakern.gate(x, g, nu, activation="gelu", backend="cuda")
     with pytest.raises(ValueError, match="negative_slope must be a finite number"):
         alphakern.AlphaGate(activation="leaky_relu", negative_slope=float("nan"))

@@ -135,3 +135,22 @@ def test_quick_benchmark_with_gates(tmp_path):
         "alphakern-torch",
     }
     assert "prelu" not in {r["provider"] for r in rows if r["gates"] == "element"}
+
+
+def test_quick_benchmark_of_other_activations(tmp_path):
+    """--activation: each f's rows checked against its float64 oracle, the eager blend x + α·(F.f(x) − x)
+    as the baseline, no F.prelu row (it computes ReLU's gate only)."""
+    out = tmp_path / "act.json"
+    proc = run_python(
+        "benchmarks/bench_activation.py", "--quick", "--device", "cpu", "--budget", "0.1",
+        "--activation", "gelu,hardswish", "--providers", "eager,alphakern-torch,prelu",
+        "--json", str(out), "--plot", str(tmp_path / "act.png"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["activation"], r["provider"]) for r in rows} == {
+        (a, p) for a in ("gelu", "hardswish") for p in ("eager", "alphakern-torch")
+    }
+    assert all(r["check"] == "ok" and r["ms"] > 0 for r in rows), rows
+    assert all("speedup_vs_eager" in r for r in rows)
+    assert (tmp_path / "act.png").stat().st_size > 0

@@ -142,8 +142,8 @@ def test_public_api():
 
 @pytest.mark.parametrize(
     "name,gates",
-    [("resnet20", 19), ("resnet18", 17), ("vgg11_bn", 8)],
-    ids=["resnet20", "resnet18", "vgg11_bn"],
+    [("resnet20", 19), ("resnet18", 17), ("vgg11_bn", 8), ("mobilenet_v2", 35)],
+    ids=["resnet20", "resnet18", "vgg11_bn", "mobilenet_v2"],
 )
 def test_each_model_trains_linearized_and_resumes(name, gates, tmp_path):
     """Built with ReLUs, passed through linearize by the trainer; one epoch, then resumed to two."""
@@ -165,9 +165,13 @@ def test_relu_network_names_are_checked():
     from alphakern.cifar_nets import relu_network
     from alphakern.train import TrainConfig
 
-    with pytest.raises(ValueError, match="model must be one of cnn, resnet20, resnet18, vgg11_bn"):
+    with pytest.raises(
+        ValueError, match="model must be one of cnn, resnet20, resnet18, vgg11_bn, mobilenet_v2"
+    ):
         relu_network("resnet50")
-    with pytest.raises(ValueError, match="--model must be one of cnn, resnet20, resnet18, vgg11_bn"):
+    with pytest.raises(
+        ValueError, match="--model must be one of cnn, resnet20, resnet18, vgg11_bn, mobilenet_v2"
+    ):
         TrainConfig(model="resnet50")
     with pytest.raises(ValueError, match="--head must be logits for --model resnet20"):
         TrainConfig(model="resnet20", head="softmax")

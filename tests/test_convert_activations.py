@@ -143,3 +143,36 @@ def test_mixed_channel_decisions_become_a_fixed_gate_exact_per_channel():
 def test_bad_kind_is_named():
     with pytest.raises(ValueError, match=r"activations must name kinds from \[.*\], got 'tanh'"):
         linearize(nn.Sequential(nn.ReLU()), activations=("tanh",))
+
+
+def test_mobilenet_v2_cifar_port_and_a_budget_over_relu6(tmp_path):
+    """The trainer's --model mobilenet_v2: torchvision's with stride 1 in the stem and the first
+    stride-2 block (4×4 at the last stage); a budget run counts its ReLU6s (the sum over kinds),
+    meets the budget and reports the counts per kind."""
+    import json
+
+    from alphakern.cifar_nets import relu_network
+    from alphakern.train.report import format_relus
+    from tests.cifar_fixtures import write_pickles
+    from tests.train_helpers import run, train_cfg
+
+    net = relu_network("mobilenet_v2").eval()
+    x = torch.randn(2, 3, 32, 32)
+    shapes = []
+    net.features[-1].register_forward_hook(lambda m, i, o: shapes.append(o.shape[-2:]))
+    net(x)
+    assert shapes == [torch.Size([4, 4])]
+    total = nonlinearity_count(net, x)
+    assert list(total) == ["relu6"] and relu_count(net, x) == 0
+
+    data = write_pickles(tmp_path / "data", n_per_batch=8, n_test=8)
+    c = train_cfg(data, tmp_path / "o", model="mobilenet_v2", granularity="channel", budget=0.5,
+                  epochs=1, finetune_epochs=1, batch_size=8)  # fmt: skip
+    t = run(c)
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["nonlinearities_before"] == total and m["relu_count_before"] == total["relu6"]
+    assert m["relu_budget"] == total["relu6"] // 2
+    assert 0 < m["relu_count_after"] <= m["relu_budget"]
+    assert m["nonlinearities_after"] == nonlinearity_count(t.model, x) == {"relu6": m["relu_count_after"]}
+    assert len(m["relu_layers"]) == 35  # stem, two per inverted-residual block but the first, last conv
+    assert "relu6 " + str(total["relu6"]) + " before" in format_relus(m)

@@ -160,26 +160,30 @@ class _TorchGateOps:
         return om.float().reshape(gamma.shape), dadg.reshape(gamma.shape)
 
     @staticmethod
-    def gates_cols_fwd(x, slopes, A, G):
+    def gates_cols_fwd(x, slopes, A, G, act=0, neg=0.01):
+        assert act == 0  # relu's gate, as the backend under test calls it
         s = slopes.to(torch.float32).repeat(A)
         xf = x.float()
         return torch.where(xf > 0, xf, xf * s).to(x.dtype)
 
     @staticmethod
-    def gates_cols_bwd(dy, x, slopes, A, G):
+    def gates_cols_bwd(dy, x, slopes, A, G, act=0, neg=0.01):
+        assert act == 0  # relu's gate, as the backend under test calls it
         s = slopes.to(torch.float32).repeat(A)
         xf, g = x.float(), dy.float()
         dx = torch.where(xf >= 0, g, g * s).to(x.dtype)
         return dx, (g * torch.relu(-xf)).view(A, G).sum(0)
 
     @staticmethod
-    def gates_rows_fwd(x, slopes, C, B):
+    def gates_rows_fwd(x, slopes, C, B, act=0, neg=0.01):
+        assert act == 0  # relu's gate, as the backend under test calls it
         s = slopes.view(1, C, 1)
         xf = x.float().view(-1, C, B)
         return torch.where(xf > 0, xf, xf * s).to(x.dtype).reshape(-1)
 
     @staticmethod
-    def gates_rows_bwd(dy, x, slopes, C, B):
+    def gates_rows_bwd(dy, x, slopes, C, B, act=0, neg=0.01):
+        assert act == 0  # relu's gate, as the backend under test calls it
         s = slopes.view(1, C, 1)
         xf, g = x.float().view(-1, C, B), dy.float().view(-1, C, B)
         dx = torch.where(xf >= 0, g, g * s).to(x.dtype).reshape(-1)

@@ -20,7 +20,7 @@ from alphakern.budget import (
     resolve_budget,
 )
 from alphakern.cifar_nets import relu_network
-from alphakern.convert import linearize, relu_count
+from alphakern.convert import linearize, nonlinearity_count
 from alphakern.data import NUM_CLASSES
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
@@ -86,25 +86,28 @@ def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Mo
 
 @dataclass
 class Budget:
-    """A run's ReLUs: the network's count per sample (``relus_before``: fresh gates are all
+    """A run's ReLUs — its non-linearities of every kind (ReLU6 of mobilenet_v2, ...) added up: the
+    network's count per sample (``relus_before``, per kind in ``kinds_before``: fresh gates are all
     non-linear), its gates' sites, and the budget as a count (None: no budget) — of which
-    ``gate_budget`` is left to the gates once the ReLUs that are not gates are counted."""
+    ``gate_budget`` is left to the gates once the non-linearities that are not gates are counted."""
 
     cfg: TrainConfig
     sites: list[GateSite]
     relus_before: int
     budget: int | None
     gate_budget: int | None
+    kinds_before: dict[str, int]
 
     @classmethod
     def of(cls, cfg: TrainConfig, model: nn.Module, example: torch.Tensor) -> Budget:
         sites = gate_sites(model, example) if alpha_layers(model) else []
-        relus_before = relu_count(model, example)
+        kinds = nonlinearity_count(model, example)
+        relus_before = sum(kinds.values())
         if (cfg.budget is not None or cfg.penalty is not None) and not sites:
             raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
         budget = resolve_budget(cfg.budget, relus_before) if cfg.budget is not None else None
         fixed = relus_before - sum(s.relus for s in sites)
-        return cls(cfg, sites, relus_before, budget, None if budget is None else budget - fixed)
+        return cls(cfg, sites, relus_before, budget, None if budget is None else budget - fixed, kinds)
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from alphakern.budget import apply_keep, soft_relu_count
 from alphakern.complexity import discretize, format_report, layer_verdicts, summary
-from alphakern.convert import relu_count
+from alphakern.convert import nonlinearity_count
 from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
 from alphakern.modules import alpha_layers
 from alphakern.train import distributed
@@ -342,12 +342,15 @@ class Trainer:
         test_loss, test_acc, acc_after = test_with_discretized(self.model, self.test_batches, self.cfg.amp)
         verdicts = layer_verdicts(self.model)
         final = self.model if self.keep is not None else discretize(self.model)
+        kinds_after = nonlinearity_count(final, self._example())
         self.metrics.update(
             test_loss=test_loss,
             test_acc=test_acc,
             report=dict(summary(verdicts), test_acc_discretized=acc_after),
             relu_count_before=self.budget.relus_before,
-            relu_count_after=relu_count(final, self._example()),
+            relu_count_after=sum(kinds_after.values()),
+            nonlinearities_before=self.budget.kinds_before,
+            nonlinearities_after=kinds_after,
             relu_budget=self.budget.budget,
             relu_layers=relu_layers(self.budget.sites, self.keep),
         )

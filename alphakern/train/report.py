@@ -1,4 +1,5 @@
-"""The ReLU lines of a run's report and metrics: per gated layer, how many ReLUs were kept."""
+"""The ReLU lines of a run's report and metrics (non-linearities of every kind where the network
+has others, as mobilenet_v2's ReLU6): per gated layer, how many were kept."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ def format_relus(metrics: dict) -> str:
     """The report's ReLU lines: per sample, before and after, and per layer what was kept."""
     before, after, budget = (metrics[k] for k in ("relu_count_before", "relu_count_after", "relu_budget"))
     text = f"  ReLUs per sample: {before} before, {after} after ({100 * after / max(before, 1):.1f}%)"
+    kinds_before, kinds_after = (
+        metrics.get("nonlinearities_before", {}),
+        metrics.get("nonlinearities_after", {}),
+    )
+    if set(kinds_before) - {"relu"}:  # other kinds than ReLU: the counts above add them all up
+        text = (
+            text.replace("ReLUs", "non-linearities (all kinds)")
+            + "\n  per kind: "
+            + ", ".join(f"{k} {n} before, {kinds_after.get(k, 0)} after" for k, n in kinds_before.items())
+        )
     if budget is not None:
         text += f"; budget {budget}"
     layers = metrics["relu_layers"]

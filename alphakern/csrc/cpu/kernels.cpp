@@ -1,10 +1,12 @@
 // CPU kernels of alphakern's native ops (schemas and fake kernels:
-// alphakern/ops/backends/native/schema.py): R_alpha forward and a backward that reads x and dy
+// alphakern/ops/backends/native/schema.py): the gate's forward and a backward that reads x and dy
 // once, writing dx and the dgamma partials in the same pass.
 //
 // Element math in fp32 (at::vec::Vectorized, AVX2 when built with it; fp16/bf16 converted in
-// registers), PReLU semantics as the CUDA kernels (../elementwise.cuh): y = x > 0 ? x : x * (1 - a),
-// slope 1 at x = +-0, NaN propagates into y and into its own gate's sum.
+// registers). f = relu (ACT 0): PReLU semantics as the CUDA kernels (../elementwise.cuh):
+// y = x > 0 ? x : x * (1 - a), slope 1 at x = +-0, NaN propagates into y and into its own gate's
+// sum. Any other f (ACT = ops.core.activations.CODES, a template argument): act_math.h, the
+// same forms as the Triton kernels.
 //
 // Determinism: the work is cut into items whose bounds depend on the shape only (pieces of a row,
 // chunks of rows, blocks of columns). Each item sums in a fixed order and writes its own fp64
@@ -19,12 +21,14 @@
 
 #include "../common/alpha_terms.h"
 #include "../common/checks.h"
+#include "act_math.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace alphakern {
@@ -40,8 +44,6 @@ std::string cpu_capability_name() {
 }
 
 namespace {
-
-using fVec = at::vec::Vectorized<float>;
 
 constexpr int64_t kPiece = 16384;        // elements of a row per work item (one fp64 partial each)
 constexpr int64_t kBlock = 256;          // fp32 sums restart every kBlock elements (accuracy)
@@ -96,46 +98,65 @@ inline void slopes_at(const float* s, const fVec& om, int64_t i, int64_t tail, f
   }
 }
 
-template <typename T, bool kPerElem>
-void fwd_span(const T* x, T* y, int64_t n, const float* slopes, float om) {
+// One step of the forward on kN vectors, in place: s holds 1 - alpha, ns leaky_relu's slope.
+template <int N, int ACT>
+inline void fwd_math(fVec* v, const fVec* s, const fVec& ns) {
+  const fVec zero(0.f);
+  for (int k = 0; k < N; ++k) {
+    if constexpr (ACT == 0) {
+      v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
+    } else {
+      v[k] = gate_y<ACT>(v[k], s[k], ns);
+    }
+  }
+}
+
+template <typename T, bool kPerElem, int ACT>
+void fwd_span(const T* x, T* y, int64_t n, const float* slopes, float om, float neg) {
   using io = Io<T>;
   constexpr int N = io::kN;
-  const fVec zero(0.f), omv(om);
+  const fVec omv(om), ns(neg);
   fVec v[N], s[N];
   int64_t i = 0;
   for (; i + io::kStep <= n; i += io::kStep) {
     io::load(x + i, v);
     slopes_at<N, kPerElem>(slopes, omv, i, 0, s);
-    for (int k = 0; k < N; ++k) v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
+    fwd_math<N, ACT>(v, s, ns);
     io::store(y + i, v);
   }
   if (i < n) {
     const int64_t t = n - i;
     io::load(x + i, v, t);
     slopes_at<N, kPerElem>(slopes, omv, i, t, s);
-    for (int k = 0; k < N; ++k) v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
+    fwd_math<N, ACT>(v, s, ns);
     io::store(y + i, v, t);
   }
 }
 
-// One step of the backward on kN vectors: dx into g, dy * relu(-x) returned in g's partner.
-template <int N>
-inline void bwd_math(fVec* g, const fVec* xv, const fVec* s, fVec* contrib) {
+// One step of the backward on kN vectors: dx into g, dy * (f(x) - x) returned in g's partner
+// (relu: dy * relu(-x)).
+template <int N, int ACT>
+inline void bwd_math(fVec* g, const fVec* xv, const fVec* s, fVec* contrib, const fVec& ns) {
   const fVec zero(0.f);
   for (int k = 0; k < N; ++k) {
-    const fVec neg = fVec::blendv(zero - xv[k], zero, xv[k] > zero);  // relu(-x), NaN kept
-    contrib[k] = g[k] * neg;
-    g[k] = fVec::blendv(g[k] * s[k], g[k], xv[k] >= zero);  // slope 1 at +-0
+    if constexpr (ACT == 0) {
+      const fVec neg = fVec::blendv(zero - xv[k], zero, xv[k] > zero);  // relu(-x), NaN kept
+      contrib[k] = g[k] * neg;
+      g[k] = fVec::blendv(g[k] * s[k], g[k], xv[k] >= zero);  // slope 1 at +-0
+    } else {
+      contrib[k] = g[k] * act_h<ACT>(xv[k], ns);
+      g[k] = gate_dx<ACT>(xv[k], g[k], s[k], ns);
+    }
   }
 }
 
 // Backward over a span with one slope: writes dx, returns sum(dy * relu(-x)) in fp64, summed in
 // fp32 blocks of kBlock elements (fixed order).
-template <typename T>
-double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om) {
+template <typename T, int ACT>
+double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om, float neg) {
   using io = Io<T>;
   constexpr int N = io::kN;
-  const fVec omv(om);
+  const fVec omv(om), ns(neg);
   fVec total(0.f), g[N], xv[N], s[N], c[N];
   for (int k = 0; k < N; ++k) s[k] = omv;
   int64_t i = 0;
@@ -145,7 +166,7 @@ double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om) {
     for (; i + io::kStep <= end; i += io::kStep) {
       io::load(dy + i, g);
       io::load(x + i, xv);
-      bwd_math<N>(g, xv, s, c);
+      bwd_math<N, ACT>(g, xv, s, c, ns);
       for (int k = 0; k < N; ++k) blk = blk + c[k];
       io::store(dx + i, g);
     }
@@ -154,8 +175,8 @@ double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om) {
   if (i < n) {
     const int64_t t = n - i;
     io::load(dy + i, g, t);
-    io::load(x + i, xv, t);  // zero-filled lanes add 0 * relu(-0) = 0
-    bwd_math<N>(g, xv, s, c);
+    io::load(x + i, xv, t);  // zero-filled lanes add 0 * h(0) = 0
+    bwd_math<N, ACT>(g, xv, s, c, ns);
     for (int k = 0; k < N; ++k) total = total + c[k];
     io::store(dx + i, g, t);
   }
@@ -166,12 +187,12 @@ double bwd_span_scalar(const T* dy, const T* x, T* dx, int64_t n, float om) {
   return sum;
 }
 
-// Backward over a span with one slope per element: writes dx, adds dy * relu(-x) into acc[0, n).
-template <typename T>
-void bwd_span_cols(const T* dy, const T* x, T* dx, int64_t n, const float* slopes, float* acc) {
+// Backward over a span with one slope per element: writes dx, adds dy * h(x) into acc[0, n).
+template <typename T, int ACT>
+void bwd_span_cols(const T* dy, const T* x, T* dx, int64_t n, const float* slopes, float* acc, float neg) {
   using io = Io<T>;
   constexpr int N = io::kN;
-  const fVec unused(0.f);
+  const fVec unused(0.f), ns(neg);
   fVec g[N], xv[N], s[N], c[N];
   for (int64_t i = 0; i < n; i += io::kStep) {
     const int64_t t = n - i < io::kStep ? n - i : 0;  // 0: a full step
@@ -183,7 +204,7 @@ void bwd_span_cols(const T* dy, const T* x, T* dx, int64_t n, const float* slope
       io::load(x + i, xv);
     }
     slopes_at<N, true>(slopes, unused, i, t, s);
-    bwd_math<N>(g, xv, s, c);
+    bwd_math<N, ACT>(g, xv, s, c, ns);
     for (int k = 0; k < N; ++k) {
       float* a = acc + i + k * fVec::size();
       if (t) {
@@ -207,27 +228,27 @@ void run_items(int64_t items, int64_t numel, const F& fn) {
 }
 
 // "rows": x = [R rows of B], row r has gate r % C. Layer gates are R = C = 1, B = numel.
-template <typename T>
-void rows_fwd(const T* x, T* y, const float* slopes, int64_t R, int64_t C, int64_t B) {
+template <typename T, int ACT>
+void rows_fwd(const T* x, T* y, const float* slopes, int64_t R, int64_t C, int64_t B, float neg) {
   const int64_t P = divup(B, kPiece);
   run_items(R * P, R * B, [&](int64_t lo, int64_t hi) {
     for (int64_t it = lo; it < hi; ++it) {
       const int64_t r = it / P, start = (it % P) * kPiece, off = r * B + start;
-      fwd_span<T, false>(x + off, y + off, std::min(kPiece, B - start), nullptr, slopes[r % C]);
+      fwd_span<T, false, ACT>(x + off, y + off, std::min(kPiece, B - start), nullptr, slopes[r % C], neg);
     }
   });
 }
 
-template <typename T>
+template <typename T, int ACT>
 std::vector<double> rows_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t R, int64_t C,
-                             int64_t B) {
+                             int64_t B, float neg) {
   const int64_t P = divup(B, kPiece);
   std::vector<double> partial(R * P);
   run_items(R * P, R * B, [&](int64_t lo, int64_t hi) {
     for (int64_t it = lo; it < hi; ++it) {
       const int64_t r = it / P, start = (it % P) * kPiece, off = r * B + start;
-      partial[it] =
-          bwd_span_scalar<T>(dy + off, x + off, dx + off, std::min(kPiece, B - start), slopes[r % C]);
+      partial[it] = bwd_span_scalar<T, ACT>(dy + off, x + off, dx + off, std::min(kPiece, B - start),
+                                            slopes[r % C], neg);
     }
   });
   std::vector<double> sums(C, 0.0);
@@ -255,14 +276,14 @@ std::vector<float> repeated(const float* slopes, int64_t G, int64_t k) {
   return s;
 }
 
-template <typename T>
-void cols_fwd(const T* x, T* y, const float* slopes, int64_t A, int64_t G) {
+template <typename T, int ACT>
+void cols_fwd(const T* x, T* y, const float* slopes, int64_t A, int64_t G, float neg) {
   if (G >= kManyCols) {
     run_items(divup(G, kColBlock), A * G, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
         const int64_t g0 = b * kColBlock, w = std::min(kColBlock, G - g0);
         for (int64_t a = 0; a < A; ++a) {
-          fwd_span<T, true>(x + a * G + g0, y + a * G + g0, w, slopes + g0, 0.f);
+          fwd_span<T, true, ACT>(x + a * G + g0, y + a * G + g0, w, slopes + g0, 0.f, neg);
         }
       }
     });
@@ -275,14 +296,15 @@ void cols_fwd(const T* x, T* y, const float* slopes, int64_t A, int64_t G) {
       const int64_t a1 = std::min(A, (c + 1) * p.rows_per_chunk);
       for (int64_t a = c * p.rows_per_chunk; a < a1; a += p.k) {
         const int64_t n = std::min(p.k, a1 - a) * G;
-        fwd_span<T, true>(x + a * G, y + a * G, n, s.data(), 0.f);
+        fwd_span<T, true, ACT>(x + a * G, y + a * G, n, s.data(), 0.f, neg);
       }
     }
   });
 }
 
-template <typename T>
-std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t A, int64_t G) {
+template <typename T, int ACT>
+std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes, int64_t A, int64_t G,
+                             float neg) {
   std::vector<double> sums(G, 0.0);
   if (G >= kManyCols) {
     run_items(divup(G, kColBlock), A * G, [&](int64_t lo, int64_t hi) {
@@ -293,7 +315,7 @@ std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes
           std::fill(acc.begin(), acc.end(), 0.f);
           for (int64_t a = a0; a < std::min(A, a0 + kFlushRows); ++a) {
             const int64_t off = a * G + g0;
-            bwd_span_cols<T>(dy + off, x + off, dx + off, w, slopes + g0, acc.data());
+            bwd_span_cols<T, ACT>(dy + off, x + off, dx + off, w, slopes + g0, acc.data(), neg);
           }
           for (int64_t j = 0; j < w; ++j) sums[g0 + j] += acc[j];
         }
@@ -311,7 +333,7 @@ std::vector<double> cols_bwd(const T* dy, const T* x, T* dx, const float* slopes
       const int64_t a1 = std::min(A, (c + 1) * p.rows_per_chunk);
       for (int64_t a = c * p.rows_per_chunk; a < a1; a += p.k) {
         const int64_t n = std::min(p.k, a1 - a) * G;
-        bwd_span_cols<T>(dy + a * G, x + a * G, dx + a * G, n, s.data(), acc.data());
+        bwd_span_cols<T, ACT>(dy + a * G, x + a * G, dx + a * G, n, s.data(), acc.data(), neg);
       }
       for (int64_t j = 0; j < p.k; ++j) {
         for (int64_t g = 0; g < G; ++g) partial[c * G + g] += acc[j * G + g];
@@ -333,37 +355,61 @@ Terms terms(const at::Tensor& gamma, const at::Tensor& nu) {
   return alpha_terms(gamma.item<double>(), nu.item<double>());
 }
 
-// f(T{}) for the dtypes check_x lets through.
+// f(T{}, std::integral_constant<int, ACT>{}) for the dtypes check_x lets through and the
+// activation codes (ops.core.activations.CODES): one instantiation of each kernel per pair.
 template <typename F>
-void dispatch(at::ScalarType t, const F& f) {
+void dispatch(at::ScalarType t, int64_t act, const F& f) {
+  TORCH_CHECK(act >= 0 && act <= 6, "alphakern (cpu backend): act must be an activation code 0..6, got ",
+              act);
+  const auto with = [&](auto tag) {
+    switch (act) {
+      case 0:
+        return f(tag, std::integral_constant<int, 0>{});
+      case 1:
+        return f(tag, std::integral_constant<int, 1>{});
+      case 2:
+        return f(tag, std::integral_constant<int, 2>{});
+      case 3:
+        return f(tag, std::integral_constant<int, 3>{});
+      case 4:
+        return f(tag, std::integral_constant<int, 4>{});
+      case 5:
+        return f(tag, std::integral_constant<int, 5>{});
+      default:
+        return f(tag, std::integral_constant<int, 6>{});
+    }
+  };
   switch (t) {
     case at::kFloat:
-      return f(float{});
+      return with(float{});
     case at::kHalf:
-      return f(at::Half{});
+      return with(at::Half{});
     case at::kBFloat16:
-      return f(at::BFloat16{});
+      return with(at::BFloat16{});
     default:
-      TORCH_CHECK(false, "alpha_relu (cpu backend): unsupported dtype ", t);
+      TORCH_CHECK(false, "alphakern (cpu backend): unsupported dtype ", t);
   }
 }
 
-at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
+at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu, int64_t act,
+                              double neg) {
   check_x(x, "x", kB);
   check_scalar(gamma, "gamma", x.device());
   check_scalar(nu, "nu", x.device());
   at::Tensor y = at::empty_like(x);  // x's memory format, as the fake kernel says
   const at::Tensor xd = like(x, y);
   const float om = terms(gamma, nu).om;
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    rows_fwd<scalar_t>(xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), &om, 1, 1, x.numel());
+    rows_fwd<scalar_t, decltype(code)::value>(xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                              &om, 1, 1, x.numel(), static_cast<float>(neg));
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
-                                                      const at::Tensor& gamma, const at::Tensor& nu) {
+                                                      const at::Tensor& gamma, const at::Tensor& nu,
+                                                      int64_t act, double neg) {
   check_x(x, "x", kB);
   check_grad(dy, x, kB);
   check_scalar(gamma, "gamma", x.device());
@@ -372,10 +418,11 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, cons
   const at::Tensor xd = like(x, dx), dyd = like(dy, dx);
   const Terms tm = terms(gamma, nu);
   double sum = 0.0;
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    sum = rows_bwd<scalar_t>(dyd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(),
-                             dx.mutable_data_ptr<scalar_t>(), &tm.om, 1, 1, x.numel())[0];
+    sum = rows_bwd<scalar_t, decltype(code)::value>(
+        dyd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+        &tm.om, 1, 1, x.numel(), static_cast<float>(neg))[0];
   });
   const at::Tensor dgamma = at::scalar_tensor(sum * tm.dadg, gamma.options().dtype(at::kDouble));
   return {dx, dgamma.to(gamma.scalar_type()).reshape(gamma.sizes())};
@@ -385,53 +432,59 @@ at::Tensor sums_tensor(const std::vector<double>& sums, const at::Tensor& x) {
   return at::tensor(sums, x.options().dtype(at::kDouble));
 }
 
-at::Tensor gates_cols_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G) {
+at::Tensor gates_cols_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G,
+                              int64_t act, double neg) {
   check_cols(x, slopes, A, G, kB);
   at::Tensor y = at::empty_like(x);
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    cols_fwd<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                       slopes.const_data_ptr<float>(), A, G);
+    cols_fwd<scalar_t, decltype(code)::value>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                              slopes.const_data_ptr<float>(), A, G, static_cast<float>(neg));
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
-                                                      const at::Tensor& slopes, int64_t A, int64_t G) {
+                                                      const at::Tensor& slopes, int64_t A, int64_t G,
+                                                      int64_t act, double neg) {
   check_cols(x, slopes, A, G, kB);
   check_gated_grad(dy, x, kB);
   at::Tensor dx = at::empty_like(x);
   std::vector<double> sums;
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    sums = cols_bwd<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(), A, G);
+    sums = cols_bwd<scalar_t, decltype(code)::value>(
+        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+        slopes.const_data_ptr<float>(), A, G, static_cast<float>(neg));
   });
   return {dx, sums_tensor(sums, x)};
 }
 
-at::Tensor gates_rows_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B) {
+at::Tensor gates_rows_fwd_cpu(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B,
+                              int64_t act, double neg) {
   check_gated(x, slopes, C, B, kB);
   at::Tensor y = at::empty_like(x);
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    rows_fwd<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                       slopes.const_data_ptr<float>(), x.numel() / B, C, B);
+    rows_fwd<scalar_t, decltype(code)::value>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                              slopes.const_data_ptr<float>(), x.numel() / B, C, B,
+                                              static_cast<float>(neg));
   });
   return y;
 }
 
 std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
-                                                      const at::Tensor& slopes, int64_t C, int64_t B) {
+                                                      const at::Tensor& slopes, int64_t C, int64_t B,
+                                                      int64_t act, double neg) {
   check_gated(x, slopes, C, B, kB);
   check_gated_grad(dy, x, kB);
   at::Tensor dx = at::empty_like(x);
   std::vector<double> sums;
-  dispatch(x.scalar_type(), [&](auto tag) {
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using scalar_t = decltype(tag);
-    sums = rows_bwd<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                              dx.mutable_data_ptr<scalar_t>(), slopes.const_data_ptr<float>(), x.numel() / B,
-                              C, B);
+    sums = rows_bwd<scalar_t, decltype(code)::value>(
+        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+        slopes.const_data_ptr<float>(), x.numel() / B, C, B, static_cast<float>(neg));
   });
   return {dx, sums_tensor(sums, x)};
 }

@@ -36,7 +36,15 @@ bool fp32_or_fp64(const at::Tensor& t) {
 // The kernels read 1-element fp32 or fp64 tensors; other dtypes (rare) are converted once.
 at::Tensor kernel_scalar(const at::Tensor& t) { return (fp32_or_fp64(t) ? t : t.to(at::kFloat)).reshape({}); }
 
-at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu) {
+// The schemas' f (act: ops.core.activations.CODES): these kernels compute relu's gate only so far
+// (the Python backend refuses the others before calling).
+void check_relu(int64_t act) {
+  TORCH_CHECK(act == 0, "alphakern (cuda backend): kernels exist for act = 0 (relu) only, got ", act);
+}
+
+at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu,
+                               int64_t act, double) {
+  check_relu(act);
   check_x(x, "x", kB);
   check_scalar(gamma, "gamma", x.device());
   check_scalar(nu, "nu", x.device());
@@ -48,7 +56,9 @@ at::Tensor alpha_relu_fwd_cuda(const at::Tensor& x, const at::Tensor& gamma, con
 }
 
 std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
-                                                       const at::Tensor& gamma, const at::Tensor& nu) {
+                                                       const at::Tensor& gamma, const at::Tensor& nu,
+                                                       int64_t act, double) {
+  check_relu(act);
   check_x(x, "x", kB);
   check_grad(dy, x, kB);
   check_scalar(gamma, "gamma", x.device());
@@ -67,7 +77,9 @@ std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cuda(const at::Tensor& dy, con
 // Gates per channel/element: x (and dy) flat and contiguous in memory order, seen as [A, G]
 // ("cols") or [A*C, B] ("rows") by the caller (alphakern/ops/core/gate_layout.py); slopes: fp32
 // 1 - alpha per gate. Backward returns dx and the fp32 sums of dy*relu(-x) per gate.
-at::Tensor gates_cols_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G) {
+at::Tensor gates_cols_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t A, int64_t G,
+                               int64_t act, double) {
+  check_relu(act);
   check_cols(x, slopes, A, G, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty_like(x);
@@ -76,7 +88,9 @@ at::Tensor gates_cols_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, in
 }
 
 std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
-                                                       const at::Tensor& slopes, int64_t A, int64_t G) {
+                                                       const at::Tensor& slopes, int64_t A, int64_t G,
+                                                       int64_t act, double) {
+  check_relu(act);
   check_cols(x, slopes, A, G, kB);
   check_gated_grad(dy, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -86,7 +100,9 @@ std::tuple<at::Tensor, at::Tensor> gates_cols_bwd_cuda(const at::Tensor& dy, con
   return {dx, sums};
 }
 
-at::Tensor gates_rows_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B) {
+at::Tensor gates_rows_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, int64_t C, int64_t B,
+                               int64_t act, double) {
+  check_relu(act);
   check_gated(x, slopes, C, B, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty_like(x);
@@ -95,7 +111,9 @@ at::Tensor gates_rows_fwd_cuda(const at::Tensor& x, const at::Tensor& slopes, in
 }
 
 std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cuda(const at::Tensor& dy, const at::Tensor& x,
-                                                       const at::Tensor& slopes, int64_t C, int64_t B) {
+                                                       const at::Tensor& slopes, int64_t C, int64_t B,
+                                                       int64_t act, double) {
+  check_relu(act);
   check_gated(x, slopes, C, B, kB);
   check_gated_grad(dy, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from alphakern.ops.core import gate_layout
-from alphakern.ops.core.activations import Activation
+from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.alpha import alpha_terms
 from alphakern.ops.core.layout import dense_input, flat, like
 
@@ -32,40 +32,50 @@ def check_activation(backend: str, have: tuple[str, ...], act: Activation) -> No
         raise ValueError(f"backend={backend!r} has kernels for activation in {list(have)}, got {act.name!r}")
 
 
-def forward(ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str) -> torch.Tensor:
-    """y through ``ops`` (the namespace of ``schema``)."""
+def forward(
+    ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+) -> torch.Tensor:
+    """y through ``ops`` (the namespace of ``schema``); f's code and slope go with every call."""
+    f = (act.code, act.negative_slope)
     if kind == "layer":
-        return ops.alpha_relu_fwd(x, gamma, nu)
+        return ops.alpha_relu_fwd(x, gamma, nu, *f)
     xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
     if x.numel() == 0:
         return torch.empty_like(xd)
     if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
-        return like(forward(ops, x.contiguous(), gamma, nu, kind), xd)
+        return like(forward(ops, x.contiguous(), gamma, nu, kind, act), xd)
     p, slopes, _ = _slopes(ops, xd, gamma, nu, kind)
     if p.mode == "cols":
-        out = ops.gates_cols_fwd(flat(xd), slopes, p.A, p.G)
+        out = ops.gates_cols_fwd(flat(xd), slopes, p.A, p.G, *f)
     else:
-        out = ops.gates_rows_fwd(flat(xd), slopes, p.G, p.B)
+        out = ops.gates_rows_fwd(flat(xd), slopes, p.G, p.B, *f)
     return out.as_strided(xd.shape, xd.stride())  # the flat result in x's (dense) layout
 
 
 def backward(
-    ops, dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str
+    ops,
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    kind: str,
+    act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂L/∂x, ∂L/∂γ) through ``ops``."""
+    f = (act.code, act.negative_slope)
     if kind == "layer":
-        return ops.alpha_relu_bwd(dy, x, gamma, nu)
+        return ops.alpha_relu_bwd(dy, x, gamma, nu, *f)
     xd = dense_input(x)
     if x.numel() == 0:
         return torch.empty_like(xd), torch.zeros_like(gamma)
     if kind == "element" and not gate_layout.batch_outermost(xd):
-        dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu, kind)
+        dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu, kind, act)
         return like(dxc, xd), dg
     dyd = like(dy, xd)
     p, slopes, dadg = _slopes(ops, xd, gamma, nu, kind)
     if p.mode == "cols":
-        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), slopes, p.A, p.G)
+        dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), slopes, p.A, p.G, *f)
     else:
-        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), slopes, p.G, p.B)
+        dx_flat, sums = ops.gates_rows_bwd(flat(dyd), flat(xd), slopes, p.G, p.B, *f)
     dg = gate_layout.dgamma(sums, p, gamma, nu, dadg)
     return dx_flat.as_strided(xd.shape, xd.stride()), dg

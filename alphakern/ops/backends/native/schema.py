@@ -5,15 +5,17 @@ only register kernels for them (``TORCH_LIBRARY_IMPL``), as torchao does: either
     alpha_relu_fwd(x, gamma, nu) -> y                      one gate: gamma, nu 1-element tensors
     alpha_relu_bwd(dy, x, gamma, nu) -> (dx, dgamma)
     gates_cols_fwd(x, slopes, A, G) -> y                   x flat [A, G], gate = column, slopes [G]
-    gates_cols_bwd(dy, x, slopes, A, G) -> (dx, sums)      sums[g] = Σ dy·relu(−x) in column g
+    gates_cols_bwd(dy, x, slopes, A, G) -> (dx, sums)      sums[g] = Σ dy·(f(x) − x) in column g
     gates_rows_fwd(x, slopes, C, B) -> y                   x flat [A, C, B], gate = c, slopes [C]
     gates_rows_bwd(dy, x, slopes, C, B) -> (dx, sums)
     gate_terms(gamma, nu) -> (slopes, dadg)                (CPU) per gate: 1 − α rounded to fp32
                                                            and dα/dγ in fp64, from one fp64 pass
     cpu_capability() -> str                                (CPU) the SIMD level it was built for
 
-slopes are 1 − α per gate in fp32 (computed in fp64); the sums are fp32 on CUDA and fp64 on the
-CPU; the chain rule to ∂L/∂γ is applied by the caller (``glue``).
+Every kernel op also takes ``act`` and ``neg`` (default 0: f = relu, R_α itself): the gate
+x + α·(f(x) − x) of the activation with that code (``ops.core.activations.CODES``) and, for
+leaky_relu, that negative slope. slopes are 1 − α per gate in fp32 (computed in fp64); the
+sums are fp32 on CUDA and fp64 on the CPU; the chain rule to ∂L/∂γ is applied by the caller (``glue``).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import torch
 from torch import Tensor
 
 NAMESPACE = "alphakern_C"
+_ACT = "int act=0, float neg=0.01"  # f: its code (ops.core.activations.CODES; 0 = relu), leaky's slope
 SCHEMAS = {
-    "alpha_relu_fwd": "(Tensor x, Tensor gamma, Tensor nu) -> Tensor",
-    "alpha_relu_bwd": "(Tensor dy, Tensor x, Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
-    "gates_cols_fwd": "(Tensor x, Tensor slopes, int A, int G) -> Tensor",
-    "gates_cols_bwd": "(Tensor dy, Tensor x, Tensor slopes, int A, int G) -> (Tensor, Tensor)",
-    "gates_rows_fwd": "(Tensor x, Tensor slopes, int C, int B) -> Tensor",
-    "gates_rows_bwd": "(Tensor dy, Tensor x, Tensor slopes, int C, int B) -> (Tensor, Tensor)",
+    "alpha_relu_fwd": f"(Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> Tensor",
+    "alpha_relu_bwd": f"(Tensor dy, Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> (Tensor, Tensor)",
+    "gates_cols_fwd": f"(Tensor x, Tensor slopes, int A, int G, {_ACT}) -> Tensor",
+    "gates_cols_bwd": f"(Tensor dy, Tensor x, Tensor slopes, int A, int G, {_ACT}) -> (Tensor, Tensor)",
+    "gates_rows_fwd": f"(Tensor x, Tensor slopes, int C, int B, {_ACT}) -> Tensor",
+    "gates_rows_bwd": f"(Tensor dy, Tensor x, Tensor slopes, int C, int B, {_ACT}) -> (Tensor, Tensor)",
     "gate_terms": "(Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
     "cpu_capability": "() -> str",
 }
@@ -44,32 +47,38 @@ def _sums(x: Tensor, n: int) -> Tensor:
 
 
 @torch.library.register_fake(f"{NAMESPACE}::alpha_relu_fwd")
-def _(x: Tensor, gamma: Tensor, nu: Tensor) -> Tensor:
+def _(x: Tensor, gamma: Tensor, nu: Tensor, act: int = 0, neg: float = 0.01) -> Tensor:
     return torch.empty_like(x)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::alpha_relu_bwd")
-def _(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
+def _(
+    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, act: int = 0, neg: float = 0.01
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), torch.empty_like(gamma, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::gates_cols_fwd")
-def _(x: Tensor, slopes: Tensor, A: int, G: int) -> Tensor:
+def _(x: Tensor, slopes: Tensor, A: int, G: int, act: int = 0, neg: float = 0.01) -> Tensor:
     return torch.empty_like(x)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::gates_cols_bwd")
-def _(dy: Tensor, x: Tensor, slopes: Tensor, A: int, G: int) -> tuple[Tensor, Tensor]:
+def _(
+    dy: Tensor, x: Tensor, slopes: Tensor, A: int, G: int, act: int = 0, neg: float = 0.01
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), _sums(x, G)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::gates_rows_fwd")
-def _(x: Tensor, slopes: Tensor, C: int, B: int) -> Tensor:
+def _(x: Tensor, slopes: Tensor, C: int, B: int, act: int = 0, neg: float = 0.01) -> Tensor:
     return torch.empty_like(x)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::gates_rows_bwd")
-def _(dy: Tensor, x: Tensor, slopes: Tensor, C: int, B: int) -> tuple[Tensor, Tensor]:
+def _(
+    dy: Tensor, x: Tensor, slopes: Tensor, C: int, B: int, act: int = 0, neg: float = 0.01
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), _sums(x, C)
 
 

@@ -1,0 +1,106 @@
+// The element math of the gate G(x) = x + alpha * (f(x) - x) for f other than relu, on fp32
+// vectors: f, f' and h = f - x per activation code ACT (alphakern/ops/core/activations.py:
+// 1 relu6, 2 leaky_relu, 3 gelu, 4 gelu_tanh, 5 silu, 6 hardswish), the forms of the Triton
+// kernels (ops/backends/triton/common.py): switch points as PyTorch's own backward (relu6: f' = 0
+// at 0 and 6; hardswish: 0 at -3, 1 at 3), NaN kept in f and h, tanh through the sigmoid
+// (1 + tanh(u) = 2 sigmoid(2u)), and h = -x * q(x) with h = 0 where q = 0, so x = +inf gives 0,
+// not inf * 0. exp is Sleef's (1 ulp) where ATen builds with it; erf is ATen's polynomial, the
+// one PyTorch's own CPU GELU kernel uses.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+namespace alphakern {
+
+using fVec = at::vec::Vectorized<float>;
+
+inline fVec sig(const fVec& v) { return fVec(1.f) / (fVec(1.f) + v.neg().exp()); }
+
+constexpr float kRsqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi), gelu's tanh form
+constexpr float kKappa = 0.044715f;
+
+template <int ACT>
+inline fVec act_f(const fVec& x, const fVec& neg) {
+  const fVec zero(0.f);
+  if constexpr (ACT == 1) {
+    const fVec six(6.f);
+    return fVec::blendv(fVec::blendv(x, zero, x < zero), six, x > six);
+  } else if constexpr (ACT == 2) {
+    return fVec::blendv(x * neg, x, x > zero);
+  } else if constexpr (ACT == 3) {
+    return x * fVec(0.5f) * (fVec(1.f) + (x * fVec(kRsqrt2)).erf());
+  } else if constexpr (ACT == 4) {
+    const fVec u = fVec(kBeta) * (x + fVec(kKappa) * x * x * x);
+    return x * sig(fVec(2.f) * u);
+  } else if constexpr (ACT == 5) {
+    return x / (fVec(1.f) + x.neg().exp());
+  } else {
+    const fVec r = fVec::blendv(fVec::blendv(x + fVec(3.f), zero, x < fVec(-3.f)), fVec(6.f), x > fVec(3.f));
+    return x * r / fVec(6.f);
+  }
+}
+
+template <int ACT>
+inline fVec act_df(const fVec& x, const fVec& neg) {
+  const fVec zero(0.f), one(1.f);
+  if constexpr (ACT == 1) {  // 1 at NaN (no comparison holds), as hardtanh_backward
+    return fVec::blendv(one, zero, (x <= zero) | (x >= fVec(6.f)));
+  } else if constexpr (ACT == 2) {
+    return fVec::blendv(neg, one, x > zero);
+  } else if constexpr (ACT == 3) {
+    const fVec cdf = fVec(0.5f) * (one + (x * fVec(kRsqrt2)).erf());
+    return cdf + x * fVec(kInvSqrt2Pi) * (fVec(-0.5f) * x * x).exp();
+  } else if constexpr (ACT == 4) {
+    const fVec t = fVec(2.f) * sig(fVec(2.f * kBeta) * (x + fVec(kKappa) * x * x * x)) - one;
+    return fVec(0.5f) * (one + t) +
+           fVec(0.5f) * x * (one - t * t) * fVec(kBeta) * (one + fVec(3.f * kKappa) * x * x);
+  } else if constexpr (ACT == 5) {
+    const fVec s = sig(x);
+    return s * (one + x * (one - s));
+  } else {  // 0 up to -3 (included), x/3 + 1/2 below 3, 1 from 3 and at NaN
+    const fVec mid = x / fVec(3.f) + fVec(0.5f);
+    return fVec::blendv(fVec::blendv(one, mid, x < fVec(3.f)), zero, x <= fVec(-3.f));
+  }
+}
+
+template <int ACT>
+inline fVec act_h(const fVec& x, const fVec& neg) {
+  const fVec zero(0.f), one(1.f);
+  if constexpr (ACT == 1) {
+    return act_f<ACT>(x, neg) - x;
+  } else if constexpr (ACT == 2) {
+    return fVec::blendv((neg - one) * x, zero, x > zero);
+  } else {
+    fVec q;
+    if constexpr (ACT == 3) {
+      q = fVec(0.5f) * (one - (x * fVec(kRsqrt2)).erf());
+    } else if constexpr (ACT == 4) {
+      q = one / (one + (fVec(2.f * kBeta) * (x + fVec(kKappa) * x * x * x)).exp());
+    } else if constexpr (ACT == 5) {
+      q = one / (one + x.exp());
+    } else {
+      q = fVec::blendv(fVec::blendv((fVec(3.f) - x) / fVec(6.f), one, x <= fVec(-3.f)), zero, x >= fVec(3.f));
+    }
+    return fVec::blendv(zero - x * q, zero, q == zero);
+  }
+}
+
+// y = a f(x) + (1 - a) x, with f where 1 - a = 0 and x where a = 0 (exact at a = 1 and 0, also at
+// x = +-inf where the zero-weight term would be 0 * inf); a = 1 - om in fp32 (om: 1 - alpha,
+// rounded once from fp64; a's own rounding, at most 2^-25, stays below y's).
+template <int ACT>
+inline fVec gate_y(const fVec& x, const fVec& om, const fVec& neg) {
+  const fVec a = fVec(1.f) - om, f = act_f<ACT>(x, neg);
+  return fVec::blendv(fVec::blendv(a * f + om * x, x, a == fVec(0.f)), f, om == fVec(0.f));
+}
+
+// dy (1 - a + a f'(x)); dy itself where a = 0.
+template <int ACT>
+inline fVec gate_dx(const fVec& x, const fVec& dy, const fVec& om, const fVec& neg) {
+  const fVec a = fVec(1.f) - om;
+  return dy * fVec::blendv(om + a * act_df<ACT>(x, neg), fVec(1.f), a == fVec(0.f));
+}
+
+}  // namespace alphakern
