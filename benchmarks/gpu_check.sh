@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 290: the
-# device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 330).
-# Results land in $OUT (default benchmarks/results/gpu), 7 files:
+# Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 350: the
+# device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 390).
+# Results land in $OUT (default benchmarks/results/gpu), 9 files:
 #   device.txt          GPU, driver, torch/triton/CUDA versions
 #   gpu_check.log       each step's start, exit status and the GPU tests' verbose output
 #   build.log           the CUDA extension's build (runs in the background from the start)
 #   bench.log           stdout of both benchmarks
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
+#   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton vs eager), last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
@@ -21,7 +22,7 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-/tmp/alphakern_ext}
 PY=${PY:-python3}
 LOG=$OUT/gpu_check.log
 : > "$LOG"
-END=$(( $(date +%s) + ${BUDGET_S:-290} ))
+END=$(( $(date +%s) + ${BUDGET_S:-350} ))
 left() { echo $(( END - $(date +%s) )); }
 step() { echo "=== $* ($(date +%T), $(left)s left)" | tee -a "$LOG"; }
 # seconds for a step: at most $1, never into the $2 seconds reserved for the steps after it, ≥ 5
@@ -64,11 +65,17 @@ else
 fi
 
 step bench_activation
-run "$(slot 200 40)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activation_gpu.json" \
+run "$(slot 200 100)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activation_gpu.json" \
   --plot "$OUT/bench_activation_gpu.png" --skip "$SKIP,alphakern-cpu" --gates layer,channel >> "$OUT/bench.log" 2>&1
 
 step bench_train
-run "$(slot 60 3)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 --no-compile \
+run "$(slot 60 60)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 --no-compile \
   --json "$OUT/bench_train_gpu.json" >> "$OUT/bench.log" 2>&1
+
+step "bench_activation: other activations"
+# no torch.compile rows here: one compile per (f, mode, dtype) would take the whole slot
+run "$(slot 60 3)" $PY benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish --gates layer,channel \
+  --dtypes float32,bfloat16 --providers eager,alphakern-torch,alphakern-triton \
+  --json "$OUT/bench_activations_gpu.json" --plot "$OUT/bench_activations_gpu.png" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done

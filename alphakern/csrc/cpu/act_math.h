@@ -103,4 +103,37 @@ inline fVec gate_dx(const fVec& x, const fVec& dy, const fVec& om, const fVec& n
   return dy * fVec::blendv(om + a * act_df<ACT>(x, neg), fVec(1.f), a == fVec(0.f));
 }
 
+// The backward's two results at once, (dx, dy * h), sharing the transcendental of the smooth f:
+// one erf for gelu (its Phi and q = 1 - Phi), one exp for silu and gelu's tanh form (sigma(v)
+// = 1 / (1 + e), q = sigma(-v) = e * sigma(v) with e = exp(-v), and q = 1 where e = inf).
+template <int ACT>
+inline void gate_bwd(const fVec& x, const fVec& dy, const fVec& om, const fVec& neg, fVec& dx,
+                     fVec& contrib) {
+  if constexpr (ACT == 3 || ACT == 4 || ACT == 5) {
+    const fVec zero(0.f), one(1.f), a = one - om;
+    fVec df, q;
+    if constexpr (ACT == 3) {
+      const fVec e = (x * fVec(kRsqrt2)).erf();
+      q = fVec(0.5f) * (one - e);
+      df = fVec(0.5f) * (one + e) + x * fVec(kInvSqrt2Pi) * (fVec(-0.5f) * x * x).exp();
+    } else {
+      const fVec v = ACT == 5 ? x : fVec(2.f * kBeta) * (x + fVec(kKappa) * x * x * x);
+      const fVec e = v.neg().exp(), s = one / (one + e);
+      q = fVec::blendv(e * s, one, s == zero);
+      if constexpr (ACT == 5) {
+        df = s * (one + x * q);
+      } else {  // t = tanh(v / 2) = s - q
+        const fVec t = s - q;
+        df = fVec(0.5f) * (one + t) +
+             fVec(0.5f) * x * (one - t * t) * fVec(kBeta) * (one + fVec(3.f * kKappa) * x * x);
+      }
+    }
+    contrib = dy * fVec::blendv(zero - x * q, zero, q == zero);
+    dx = dy * fVec::blendv(om + a * df, one, a == zero);
+  } else {
+    contrib = dy * act_h<ACT>(x, neg);
+    dx = gate_dx<ACT>(x, dy, om, neg);
+  }
+}
+
 }  // namespace alphakern

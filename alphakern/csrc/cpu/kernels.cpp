@@ -144,8 +144,7 @@ inline void bwd_math(fVec* g, const fVec* xv, const fVec* s, fVec* contrib, cons
       contrib[k] = g[k] * neg;
       g[k] = fVec::blendv(g[k] * s[k], g[k], xv[k] >= zero);  // slope 1 at +-0
     } else {
-      contrib[k] = g[k] * act_h<ACT>(xv[k], ns);
-      g[k] = gate_dx<ACT>(xv[k], g[k], s[k], ns);
+      gate_bwd<ACT>(xv[k], g[k], s[k], ns, g[k], contrib[k]);
     }
   }
 }
