@@ -347,6 +347,8 @@ def plot_activations(rows, path, title):
     import matplotlib.pyplot as plt
 
     acts = list(dict.fromkeys(r["activation"] for r in rows))
+    every = [p for p in dict.fromkeys(r["provider"] for r in rows) if p != "eager"]
+    color = {p: f"C{i}" for i, p in enumerate(every)}  # one colour per provider in every panel
     fig, axes = plt.subplots(1, len(acts), figsize=(4.2 * len(acts), 4.2), squeeze=False, sharey=True)
     for ax, act in zip(axes[0], acts, strict=True):
         sel = [r for r in rows if r["activation"] == act and r["mode"] == "fwd+bwd" and "ms" in r]
@@ -359,14 +361,14 @@ def plot_activations(rows, path, title):
                       and (r["label"], r["gates"], r["dtype"]) == c), 0.0)
                 for c in cases
             ]  # fmt: skip
-            ax.bar([i + j * width for i in range(len(cases))], vals, width, label=prov)
+            ax.bar([i + j * width for i in range(len(cases))], vals, width, label=prov, color=color[prov])
         ax.axhline(1.0, color="k", linewidth=1)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
         ax.set_xticklabels([f"{lab}\n{g} {dt}" for lab, g, dt in cases], fontsize=7)
         ax.set_title(act)
         ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("speed-up over the eager blend")
-    axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
