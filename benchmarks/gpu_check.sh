@@ -65,11 +65,11 @@ else
 fi
 
 step bench_activation
-run "$(slot 200 100)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activation_gpu.json" \
+run "$(slot 200 70)" $PY benchmarks/bench_activation.py --json "$OUT/bench_activation_gpu.json" \
   --plot "$OUT/bench_activation_gpu.png" --skip "$SKIP,alphakern-cpu" --gates layer,channel >> "$OUT/bench.log" 2>&1
 
 step bench_train
-run "$(slot 60 60)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 --no-compile \
+run "$(slot 60 30)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps 200 --no-compile \
   --json "$OUT/bench_train_gpu.json" >> "$OUT/bench.log" 2>&1
 
 step "bench_activation: other activations"

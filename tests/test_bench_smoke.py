@@ -95,19 +95,19 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
 
     from tests.subproc import ROOT
 
-    env = dict(os.environ, BUDGET_S="70", PY=sys.executable, OUT=str(tmp_path / "out"))
+    env = dict(os.environ, BUDGET_S="100", PY=sys.executable, OUT=str(tmp_path / "out"))
     env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "ext")
     t0 = time.monotonic()
     proc = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
+        ["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
-    assert elapsed < 70 + 15, elapsed  # the budget plus the SIGKILL grace of one step
+    assert elapsed < 100 + 15, elapsed  # the budget plus the SIGKILL grace of one step
     out = tmp_path / "out"
     log = (out / "gpu_check.log").read_text()
     steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "bench_activation",
-             "bench_train", "done"]  # fmt: skip
+             "bench_train", "bench_activation: other activations", "done"]  # fmt: skip
     positions = [log.find(f"=== {s}") for s in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
     assert "torch" in (out / "device.txt").read_text()
