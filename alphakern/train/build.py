@@ -93,10 +93,13 @@ class Budget:
 
     cfg: TrainConfig
     sites: list[GateSite]
-    relus_before: int
+    kinds_before: dict[str, int]
     budget: int | None
     gate_budget: int | None
-    kinds_before: dict[str, int]
+
+    @property
+    def relus_before(self) -> int:
+        return sum(self.kinds_before.values())
 
     @classmethod
     def of(cls, cfg: TrainConfig, model: nn.Module, example: torch.Tensor) -> Budget:
@@ -107,7 +110,7 @@ class Budget:
             raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
         budget = resolve_budget(cfg.budget, relus_before) if cfg.budget is not None else None
         fixed = relus_before - sum(s.relus for s in sites)
-        return cls(cfg, sites, relus_before, budget, None if budget is None else budget - fixed, kinds)
+        return cls(cfg, sites, kinds, budget, None if budget is None else budget - fixed)
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
