@@ -8,7 +8,7 @@
 #   bench.log           stdout of both benchmarks
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
-#   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton vs eager), last
+#   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager), last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
@@ -58,8 +58,9 @@ if grep -q "alphakern CUDA backend built" "$OUT/build.log"; then SKIP=""; fi
 
 step "gpu tests: cuda backend"
 if [ -z "$SKIP" ]; then
-  run "$(slot 30 150)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
-    tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py >> "$LOG" 2>&1
+  run "$(slot 45 140)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
+    tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py tests/test_activations.py \
+    >> "$LOG" 2>&1
 else
   echo "skipped: the CUDA build did not finish (build.log)" >> "$LOG"
 fi
@@ -74,8 +75,9 @@ run "$(slot 60 30)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps
 
 step "bench_activation: other activations"
 # no torch.compile rows here: one compile per (f, mode, dtype) would take the whole slot
+PROV=eager,alphakern-torch,alphakern-triton$([ -z "$SKIP" ] && echo ,alphakern-cuda)
 run "$(slot 60 3)" $PY benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish --gates layer,channel \
-  --dtypes float32,bfloat16 --providers eager,alphakern-torch,alphakern-triton \
+  --dtypes float32,bfloat16 --providers "$PROV" --skip "$SKIP,alphakern-cpu" \
   --json "$OUT/bench_activations_gpu.json" --plot "$OUT/bench_activations_gpu.png" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done

@@ -75,6 +75,9 @@ CUDA_MUTANTS = {
     # the forward's 16-byte store split into scalar stores
     "split-store": ("alphakern/csrc/cuda/layer_kernels.cu", "yv[j] = out;",
                     "for (int k = 0; k < N; ++k) y[j * N + k] = out.v[k];"),
+    # silu's division through the fast intrinsic: approximate, unlike the CPU and Triton forms
+    "fast-divide": ("alphakern/csrc/cuda/elementwise.cuh", "return x / (1.0f + expf(-x));",
+                    "return __fdividef(x, 1.0f + expf(-x));"),
 }  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-// CUDA host utilities shared by the layer and gate kernels: the dtype dispatch, torch -> CUDA
-// element types, 16-byte alignment, and one wave of resident blocks per kernel.
+// CUDA host utilities shared by the layer and gate kernels: the dtype (and f) dispatch, torch ->
+// CUDA element types, 16-byte alignment, and one wave of resident blocks per kernel.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "act_codes.h"
 
 #include <algorithm>
 #include <array>
@@ -21,6 +23,17 @@ namespace alphakern {
   AT_DISPATCH_SWITCH(TYPE, NAME,                                                                        \
                      AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
                          AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
+// The launchers' dispatch: `T` (the CUDA element type of the dtype) and `ACT` (f's code, checked)
+// as compile-time names in the body.
+#define ALPHAKERN_DISPATCH_ACT(TYPE, NAME, ACT_CODE, ...)  \
+  ALPHAKERN_DISPATCH(TYPE, NAME, [&] {                     \
+    with_activation(ACT_CODE, "cuda", [&](auto act_code) { \
+      constexpr int ACT = decltype(act_code)::value;       \
+      using T = typename CudaType<scalar_t>::type;         \
+      __VA_ARGS__();                                       \
+    });                                                    \
+  })
 
 template <typename T>
 struct CudaType {

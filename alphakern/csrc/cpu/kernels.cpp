@@ -19,6 +19,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "../common/act_codes.h"
 #include "../common/alpha_terms.h"
 #include "../common/checks.h"
 #include "act_math.h"
@@ -355,29 +356,10 @@ Terms terms(const at::Tensor& gamma, const at::Tensor& nu) {
 }
 
 // f(T{}, std::integral_constant<int, ACT>{}) for the dtypes check_x lets through and the
-// activation codes (ops.core.activations.CODES): one instantiation of each kernel per pair.
+// activation codes (common/act_codes.h): one instantiation of each kernel per pair.
 template <typename F>
 void dispatch(at::ScalarType t, int64_t act, const F& f) {
-  TORCH_CHECK(act >= 0 && act <= 6, "alphakern (cpu backend): act must be an activation code 0..6, got ",
-              act);
-  const auto with = [&](auto tag) {
-    switch (act) {
-      case 0:
-        return f(tag, std::integral_constant<int, 0>{});
-      case 1:
-        return f(tag, std::integral_constant<int, 1>{});
-      case 2:
-        return f(tag, std::integral_constant<int, 2>{});
-      case 3:
-        return f(tag, std::integral_constant<int, 3>{});
-      case 4:
-        return f(tag, std::integral_constant<int, 4>{});
-      case 5:
-        return f(tag, std::integral_constant<int, 5>{});
-      default:
-        return f(tag, std::integral_constant<int, 6>{});
-    }
-  };
+  const auto with = [&](auto tag) { with_activation(act, "cpu", [&](auto code) { f(tag, code); }); };
   switch (t) {
     case at::kFloat:
       return with(float{});

@@ -3,11 +3,11 @@
 //                  the host repeating each channel's slope over it; channels_last),
 //   "rows" [A*C, B]: rows of B elements, one channel each (NCHW with large H*W),
 // as laid out by alphakern/ops/core/gate_layout.py. The host passes the slopes 1 - alpha per gate
-// (fp32, from fp64 math); the kernels return dx and fp32 sums of dy*relu(-x) per gate, and the
-// host applies the chain rule. Same element semantics as the layer kernels: PReLU forward,
-// slope 1 at x = +-0, NaN propagates. dgamma partials: per (row block, column) in "cols", per
-// row in "rows", reduced by one fixed-order column-sum kernel: no atomics, and a partition that
-// depends on the shapes only, never on the GPU.
+// (fp32, from fp64 math); the kernels return dx and fp32 sums of dy*(f(x) - x) per gate (f = relu:
+// dy*relu(-x)), and the host applies the chain rule. f is the template argument ACT, with the
+// element math of the layer kernels (elementwise.cuh). dgamma partials: per (row block, column) in "cols",
+// per row in "rows", reduced by one fixed-order column-sum kernel: no atomics, and a partition that depends
+// on the shapes only, never on the GPU.
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
@@ -51,10 +51,10 @@ __device__ __forceinline__ ColsThread cols_thread(int64_t GV, int rows_per_iter)
   return {0, cv, cv < GV};
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, int ACT>
 __global__ void __launch_bounds__(kThreads)
     gates_cols_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ slopes,
-                          int64_t A, int64_t GV, int rows_per_iter) {
+                          int64_t A, int64_t GV, int rows_per_iter, float neg) {
   const ColsThread t = cols_thread(GV, rows_per_iter);
   if (!t.active) return;
   float om[VEC];
@@ -66,16 +66,18 @@ __global__ void __launch_bounds__(kThreads)
     const Packed<T, VEC> in = *reinterpret_cast<const Packed<T, VEC>*>(x + at);
     Packed<T, VEC> out;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om[k]));
+    for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(gate_y<ACT>(to_f(in.v[k]), om[k], neg));
     *reinterpret_cast<Packed<T, VEC>*>(y + at) = out;
   }
 }
 
-template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads)
+// 3 resident blocks per SM at the least (85 registers a thread): without the bound ptxas held the
+// 8-wide silu / gelu_tanh instantiations to 64 registers and spilled.
+template <typename T, int VEC, int ACT>
+__global__ void __launch_bounds__(kThreads, 3)
     gates_cols_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                           float* __restrict__ partials, const float* __restrict__ slopes, int64_t A,
-                          int64_t GV, int rows_per_iter) {
+                          int64_t GV, int rows_per_iter, float neg) {
   __shared__ float red[kThreads * VEC];
   const ColsThread t = cols_thread(GV, rows_per_iter);
   const int64_t G = GV * VEC;
@@ -94,9 +96,10 @@ __global__ void __launch_bounds__(kThreads)
       Packed<T, VEC> out;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
-        out.v[k] = from_f<T>(bwd_elem(xf, g, om[k]));
-        acc[k] += g * neg_part(xf);
+        float d, c;
+        gate_bwd<ACT>(to_f(xin.v[k]), to_f(gin.v[k]), om[k], neg, d, c);
+        out.v[k] = from_f<T>(d);
+        acc[k] += c;
       }
       *reinterpret_cast<Packed<T, VEC>*>(dx + at) = out;
     }
@@ -125,10 +128,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // "rows": one warp per row of B elements (BV vectors), one slope per row; the backward's partial
 // is the row's sum, so it does not depend on the grid at all.
-template <typename T, int VEC>
+template <typename T, int VEC, int ACT>
 __global__ void __launch_bounds__(kThreads)
     gates_rows_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ slopes,
-                          int64_t R, int64_t C, int64_t BV) {
+                          int64_t R, int64_t C, int64_t BV, float neg) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < R; r += warps) {
@@ -138,17 +141,17 @@ __global__ void __launch_bounds__(kThreads)
       const Packed<T, VEC> in = *reinterpret_cast<const Packed<T, VEC>*>(x + base + j * VEC);
       Packed<T, VEC> out;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om));
+      for (int k = 0; k < VEC; ++k) out.v[k] = from_f<T>(gate_y<ACT>(to_f(in.v[k]), om, neg));
       *reinterpret_cast<Packed<T, VEC>*>(y + base + j * VEC) = out;
     }
   }
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, int ACT>
 __global__ void __launch_bounds__(kThreads)
     gates_rows_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                           float* __restrict__ row_sums, const float* __restrict__ slopes, int64_t R,
-                          int64_t C, int64_t BV) {
+                          int64_t C, int64_t BV, float neg) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < R; r += warps) {
@@ -161,9 +164,10 @@ __global__ void __launch_bounds__(kThreads)
       Packed<T, VEC> out;
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
-        out.v[k] = from_f<T>(bwd_elem(xf, g, om));
-        acc += g * neg_part(xf);
+        float d, c;
+        gate_bwd<ACT>(to_f(xin.v[k]), to_f(gin.v[k]), om, neg, d, c);
+        out.v[k] = from_f<T>(d);
+        acc += c;
       }
       *reinterpret_cast<Packed<T, VEC>*>(dx + base + j * VEC) = out;
     }
@@ -217,50 +221,51 @@ at::Tensor column_sums(const at::Tensor& partials, int64_t K, int64_t G, cudaStr
 
 }  // namespace
 
-// x, y: flat dense tensors of A*G elements; slopes: fp32 [G] on x's device.
-void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t A,
-                           int64_t G) {
+// x, y: flat dense tensors of A*G elements; slopes: fp32 [G] on x's device; act, neg: f.
+void launch_gates_cols_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t A, int64_t G,
+                           int64_t act, double neg) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_cols_fwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  const float ng = static_cast<float>(neg);
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "gates_cols_fwd", act, [&] {
     constexpr int N = 16 / sizeof(T);
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
+    const float* sl = slopes.const_data_ptr<float>();
     if (G % N == 0 && aligned16(xp) && aligned16(yp)) {
       const ColsGrid c = cols_grid(A, G / N, G);
-      gates_cols_fwd_kernel<T, N><<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A,
-                                                                   G / N, c.rows_per_iter);
+      gates_cols_fwd_kernel<T, N, ACT>
+          <<<c.grid, kThreads, 0, stream>>>(xp, yp, sl, A, G / N, c.rows_per_iter, ng);
     } else {
       const ColsGrid c = cols_grid(A, G, G);
-      gates_cols_fwd_kernel<T, 1>
-          <<<c.grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), A, G, c.rows_per_iter);
+      gates_cols_fwd_kernel<T, 1, ACT>
+          <<<c.grid, kThreads, 0, stream>>>(xp, yp, sl, A, G, c.rows_per_iter, ng);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-// returns the fp32 sums of dy*relu(-x) per column
+// returns the fp32 sums of dy*(f(x) - x) per column
 at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
-                                 const at::Tensor& slopes, int64_t A, int64_t G) {
+                                 const at::Tensor& slopes, int64_t A, int64_t G, int64_t act, double neg) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const float ng = static_cast<float>(neg);
   at::Tensor sums;
-  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_cols_bwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "gates_cols_bwd", act, [&] {
     constexpr int N = 16 / sizeof(T);
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
+    const float* sl = slopes.const_data_ptr<float>();
     const bool vec = G % N == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp);
     const ColsGrid c = cols_grid(A, vec ? G / N : G, G);
     at::Tensor partials = at::empty({static_cast<int64_t>(c.grid.x), G}, x.options().dtype(at::kFloat));
+    float* pp = partials.mutable_data_ptr<float>();
     if (vec) {
-      gates_cols_bwd_kernel<T, N>
-          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
-                                            slopes.const_data_ptr<float>(), A, G / N, c.rows_per_iter);
+      gates_cols_bwd_kernel<T, N, ACT>
+          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, pp, sl, A, G / N, c.rows_per_iter, ng);
     } else {
-      gates_cols_bwd_kernel<T, 1>
-          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
-                                            slopes.const_data_ptr<float>(), A, G, c.rows_per_iter);
+      gates_cols_bwd_kernel<T, 1, ACT>
+          <<<c.grid, kThreads, 0, stream>>>(dyp, xp, dxp, pp, sl, A, G, c.rows_per_iter, ng);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     sums = column_sums(partials, c.grid.x, G, stream);
@@ -269,39 +274,38 @@ at::Tensor launch_gates_cols_bwd(const at::Tensor& dy, const at::Tensor& x, at::
 }
 
 // x, y: flat dense tensors of A*C*B elements; slopes: fp32 [C].
-void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t C,
-                           int64_t B) {
+void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& slopes, int64_t C, int64_t B,
+                           int64_t act, double neg) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t R = x.numel() / B;
-  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_rows_fwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  const float ng = static_cast<float>(neg);
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "gates_rows_fwd", act, [&] {
     constexpr int N = 16 / sizeof(T);
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
+    const float* sl = slopes.const_data_ptr<float>();
     const int64_t needed = (R + kWarps - 1) / kWarps;
     if (B % N == 0 && aligned16(xp) && aligned16(yp)) {
-      const int grid =
-          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, N>>(kThreads)));
-      gates_rows_fwd_kernel<T, N>
-          <<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B / N);
+      const int grid = static_cast<int>(
+          std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, N, ACT>>(kThreads)));
+      gates_rows_fwd_kernel<T, N, ACT><<<grid, kThreads, 0, stream>>>(xp, yp, sl, R, C, B / N, ng);
     } else {
-      const int grid =
-          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, 1>>(kThreads)));
-      gates_rows_fwd_kernel<T, 1>
-          <<<grid, kThreads, 0, stream>>>(xp, yp, slopes.const_data_ptr<float>(), R, C, B);
+      const int grid = static_cast<int>(
+          std::min<int64_t>(needed, wave_blocks<gates_rows_fwd_kernel<T, 1, ACT>>(kThreads)));
+      gates_rows_fwd_kernel<T, 1, ACT><<<grid, kThreads, 0, stream>>>(xp, yp, sl, R, C, B, ng);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-// returns the fp32 sums of dy*relu(-x) per channel
+// returns the fp32 sums of dy*(f(x) - x) per channel
 at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
-                                 const at::Tensor& slopes, int64_t C, int64_t B) {
+                                 const at::Tensor& slopes, int64_t C, int64_t B, int64_t act, double neg) {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t R = x.numel() / B;
+  const float ng = static_cast<float>(neg);
   at::Tensor row_sums = at::empty({R}, x.options().dtype(at::kFloat));
-  ALPHAKERN_DISPATCH(x.scalar_type(), "gates_rows_bwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "gates_rows_bwd", act, [&] {
     constexpr int N = 16 / sizeof(T);
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
@@ -310,13 +314,13 @@ at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::
     float* sp = row_sums.mutable_data_ptr<float>();
     const float* slp = slopes.const_data_ptr<float>();
     if (B % N == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp)) {
-      const int grid =
-          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, N>>(kThreads)));
-      gates_rows_bwd_kernel<T, N><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B / N);
+      const int grid = static_cast<int>(
+          std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, N, ACT>>(kThreads)));
+      gates_rows_bwd_kernel<T, N, ACT><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B / N, ng);
     } else {
-      const int grid =
-          static_cast<int>(std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, 1>>(kThreads)));
-      gates_rows_bwd_kernel<T, 1><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B);
+      const int grid = static_cast<int>(
+          std::min<int64_t>(needed, wave_blocks<gates_rows_bwd_kernel<T, 1, ACT>>(kThreads)));
+      gates_rows_bwd_kernel<T, 1, ACT><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, sp, slp, R, C, B, ng);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -1,4 +1,6 @@
-// CUDA kernels for R_alpha(x) = x + alpha * relu(-x), alpha = sigmoid((sigmoid(gamma) - 1/2) * nu).
+// CUDA kernels for the one-gate layer: G(x) = x + alpha * (f(x) - x), alpha = sigmoid((sigmoid(gamma)
+// - 1/2) * nu); f = relu (ACT 0) is R_alpha(x) = x + alpha * relu(-x), any other f a template
+// argument (elementwise.cuh).
 //
 // Same semantics as the Triton backend: alpha and its chain rule are computed on the device from
 // gamma and nu (in fp64, from device memory: no host sync), element math in fp32, slope 1 at
@@ -21,9 +23,11 @@ namespace alphakern {
 namespace {
 
 constexpr int kThreads = 256;
-// 8 blocks of 256 threads fill an SM's 2048 threads; __launch_bounds__ holds the backward to the 32
-// registers that allows (it compiled to 40, i.e. 6 blocks, without the bound).
-constexpr int kMinBlocksPerSm = 8;
+// 8 blocks of 256 threads fill an SM's 2048 threads; __launch_bounds__ holds relu's backward to the 32
+// registers that allows (it compiled to 40, i.e. 6 blocks, without the bound). The other f's
+// backward (erf/exp, both results at once) spilled at 32: 6 blocks (40 registers) for them.
+template <int ACT>
+constexpr int kMinBlocksPerSm = ACT == 0 ? 8 : 6;
 // The backward grid's cap does not depend on the device, so neither do the dgamma partials: the
 // result is bitwise the same on any GPU. It is several waves anywhere, so the last one costs little.
 constexpr int kMaxBwdBlocks = 8192;
@@ -51,10 +55,10 @@ struct alignas(16) Vec {
   T v[N];
 };
 
-template <typename T>
+template <typename T, int ACT>
 __global__ void __launch_bounds__(kThreads)
     alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu, int64_t n,
-                          bool vectorized) {
+                          bool vectorized, float neg) {
   constexpr int N = 16 / sizeof(T);
   const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -67,12 +71,12 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t j = i; j < n_vec; j += stride) {
       Vec<T, N> in = xv[j], out;
 #pragma unroll
-      for (int k = 0; k < N; ++k) out.v[k] = from_f<T>(fwd_elem(to_f(in.v[k]), om));
+      for (int k = 0; k < N; ++k) out.v[k] = from_f<T>(gate_y<ACT>(to_f(in.v[k]), om, neg));
       yv[j] = out;
     }
     done = n_vec * N;
   }
-  for (int64_t j = done + i; j < n; j += stride) y[j] = from_f<T>(fwd_elem(to_f(x[j]), om));
+  for (int64_t j = done + i; j < n; j += stride) y[j] = from_f<T>(gate_y<ACT>(to_f(x[j]), om, neg));
 }
 
 // Sum of one float per thread over the block, in a fixed order (shuffles, then warp 0).
@@ -92,10 +96,11 @@ __device__ __forceinline__ float block_sum(float v) {
   return v;  // valid in thread 0
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+template <typename T, int ACT>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<ACT>)
     alpha_relu_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
-                          float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n, bool vectorized) {
+                          float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n, bool vectorized,
+                          float neg) {
   constexpr int N = 16 / sizeof(T);
   const float om = load_terms(gamma, nu).om;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -111,18 +116,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
       Vec<T, N> xin = xv[j], gin = dyv[j], out;
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        const float xf = to_f(xin.v[k]), g = to_f(gin.v[k]);
-        out.v[k] = from_f<T>(bwd_elem(xf, g, om));
-        acc += g * neg_part(xf);
+        float d, c;
+        gate_bwd<ACT>(to_f(xin.v[k]), to_f(gin.v[k]), om, neg, d, c);
+        out.v[k] = from_f<T>(d);
+        acc += c;
       }
       dxv[j] = out;
     }
     done = n_vec * N;
   }
   for (int64_t j = done + i; j < n; j += stride) {
-    const float xf = to_f(x[j]), g = to_f(dy[j]);
-    dx[j] = from_f<T>(bwd_elem(xf, g, om));
-    acc += g * neg_part(xf);
+    float d, c;
+    gate_bwd<ACT>(to_f(x[j]), to_f(dy[j]), om, neg, d, c);
+    dx[j] = from_f<T>(d);
+    acc += c;
   }
   const float total = block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
@@ -155,37 +162,36 @@ Scalar scalar_arg(const at::Tensor& t) {  // the op passes fp32 or fp64 1-elemen
 
 }  // namespace
 
-// x, y: dense tensors of equal strides; gamma, nu: 1-element fp32/fp64 tensors on x's device.
-void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma,
-                           const at::Tensor& nu) {
+// x, y: dense tensors of equal strides; gamma, nu: 1-element fp32/fp64 tensors on x's device;
+// act, neg: f's code and leaky_relu's slope.
+void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma, const at::Tensor& nu,
+                           int64_t act, double neg) {
   const int64_t n = x.numel();
   if (n == 0) return;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  ALPHAKERN_DISPATCH(x.scalar_type(), "alpha_relu_fwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "alpha_relu_fwd", act, [&] {
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
     const bool vec = aligned16(xp) && aligned16(yp);
     // one full wave of resident blocks
-    const int grid = static_cast<int>(std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1),
-                                                        wave_blocks<alpha_relu_fwd_kernel<T>>(kThreads)));
-    alpha_relu_fwd_kernel<T>
-        <<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n, vec);
+    const int grid = static_cast<int>(std::min<int64_t>(
+        blocks_needed(n, vec ? 16 / sizeof(T) : 1), wave_blocks<alpha_relu_fwd_kernel<T, ACT>>(kThreads)));
+    alpha_relu_fwd_kernel<T, ACT><<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n,
+                                                                 vec, static_cast<float>(neg));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 // dy, x, dx: dense tensors of equal strides; dgamma: a 1-element fp32 or fp64 tensor.
 void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx, at::Tensor& dgamma,
-                           const at::Tensor& gamma, const at::Tensor& nu) {
+                           const at::Tensor& gamma, const at::Tensor& nu, int64_t act, double neg) {
   const int64_t n = x.numel();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (n == 0) {
     dgamma.zero_();
     return;
   }
-  ALPHAKERN_DISPATCH(x.scalar_type(), "alpha_relu_bwd", [&] {
-    using T = typename CudaType<scalar_t>::type;
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "alpha_relu_bwd", act, [&] {
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
@@ -193,8 +199,9 @@ void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor
     const int grid =
         static_cast<int>(std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1), kMaxBwdBlocks));
     at::Tensor partials = at::empty({grid}, x.options().dtype(at::kFloat));
-    alpha_relu_bwd_kernel<T><<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(),
-                                                            scalar_arg(gamma), scalar_arg(nu), n, vec);
+    alpha_relu_bwd_kernel<T, ACT>
+        <<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(), scalar_arg(gamma),
+                                        scalar_arg(nu), n, vec, static_cast<float>(neg));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     alpha_relu_dgamma_kernel<<<1, kFinalThreads, 0, stream>>>(
         partials.const_data_ptr<float>(), grid, scalar_arg(gamma), scalar_arg(nu), dgamma.mutable_data_ptr(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -31,10 +32,22 @@ def csrc_dir(sources: tuple[str, ...]) -> Path:
     return src
 
 
-def build_dir(name: str) -> Path:
-    from torch.utils import cpp_extension
+def cpp_extension():
+    """torch.utils.cpp_extension, imported without the warning its import logs on a machine with
+    nvcc and no GPU ("No CUDA runtime is found", from its CUDA_HOME guess): the CPU backend never
+    uses CUDA_HOME, and the cuda backend sets it before building. Every CLI call printed it here."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension as ext
+    finally:
+        log.setLevel(level)
+    return ext
 
-    return Path(cpp_extension._get_build_directory(name, False))
+
+def build_dir(name: str) -> Path:
+    return Path(cpp_extension()._get_build_directory(name, False))
 
 
 def clear_stale_lock(name: str, max_age_s: float = STALE_LOCK_S) -> None:
@@ -77,10 +90,8 @@ def write_stamp(name: str, digest: str, library: Path) -> None:
 
 def compile_library(name: str, sources: list[Path], verbose: bool, **flags) -> Path:
     """cpp_extension.load (compiles only what changed), returning the loaded library's path."""
-    from torch.utils import cpp_extension
-
     clear_stale_lock(name)
-    path = cpp_extension.load(
+    path = cpp_extension().load(
         name=name, sources=[str(s) for s in sources], is_python_module=False, verbose=verbose, **flags
     )
     if path and Path(path).is_file():

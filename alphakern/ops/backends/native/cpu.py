@@ -31,7 +31,7 @@ from alphakern.ops.core.activations import RELU, Activation
 NAME = "cpu"
 LIBRARY = "alphakern_cpu"
 SOURCES = ("cpu/kernels.cpp",)
-HEADERS = ("common/checks.h", "common/alpha_terms.h", "cpu/act_math.h")
+HEADERS = ("common/checks.h", "common/alpha_terms.h", "common/act_codes.h", "cpu/act_math.h")
 ACTIVATIONS = activations.ACTIVATIONS  # every f: a template argument of the one kernel source
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _loaded: str | None = None

@@ -17,17 +17,23 @@ import torch
 from alphakern.ops.backends.native import build as native_build
 from alphakern.ops.backends.native import glue
 from alphakern.ops.backends.native.schema import ops as _namespace
+from alphakern.ops.core import activations
 from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.checks import KERNEL_DTYPES
 
 NAME = "cuda"
 LIBRARY = "alphakern_cuda"
-# f = relu only so far: the other activations run on the torch (CPU) or Triton (GPU) backend
-ACTIVATIONS = ("relu",)
+ACTIVATIONS = activations.ACTIVATIONS  # every f: a template argument of the one kernel source
 DTYPES = KERNEL_DTYPES
 DEFAULT_ARCH_LIST = "8.0;9.0"
 SOURCES = ("cuda/ops.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu")
-HEADERS = ("cuda/elementwise.cuh", "common/checks.h", "common/alpha_terms.h", "common/cuda_utils.cuh")
+HEADERS = (
+    "cuda/elementwise.cuh",
+    "common/checks.h",
+    "common/alpha_terms.h",
+    "common/act_codes.h",
+    "common/cuda_utils.cuh",
+)
 _loaded: str | None = None
 
 
@@ -64,9 +70,7 @@ def build(verbose: bool = False) -> str:
         )
     os.environ["CUDA_HOME"] = cuda_home
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
-    from torch.utils import cpp_extension
-
-    cpp_extension.CUDA_HOME = cuda_home  # read at import time, before our CUDA_HOME was set
+    native_build.cpp_extension().CUDA_HOME = cuda_home  # read at import time, maybe before ours was set
     src = csrc_dir()
     try:
         path = native_build.compile_library(
@@ -105,9 +109,8 @@ def _check(x: torch.Tensor) -> None:
 def forward(
     x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
 ) -> torch.Tensor:
-    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
-    return glue.forward(_ops(), x, gamma, nu, kind)
+    return glue.forward(_ops(), x, gamma, nu, kind, act)
 
 
 def backward(
@@ -118,6 +121,5 @@ def backward(
     kind: str,
     act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    glue.check_activation(NAME, ACTIVATIONS, act)
     _check(x)
-    return glue.backward(_ops(), dy, x, gamma, nu, kind)
+    return glue.backward(_ops(), dy, x, gamma, nu, kind, act)

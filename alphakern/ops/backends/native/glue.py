@@ -25,13 +25,6 @@ def _slopes(ops, xd: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: 
     return lay, alpha_terms(lay.ordered, nu)[1].float().reshape(-1).contiguous(), None
 
 
-def check_activation(backend: str, have: tuple[str, ...], act: Activation) -> None:
-    """The native kernels exist for the activations in ``have`` only: refuse the others, never
-    run ReLU's kernel for them."""
-    if act.name not in have:
-        raise ValueError(f"backend={backend!r} has kernels for activation in {list(have)}, got {act.name!r}")
-
-
 def forward(
     ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
 ) -> torch.Tensor:
