@@ -10,6 +10,10 @@
   the 4096-wide ImageNet classifier (and its two ReLUs), as CIFAR VGGs do.
 - ``mobilenet_v2``: torchvision's (ReLU6), adapted to 32×32 as the CIFAR ports do: stride 1 in the
   stem conv and in the first stride-2 stage (24 channels), so the last stage runs at 4×4, not 1×1.
+- ``efficientnet_b0``: torchvision's (SiLU, squeeze-excitation), adapted the same way: stride 1 in
+  the stem and in the first stride-2 stage (24 channels). Its SiLUs are gated (the SE block's
+  sigmoid gate is not an activation ``linearize`` gates); one epoch of 40,000 images takes about
+  9 minutes on the 2-core CPU with channel gates (0.85 s a step of 64, measured 2026-12-05).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2")
+RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2", "efficientnet_b0")
 
 
 class _PadShortcut(nn.Module):
@@ -69,8 +73,8 @@ class ResNet20(nn.Module):
 
 
 def relu_network(name: str, num_classes: int = 10) -> nn.Module:
-    """One of RELU_NETWORKS with its own activations (ReLU; ReLU6 for mobilenet_v2); ValueError
-    listing them for another name."""
+    """One of RELU_NETWORKS with its own activations (ReLU; ReLU6 for mobilenet_v2, SiLU for
+    efficientnet_b0); ValueError listing them for another name."""
     if name == "resnet20":
         return ResNet20(num_classes)
     import torchvision
@@ -89,5 +93,10 @@ def relu_network(name: str, num_classes: int = 10) -> nn.Module:
         model = torchvision.models.mobilenet_v2(num_classes=num_classes)
         model.features[0][0].stride = (1, 1)  # the stem
         model.features[2].conv[1][0].stride = (1, 1)  # the depthwise conv of the first stride-2 block
+        return model
+    if name == "efficientnet_b0":
+        model = torchvision.models.efficientnet_b0(num_classes=num_classes)
+        model.features[0][0].stride = (1, 1)  # the stem
+        model.features[2][0].block[1][0].stride = (1, 1)  # the depthwise conv of the first stride-2 block
         return model
     raise ValueError(f"model must be one of cnn, {', '.join(RELU_NETWORKS)}, got {name!r}")

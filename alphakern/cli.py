@@ -15,6 +15,7 @@ from pathlib import Path
 from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
+from alphakern.ops.core.activations import KINDS
 from alphakern.train.config import GATE_MODES
 
 
@@ -93,6 +94,11 @@ _TRAIN_FLAGS = {
         flags=["--penalty"],
         type=float,
         help="weight W of the soft ReLU count: W*soft/total, or W*relu(soft-budget)/total (default 1)",
+    ),
+    "budget_kind": dict(
+        flags=["--budget-kind"],
+        choices=KINDS,
+        help="apply --budget/--penalty to this kind of non-linearity alone (default: all kinds together)",
     ),
     "finetune_epochs": dict(
         flags=["--finetune-epochs"], type=int, help="epochs after the search with the gates made exact"

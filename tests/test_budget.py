@@ -270,6 +270,12 @@ def test_cifar100_trains_with_100_classes(tmp_path):
         (["--budget", "0.5", "--activation", "relu"], "--budget needs learnable gates"),
         (["--finetune-epochs", "-1"], "--finetune-epochs must be a non-negative integer"),
         (["--init", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+        (["--budget-kind", "relu"], "--budget-kind scopes --budget/--penalty: give one of them"),
+        (["--budget-kind", "tanh", "--budget", "0.5"], "argument --budget-kind: invalid choice: 'tanh'"),
+        (
+            ["--budget-kind", "gelu", "--budget", "0.5"],
+            "--budget-kind gelu: the resnet20 has no gates of it (its gates: ['relu'])",
+        ),
     ],
 )
 def test_budget_flags_refused_before_any_data_is_read(flags, message, tmp_path, capsys, monkeypatch):
@@ -329,3 +335,38 @@ def test_per_sample_counts_are_the_same_for_batch_1_and_batch_7(granularity):
     assert relu_count(plain, seven) == relu_count(plain, one) == 16384 + 16384 + 2048
     exact = discretize_to_budget(model, one, 20000)  # FixedSlopeReLU / ReLU / Identity counted
     assert relu_count(exact, seven) == relu_count(exact, one) <= 20000
+
+
+def test_budget_kind_scopes_the_budget_penalty_and_cut_to_one_kind():
+    """--budget-kind silu on a network with ReLU and SiLU gates: the budget is a share of the SiLUs,
+    the penalty's gradient reaches the SiLU gates only, the cut meets the SiLU budget, and the ReLU
+    gates are made exact by rounding α at ½ whatever the budget."""
+    from alphakern.convert import nonlinearity_count
+    from alphakern.modules import AlphaGate
+    from alphakern.train.build import Budget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), AlphaGate(activation="relu", granularity="channel"),
+        nn.Conv2d(8, 6, 3, padding=1), AlphaGate(activation="silu", granularity="channel"),
+    )  # fmt: skip
+    x = torch.randn(2, 3, 5, 5)
+    materialize(model, x.shape)
+    with torch.no_grad():
+        model[1].gamma.copy_(torch.linspace(-2, 2, 8))  # α < ½ for half the ReLU gates
+        model[3].gamma.copy_(torch.linspace(-1, 1, 6))
+        for g in (model[1], model[3]):
+            g.nu.fill_(4.0)
+    c = TrainConfig(data_dir=".", budget=0.25, budget_kind="silu")
+    b = Budget.of(c, model, x)
+    assert nonlinearity_count(model, x) == {"relu": 8 * 25, "silu": 6 * 25} == b.kinds_before
+    assert b.scope_total == 6 * 25 and b.budget == 37 and [s.name for s in b.scoped] == ["3"]
+    b.penalty().backward()
+    assert model[1].gamma.grad is None or not model[1].gamma.grad.any()
+    assert model[3].gamma.grad.abs().min() > 0
+    keep = b.exact_keep()
+    assert keep["1"].tolist() == (model[1].alpha >= 0.5).tolist()  # rounding, not the budget
+    assert keep["3"].tolist() == [False] * 5 + [True]  # the highest α while 25 positions fit in 37
+    # the same budget over all kinds together: a share of 350, over both kinds' gates
+    both = Budget.of(TrainConfig(data_dir=".", budget=0.25), model, x)
+    assert both.budget == 87 and len(both.scoped) == 2 and both.scope_total == 350

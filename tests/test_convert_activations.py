@@ -181,3 +181,33 @@ def test_mobilenet_v2_cifar_port_and_a_budget_over_relu6(tmp_path):
     assert m["nonlinearities_after"] == nonlinearity_count(t.model, x) == {"relu6": m["relu_count_after"]}
     assert len(m["relu_layers"]) == 35  # stem, two per inverted-residual block but the first, last conv
     assert "relu6 " + str(total["relu6"]) + " before" in format_relus(m)
+
+
+def test_efficientnet_b0_cifar_port_trains_to_a_silu_budget(tmp_path):
+    """The trainer's --model efficientnet_b0: torchvision's with stride 1 in the stem and the first
+    stride-2 block (4×4 at the last stage), its 49 SiLUs gated; a --budget-kind silu run cuts the
+    SiLUs to the budget and reports them."""
+    import json
+
+    from alphakern.cifar_nets import relu_network
+    from tests.cifar_fixtures import write_pickles
+    from tests.train_helpers import run, train_cfg
+
+    net = relu_network("efficientnet_b0").eval()
+    x = torch.randn(2, 3, 32, 32)
+    shapes = []
+    net.features[-1].register_forward_hook(lambda m, i, o: shapes.append(o.shape[-2:]))
+    net(x)
+    assert shapes == [torch.Size([4, 4])]
+    total = nonlinearity_count(net, x)
+    assert list(total) == ["silu"]
+
+    data = write_pickles(tmp_path / "data", n_per_batch=4, n_test=4)
+    c = train_cfg(data, tmp_path / "o", model="efficientnet_b0", granularity="channel", budget=0.25,
+                  budget_kind="silu", epochs=1, finetune_epochs=1, batch_size=8)  # fmt: skip
+    t = run(c)
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["nonlinearities_before"] == total and m["relu_budget"] == total["silu"] // 4
+    assert 0 < m["relu_count_after"] <= m["relu_budget"]
+    assert m["nonlinearities_after"] == nonlinearity_count(t.model, x) == {"silu": m["relu_count_after"]}
+    assert len(m["relu_layers"]) == 49

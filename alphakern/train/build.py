@@ -89,7 +89,11 @@ class Budget:
     """A run's ReLUs — its non-linearities of every kind (ReLU6 of mobilenet_v2, ...) added up: the
     network's count per sample (``relus_before``, per kind in ``kinds_before``: fresh gates are all
     non-linear), its gates' sites, and the budget as a count (None: no budget) — of which
-    ``gate_budget`` is left to the gates once the non-linearities that are not gates are counted."""
+    ``gate_budget`` is left to the gates once the non-linearities that are not gates are counted.
+
+    With ``--budget-kind K`` the budget and its penalty speak of the kind K alone: the budget is a
+    fraction (or count) of K's non-linearities, only K's gates (``scoped``) are penalised and cut
+    to it, and the gates of other kinds are left to learn freely (made exact by rounding α at ½)."""
 
     cfg: TrainConfig
     sites: list[GateSite]
@@ -101,23 +105,41 @@ class Budget:
     def relus_before(self) -> int:
         return sum(self.kinds_before.values())
 
+    @property
+    def scoped(self) -> list[GateSite]:
+        """The gates the budget and penalty act on: every gate, or those of --budget-kind."""
+        kind = self.cfg.budget_kind
+        return [s for s in self.sites if kind is None or s.module.act.kind == kind]
+
+    @property
+    def scope_total(self) -> int:
+        """The non-linearities per sample the budget is a share of."""
+        kind = self.cfg.budget_kind
+        return self.relus_before if kind is None else self.kinds_before.get(kind, 0)
+
     @classmethod
     def of(cls, cfg: TrainConfig, model: nn.Module, example: torch.Tensor) -> Budget:
         sites = gate_sites(model, example) if alpha_layers(model) else []
         kinds = nonlinearity_count(model, example)
-        relus_before = sum(kinds.values())
         if (cfg.budget is not None or cfg.penalty is not None) and not sites:
             raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
-        budget = resolve_budget(cfg.budget, relus_before) if cfg.budget is not None else None
-        fixed = relus_before - sum(s.relus for s in sites)
-        return cls(cfg, sites, kinds, budget, None if budget is None else budget - fixed)
+        out = cls(cfg, sites, kinds, None, None)
+        if cfg.budget_kind is not None and not out.scoped:
+            have = sorted({s.module.act.kind for s in sites})
+            raise ValueError(
+                f"--budget-kind {cfg.budget_kind}: the {cfg.model} has no gates of it (its gates: {have})"
+            )
+        if cfg.budget is not None:
+            out.budget = resolve_budget(cfg.budget, out.scope_total)
+            out.gate_budget = out.budget - (out.scope_total - sum(s.relus for s in out.scoped))
+        return out
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
         cfg, terms = self.cfg, []
         if cfg.budget is not None or cfg.penalty is not None:
             weight = cfg.penalty if cfg.penalty is not None else 1.0
-            terms.append(budget_penalty(self.sites, self.relus_before, weight, self.gate_budget))
+            terms.append(budget_penalty(self.scoped, self.scope_total, weight, self.gate_budget))
         if cfg.gate_mode == "l1":
             terms.append(l1_penalty(self.sites, cfg.l1))
         return sum(terms) if terms else None
@@ -125,6 +147,10 @@ class Budget:
     def exact_keep(self) -> dict[str, torch.Tensor]:
         """End of the search: which gates stay ReLUs — to the budget (highest α first) or, without
         one, by rounding α at ½."""
-        if self.gate_budget is not None:
-            return keep_to_budget(self.sites, self.gate_budget)
-        return keep_rounded(self.sites)
+        if self.gate_budget is None:
+            return keep_rounded(self.sites)
+        scoped = {s.name for s in self.scoped}
+        return {
+            **keep_rounded([s for s in self.sites if s.name not in scoped]),
+            **keep_to_budget(self.scoped, self.gate_budget),
+        }

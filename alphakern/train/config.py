@@ -10,6 +10,7 @@ import torch
 from alphakern.data import DATASETS
 from alphakern.models import ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
+from alphakern.ops.core.activations import KINDS
 
 GATE_MODES = ("schedule", "l1")
 NU_INIT_L1 = 10.0  # --gate-mode l1 without --nu-init: α = σ((σ(γ) − ½)·10) spans 0.007..0.993
@@ -45,6 +46,7 @@ class TrainConfig:
     # epochs, then the gates made exact (to the budget) and `finetune_epochs` with them frozen
     budget: float | None = None  # a fraction <= 1 of the network's ReLUs, or a count
     penalty: float | None = None  # weight on the normalised soft count (the hinge's, with budget)
+    budget_kind: str | None = None  # the budget and penalty on this kind of non-linearity alone
     finetune_epochs: int = 0
     distill: bool = False  # fine-tune with KL (T = 4) to the ReLU network of `init`
     init: str | None = None  # run directory whose trained weights start this run
@@ -115,6 +117,11 @@ class TrainConfig:
             v = getattr(self, f)
             if v is not None and (not _finite(v) or v < 0):
                 raise bad(f, "a non-negative number")
+        if self.budget_kind is not None:
+            if self.budget_kind not in KINDS:
+                raise bad("budget_kind", f"one of {', '.join(KINDS)}")
+            if self.budget is None and self.penalty is None:
+                raise ValueError("--budget-kind scopes --budget/--penalty: give one of them")
         gated = self.activation in ("alpha", "alpha-eager")
         wants = [f for f in ("budget", "penalty") if getattr(self, f) is not None]
         if self.gate_mode == "l1":
