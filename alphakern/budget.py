@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from alphakern.convert import unfuse_bn
 from alphakern.functional import alpha
 from alphakern.gate_rules import kept_by_rounding, kept_within_budget
 from alphakern.modules import AlphaGate, alpha_layers, exact_gate
@@ -122,6 +123,7 @@ def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
 def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:
     """``model`` (changed in place) with each named gate made exact: its activation's module (nn.ReLU,
     ...) if every gate is kept, nn.Identity if none, else a fixed gate per gate (``exact_gate``)."""
+    unfuse_bn(model)  # a gate fused with its BatchNorm is replaced like any other
     modules = dict(model.named_modules())
     for name, k in keep.items():
         m = modules.get(name)

@@ -127,6 +127,11 @@ _TRAIN_FLAGS = {
         action=argparse.BooleanOptionalAction,
         help="under torchrun: BatchNorm over the global batch (SyncBatchNorm)",
     ),
+    "fuse_bn": dict(
+        flags=["--fuse-bn"],
+        action=argparse.BooleanOptionalAction,
+        help="run each BatchNorm2d -> gate pair as one fused op (native CPU kernels; else unfused)",
+    ),
     "limit_train": dict(flags=["--limit-train"], type=int, help="train on the first N training images"),
     "download": dict(
         flags=["--download"], action=argparse.BooleanOptionalAction, help="fetch with torchvision"

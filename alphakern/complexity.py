@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from alphakern.convert import unfuse_bn
 from alphakern.gate_rules import LINEAR_BELOW, NONLINEAR_ABOVE, VERDICTS, verdict, verdict_masks
 from alphakern.modules import AlphaGate, alpha_layers, exact_gate
 
@@ -71,7 +72,7 @@ def _discrete(m: AlphaGate) -> nn.Module | None:
 def discretize(model: nn.Module) -> nn.Module:
     """A copy with each decided AlphaReLU replaced by nn.ReLU or nn.Identity — or, for gates per
     channel/element that disagree, a FixedSlopeReLU exact per gate (undecided layers kept)."""
-    out = copy.deepcopy(model)
+    out = unfuse_bn(copy.deepcopy(model))  # a fused BN → gate pair: its gate replaced like any other
     for name, m in alpha_layers(out):
         new = _discrete(m)
         if new is None:

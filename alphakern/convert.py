@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from alphakern.gate_rules import counts_as_relu
-from alphakern.modules import AlphaGate, AlphaReLU, FixedGate, FixedSlopeReLU
+from alphakern.modules import AlphaGate, AlphaReLU, BatchNormGate, FixedGate, FixedSlopeReLU
 from alphakern.ops.core.activations import KINDS, RELU, Activation
 
 # activations left alone (no gate kind for them yet), named so that nobody thinks they were gated
@@ -122,11 +122,13 @@ def linearize(
     granularity: str = "layer",
     nu_step: float = 0.01,
     backend: str | None = None,
+    fuse_bn: bool = False,
 ) -> nn.Module:
     """A new model (``model`` is left untouched) in which every application of an activation of the
     kinds in ``activations`` (default: every kind a gate has: relu, relu6, leaky_relu, gelu, silu,
     hardswish; ``("relu",)`` gates the ReLUs only) has its own gate — an AlphaReLU for a ReLU, an
-    AlphaGate of f otherwise (gates per channel/element are created at the first forward)."""
+    AlphaGate of f otherwise (gates per channel/element are created at the first forward).
+    ``fuse_bn``: each BatchNorm2d → gate pair then runs as one fused op (``fuse_bn`` below)."""
 
     def make_gate(act: Activation) -> AlphaGate:
         if act.name == "relu":
@@ -168,7 +170,75 @@ def linearize(
     gm.recompile()
     if others:
         warnings.warn(f"linearize: left as they are (not gated): {', '.join(others)}", stacklevel=2)
+    return _fuse_pairs(gm) if fuse_bn else gm
+
+
+class GateTracer(fx.Tracer):
+    """torch.fx's tracer with alphakern's gates as leaves (their call is one node)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
+
+
+def _set_module(gm: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, child, module)
+
+
+def fuse_bn(model: nn.Module) -> fx.GraphModule:
+    """Each ``nn.BatchNorm2d`` whose output only an AlphaGate (per layer or channel) reads becomes a
+    ``BatchNormGate`` running both as one fused op; the gate's own call leaves the graph. A
+    GraphModule is rewritten in place, another model traced first (its modules shared). The state
+    dict keeps its keys (the fused module shares the BN's tensors; the gate stays registered)."""
+    if not isinstance(model, fx.GraphModule):
+        model = fx.GraphModule(model, GateTracer().trace(model))
+    return _fuse_pairs(model)
+
+
+def _fuse_pairs(gm: fx.GraphModule) -> fx.GraphModule:
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        gate, src = modules.get(node.target) if node.op == "call_module" else None, None
+        if isinstance(gate, AlphaGate) and gate.granularity != "element" and len(node.args) == 1:
+            src = node.args[0]
+        ok = (
+            isinstance(src, fx.Node)
+            and src.op == "call_module"
+            and type(modules.get(src.target)) is nn.BatchNorm2d
+            and len(src.users) == 1
+            and not node.kwargs
+        )
+        if not ok:
+            continue
+        _set_module(gm, src.target, BatchNormGate(modules[src.target], gate, node.target))
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
     return gm
+
+
+def unfuse_bn(model: nn.Module) -> nn.Module:
+    """``fuse_bn`` undone in place: each BatchNormGate back to a plain BatchNorm2d (the same tensors)
+    and its gate's call back into the graph after it — what discretize and fold work on."""
+    if not isinstance(model, fx.GraphModule):
+        return model
+    modules = dict(model.named_modules())
+    fused = [
+        n
+        for n in model.graph.nodes
+        if n.op == "call_module" and isinstance(modules.get(n.target), BatchNormGate)
+    ]
+    for node in fused:
+        m = modules[node.target]
+        _set_module(model, node.target, m.unfused())
+        with model.graph.inserting_after(node):
+            call = model.graph.call_module(m.gate_name, (node,))
+        node.replace_all_uses_with(call, delete_user_cb=lambda user, c=call: user is not c)
+    if fused:
+        model.graph.lint()
+        model.recompile()
+    return model
 
 
 def _gate_name(node: fx.Node, uses: dict[str, int]) -> str:

@@ -42,7 +42,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
+from alphakern.convert import GateTracer, unfuse_bn
+from alphakern.modules import FixedSlopeReLU
 
 POLICIES = ("latency", "flops", "all")
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -61,16 +62,9 @@ class FoldInfo:
     max_error: float | None = None
 
 
-class _Tracer(fx.Tracer):
-    """torch.fx's tracer with alphakern's gates as leaves (their call is one node)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
-
-
 def _trace(model: nn.Module) -> fx.GraphModule:
-    root = copy.deepcopy(model).eval()
-    return fx.GraphModule(root, _Tracer().trace(root))
+    root = unfuse_bn(copy.deepcopy(model)).eval()  # a fused BN → gate pair: BN and gate again
+    return fx.GraphModule(root, GateTracer().trace(root))
 
 
 def fold(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from alphakern.ops import alpha_relu as _op
+from alphakern.ops import bn_gate as _bn
 from alphakern.ops import gate as _gate
 from alphakern.ops.alpha_relu import ENV_VAR, resolve_backend
 from alphakern.ops.core import BACKEND_CHOICES, check_gamma, check_scalar
@@ -15,7 +16,7 @@ from alphakern.ops.core.activations import Activation
 # What ``backend=`` accepts ("auto" and the concrete backends, ops.core.checks.BACKEND_NAMES).
 BACKENDS = BACKEND_CHOICES
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "gate", "resolve_backend"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "bn_gate", "gate", "resolve_backend"]
 
 
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
@@ -51,10 +52,37 @@ def gate(
 
     ``activation``: "relu" (= ``alpha_relu``, bit for bit), "relu6", "leaky_relu"
     (``negative_slope``), "gelu" (``approximate`` "none" or "tanh", as F.gelu), "silu",
-    "hardswish". ``backend`` as ``alpha_relu``'s; the native "cpu"/"cuda" kernels exist for relu
-    only so far, so "auto" runs the others on Triton (GPU) or the torch backend (CPU).
+    "hardswish". ``backend`` as ``alpha_relu``'s (every backend has every f).
     """
     act = Activation.of(activation, negative_slope, approximate)
     if act.name == "relu":
         return _op.alpha_relu(x, gamma, nu, backend)
     return _gate.gate(x, gamma, nu, act, backend)
+
+
+def bn_gate(
+    x: Tensor,
+    gamma: Tensor,
+    nu: Tensor,
+    *,
+    activation: str = "relu",
+    negative_slope: float = 0.01,
+    approximate: str = "none",
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    backend: str | None = None,
+) -> Tensor:
+    """gate(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps), γ, ν)
+    as one fused op where a fused kernel exists (the native CPU backend: fp32/fp16/bf16, gates per
+    layer or channel), the composition elsewhere. The running statistics, when given, are updated
+    in place in training (unbiased variance, ``momentum`` the factor of the update), as
+    F.batch_norm does. Differentiable w.r.t. x, weight, bias and γ."""
+    act = Activation.of(activation, negative_slope, approximate)
+    return _bn.bn_gate(x, gamma, nu, act, weight=weight, bias=bias, running_mean=running_mean,
+                       running_var=running_var, training=training, momentum=momentum, eps=eps,
+                       backend=backend)  # fmt: skip

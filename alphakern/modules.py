@@ -9,7 +9,7 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from alphakern.functional import alpha, alpha_relu, gate
+from alphakern.functional import alpha, alpha_relu, bn_gate, gate
 from alphakern.ops.core import GRANULARITIES
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.granularity import gate_view
@@ -141,6 +141,73 @@ class EagerAlphaReLU(AlphaReLU):
         return x + a * torch.relu(-x)
 
 
+def _bn_args(bn: nn.BatchNorm2d) -> tuple[tuple, dict]:
+    """A BatchNorm's constructor arguments, device and dtype (for a new one that shares its tensors)."""
+    p = bn.weight if bn.affine else bn.running_mean
+    args = (bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    return args, ({} if p is None else dict(device=p.device, dtype=p.dtype))
+
+
+class BatchNormGate(nn.BatchNorm2d):
+    """An ``nn.BatchNorm2d`` followed by an ``AlphaGate`` (per layer or channel), run as one fused op
+    (``alphakern.bn_gate``) — what ``fuse_bn`` makes of each BN → gate pair.
+
+    It *is* the BatchNorm: the same parameters and buffers under the same state-dict keys (shared
+    with the BN it replaces, updated exactly as nn.BatchNorm2d updates them), and it holds the
+    gate by reference, not as a submodule — the gate stays registered where it was, so a model's
+    state dict is the same fused or not and loads both ways. The gate's ν advances as the gate's
+    own forward would. Where the gate has hooks (``nonlinearity_count``, ``gate_sites``), element
+    gates, or no fused kernel for x, it runs the BN and then the gate, as unfused."""
+
+    def __init__(self, bn: nn.BatchNorm2d, gate: AlphaGate, gate_name: str = "") -> None:
+        args, kw = _bn_args(bn)
+        super().__init__(*args, **kw)
+        if bn.affine:
+            self.weight, self.bias = bn.weight, bn.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(self, name, getattr(bn, name))
+        object.__setattr__(self, "gate", gate)  # a reference: not registered, not in the state dict
+        self.gate_name = gate_name
+        self.train(bn.training)
+
+    def unfused(self) -> nn.BatchNorm2d:
+        """A plain BatchNorm2d sharing this one's parameters and buffers."""
+        args, kw = _bn_args(self)
+        bn = nn.BatchNorm2d(*args, **kw)
+        if self.affine:
+            bn.weight, bn.bias = self.weight, self.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(bn, name, getattr(self, name))
+        return bn.train(self.training)
+
+    def _plain(self) -> bool:
+        g = self.gate
+        hooks = g._forward_hooks or g._forward_pre_hooks or nn.modules.module._global_forward_hooks
+        return bool(hooks) or isinstance(g.gamma, UninitializedParameter) or g.granularity == "element"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._plain():
+            return self.gate(super().forward(x))
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        g = self.gate
+        return bn_gate(
+            x, g.gamma, g.step_nu(), activation=g.act.name, negative_slope=g.act.negative_slope,
+            weight=self.weight, bias=self.bias,
+            running_mean=self.running_mean if keep else None, running_var=self.running_var if keep else None,
+            training=use_batch, momentum=factor, eps=self.eps, backend=g.backend,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", gate={self.gate_name or type(self.gate).__name__}"
+
+
 class FixedGate(nn.Module):
     """x + w·(f(x) − x) with a fixed weight w per gate (a buffer, nothing trained): what
     ``discretize`` and the budget make of a per-channel/per-element AlphaGate of f ≠ relu whose
@@ -206,7 +273,13 @@ def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaGate]]:
     registration order (= forward order for sequential models)."""
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaGate)]
     if isinstance(model, fx.GraphModule):
-        calls = [n.target for n in model.graph.nodes if n.op == "call_module"]
+        modules = dict(model.named_modules())
+        # a fused BN → gate pair calls its gate from the BN's node (fuse_bn)
+        calls = [
+            modules[n.target].gate_name if isinstance(modules.get(n.target), BatchNormGate) else n.target
+            for n in model.graph.nodes
+            if n.op == "call_module"
+        ]
         first = {t: i for i, t in reversed(list(enumerate(calls)))}
         found.sort(key=lambda item: first.get(item[0], len(calls)))
     return found

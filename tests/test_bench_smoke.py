@@ -154,3 +154,17 @@ def test_quick_benchmark_of_other_activations(tmp_path):
     assert all(r["check"] == "ok" and r["ms"] > 0 for r in rows), rows
     assert all("speedup_vs_eager" in r for r in rows)
     assert (tmp_path / "act.png").stat().st_size > 0
+
+
+def test_bn_gate_benchmark_smoke(tmp_path):
+    """bench_bn_gate --quick: the op part's providers agree before they are timed, the train part
+    times all five variants."""
+    out = tmp_path / "bn.json"
+    proc = run_python("benchmarks/bench_bn_gate.py", "--quick", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["op"] and all(r["check"] == "ok" for r in data["op"]), data["op"]
+    assert {r["mode"] for r in data["op"]} == {"fwd", "fwd+bwd"}
+    assert all(v > 0 for r in data["op"] for v in r["ms"].values())
+    steps = data["train"]["cnn"]["step_ms"]
+    assert len(steps) == 5 and all(v > 0 for v in steps.values())

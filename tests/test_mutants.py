@@ -34,20 +34,44 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
     return dst
 
 
-# (source, original, mutant): each a plausible slip in csrc/cpu/kernels.cpp
+# (source, original, mutant, tests that must fail): each a plausible slip in csrc/cpu/
 CPU = "alphakern/csrc/cpu/kernels.cpp"
+BN = "alphakern/csrc/cpu/bn_gate.cpp"
+GATE_TESTS = ("tests/test_cpu_kernels.py", "tests/test_parity.py", "-k", "cpu")
+BN_TESTS = ("tests/test_bn_gate.py",)
 TAIL = "  if (i < n) {\n    const int64_t t = n - i;\n    io::load(x + i, v, t);"
 CPU_MUTANTS = {
     # the forward's vector loop skips a 1-element tail
-    "fwd-tail-of-1-dropped": (CPU, TAIL, TAIL.replace("i < n", "i + 1 < n")),
+    "fwd-tail-of-1-dropped": (CPU, TAIL, TAIL.replace("i < n", "i + 1 < n"), GATE_TESTS),
     # the backward's slope at x = 0 taken from the negative side
-    "dx-slope-at-zero": (CPU, "g[k], xv[k] >= zero);", "g[k], xv[k] > zero);"),
+    "dx-slope-at-zero": (
+        "alphakern/csrc/cpu/vec_io.h",
+        "g[k], xv[k] >= zero);",
+        "g[k], xv[k] > zero);",
+        GATE_TESTS,
+    ),
+    # BN + gate: the gate's backward (and its dgamma sum) taken at x-hat instead of z
+    "bn-gate-at-xhat": (
+        BN,
+        "bwd_math<N, ACT>(g, z, s, c, ns);",
+        "bwd_math<N, ACT>(g, xh, s, c, ns);",
+        BN_TESTS,
+    ),
+    # BN + gate, channels_last: the second fp32 vector of a 16-wide fp16/bf16 step reads channel c's
+    # parameters instead of c + 8's
+    "bn-gate-cl-lane": (
+        BN,
+        "L[k] = lane_at(p, c + k * fVec::size(), cnt);",
+        "L[k] = lane_at(p, c, cnt);",
+        BN_TESTS,
+    ),
 }
 
 
 @pytest.mark.parametrize("mutant", list(CPU_MUTANTS))
 def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
-    tree = _copy_with(tmp_path, *CPU_MUTANTS[mutant])
+    path, old, new, tests = CPU_MUTANTS[mutant]
+    tree = _copy_with(tmp_path, path, old, new)
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"), PYTHONPATH=str(tree))
     env.pop("ALPHAKERN_TESTS_NO_NATIVE", None)
     where = subprocess.run(
@@ -56,8 +80,7 @@ def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
     )  # fmt: skip
     assert where.stdout.strip() == str(tree / "alphakern" / "__init__.py"), where  # the mutant is tested
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         "tests/test_cpu_kernels.py", "tests/test_parity.py", "-k", "cpu"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
         cwd=tree, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     out = proc.stdout + proc.stderr

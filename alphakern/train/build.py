@@ -20,7 +20,7 @@ from alphakern.budget import (
     resolve_budget,
 )
 from alphakern.cifar_nets import relu_network
-from alphakern.convert import linearize, nonlinearity_count
+from alphakern.convert import fuse_bn, linearize, nonlinearity_count
 from alphakern.data import NUM_CLASSES
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
@@ -54,6 +54,8 @@ def build_model(
         m.nu.fill_(cfg.start_nu)
     if keep is not None:
         apply_keep(model, keep)
+    elif cfg.fuse_bn:  # the same parameters and state-dict keys, the pairs run as one op
+        model = fuse_bn(model)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    fuse_bn: bool = False  # each BatchNorm2d → gate pair as one fused op (alphakern.fuse_bn)
     # training to a ReLU budget (alphakern.budget): a penalty on the soft ReLU count in the search
     # epochs, then the gates made exact (to the budget) and `finetune_epochs` with them frozen
     budget: float | None = None  # a fraction <= 1 of the network's ReLUs, or a count
@@ -96,6 +97,10 @@ class TrainConfig:
         self._check_budget(bad)
         if self.backend is not None and self.backend not in BACKEND_CHOICES:
             raise bad("backend", f"one of {', '.join(BACKEND_CHOICES)}")
+        if self.fuse_bn and self.activation != "alpha":
+            raise bad("activation", "alpha with --fuse-bn (it fuses each BatchNorm with the gate after it)")
+        if self.fuse_bn and self.sync_bn:
+            raise ValueError("--fuse-bn computes per-process statistics: it cannot go with --sync-bn")
         if self.compile and self.activation == "alpha-eager":
             raise ValueError(
                 "--activation alpha-eager cannot be combined with --compile: PyTorch would compute "

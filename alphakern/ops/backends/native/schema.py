@@ -12,6 +12,16 @@ only register kernels for them (``TORCH_LIBRARY_IMPL``), as torchao does: either
                                                            and dα/dγ in fp64, from one fp64 pass
     cpu_capability() -> str                                (CPU) the SIMD level it was built for
 
+BatchNorm + gate (CPU; the op is ``ops.bn_gate``): x [N, C, ...] contiguous or channels_last, the
+per-channel tensors fp32 [C] (slopes: 1 − α per channel, repeated for a layer gate).
+
+    bn_stats(x) -> (mean, var)                             biased, from fp64 sums of x and x²
+    bn_gate_fwd(x, mean, invstd, weight, bias, slopes) -> y          y = G(z), z = x̂·w + b
+    bn_gate_bwd_reduce(dy, x, mean, invstd, weight, bias, slopes) -> [3, C] fp64
+                                                           Σ dz, Σ dz·x̂, Σ dy·(f(z) − z) per channel
+    bn_gate_bwd_apply(dy, x, mean, invstd, weight, bias, slopes, ca, cb) -> dx
+                                                           dx = w·invstd·(dz − ca − x̂·cb)
+
 Every kernel op also takes ``act`` and ``neg`` (default 0: f = relu, R_α itself): the gate
 x + α·(f(x) − x) of the activation with that code (``ops.core.activations.CODES``) and, for
 leaky_relu, that negative slope. slopes are 1 − α per gate in fp32 (computed in fp64); the
@@ -33,6 +43,18 @@ SCHEMAS = {
     "gates_rows_fwd": f"(Tensor x, Tensor slopes, int C, int B, {_ACT}) -> Tensor",
     "gates_rows_bwd": f"(Tensor dy, Tensor x, Tensor slopes, int C, int B, {_ACT}) -> (Tensor, Tensor)",
     "gate_terms": "(Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
+    "bn_stats": "(Tensor x) -> (Tensor, Tensor)",
+    "bn_gate_fwd": (
+        f"(Tensor x, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, {_ACT}) -> Tensor"
+    ),
+    "bn_gate_bwd_reduce": (
+        "(Tensor dy, Tensor x, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, "
+        f"{_ACT}) -> Tensor"
+    ),
+    "bn_gate_bwd_apply": (
+        "(Tensor dy, Tensor x, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, "
+        f"Tensor ca, Tensor cb, {_ACT}) -> Tensor"
+    ),
     "cpu_capability": "() -> str",
 }
 
@@ -91,3 +113,24 @@ def _(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
 def ops():
     """The namespace the libraries register into (``torch.ops.alphakern_C``)."""
     return getattr(torch.ops, NAMESPACE)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_stats")
+def _(x: Tensor) -> tuple[Tensor, Tensor]:
+    c = x.shape[1]
+    return x.new_empty((c,), dtype=torch.float32), x.new_empty((c,), dtype=torch.float32)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_gate_fwd")
+def _(x, mean, invstd, weight, bias, slopes, act: int = 0, neg: float = 0.01) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_gate_bwd_reduce")
+def _(dy, x, mean, invstd, weight, bias, slopes, act: int = 0, neg: float = 0.01) -> Tensor:
+    return x.new_empty((3, x.shape[1]), dtype=torch.float64)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_gate_bwd_apply")
+def _(dy, x, mean, invstd, weight, bias, slopes, ca, cb, act: int = 0, neg: float = 0.01) -> Tensor:
+    return torch.empty_like(x)

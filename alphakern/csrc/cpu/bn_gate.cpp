@@ -1,0 +1,445 @@
+// CPU kernels of BatchNorm fused with the gate: z = (x - mean) * invstd * weight + bias, then
+// y = z + alpha (f(z) - z) per gate (one per layer, or one per BN channel). Schemas and fake kernels:
+// alphakern/ops/backends/native/schema.py; the op and its autograd: alphakern/ops/bn_gate.py.
+//
+//   bn_stats(x) -> (mean, var)                  per channel, fp32 results of fp64 sums of x, x^2
+//   bn_gate_fwd(x, mean, invstd, w, b, slopes) -> y
+//   bn_gate_bwd_reduce(dy, x, ...) -> [3, C]     sums of dz, dz * xhat, dy * (f(z) - z) per channel
+//   bn_gate_bwd_apply(dy, x, ..., ca, cb) -> dx  dx = w invstd (dz - ca - xhat cb)
+//
+// dz = dL/dz is the gate's backward of dy at z, recomputed from x (z is never stored): training
+// makes two passes forward (statistics; normalise-and-gate) and two backward (one reduction over x
+// and dy that also sums the gate's term, one apply pass), where eager BN then gate makes five.
+// x is [N, C, S...] contiguous ("rows": N*C rows of S) or channels_last ("cols": N*S rows of C);
+// per-channel parameters are fp32 [C] (slopes: 1 - alpha, repeated per channel for a layer gate).
+// Determinism: work items with shape-only bounds, each summing in a fixed order into its own fp64
+// partial; partials added in index order -- bitwise the same for any thread count.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../common/checks.h"
+#include "vec_io.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace alphakern {
+namespace {
+
+constexpr const Backend& kB = kCpuBackend;
+constexpr int64_t kRowsChunk = 16384;  // "cols": elements of rows per work item
+constexpr int64_t kFlush = 256;        // fp32 sums move into fp64 at least this often (elements)
+constexpr int64_t kSerialBelow = 32768;
+
+int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename F>
+void run_items(int64_t items, int64_t numel, const F& fn) {
+  if (numel < kSerialBelow) {
+    fn(0, items);
+  } else {
+    at::parallel_for(0, items, 1, fn);
+  }
+}
+
+// The per-channel parameters of the kN fp32 vectors of one step: broadcast (rows: one channel) or
+// loaded at channel c (cols: a run of channels).
+struct Params {
+  const float *mean, *invstd, *w, *b, *slope, *ca, *cb;
+};
+
+struct Lane {
+  fVec m, is, w, b, s, ca, cb;
+};
+
+inline Lane lane_of(const Params& p, int64_t c) {
+  return {fVec(p.mean[c]),
+          fVec(p.invstd[c]),
+          fVec(p.w[c]),
+          fVec(p.b[c]),
+          fVec(p.slope[c]),
+          fVec(p.ca ? p.ca[c] : 0.f),
+          fVec(p.cb ? p.cb[c] : 0.f)};
+}
+
+inline fVec ld(const float* p, int64_t c, int64_t n) {
+  return n < fVec::size() ? fVec::loadu(p + c, n) : fVec::loadu(p + c);
+}
+
+inline Lane lane_at(const Params& p, int64_t c, int64_t n) {
+  const fVec zero(0.f);
+  return {ld(p.mean, c, n),
+          ld(p.invstd, c, n),
+          ld(p.w, c, n),
+          ld(p.b, c, n),
+          ld(p.slope, c, n),
+          p.ca ? ld(p.ca, c, n) : zero,
+          p.cb ? ld(p.cb, c, n) : zero};
+}
+
+// Layout of x: "rows" (contiguous: N*C rows of S, row r is channel r % C) or "cols" (channels_last:
+// R = N*S rows of C).
+struct Shape {
+  bool cols;
+  int64_t C, S, R;
+};
+
+Shape shape_of(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() >= 2, "bn_gate: x must have a batch and a channel dimension, got shape ", x.sizes());
+  const int64_t C = x.size(1), S = C ? x.numel() / std::max<int64_t>(1, x.size(0) * C) : 0;
+  if (x.is_contiguous()) return {false, C, S, x.size(0) * C};
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "bn_gate: x must be contiguous or channels_last, got strides ", x.strides());
+  return {true, C, S, x.size(0) * S};
+}
+
+// One step of the element math on kN vectors v (x) and g (dy), per mode:
+//   kFwd: v <- y;   kReduce: out[0..2] += dz, dz * xhat, dy * h(z);   kApply: g <- dx.
+enum Mode { kFwd, kReduce, kApply };
+
+template <Mode M, int N, int ACT>
+inline void step(fVec* v, fVec* g, const Lane* L, const fVec& ns, fVec* out) {
+  fVec z[N], s[N], xh[N];
+  for (int k = 0; k < N; ++k) {
+    xh[k] = (v[k] - L[k].m) * L[k].is;
+    z[k] = xh[k] * L[k].w + L[k].b;
+    s[k] = L[k].s;
+  }
+  if constexpr (M == kFwd) {
+    fwd_math<N, ACT>(z, s, ns);
+    for (int k = 0; k < N; ++k) v[k] = z[k];
+  } else {
+    fVec c[N];
+    bwd_math<N, ACT>(g, z, s, c, ns);  // g <- dz
+    for (int k = 0; k < N; ++k) {
+      if constexpr (M == kReduce) {
+        out[0] = out[0] + g[k];
+        out[1] = out[1] + g[k] * xh[k];
+        out[2] = out[2] + c[k];
+      } else {
+        g[k] = L[k].w * L[k].is * (g[k] - L[k].ca - xh[k] * L[k].cb);
+      }
+    }
+  }
+}
+
+inline double lanes_sum(const fVec& v) {
+  float l[fVec::size()];
+  v.store(l);
+  double s = 0.0;
+  for (float f : l) s += f;
+  return s;
+}
+
+// "rows": one row of n elements of one channel; kReduce adds its three sums into tot.
+template <Mode M, typename T, int ACT>
+void row(const T* x, const T* dy, T* out, int64_t n, const Lane& L1, float neg, double* tot) {
+  using io = Io<T>;
+  constexpr int N = io::kN;
+  Lane L[N];
+  for (int k = 0; k < N; ++k) L[k] = L1;
+  const fVec ns(neg);
+  fVec v[N], g[N], acc[3] = {fVec(0.f), fVec(0.f), fVec(0.f)};
+  int64_t i = 0, since = 0;
+  for (; i < n; i += io::kStep) {
+    // 0: a full step; in a tail, lanes past the row hold dy = 0, so they add dz = 0 and dy * h = 0
+    const int64_t t = n - i < io::kStep ? n - i : 0;
+    t ? io::load(x + i, v, t) : io::load(x + i, v);
+    if constexpr (M != kFwd) t ? io::load(dy + i, g, t) : io::load(dy + i, g);
+    step<M, N, ACT>(v, g, L, ns, acc);
+    if constexpr (M == kFwd) t ? io::store(out + i, v, t) : io::store(out + i, v);
+    if constexpr (M == kApply) t ? io::store(out + i, g, t) : io::store(out + i, g);
+    if constexpr (M == kReduce) {
+      if ((since += io::kStep) >= kFlush) {
+        for (int j = 0; j < 3; ++j) tot[j] += lanes_sum(acc[j]), acc[j] = fVec(0.f);
+        since = 0;
+      }
+    }
+  }
+  if constexpr (M == kReduce) {
+    for (int j = 0; j < 3; ++j) tot[j] += lanes_sum(acc[j]);
+  }
+}
+
+// "cols": rows [r0, r1) of C channels; kReduce adds per-channel sums into tot[3][C] (fp32 runs of
+// at most kFlush rows, then fp64).
+template <Mode M, typename T, int ACT>
+void col_rows(const T* x, const T* dy, T* out, int64_t r0, int64_t r1, int64_t C, const Params& p, float neg,
+              double* tot, float* acc) {
+  using io = Io<T>;
+  constexpr int N = io::kN;
+  const fVec ns(neg);
+  if constexpr (M == kReduce) std::fill(acc, acc + 3 * C, 0.f);
+  int64_t since = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t base = r * C;
+    for (int64_t c = 0; c < C; c += io::kStep) {
+      const int64_t t = C - c < io::kStep ? C - c : 0;
+      fVec v[N], g[N], sums[3];
+      Lane L[N];
+      for (int k = 0; k < N; ++k) {
+        const int64_t cnt = t ? part(t, k) : fVec::size();
+        L[k] = lane_at(p, c + k * fVec::size(), cnt);
+      }
+      t ? io::load(x + base + c, v, t) : io::load(x + base + c, v);
+      if constexpr (M != kFwd) t ? io::load(dy + base + c, g, t) : io::load(dy + base + c, g);
+      if constexpr (M == kReduce) {
+        // per vector k its own channels: sum per k, not across k
+        for (int k = 0; k < N; ++k) {
+          fVec vk[1] = {v[k]}, gk[1] = {g[k]};
+          for (int j = 0; j < 3; ++j) sums[j] = fVec(0.f);
+          step<M, 1, ACT>(vk, gk, &L[k], ns, sums);
+          const int64_t cnt = t ? part(t, k) : fVec::size(), at = c + k * fVec::size();
+          for (int j = 0; j < 3; ++j) {
+            float* a = acc + j * C + at;
+            if (cnt == 0) continue;
+            const fVec nv = ld(a, 0, cnt) + sums[j];
+            cnt < fVec::size() ? nv.store(a, cnt) : nv.store(a);
+          }
+        }
+      } else {
+        step<M, N, ACT>(v, g, L, ns, sums);
+        if constexpr (M == kFwd) t ? io::store(out + base + c, v, t) : io::store(out + base + c, v);
+        if constexpr (M == kApply) t ? io::store(out + base + c, g, t) : io::store(out + base + c, g);
+      }
+    }
+    if constexpr (M == kReduce) {
+      if (++since >= kFlush || r + 1 == r1) {
+        for (int64_t j = 0; j < 3 * C; ++j) tot[j] += acc[j], acc[j] = 0.f;
+        since = 0;
+      }
+    }
+  }
+}
+
+// Runs mode M over x; kReduce returns the [3, C] fp64 sums (dz, dz * xhat, dy * h per channel).
+template <Mode M, typename T, int ACT>
+std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const Params& p, float neg) {
+  const int64_t C = sh.C;
+  std::vector<double> sums(M == kReduce ? 3 * C : 0, 0.0);
+  if (!sh.cols) {
+    if constexpr (M == kReduce) {  // one item per channel: its rows in batch order
+      const int64_t n_batch = sh.R / std::max<int64_t>(C, 1);
+      run_items(C, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
+        for (int64_t c = lo; c < hi; ++c) {
+          double tot[3] = {0.0, 0.0, 0.0};
+          const Lane L = lane_of(p, c);
+          for (int64_t n = 0; n < n_batch; ++n) {
+            const int64_t off = (n * C + c) * sh.S;
+            row<M, T, ACT>(x + off, dy + off, nullptr, sh.S, L, neg, tot);
+          }
+          for (int j = 0; j < 3; ++j) sums[j * C + c] = tot[j];
+        }
+      });
+    } else {
+      run_items(sh.R, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+          const int64_t off = r * sh.S;
+          row<M, T, ACT>(x + off, dy ? dy + off : nullptr, out + off, sh.S, lane_of(p, r % C), neg, nullptr);
+        }
+      });
+    }
+    return sums;
+  }
+  const int64_t rows = std::max<int64_t>(1, kRowsChunk / std::max<int64_t>(C, 1));
+  const int64_t chunks = divup(sh.R, rows);
+  std::vector<double> partial(M == kReduce ? chunks * 3 * C : 0, 0.0);
+  run_items(chunks, sh.R * C, [&](int64_t lo, int64_t hi) {
+    std::vector<float> acc(M == kReduce ? 3 * C : 0);
+    for (int64_t k = lo; k < hi; ++k) {
+      col_rows<M, T, ACT>(x, dy, out, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
+                          M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
+    }
+  });
+  for (int64_t k = 0; k < (M == kReduce ? chunks : 0); ++k) {
+    for (int64_t j = 0; j < 3 * C; ++j) sums[j] += partial[k * 3 * C + j];
+  }
+  return sums;
+}
+
+// -- statistics: fp64 sums of x and x^2 per channel, over fp32 runs of at most kFlush elements --
+
+template <typename T>
+void stats_row(const T* x, int64_t n, double* tot) {
+  using io = Io<T>;
+  fVec v[io::kN], s(0.f), q(0.f);
+  int64_t since = 0;
+  for (int64_t i = 0; i < n; i += io::kStep) {
+    const int64_t t = n - i < io::kStep ? n - i : 0;
+    t ? io::load(x + i, v, t) : io::load(x + i, v);
+    for (int k = 0; k < io::kN; ++k) s = s + v[k], q = q + v[k] * v[k];
+    if ((since += io::kStep) >= kFlush) {
+      tot[0] += lanes_sum(s), tot[1] += lanes_sum(q), s = q = fVec(0.f);
+      since = 0;
+    }
+  }
+  tot[0] += lanes_sum(s), tot[1] += lanes_sum(q);
+}
+
+template <typename T>
+std::vector<double> stats(const Shape& sh, const T* x) {
+  const int64_t C = sh.C;
+  std::vector<double> sums(2 * C, 0.0);
+  if (!sh.cols) {
+    const int64_t n_batch = sh.R / std::max<int64_t>(C, 1);
+    run_items(C, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        double tot[2] = {0.0, 0.0};
+        for (int64_t n = 0; n < n_batch; ++n) stats_row<T>(x + (n * C + c) * sh.S, sh.S, tot);
+        sums[c] = tot[0], sums[C + c] = tot[1];
+      }
+    });
+    return sums;
+  }
+  const int64_t rows = std::max<int64_t>(1, kRowsChunk / std::max<int64_t>(C, 1));
+  const int64_t chunks = divup(sh.R, rows);
+  std::vector<double> partial(chunks * 2 * C, 0.0);
+  run_items(chunks, sh.R * C, [&](int64_t lo, int64_t hi) {
+    std::vector<float> acc(2 * C);
+    for (int64_t k = lo; k < hi; ++k) {
+      double* tot = partial.data() + k * 2 * C;
+      const int64_t r1 = std::min(sh.R, (k + 1) * rows);
+      std::fill(acc.begin(), acc.end(), 0.f);
+      int64_t since = 0;
+      for (int64_t r = k * rows; r < r1; ++r) {
+        const T* xr = x + r * C;
+        for (int64_t c = 0; c < C; c += Io<T>::kStep) {
+          const int64_t t = C - c < Io<T>::kStep ? C - c : 0;
+          fVec v[Io<T>::kN];
+          t ? Io<T>::load(xr + c, v, t) : Io<T>::load(xr + c, v);
+          for (int k = 0; k < Io<T>::kN; ++k) {
+            const int64_t cnt = t ? part(t, k) : fVec::size(), at = c + k * fVec::size();
+            if (cnt == 0) continue;
+            float *s = acc.data() + at, *q = acc.data() + C + at;
+            const fVec ns = ld(s, 0, cnt) + v[k], nq = ld(q, 0, cnt) + v[k] * v[k];
+            cnt < fVec::size() ? ns.store(s, cnt) : ns.store(s);
+            cnt < fVec::size() ? nq.store(q, cnt) : nq.store(q);
+          }
+        }
+        if (++since >= kFlush || r + 1 == r1) {
+          for (int64_t j = 0; j < 2 * C; ++j) tot[j] += acc[j], acc[j] = 0.f;
+          since = 0;
+        }
+      }
+    }
+  });
+  for (int64_t k = 0; k < chunks; ++k) {
+    for (int64_t j = 0; j < 2 * C; ++j) sums[j] += partial[k * 2 * C + j];
+  }
+  return sums;
+}
+
+// -- host side: checks, dispatch ---------------------------------------------------------------
+
+void check_channel_param(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 && t.numel() == x.size(1) && t.is_contiguous() &&
+                  t.device() == x.device(),
+              "bn_gate: ", name, " must be ", x.size(1), " contiguous fp32 values on ", x.device(), ", got ",
+              t.scalar_type(), " of shape ", t.sizes());
+}
+
+Params params_of(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                 const at::Tensor& b, const at::Tensor& slopes) {
+  check_x(x, "x", kB);
+  for (auto [t, name] :
+       {std::pair{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}}) {
+    check_channel_param(*t, name, x);
+  }
+  return {mean.const_data_ptr<float>(),
+          invstd.const_data_ptr<float>(),
+          w.const_data_ptr<float>(),
+          b.const_data_ptr<float>(),
+          slopes.const_data_ptr<float>(),
+          nullptr,
+          nullptr};
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_stats_cpu(const at::Tensor& x) {
+  check_x(x, "x", kB);
+  const Shape sh = shape_of(x);
+  const int64_t count = sh.C ? x.numel() / sh.C : 0;
+  TORCH_CHECK(count > 0, "bn_stats: x has no values per channel, got shape ", x.sizes());
+  std::vector<double> sums;
+  dispatch(x.scalar_type(), 0, [&](auto tag, auto) {
+    using T = decltype(tag);
+    sums = stats<T>(sh, x.const_data_ptr<T>());
+  });
+  at::Tensor mean = at::empty({sh.C}, x.options().dtype(at::kFloat));
+  at::Tensor var = at::empty({sh.C}, x.options().dtype(at::kFloat));
+  for (int64_t c = 0; c < sh.C; ++c) {
+    const double m = sums[c] / count;
+    mean.mutable_data_ptr<float>()[c] = static_cast<float>(m);
+    var.mutable_data_ptr<float>()[c] = static_cast<float>(std::max(0.0, sums[sh.C + c] / count - m * m));
+  }
+  return {mean, var};
+}
+
+at::Tensor bn_gate_fwd_cpu(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                           const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                           double neg) {
+  const Params p = params_of(x, mean, invstd, w, b, slopes);
+  const Shape sh = shape_of(x);
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
+    using T = decltype(tag);
+    run<kFwd, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), nullptr, y.mutable_data_ptr<T>(), p,
+                                        static_cast<float>(neg));
+  });
+  return y;
+}
+
+at::Tensor bn_gate_bwd_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                  const at::Tensor& slopes, int64_t act, double neg) {
+  const Params p = params_of(x, mean, invstd, w, b, slopes);
+  check_grad(dy, x, kB);
+  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+  const Shape sh = shape_of(x);
+  std::vector<double> sums(3 * sh.C, 0.0);
+  if (x.numel() > 0) {
+    dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
+      using T = decltype(tag);
+      sums = run<kReduce, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
+                                                    nullptr, p, static_cast<float>(neg));
+    });
+  }
+  return at::tensor(sums, x.options().dtype(at::kDouble)).reshape({3, sh.C});
+}
+
+at::Tensor bn_gate_bwd_apply_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                 const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                 const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
+                                 int64_t act, double neg) {
+  Params p = params_of(x, mean, invstd, w, b, slopes);
+  check_grad(dy, x, kB);
+  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+  check_channel_param(ca, "ca", x);
+  check_channel_param(cb, "cb", x);
+  p.ca = ca.const_data_ptr<float>();
+  p.cb = cb.const_data_ptr<float>();
+  const Shape sh = shape_of(x);
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return dx;
+  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
+    using T = decltype(tag);
+    run<kApply, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
+                                          dx.mutable_data_ptr<T>(), p, static_cast<float>(neg));
+  });
+  return dx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
+  m.impl("bn_stats", &bn_stats_cpu);
+  m.impl("bn_gate_fwd", &bn_gate_fwd_cpu);
+  m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cpu);
+  m.impl("bn_gate_bwd_apply", &bn_gate_bwd_apply_cpu);
+}
+
+}  // namespace alphakern

@@ -1,0 +1,203 @@
+"""BatchNorm followed by the gate, as one op: y = G_α,f(BN(x)), the gate per layer or per BN channel.
+
+Every gate alphakern puts into a CNN sits right after a BatchNorm (conv → BN → gate), and eager
+PyTorch runs the two as separate passes over the activation. Fused, the gate rides on the passes
+BN makes anyway (``backends/native/bn_gate.py``): training forward = statistics + one
+normalise-and-gate pass; backward = one reduction over x and dy that also sums the gate's term
+(z recomputed, never stored) + one apply pass. The running statistics are updated exactly as
+``nn.BatchNorm2d`` updates them (momentum or cumulative average, unbiased variance).
+
+Backends: "cpu" (native kernels, fp32/fp16/bf16, contiguous or channels_last, statistics and sums
+in fp32/fp64); "torch" — and every other case (GPU tensors, element gates, float64) — is the
+composition ``F.batch_norm`` then ``gate`` on the gate's own backend. One registered op
+(``alphakern::bn_gate``, fake kernel and autograd) for torch.compile; a lean autograd.Function in
+eager mode, as ``ops.gate``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from alphakern.ops.backends.native import bn_gate as fused
+from alphakern.ops.core.activations import Activation
+from alphakern.ops.core.checks import BACKEND_CHOICES, check_choice, check_inputs
+from alphakern.ops.gate import gate as gate_op_entry
+
+BN_BACKENDS = ("cpu", "torch")
+
+
+def resolve(backend: str | None, x: Tensor, kind: str) -> str:
+    """ "cpu" (fused) or "torch" (the composition) for this call; ``backend`` as ``gate``'s names."""
+    name = check_choice("auto" if backend is None else backend, "backend", BACKEND_CHOICES)
+    runnable = x.device.type == "cpu" and x.dtype in fused.DTYPES and kind in ("layer", "channel")
+    if name == "cpu":
+        if not runnable:
+            raise ValueError(
+                "bn_gate backend='cpu' takes fp32/fp16/bf16 CPU tensors with a gate per layer or "
+                f"channel, got {x.dtype} on {x.device} with {kind} gates; use backend='auto'"
+            )
+        return "cpu"
+    if name == "auto" and runnable and fused.available():
+        return "cpu"
+    return "torch"
+
+
+@torch.library.custom_op("alphakern::bn_gate", mutates_args=())
+def bn_gate_op(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    gamma: Tensor,
+    nu: Tensor,
+    training: bool,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, biased var): the statistics used (the batch's, or copies of the running ones)."""
+    mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
+    y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, Activation(activation, negative_slope))
+    return y, mean, var
+
+
+@bn_gate_op.register_fake
+def _(x, weight, bias, running_mean, running_var, gamma, nu, training, eps, activation, negative_slope):
+    c = x.shape[1]
+    return torch.empty_like(x), x.new_empty((c,), dtype=torch.float32), x.new_empty((c,), dtype=torch.float32)
+
+
+@torch.library.custom_op("alphakern::bn_gate_backward", mutates_args=())
+def bn_gate_backward_op(
+    dy: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    gamma: Tensor,
+    nu: Tensor,
+    training: bool,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂weight, ∂L/∂bias in fp32, ∂L/∂γ)."""
+    act = Activation(activation, negative_slope)
+    invstd = torch.rsqrt(var + eps)
+    return fused.backward(dy, x, weight, bias, mean, invstd, gamma, nu, training, act)
+
+
+@bn_gate_backward_op.register_fake
+def _(dy, x, weight, bias, mean, var, gamma, nu, training, eps, activation, negative_slope):
+    c = x.shape[1]
+    f32 = dict(dtype=torch.float32)
+    return torch.empty_like(x), x.new_empty((c,), **f32), x.new_empty((c,), **f32), torch.empty_like(gamma)
+
+
+def _cast(g: Tensor, like_t: Tensor | None) -> Tensor | None:
+    return None if like_t is None else g.to(like_t.dtype)
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope = inputs
+    _, mean, var = output
+    ctx.save_for_backward(x, weight, bias, mean, var, gamma, nu)
+    ctx.training, ctx.eps, ctx.act = training, eps, (activation, negative_slope)
+
+
+def _grads(ctx, dy: Tensor, _dmean, _dvar):
+    x, weight, bias, mean, var, gamma, nu = ctx.saved_tensors
+    dx, dw, db, dg = bn_gate_backward_op(
+        dy, x, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.act
+    )
+    return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None
+
+
+bn_gate_op.register_autograd(_grads, setup_context=_setup)
+
+
+class _BNGateFunction(torch.autograd.Function):
+    """The fused kernels in eager mode without custom_op's per-call dispatch (as ops.gate's)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, gamma, nu, training, eps, act):
+        mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
+        y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, act)
+        ctx.save_for_backward(x, weight, bias, mean, invstd, gamma, nu)
+        ctx.training, ctx.act = training, act
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        if torch.is_grad_enabled():
+            raise RuntimeError("bn_gate's fused CPU backward is first-order only; use backend='torch'")
+        x, weight, bias, mean, invstd, gamma, nu = ctx.saved_tensors
+        dx, dw, db, dg = fused.backward(dy, x, weight, bias, mean, invstd, gamma, nu, ctx.training, ctx.act)
+        return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None
+
+
+def _update_running(
+    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, factor: float, count: int
+) -> None:
+    """nn.BatchNorm's update: (1 − f)·running + f·batch, the variance unbiased (× n/(n − 1))."""
+    with torch.no_grad():
+        running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+        running_var.mul_(1 - factor).add_(var.to(running_var.dtype), alpha=factor * count / (count - 1))
+
+
+def bn_gate(
+    x: Tensor,
+    gamma: Tensor,
+    nu: Tensor,
+    act: Activation,
+    *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    backend: str | None = None,
+) -> Tensor:
+    """G_α,f(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)):
+    the running statistics (when given) are updated in place in training, as F.batch_norm does;
+    ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None)."""
+    kind = check_inputs(x, gamma, nu)
+    if training and x.numel() // max(x.shape[1], 1) <= 1:
+        # F.batch_norm's own check: no variance from one value per channel
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
+        )
+    name = resolve(backend, x, kind)
+    if name == "torch":
+        z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        gate_backend = None if backend in (None, "auto") else backend
+        return gate_op_entry(z, gamma, nu, act, gate_backend)
+    use_batch = training or running_mean is None
+    if torch.compiler.is_compiling():
+        y, mean, var = bn_gate_op(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            gamma,
+            nu,
+            use_batch,
+            eps,
+            act.name,
+            act.negative_slope,
+        )
+    else:
+        y, mean, var = _BNGateFunction.apply(
+            x, weight, bias, running_mean, running_var, gamma, nu, use_batch, eps, act
+        )
+    if training and running_mean is not None:
+        _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
+    return y

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""BatchNorm + gate fused (alphakern.functional.bn_gate) vs unfused, and what it buys a training step.
+
+Two parts, each interleaving its variants round-robin so machine noise hits all alike (medians):
+
+``--part op``: BN (training) + gate at the activation shapes of the reference CNN and ResNet-20,
+forward and forward+backward, per f and gate kind: the fused op vs eager BN + alphakern's gate
+(what a linearized network runs without fusion), eager BN + the gate as a torch expression, and
+torch.compile of that expression; with the share of the copy bandwidth the fused op's passes reach
+(forward: 2 reads + 1 write of x; forward+backward: those + 4 reads + 1 write), against a copy
+of x's size timed the same way.
+
+``--part train``: the alphakern trainer's step time (batch 64, on-device batches, channels_last)
+for the reference CNN and ResNet-20 with nn.ReLU, with gates per layer/channel, and with the same
+gates fused (--fuse-bn).
+
+    python benchmarks/bench_bn_gate.py                   # both parts, CPU; JSON in results/
+    python benchmarks/bench_bn_gate.py --part op --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import copy_bandwidth_gbs, cpu_time_interleaved  # noqa: E402
+
+import alphakern  # noqa: E402
+from alphakern.functional import alpha, bn_gate  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# the activations of the reference CNN (64 channels at 32, 16, 8) and ResNet-20 (16/32/64 at 32/16/8)
+SHAPES = {
+    "cnn": [(64, 64, 32, 32), (64, 64, 16, 16), (64, 64, 8, 8)],
+    "resnet20": [(64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8)],
+}
+F_OF = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+
+
+def _inputs(shape, kind: str):
+    g = torch.Generator().manual_seed(0)
+    c = shape[1]
+    x = torch.randn(shape, generator=g).to(memory_format=torch.channels_last).requires_grad_()
+    dy = torch.randn(shape, generator=g).to(memory_format=torch.channels_last)
+    gamma = (torch.rand(() if kind == "layer" else (c,), generator=g) - 0.5).requires_grad_()
+    w, b = torch.rand(c, generator=g).requires_grad_(), torch.randn(c, generator=g).requires_grad_()
+    return x, dy, gamma, torch.tensor(4.0), w, b
+
+
+def providers(act: str, kind: str) -> dict:
+    """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate)."""
+    f = F_OF[act]
+
+    def expr(x, gamma, nu, w, b, rm, rv):
+        z = F.batch_norm(x, rm, rv, w, b, True)
+        a = alpha(gamma, nu)
+        a = a if gamma.dim() == 0 else a.view(1, -1, 1, 1)
+        return z + a * (f(z) - z)
+
+    compiled = torch.compile(expr, dynamic=False)
+    return {
+        "fused": lambda x, g, nu, w, b, rm, rv: bn_gate(
+            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend="cpu"
+        ),
+        "eager BN + alphakern gate": lambda x, g, nu, w, b, rm, rv: alphakern.gate(
+            F.batch_norm(x, rm, rv, w, b, True), g, nu, activation=act
+        ),
+        "eager BN + expression": expr,
+        "compile(BN + expression)": compiled,
+    }
+
+
+def _case(model: str, shape, act: str, kind: str, budget_s: float) -> list[dict]:
+    """Both modes of one (shape, f, gate kind): the providers' medians, fused first."""
+    x, dy, gamma, nu, w, b = _inputs(shape, kind)
+    rm, rv = torch.zeros(shape[1]), torch.ones(shape[1])
+    args = (x, gamma, nu, w, b, rm, rv)
+    bw = copy_bandwidth_gbs("cpu", x.numel() * x.element_size())  # at this size: caches alike
+    provs = providers(act, kind)
+
+    def fwd(fn):
+        with torch.no_grad():
+            fn(*args)
+
+    def fwd_bwd(fn):
+        for t in (x, gamma, w, b):
+            t.grad = None
+        fn(*args).backward(dy)
+
+    with torch.no_grad():  # every provider computes the same y before any is timed
+        ys = {k: fn(x, gamma, nu, w, b, rm.clone(), rv.clone()) for k, fn in provs.items()}
+        want = ys["eager BN + expression"]
+        bad = [k for k, y in ys.items() if not torch.allclose(y, want, rtol=1e-4, atol=1e-4)]
+    check = "ok" if not bad else f"differs: {bad}"
+    rows = []
+    for mode, call in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+        fns = {k: (lambda fn=fn, call=call: call(fn)) for k, fn in provs.items()}
+        for fn in fns.values():  # warm-up (compilation)
+            fn()
+        t = cpu_time_interleaved(fns, budget_s=budget_s)
+        passes = 3 if mode == "fwd" else 8  # tensor-sized reads + writes of the fused op
+        fused_ms = t["fused"][0]
+        gbs = passes * x.numel() * x.element_size() / fused_ms / 1e6
+        row = dict(
+            model=model, shape=list(shape), activation=act, gates=kind, mode=mode,
+            ms={k: v[0] for k, v in t.items()},
+            speedup={k: v[0] / fused_ms for k, v in t.items() if k != "fused"},
+            fused_gbs=gbs, copy_gbs=bw, bandwidth_share=gbs / bw, check=check,
+        )  # fmt: skip
+        rows.append(row)
+        sp = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
+        print(f"{model} {tuple(shape)} {act} {kind} {mode}: fused {fused_ms:.2f} ms "
+              f"({gbs / bw:.0%} of copy bandwidth); fused vs {sp}", flush=True)  # fmt: skip
+    return rows
+
+
+def op_part(quick: bool, budget_s: float) -> list[dict]:
+    acts = ("relu",) if quick else ("relu", "silu")
+    models = {"cnn": SHAPES["cnn"][:1]} if quick else SHAPES
+    rows = []
+    for model, shapes in models.items():
+        for shape in shapes:
+            for act in acts:
+                for kind in ("layer", "channel"):
+                    rows += _case(model, shape, act, kind, budget_s)
+    return rows
+
+
+def train_part(steps: dict, rounds: int, data_dir: str | None) -> dict:
+    from bench_train import alphakern_round, make_trainer, synthetic
+
+    from alphakern.data import load_cifar10
+
+    data = load_cifar10(data_dir) if data_dir else synthetic()
+    variants = {
+        "nn.ReLU": dict(activation="relu"),
+        "layer gates": dict(granularity="layer"),
+        "layer gates, fused BN": dict(granularity="layer", fuse_bn=True),
+        "channel gates": dict(granularity="channel"),
+        "channel gates, fused BN": dict(granularity="channel", fuse_bn=True),
+    }
+    out: dict = dict(data=data.source)
+    for model, n in steps.items():
+        trainers = {k: make_trainer(data, "cpu", n, model=model, **kw) for k, kw in variants.items()}
+        rates: dict[str, list[float]] = {k: [] for k in trainers}
+        for r in range(rounds):
+            for k, t in trainers.items():
+                rates[k].append(alphakern_round(t))
+            line = ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items())
+            print(f"{model} round {r + 1}: {line} img/s", flush=True)
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        step_ms = {k: 64e3 / v for k, v in med.items()}
+        vs_relu = {k: v / step_ms["nn.ReLU"] for k, v in step_ms.items()}
+        out[model] = dict(images_per_s=rates, step_ms=step_ms, vs_relu=vs_relu)
+        for k, v in out[model]["vs_relu"].items():
+            print(f"  {model} {k}: {step_ms[k]:.1f} ms/step, {v:.3f}x the nn.ReLU network's step")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("op", "train", "both"), default="both")
+    p.add_argument("--quick", action="store_true", help="one shape, relu, a short budget (smoke test)")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 for --part train (else random images)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", type=Path, default=RESULTS / "bench_bn_gate_cpu.json")
+    args = p.parse_args(argv)
+    result: dict = dict(meta=dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads(),
+        torch=torch.__version__, dtype="float32", layout="channels_last", batch=64,
+    ))  # fmt: skip
+    if args.part in ("op", "both"):
+        result["op"] = op_part(args.quick, budget_s=0.5 if args.quick else 3.0)
+    if args.part in ("train", "both"):
+        steps = {"cnn": 4} if args.quick else {"cnn": 60, "resnet20": 30}
+        result["train"] = train_part(steps, 1 if args.quick else args.rounds, args.data_dir)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

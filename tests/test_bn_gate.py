@@ -1,0 +1,298 @@
+"""BatchNorm fused with the gate (alphakern.bn_gate, BatchNormGate, fuse_bn): against nn.BatchNorm2d
+followed by the gate formula in float64 (PyTorch's own F.<f>, autograd for the gradients), train
+and eval, every f, gates per layer and channel, contiguous and channels_last, fp32/fp16/bf16;
+the running statistics after several steps; BN's own errors; determinism; the op's registration;
+fuse_bn on a whole network and its state dict both ways."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alphakern
+from alphakern.convert import fuse_bn, unfuse_bn
+from alphakern.functional import bn_gate
+from alphakern.modules import AlphaGate, BatchNormGate, materialize
+from alphakern.ops.bn_gate import bn_gate_op
+from alphakern.ops.core.activations import ACTIVATIONS, Activation
+from tests.reference import needs_cpu_kernels
+from tests.utils import DTYPES, LAYOUTS, make
+
+pytestmark = needs_cpu_kernels
+EPS32 = torch.finfo(torch.float32).eps
+SHAPE = (3, 21, 4, 7)  # odd sizes: channels_last rows of 21 (a 16-wide step and a tail), NCHW rows of 28
+
+
+def _act(name: str) -> Activation:
+    return Activation(name, 0.2)
+
+
+def _public(name: str) -> dict:
+    base = "gelu" if name == "gelu_tanh" else name
+    return dict(activation=base, approximate="tanh" if name == "gelu_tanh" else "none", negative_slope=0.2)
+
+
+def _setup(kind: str, dtype, layout: str, seed: int = 0):
+    x, dy = make(SHAPE, dtype, "cpu", layout, seed)
+    x = (x + 0.7).to(dtype)  # a mean away from 0: the centring matters
+    g = torch.Generator().manual_seed(seed + 1)
+    c = SHAPE[1]
+    gamma = torch.rand(() if kind == "layer" else (c,), generator=g) * 4 - 2
+    w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    rm, rv = torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5
+    return x, dy, gamma, torch.tensor(3.0), w, b, rm, rv
+
+
+def oracle(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5):
+    """(y, dx, dw, db, dγ, scales of dw/db/dγ) in float64: nn.BatchNorm2d's formula, then
+    α·f(z) + (1 − α)·z."""
+    x64 = x.detach().double().requires_grad_()
+    w64, b64, g64 = (t.detach().double().requires_grad_() for t in (w, b, gamma))
+    z = F.batch_norm(x64, rm.double().clone(), rv.double().clone(), w64, b64, training, 0.1, eps)
+    s = torch.sigmoid(g64)
+    za = (s - 0.5) * nu.double()
+    a, om = torch.sigmoid(za), torch.sigmoid(-za)
+    view = (lambda t: t.reshape(())) if gamma.numel() == 1 else (lambda t: t.reshape(1, -1, 1, 1))
+    fz = _act(name).f(z)
+    y = view(a) * fz + view(om) * z
+    dx, dw, db, dg = torch.autograd.grad(y, (x64, w64, b64, g64), dy.double())
+    with torch.no_grad():
+        x64 = x.double()
+        mean, var = (x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)) if training else (rm, rv)
+        xh = (x64 - mean.double().view(1, -1, 1, 1)) / (var.double().view(1, -1, 1, 1) + eps).sqrt()
+        chain = (a * om * nu.double() * s * (1 - s)).abs()
+        dgs = (dy.double().abs() * (fz.abs() + z.abs())).sum((0, 2, 3))
+        dgs = (dgs.sum() if gamma.numel() == 1 else dgs) * chain
+        ref_dz = dy.double().abs() * (view(om) + view(a) * 4)  # |dz| bound (|f'| ≤ 1.2 here)
+        dws = (ref_dz * xh.abs()).sum((0, 2, 3))
+        dbs = ref_dz.sum((0, 2, 3))
+    return y.detach(), dx, dw, db, dg, (dws, dbs, dgs)
+
+
+def _close(got, want, what, rtol, scale):
+    err = (got.double() - want).abs()
+    bound = rtol * want.abs() + scale
+    bad = ~(err <= bound)
+    assert not bool(bad.any()), f"{what}: {int(bad.sum())} off, worst err {err.max().item():.3g}"
+
+
+def _rtol(dtype) -> float:
+    return torch.finfo(dtype).eps if dtype != torch.float32 else 8 * EPS32
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["layer", "channel"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_fused_matches_float64_batchnorm_then_gate(name, kind, dtype, layout, training):
+    x, dy, gamma, nu, w, b, rm, rv = _setup(kind, dtype, layout)
+    xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
+    rm1, rv1 = rm.clone(), rv.clone()
+    y = bn_gate(xg, gg, nu, weight=wg, bias=bg, running_mean=rm1, running_var=rv1, training=training,
+                backend="cpu", **_public(name))  # fmt: skip
+    y.backward(dy)
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = oracle(name, x, dy, gamma, nu, w, b, rm, rv, training)
+    assert y.dtype == xg.grad.dtype == dtype and y.stride() == x.stride() and xg.grad.stride() == x.stride()
+    rt = _rtol(dtype)
+    _close(y, ry, "y", rt, 64 * EPS32 * ry.abs().max())
+    _close(xg.grad, rdx, "dx", rt, 256 * EPS32 * rdx.abs().max())
+    _close(wg.grad, rdw, "dweight", 0, 64 * EPS32 * dws + rt * rdw.abs())
+    _close(bg.grad, rdb, "dbias", 0, 64 * EPS32 * dbs + rt * rdb.abs())
+    _close(gg.grad, rdg, "dgamma", 0, 64 * EPS32 * dgs + rt * rdg.abs())
+    if not training:
+        assert torch.equal(rm1, rm) and torch.equal(rv1, rv)
+        return
+    x64 = x.double()  # the running statistics: momentum 0.1, the variance unbiased
+    want_m = 0.9 * rm.double() + 0.1 * x64.mean((0, 2, 3))
+    want_v = 0.9 * rv.double() + 0.1 * x64.var((0, 2, 3), unbiased=True)
+    _close(rm1, want_m, "running_mean", 1e-6, 1e-6)
+    _close(rv1, want_v, "running_var", 1e-6, 1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_module_running_statistics_after_several_steps_match_nn_batchnorm(layout, momentum):
+    """Three training steps then eval: the fused module's running mean/var/num_batches_tracked,
+    outputs and gradients equal nn.BatchNorm2d + the gate's (torch backend) within fp32 rounding."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(5, momentum=momentum)
+    gate = AlphaGate(activation="silu", granularity="channel", backend="torch")
+    ref = nn.Sequential(bn, gate)
+    materialize(ref, (2, 5, 4, 7))
+    with torch.no_grad():
+        gate.gamma.uniform_(-2, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    fused = copy.deepcopy(ref)
+    fused_bn = BatchNormGate(fused[0], fused[1], "1")
+    fused[1].backend = None  # auto: the fused CPU kernels
+    for step in range(3):
+        x = LAYOUTS[layout](torch.randn(6, 5, 4, 7) * (step + 1) + step)
+        y_ref, y = ref(x), fused_bn(x)
+        torch.testing.assert_close(y, y_ref, rtol=2e-5, atol=2e-5)
+        y_ref.square().sum().backward()
+        y.square().sum().backward()
+    for a, b in ((fused[0].running_mean, bn.running_mean), (fused[0].running_var, bn.running_var)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert int(fused[0].num_batches_tracked) == int(bn.num_batches_tracked) == 3
+    assert torch.equal(fused[1].nu, gate.nu)  # ν advanced once per training forward, as the gate's own
+    for p, q in ((fused[0].weight, bn.weight), (fused[0].bias, bn.bias), (fused[1].gamma, gate.gamma)):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+    ref.eval(), fused.eval(), fused_bn.eval()
+    x = torch.randn(2, 5, 4, 7)
+    torch.testing.assert_close(fused_bn(x), ref(x), rtol=2e-5, atol=2e-5)
+
+
+def test_batchnorm_errors_and_empty_batch():
+    x, _, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, "contiguous")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        bn_gate(torch.randn(1, 21, 1, 1), gamma, nu, weight=w, bias=b, running_mean=rm, running_var=rv)
+    with pytest.raises(ValueError, match=r"gamma of shape \(4,\) does not fit x of shape \(3, 21, 4, 7\)"):
+        bn_gate(x, torch.zeros(4), nu, weight=w, bias=b)
+    with pytest.raises(ValueError, match="bn_gate backend='cpu' takes fp32/fp16/bf16 CPU tensors"):
+        bn_gate(x.double(), gamma, nu, weight=w, bias=b, backend="cpu")
+    empty = torch.zeros(0, 21, 4, 7, requires_grad=True)  # eval on an empty batch: an empty result
+    y = bn_gate(
+        empty, gamma, nu, weight=w, bias=b, running_mean=rm, running_var=rv, training=False, backend="cpu"
+    )
+    y.sum().backward()
+    assert y.shape == empty.shape and empty.grad.shape == empty.shape
+
+
+def test_element_gates_and_float64_run_the_composition():
+    x, dy, _, nu, w, b, rm, rv = _setup("channel", torch.float32, "contiguous")
+    gamma = torch.rand(x.shape[1:]) - 0.5
+    want = alphakern.gate(F.batch_norm(x, rm.clone(), rv.clone(), w, b, True), gamma, nu, activation="relu6")
+    got = bn_gate(
+        x, gamma, nu, weight=w, bias=b, running_mean=rm.clone(), running_var=rv.clone(), activation="relu6"
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_deterministic_and_independent_of_the_thread_count(layout):
+    x, dy, gamma, nu, w, b, _, _ = _setup("layer", torch.float32, layout)
+    x, dy = (LAYOUTS[layout](t.repeat(8, 4, 8, 8)) for t in (x, dy))  # big enough for threads
+    w, b = w.repeat(4), b.repeat(4)
+
+    def run(threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
+            bn_gate(xg, gg, nu, weight=wg, bias=bg, activation="gelu", backend="cpu").backward(dy)
+            return xg.grad, gg.grad, wg.grad, bg.grad
+        finally:
+            torch.set_num_threads(before)
+
+    first = run(2)
+    for again in (run(2), run(1)):
+        assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_opcheck_and_compile_fullgraph():
+    x, dy, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, "channels_last")
+    for training in (True, False):
+        args = (
+            x,
+            w.requires_grad_(),
+            b.requires_grad_(),
+            rm,
+            rv,
+            gamma.requires_grad_(),
+            nu,
+            training,
+            1e-5,
+            "silu",
+            0.01,
+        )
+        torch.library.opcheck(bn_gate_op, args)
+    m = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU())
+    m = alphakern.linearize(m, granularity="channel", fuse_bn=True)
+    materialize(m, (2, 3, 8, 8))
+    assert sum(isinstance(mod, BatchNormGate) for mod in m.modules()) == 1
+    xin = torch.randn(4, 3, 8, 8)
+    eager = copy.deepcopy(m).eval()
+    compiled = torch.compile(copy.deepcopy(m).eval(), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(xin), eager(xin), rtol=0, atol=0)
+    train = torch.compile(copy.deepcopy(m).train(), fullgraph=True, backend="aot_eager")
+    train(xin).sum().backward()
+
+
+def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeypatch):
+    """linearize(fuse_bn=True) on ResNet-20: every BN → gate pair fused, the forward and every
+    gradient as the unfused network's, the same state-dict keys (loads both ways); discretize and
+    fold see BN and gate again; unfuse_bn restores the graph."""
+    from alphakern.cifar_nets import relu_network
+    from alphakern.complexity import discretize
+
+    torch.manual_seed(0)
+    base = alphakern.linearize(relu_network("resnet20"), granularity="channel")
+    materialize(base)
+    with torch.no_grad():
+        for _, g in alphakern.alpha_layers(base):
+            g.gamma.uniform_(-1, 1)
+    fused = fuse_bn(copy.deepcopy(base))
+    n_fused = sum(isinstance(m, BatchNormGate) for m in fused.modules())
+    assert n_fused == 10  # the stem's and each block's first BN; the second feeds the residual add
+    assert list(fused.state_dict()) == list(base.state_dict())
+    assert [n for n, _ in alphakern.alpha_layers(fused)] == [n for n, _ in alphakern.alpha_layers(base)]
+    x = torch.randn(4, 3, 32, 32)
+    from alphakern.ops.backends.native import bn_gate as native
+
+    calls = []
+    kernel = native.forward
+    monkeypatch.setattr(native, "forward", lambda *a: calls.append(1) or kernel(*a))
+    for m in (base, fused):
+        m.train()
+        m(x).logsumexp(1).sum().backward()
+    assert len(calls) == 10  # the fused kernels ran, once per pair
+    torch.testing.assert_close(fused(x), base(x), rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(base.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
+    # the state dict loads into the unfused form and gives the same outputs
+    plain = copy.deepcopy(base)
+    plain.load_state_dict(fused.state_dict())
+    plain.eval(), fused.eval()
+    torch.testing.assert_close(plain(x), fused(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, BatchNormGate) for m in discretize(fused).modules())
+    torch.testing.assert_close(discretize(fused)(x), discretize(plain)(x), rtol=1e-4, atol=1e-4)
+    back = unfuse_bn(copy.deepcopy(fused))
+    assert not any(isinstance(m, BatchNormGate) for m in back.modules())
+    torch.testing.assert_close(back(x), plain(x), rtol=0, atol=0)
+    # counting sees every gate of the fused network (hooks: the BN then the gate, unfused)
+    assert alphakern.nonlinearity_count(fused, x[:1]) == alphakern.nonlinearity_count(plain, x[:1])
+
+
+def test_trainer_fuse_bn_runs_a_budget_and_resumes(tmp_path):
+    """--fuse-bn: the same run as without it (the fused pairs' outputs within fp32 rounding), its
+    gates made exact to the budget (the fused gates replaced like the others), a checkpoint that
+    loads into the unfused model."""
+    import json
+
+    from alphakern.train import Trainer, load_checkpoint
+    from tests.cifar_fixtures import write_pickles
+    from tests.train_helpers import train_cfg
+
+    data = write_pickles(tmp_path / "data", n_per_batch=16, n_test=16)
+    runs = {}
+    for fuse in (False, True):
+        c = train_cfg(data, tmp_path / str(fuse), model="resnet20", granularity="channel", budget=0.5,
+                      epochs=1, finetune_epochs=1, batch_size=16, fuse_bn=fuse)  # fmt: skip
+        t = Trainer(c, progress=False)
+        assert sum(isinstance(m, BatchNormGate) for m in t.model.modules()) == (10 if fuse else 0)
+        t.run()
+        runs[fuse] = json.loads((tmp_path / str(fuse) / "metrics.json").read_text())
+        if fuse:
+            assert not any(isinstance(m, BatchNormGate) for m in t.model.modules())  # exact: unfused
+            state = load_checkpoint(tmp_path / str(fuse))["model"]
+            plain = load_checkpoint(tmp_path / "False")["model"]
+            assert list(state) == list(plain)
+    assert runs[True]["relu_count_after"] <= runs[True]["relu_budget"] == runs[False]["relu_budget"]
+    with pytest.raises(ValueError, match="--activation must be alpha with --fuse-bn"):
+        train_cfg(data, tmp_path / "x", activation="relu", fuse_bn=True)
