@@ -33,18 +33,6 @@ namespace {
 constexpr const Backend& kB = kCpuBackend;
 constexpr int64_t kRowsChunk = 16384;  // "cols": elements of rows per work item
 constexpr int64_t kFlush = 256;        // fp32 sums move into fp64 at least this often (elements)
-constexpr int64_t kSerialBelow = 32768;
-
-int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-template <typename F>
-void run_items(int64_t items, int64_t numel, const F& fn) {
-  if (numel < kSerialBelow) {
-    fn(0, items);
-  } else {
-    at::parallel_for(0, items, 1, fn);
-  }
-}
 
 // The per-channel parameters of the kN fp32 vectors of one step: broadcast (rows: one channel) or
 // loaded at channel c (cols: a run of channels).

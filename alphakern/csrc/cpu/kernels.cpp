@@ -47,16 +47,13 @@ std::string cpu_capability_name() {
 
 namespace {
 
-constexpr int64_t kPiece = 16384;        // elements of a row per work item (one fp64 partial each)
-constexpr int64_t kBlock = 256;          // fp32 sums restart every kBlock elements (accuracy)
-constexpr int64_t kColsChunk = 65536;    // elements per row chunk in "cols" mode with few columns
-constexpr int64_t kSpanMin = 256;        // few columns: rows are joined into spans of >= this
-constexpr int64_t kManyCols = 2048;      // from here "cols" mode splits the columns, not the rows
-constexpr int64_t kColBlock = 512;       // columns per work item then
-constexpr int64_t kFlushRows = 64;       // ... whose fp32 column sums move into fp64 this often
-constexpr int64_t kSerialBelow = 32768;  // elements: smaller tensors stay on the calling thread
-
-int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t kPiece = 16384;      // elements of a row per work item (one fp64 partial each)
+constexpr int64_t kBlock = 256;        // fp32 sums restart every kBlock elements (accuracy)
+constexpr int64_t kColsChunk = 65536;  // elements per row chunk in "cols" mode with few columns
+constexpr int64_t kSpanMin = 256;      // few columns: rows are joined into spans of >= this
+constexpr int64_t kManyCols = 2048;    // from here "cols" mode splits the columns, not the rows
+constexpr int64_t kColBlock = 512;     // columns per work item then
+constexpr int64_t kFlushRows = 64;     // ... whose fp32 column sums move into fp64 this often
 
 // Slopes for the kN vectors at offset i: one per element (kPerElem) or one for the span.
 template <int kN, bool kPerElem>
@@ -158,15 +155,6 @@ void bwd_span_cols(const T* dy, const T* x, T* dx, int64_t n, const float* slope
       }
     }
     t ? io::store(dx + i, g, t) : io::store(dx + i, g);
-  }
-}
-
-template <typename F>
-void run_items(int64_t items, int64_t numel, const F& fn) {
-  if (numel < kSerialBelow) {
-    fn(0, items);
-  } else {
-    at::parallel_for(0, items, 1, fn);
   }
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -41,6 +42,21 @@ struct Io<float> {
   static void store(float* p, const fVec* v) { v[0].store(p); }
   static void store(float* p, const fVec* v, int64_t n) { v[0].store(p, n); }
 };
+
+constexpr int64_t kSerialBelow = 32768;  // elements: smaller tensors stay on the calling thread
+
+inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// fn(lo, hi) over work items [0, items): on this thread for a small tensor, else at::parallel_for
+// (the items' bounds, not the threads, decide every sum's order).
+template <typename F>
+void run_items(int64_t items, int64_t numel, const F& fn) {
+  if (numel < kSerialBelow) {
+    fn(0, items);
+  } else {
+    at::parallel_for(0, items, 1, fn);
+  }
+}
 
 // How many of the n (< kStep) tail elements fall in fp32 vector k.
 inline int64_t part(int64_t n, int k) { return std::clamp<int64_t>(n - k * fVec::size(), 0, fVec::size()); }
