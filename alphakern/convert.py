@@ -185,21 +185,28 @@ def _set_module(gm: nn.Module, name: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, child, module)
 
 
-def fuse_bn(model: nn.Module) -> fx.GraphModule:
-    """Each ``nn.BatchNorm2d`` whose output only an AlphaGate (per layer or channel) reads becomes a
-    ``BatchNormGate`` running both as one fused op; the gate's own call leaves the graph. A
-    GraphModule is rewritten in place, another model traced first (its modules shared). The state
-    dict keeps its keys (the fused module shares the BN's tensors; the gate stays registered)."""
+def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
+    """Each ``nn.BatchNorm2d`` whose output only an AlphaGate (per layer or channel) reads — and
+    with ``relu=True`` only an ``nn.ReLU`` module — becomes a ``BatchNormGate`` running both as one
+    fused op; the gate's own call leaves the graph. A GraphModule is rewritten in place, another
+    model traced first (its modules shared). The state dict keeps its keys (the fused module
+    shares the BN's tensors; the gate stays registered)."""
     if not isinstance(model, fx.GraphModule):
         model = fx.GraphModule(model, GateTracer().trace(model))
-    return _fuse_pairs(model)
+    return _fuse_pairs(model, relu)
 
 
-def _fuse_pairs(gm: fx.GraphModule) -> fx.GraphModule:
+def _fusable(m: nn.Module | None, relu: bool) -> bool:
+    if isinstance(m, AlphaGate):
+        return m.granularity != "element"
+    return relu and type(m) is nn.ReLU
+
+
+def _fuse_pairs(gm: fx.GraphModule, relu: bool = False) -> fx.GraphModule:
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         gate, src = modules.get(node.target) if node.op == "call_module" else None, None
-        if isinstance(gate, AlphaGate) and gate.granularity != "element" and len(node.args) == 1:
+        if _fusable(gate, relu) and len(node.args) == 1:
             src = node.args[0]
         ok = (
             isinstance(src, fx.Node)
@@ -317,6 +324,8 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
     fixed gate ``discretize`` leaves those whose weight is not 0 (slope not 1), plus every
     activation evaluated that is not a gate. Kinds with none are left out. One forward in eval
     mode (ν does not move) on ``example_input`` (batch first)."""
+    if any(isinstance(m, BatchNormGate) for m in model.modules()):  # count the BN → gate pairs apart
+        model = unfuse_bn(copy.deepcopy(model))
     batch = example_input.shape[0]
     counts: dict[str, int] = {}
     mode = _Calls(batch)

@@ -149,7 +149,8 @@ def _bn_args(bn: nn.BatchNorm2d) -> tuple[tuple, dict]:
 
 
 class BatchNormGate(nn.BatchNorm2d):
-    """An ``nn.BatchNorm2d`` followed by an ``AlphaGate`` (per layer or channel), run as one fused op
+    """An ``nn.BatchNorm2d`` followed by an ``AlphaGate`` (per layer or channel), or by a plain
+    ``nn.ReLU`` (the gate at α = 1 exactly: a fused BN + ReLU), run as one fused op
     (``alphakern.bn_gate``) — what ``fuse_bn`` makes of each BN → gate pair.
 
     It *is* the BatchNorm: the same parameters and buffers under the same state-dict keys (shared
@@ -159,7 +160,7 @@ class BatchNormGate(nn.BatchNorm2d):
     own forward would. Where the gate has hooks (``nonlinearity_count``, ``gate_sites``), element
     gates, or no fused kernel for x, it runs the BN and then the gate, as unfused."""
 
-    def __init__(self, bn: nn.BatchNorm2d, gate: AlphaGate, gate_name: str = "") -> None:
+    def __init__(self, bn: nn.BatchNorm2d, gate: AlphaGate | nn.ReLU, gate_name: str = "") -> None:
         args, kw = _bn_args(bn)
         super().__init__(*args, **kw)
         if bn.affine:
@@ -168,6 +169,10 @@ class BatchNormGate(nn.BatchNorm2d):
             setattr(self, name, getattr(bn, name))
         object.__setattr__(self, "gate", gate)  # a reference: not registered, not in the state dict
         self.gate_name = gate_name
+        if isinstance(gate, nn.ReLU):  # α = 1 exactly: σ(−z) = 0 at ν = inf; not in the state dict
+            dev = kw.get("device")
+            self.register_buffer("relu_gamma", torch.ones((), device=dev), persistent=False)
+            self.register_buffer("relu_nu", torch.full((), float("inf"), device=dev), persistent=False)
         self.train(bn.training)
 
     def unfused(self) -> nn.BatchNorm2d:
@@ -183,7 +188,16 @@ class BatchNormGate(nn.BatchNorm2d):
     def _plain(self) -> bool:
         g = self.gate
         hooks = g._forward_hooks or g._forward_pre_hooks or nn.modules.module._global_forward_hooks
+        if isinstance(g, nn.ReLU):
+            return bool(hooks)
         return bool(hooks) or isinstance(g.gamma, UninitializedParameter) or g.granularity == "element"
+
+    def _gate_args(self) -> tuple[Tensor, Tensor, Activation, str | None]:
+        """(γ, ν for this forward, f, backend)."""
+        g = self.gate
+        if isinstance(g, nn.ReLU):
+            return self.relu_gamma, self.relu_nu, Activation("relu"), None
+        return g.gamma, g.step_nu(), g.act, g.backend
 
     def forward(self, x: Tensor) -> Tensor:
         if self._plain():
@@ -196,12 +210,12 @@ class BatchNormGate(nn.BatchNorm2d):
                 factor = 1.0 / float(self.num_batches_tracked)
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         keep = not self.training or self.track_running_stats
-        g = self.gate
+        gamma, nu, act, backend = self._gate_args()
         return bn_gate(
-            x, g.gamma, g.step_nu(), activation=g.act.name, negative_slope=g.act.negative_slope,
+            x, gamma, nu, activation=act.name, negative_slope=act.negative_slope,
             weight=self.weight, bias=self.bias,
             running_mean=self.running_mean if keep else None, running_var=self.running_var if keep else None,
-            training=use_batch, momentum=factor, eps=self.eps, backend=g.backend,
+            training=use_batch, momentum=factor, eps=self.eps, backend=backend,
         )  # fmt: skip
 
     def extra_repr(self) -> str:

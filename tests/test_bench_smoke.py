@@ -158,7 +158,7 @@ def test_quick_benchmark_of_other_activations(tmp_path):
 
 def test_bn_gate_benchmark_smoke(tmp_path):
     """bench_bn_gate --quick: the op part's providers agree before they are timed, the train part
-    times all five variants."""
+    times all six variants."""
     out = tmp_path / "bn.json"
     proc = run_python("benchmarks/bench_bn_gate.py", "--quick", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -167,4 +167,4 @@ def test_bn_gate_benchmark_smoke(tmp_path):
     assert {r["mode"] for r in data["op"]} == {"fwd", "fwd+bwd"}
     assert all(v > 0 for r in data["op"] for v in r["ms"].values())
     steps = data["train"]["cnn"]["step_ms"]
-    assert len(steps) == 5 and all(v > 0 for v in steps.values())
+    assert len(steps) == 6 and all(v > 0 for v in steps.values())

@@ -294,5 +294,32 @@ def test_trainer_fuse_bn_runs_a_budget_and_resumes(tmp_path):
             plain = load_checkpoint(tmp_path / "False")["model"]
             assert list(state) == list(plain)
     assert runs[True]["relu_count_after"] <= runs[True]["relu_budget"] == runs[False]["relu_budget"]
-    with pytest.raises(ValueError, match="--activation must be alpha with --fuse-bn"):
-        train_cfg(data, tmp_path / "x", activation="relu", fuse_bn=True)
+    with pytest.raises(ValueError, match="--activation must be alpha or relu with --fuse-bn"):
+        train_cfg(data, tmp_path / "x", activation="alpha-eager", fuse_bn=True)
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet20"])
+def test_fused_bn_relu_is_the_relu_network(model, tmp_path):
+    """fuse_bn(relu=True): each BN → nn.ReLU pair as the gate at α = 1 exactly (ν = inf): the same
+    outputs, gradients and running statistics as the ReLU network, the same state-dict keys, and
+    relu_count unchanged."""
+    from alphakern.cifar_nets import relu_network
+    from alphakern.models import AlphaCNN
+
+    torch.manual_seed(0)
+    base = AlphaCNN("relu", "logits") if model == "cnn" else relu_network("resnet20")
+    fused = fuse_bn(copy.deepcopy(base), relu=True)
+    assert sum(isinstance(m, BatchNormGate) for m in fused.modules()) == (3 if model == "cnn" else 10)
+    assert list(fused.state_dict()) == list(base.state_dict())
+    x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(base).double()  # the gradients' oracle: eager fp32 BN drifts by ~1e-3 over
+    for m, inp in ((base, x), (fused, x), (ref, x.double())):  # ResNet-20's 20 layers, the fused op not
+        m.train()(inp).logsumexp(1).sum().backward()
+    for (name, p), q in zip(ref.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad.double(), p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    fused_state = fused.state_dict()
+    for name, b in base.state_dict().items():  # the running statistics after the step
+        torch.testing.assert_close(fused_state[name], b, rtol=1e-5, atol=1e-6, msg=name)
+    base.eval(), fused.eval()
+    torch.testing.assert_close(fused(x), base(x), rtol=1e-4, atol=1e-4)
+    assert alphakern.relu_count(fused, x[:1]) == alphakern.relu_count(base, x[:1]) > 0

@@ -55,7 +55,7 @@ def build_model(
     if keep is not None:
         apply_keep(model, keep)
     elif cfg.fuse_bn:  # the same parameters and state-dict keys, the pairs run as one op
-        model = fuse_bn(model)
+        model = fuse_bn(model, relu=cfg.activation == "relu")
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

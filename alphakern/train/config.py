@@ -97,8 +97,11 @@ class TrainConfig:
         self._check_budget(bad)
         if self.backend is not None and self.backend not in BACKEND_CHOICES:
             raise bad("backend", f"one of {', '.join(BACKEND_CHOICES)}")
-        if self.fuse_bn and self.activation != "alpha":
-            raise bad("activation", "alpha with --fuse-bn (it fuses each BatchNorm with the gate after it)")
+        if self.fuse_bn and self.activation not in ("alpha", "relu"):
+            raise bad(
+                "activation",
+                "alpha or relu with --fuse-bn (it fuses each BatchNorm with the gate or ReLU after it)",
+            )
         if self.fuse_bn and self.sync_bn:
             raise ValueError("--fuse-bn computes per-process statistics: it cannot go with --sync-bn")
         if self.compile and self.activation == "alpha-eager":
