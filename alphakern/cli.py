@@ -359,6 +359,16 @@ def _fold(args: argparse.Namespace) -> int:
     if "test_acc_after" in result:
         print(f"test accuracy {result['test_acc_before']:.2f}% -> {result['test_acc_after']:.2f}%")
     print(f"wrote {out / 'folded.pt2'} (torch.export.load)")
+    if args.onnx:
+        from alphakern.onnx_export import export_onnx
+
+        onnx_dir = Path(args.onnx)
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        for name, m in (("unfolded", exact_model), ("folded", folded)):
+            try:
+                print(f"wrote {export_onnx(m, x, onnx_dir / f'{name}.onnx')} (ONNX, dynamic batch)")
+            except RuntimeError as e:  # the onnx extra is missing
+                return _fail(str(e))
     return 0
 
 
@@ -403,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse merges inexact at borders",
     )
     p.add_argument("--out", help="where folded.pt2 and fold.json go (default: the run directory)")
+    p.add_argument("--onnx", metavar="DIR", help="also write unfolded.onnx and folded.onnx (onnx extra)")
     p.add_argument("--data-dir", help="CIFAR location, if not where the run read it")
     p.add_argument("--device")
     p.set_defaults(func=_fold)

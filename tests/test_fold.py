@@ -2,6 +2,7 @@
 measured, residual skips, linears, torchvision-style networks with random gate patterns, export."""
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -244,4 +245,15 @@ def test_cli_folds_a_budget_run_and_refuses_undecided_gates(tmp_path, capsys):
     assert result["report"]["after"]["depth"] <= result["report"]["before"]["depth"]
     program = torch.export.load(str(tmp_path / "f" / "folded.pt2"))
     assert program.module()(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        import onnxruntime as ort
+
+        assert main(["fold", str(exact), "--policy", "all", "--out", str(tmp_path / "g"),
+                     "--onnx", str(tmp_path / "onnx")]) == 0  # fmt: skip
+        x = torch.randn(3, 3, 32, 32)
+        for name in ("unfolded", "folded"):
+            path = str(tmp_path / "onnx" / f"{name}.onnx")
+            s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            out = torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x.numpy()})[0])
+            torch.testing.assert_close(out, program.module()(x), rtol=1e-4, atol=1e-4)
     assert main(["fold", str(tmp_path / "nothing")]) == 2
