@@ -18,6 +18,11 @@ def _cases():
     slopes6 = torch.rand(6, generator=torch.Generator().manual_seed(1))
     slopes2 = slopes6[:2].contiguous()
     g, nu = torch.tensor(0.3), torch.tensor(5.0)
+    # BatchNorm + gate: a channels_last [2, 3, 4, 5] x, fp32 per-channel parameters
+    x4, dy4 = make((2, 3, 4, 5), torch.float32, "cpu", layout="channels_last", seed=9)
+    gen = torch.Generator().manual_seed(3)
+    mean, invstd, w, b, ca, cb = (torch.randn(3, generator=gen) for _ in range(6))
+    bn = (x4, mean, invstd.abs(), w, b, slopes6[:3].contiguous())
     return {
         "alpha_relu_fwd": (x, g, nu),
         "alpha_relu_bwd": (dy, x, g, nu),
@@ -26,6 +31,10 @@ def _cases():
         "gates_rows_fwd": (xf, slopes2, 2, 3),
         "gates_rows_bwd": (dyf, xf, slopes2, 2, 3),
         "gate_terms": (torch.randn(3, 5, generator=torch.Generator().manual_seed(2)), nu),
+        "bn_stats": (x4,),
+        "bn_gate_fwd": bn,
+        "bn_gate_bwd_reduce": (dy4, *bn),
+        "bn_gate_bwd_apply": (dy4, *bn, ca, cb),
     }
 
 
