@@ -7,7 +7,9 @@ Patterns (layer gates from ``linearize``): ``none`` (every ReLU kept: only Batch
 ``all`` (every gate linear). Each pattern is folded exactly (``exact=True``: no merge whose
 border would differ) and with ``exact=False`` (the border merges made; the max error relative to
 the output's scale is recorded). Latency: eval, inference mode, fp32, interleaved rounds,
-medians (``alphakern.fold_report``).
+medians (``alphakern.fold_report``); with the onnx extra also both models exported to ONNX and run
+by onnxruntime (CPU), interleaved, medians. MobileNetV2's ``block`` pattern makes both ReLU6 of every
+other inverted-residual block linear (its pointwise–depthwise–pointwise chain, DepthShrinker's case).
 
     python benchmarks/bench_fold.py --json benchmarks/results/fold_cpu.json
 """
@@ -31,6 +33,42 @@ from alphakern.modules import alpha_layers, materialize
 PATTERNS = ("none", "block", "all")  # gate patterns
 
 
+def _mobilenet_block(gate_name: str) -> int:
+    """The index of the inverted-residual block a MobileNetV2 gate sits in (features.N...), 0 for
+    the stem and the last conv (never made linear by "block")."""
+    parts = gate_name.split(".")
+    n = int(parts[1]) if len(parts) > 1 and parts[0] == "features" and parts[1].isdigit() else 0
+    return n if 1 < n < 18 else 0
+
+
+def ort_latency_ms(models: dict[str, nn.Module], x: torch.Tensor, rounds: int) -> dict[str, float] | None:
+    """Median batch latency of each model exported to ONNX and run by onnxruntime (CPU, its
+    default threads), rounds interleaved; None without the onnx extra."""
+    try:
+        import onnxruntime as ort
+
+        from alphakern.onnx_export import export_onnx
+    except ImportError:
+        return None
+    import statistics
+    import tempfile
+    import time
+
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for k, m in models.items():
+            path = export_onnx(m, x, Path(tmp) / f"{k}.onnx")
+            sessions[k] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = x.numpy()
+        for _ in range(rounds + 1):  # the first round warms up
+            for k, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, {s.get_inputs()[0].name: feed})
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v[1:]) for k, v in times.items()}
+
+
 def gated(name: str, pattern: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     net = materialize(alphakern.linearize(relu_network(name, 10)))
@@ -48,6 +86,8 @@ def gated(name: str, pattern: str, seed: int = 0) -> nn.Module:
                 linear = (gate_name.endswith(".relu") and "layer" in gate_name) or (
                     name.startswith("vgg") and i % 2 == 1
                 )
+                if name == "mobilenet_v2":  # both ReLU6 of every other inverted-residual block
+                    linear = _mobilenet_block(gate_name) % 2 == 1
             else:
                 linear = False
             gate.gamma.fill_(-3.0 if linear else 3.0)
@@ -57,7 +97,9 @@ def gated(name: str, pattern: str, seed: int = 0) -> nn.Module:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet20,vgg11_bn,resnet18")
+    p.add_argument("--models", default="resnet20,vgg11_bn,resnet18,mobilenet_v2")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time both models in onnxruntime (the onnx extra)")  # fmt: skip
     p.add_argument("--batches", default="1,64")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--policy", default="latency", choices=POLICIES)
@@ -78,6 +120,12 @@ def main() -> None:
                     rep = alphakern.fold_report(model, folded, x, rounds=rounds)
                     info = folded.fold_info
                     sides = {f"{k}_{side}": v for side in ("before", "after") for k, v in rep[side].items()}
+                    ort_ms = (
+                        ort_latency_ms({"before": model, "after": folded}, x, rounds) if args.onnx else None
+                    )
+                    if ort_ms:
+                        sides.update(ort_ms_before=ort_ms["before"], ort_ms_after=ort_ms["after"],
+                                     ort_speedup=ort_ms["before"] / ort_ms["after"])  # fmt: skip
                     row = dict(model=name, pattern=pattern, batch=batch, exact=exact, policy=args.policy,
                                rel_error=err, merged=len(info.merged), not_merged=len(info.not_merged),
                                **sides, speedup=rep["speedup"])  # fmt: skip
@@ -86,7 +134,8 @@ def main() -> None:
                           f"depth {row['depth_before']:>2}->{row['depth_after']:<2} "
                           f"MACs {row['macs_before'] / 1e6:7.1f}M->{row['macs_after'] / 1e6:7.1f}M  "
                           f"{row['latency_ms_before']:8.3f} -> {row['latency_ms_after']:8.3f} ms  "
-                          f"x{row['speedup']:.2f}  rel.err {err:.1e}", flush=True)  # fmt: skip
+                          f"x{row['speedup']:.2f}  rel.err {err:.1e}  "
+                          f"onnxruntime x{row.get('ort_speedup', float('nan')):.2f}", flush=True)  # fmt: skip
     meta = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=platform.processor() or platform.machine(),
