@@ -156,12 +156,12 @@ def test_batchnorm_errors_and_empty_batch():
         bn_gate(x, torch.zeros(4), nu, weight=w, bias=b)
     with pytest.raises(ValueError, match="bn_gate backend='cpu' takes fp32/fp16/bf16 CPU tensors"):
         bn_gate(x.double(), gamma, nu, weight=w, bias=b, backend="cpu")
-    empty = torch.zeros(0, 21, 4, 7, requires_grad=True)  # eval on an empty batch: an empty result
-    y = bn_gate(
-        empty, gamma, nu, weight=w, bias=b, running_mean=rm, running_var=rv, training=False, backend="cpu"
-    )
-    y.sum().backward()
-    assert y.shape == empty.shape and empty.grad.shape == empty.shape
+    for training in (False, True):  # an empty batch: an empty result, as F.batch_norm's
+        empty = torch.zeros(0, 21, 4, 7, requires_grad=True)
+        y = bn_gate(empty, gamma, nu, weight=w, bias=b, running_mean=rm, running_var=rv, training=training,
+                    backend="cpu")  # fmt: skip
+        y.sum().backward()
+        assert y.shape == empty.shape and empty.grad.shape == empty.shape
 
 
 def test_element_gates_and_float64_run_the_composition():

@@ -169,13 +169,13 @@ def bn_gate(
     the running statistics (when given) are updated in place in training, as F.batch_norm does;
     ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None)."""
     kind = check_inputs(x, gamma, nu)
-    if training and x.numel() // max(x.shape[1], 1) <= 1:
+    if training and x.numel() // max(x.shape[1], 1) == 1:
         # F.batch_norm's own check: no variance from one value per channel
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
     name = resolve(backend, x, kind)
-    if name == "torch":
+    if name == "torch" or x.numel() == 0:  # an empty batch: F.batch_norm's empty answer
         z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         gate_backend = None if backend in (None, "auto") else backend
         return gate_op_entry(z, gamma, nu, act, gate_backend)
