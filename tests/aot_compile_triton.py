@@ -21,6 +21,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from alphakern.ops.backends.triton import bn_gate as BN
 from alphakern.ops.backends.triton import gates as G
 from alphakern.ops.backends.triton import layer as T
 
@@ -209,7 +210,45 @@ def main() -> None:
             kernels = {"fwd": fwd, "bwd": bwd, "dgamma": fin, **gate_kernels(arch, dt)}
             out[f"sm{arch}-{dt}"] = {name: report(ptx, arch) for name, ptx in kernels.items()}
         out[f"sm{arch}-fp32-activations"] = activation_kernels(arch)
+        out[f"sm{arch}-fp32-bn_gate"] = bn_gate_kernels(arch)
     print(json.dumps(out))
+
+
+def bn_gate_kernels(arch: int) -> dict:
+    """BatchNorm + gate (fp32, relu and silu) at the reference CNN's 64 channels: channels_last
+    (tiles of 32 rows x 64 channels) and NCHW with 32x32 planes (2 channels x 1024); the launch's
+    own 4 warps. C and S carry the divisibility hint the JIT infers for multiples of 16."""
+    ptr = "*fp32"
+    geo = {"M": "i32", "C": "i32", "S": "i32", "n_sb": "i32"}
+    params = {k: ptr for k in ("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr", "a_ptr", "om_ptr")}
+    tile = {"CL": "constexpr", "AX": "constexpr", "BM": "constexpr", "BC": "constexpr"}
+    no_ax = {k: v for k, v in tile.items() if k != "AX"}
+    sigs = {
+        "stats": (BN._stats_kernel, {"x_ptr": ptr, "part_ptr": ptr, **geo, **tile}, 2),
+        "fwd": (BN._fwd_kernel, {"x_ptr": ptr, "y_ptr": ptr, **params, **geo, **no_ax, **ACT_ARGS}, 8),
+        "bwd": (BN._bwd_kernel, {"dy_ptr": ptr, "x_ptr": ptr, "dx_ptr": ptr, "part_ptr": ptr, **params,
+                                 "ca_ptr": ptr, "cb_ptr": ptr, **geo, **tile, **ACT_ARGS,
+                                 "APPLY": "constexpr"}, 12),
+    }  # fmt: skip
+    out = {}
+    for layout, cx in (
+        ("cl", {"CL": True, "BM": 32, "BC": 64}),
+        ("nchw", {"CL": False, "BM": 1024, "BC": 2}),
+    ):
+        for act in (0, 5):  # relu, silu
+            for kind, (fn, sig, n_ptrs) in sigs.items():
+                variants = [{"APPLY": False}, {"APPLY": True}] if kind == "bwd" else [{}]
+                for v in variants:
+                    if kind == "stats" and act:
+                        continue
+                    block = {**cx, **v, **({"AX": 0 if cx["CL"] else 1} if "AX" in sig else {})}
+                    if "ACT" in sig:
+                        block.update(ACT=act, NEG=0.0)
+                    # pointers and C, S aligned; geometry starts at index n_ptrs
+                    aligned = (*range(n_ptrs), n_ptrs + 1, n_ptrs + 2)
+                    name = f"{layout}_{kind}{'_apply' if v.get('APPLY') else ''}_{'silu' if act else 'relu'}"
+                    out[name] = report(compile_ptx(fn, sig, aligned, arch, block, 4), arch)
+    return out
 
 
 def activation_kernels(arch: int) -> dict:

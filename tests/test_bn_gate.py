@@ -19,10 +19,25 @@ from alphakern.functional import bn_gate
 from alphakern.modules import AlphaGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
-from tests.reference import needs_cpu_kernels
+from tests.reference import TRITON_RUNS, needs_cpu_kernels
 from tests.utils import DTYPES, LAYOUTS, make
 
-pytestmark = needs_cpu_kernels
+pytestmark = needs_cpu_kernels  # the CPU kernels are also these tests' default "auto" backend
+BACKENDS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "triton",
+        id="triton",
+        marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
+    ),
+]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dev(backend: str) -> str:
+    return "cpu" if backend == "cpu" else DEVICE
+
+
 EPS32 = torch.finfo(torch.float32).eps
 SHAPE = (3, 21, 4, 7)  # odd sizes: channels_last rows of 21 (a 16-wide step and a tail), NCHW rows of 28
 
@@ -89,13 +104,19 @@ def _rtol(dtype) -> float:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["layer", "channel"])
 @pytest.mark.parametrize("name", ACTIVATIONS)
-def test_fused_matches_float64_batchnorm_then_gate(name, kind, dtype, layout, training):
-    x, dy, gamma, nu, w, b, rm, rv = _setup(kind, dtype, layout)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_matches_float64_batchnorm_then_gate(backend, name, kind, dtype, layout, training):
+    x, dy, gamma, nu, w, b, rm, rv = (t.to(_dev(backend)) for t in _setup(kind, dtype, layout))
     xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
     rm1, rv1 = rm.clone(), rv.clone()
     y = bn_gate(xg, gg, nu, weight=wg, bias=bg, running_mean=rm1, running_var=rv1, training=training,
-                backend="cpu", **_public(name))  # fmt: skip
+                backend=backend, **_public(name))  # fmt: skip
     y.backward(dy)
+    x, dy, gamma, nu, w, b, rm, rv, y, rm1, rv1 = (
+        t.cpu() for t in (x, dy, gamma, nu, w, b, rm, rv, y, rm1, rv1)
+    )
+    for t in (xg, gg, wg, bg):
+        t.grad = t.grad.cpu()
     ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = oracle(name, x, dy, gamma, nu, w, b, rm, rv, training)
     assert y.dtype == xg.grad.dtype == dtype and y.stride() == x.stride() and xg.grad.stride() == x.stride()
     rt = _rtol(dtype)
@@ -175,17 +196,19 @@ def test_element_gates_and_float64_run_the_composition():
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
-def test_deterministic_and_independent_of_the_thread_count(layout):
-    x, dy, gamma, nu, w, b, _, _ = _setup("layer", torch.float32, layout)
-    x, dy = (LAYOUTS[layout](t.repeat(8, 4, 8, 8)) for t in (x, dy))  # big enough for threads
-    w, b = w.repeat(4), b.repeat(4)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deterministic_and_independent_of_the_thread_count(backend, layout):
+    x, dy, gamma, nu, w, b, _, _ = (t.to(_dev(backend)) for t in _setup("layer", torch.float32, layout))
+    big = (8, 4, 8, 8) if backend == "cpu" else (2, 1, 2, 2)  # big enough for threads (interpreter: small)
+    x, dy = (LAYOUTS[layout](t.repeat(*big)) for t in (x, dy))
+    w, b = w.repeat(big[1]), b.repeat(big[1])
 
     def run(threads):
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
-            bn_gate(xg, gg, nu, weight=wg, bias=bg, activation="gelu", backend="cpu").backward(dy)
+            bn_gate(xg, gg, nu, weight=wg, bias=bg, activation="gelu", backend=backend).backward(dy)
             return xg.grad, gg.grad, wg.grad, bg.grad
         finally:
             torch.set_num_threads(before)
@@ -195,23 +218,18 @@ def test_deterministic_and_independent_of_the_thread_count(layout):
         assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
-def test_opcheck_and_compile_fullgraph():
-    x, dy, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, "channels_last")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck(backend):
+    x, dy, gamma, nu, w, b, rm, rv = (
+        t.to(_dev(backend)) for t in _setup("channel", torch.float32, "channels_last")
+    )
     for training in (True, False):
-        args = (
-            x,
-            w.requires_grad_(),
-            b.requires_grad_(),
-            rm,
-            rv,
-            gamma.requires_grad_(),
-            nu,
-            training,
-            1e-5,
-            "silu",
-            0.01,
-        )
+        args = (x, w.requires_grad_(), b.requires_grad_(), rm, rv, gamma.requires_grad_(), nu, training, 1e-5,
+                "silu", 0.01, backend)  # fmt: skip
         torch.library.opcheck(bn_gate_op, args)
+
+
+def test_compile_fullgraph():
     m = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU())
     m = alphakern.linearize(m, granularity="channel", fuse_bn=True)
     materialize(m, (2, 3, 8, 8))

@@ -24,7 +24,19 @@ def test_kernels_compile_for_ampere_and_hopper():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps({k: {n: v["registers"] for n, v in ks.items()} for k, ks in report.items()}))
     acts = {k: report.pop(k) for k in [k for k in report if k.endswith("-activations")]}
+    bns = {k: report.pop(k) for k in [k for k in report if k.endswith("-bn_gate")]}
     assert len(report) == 6 and len(acts) == 2  # 2 archs x 3 dtypes; the other activations per arch
+    assert len(bns) == 2
+    for key, kernels in bns.items():  # BatchNorm + gate: 2 layouts x (stats; fwd, bwd, apply x relu, silu)
+        assert len(kernels) == 2 * (1 + 3 * 2), kernels.keys()
+        for name, k in kernels.items():
+            assert k["v4_loads"] > 0 and k["atomics"] == 0, (key, name, k)
+            if "fwd" in name or "apply" in name:
+                assert k["v4_stores"] > 0, (key, name, k)
+            if name.endswith("relu"):
+                assert k["approx_math"] == 0, (key, name, k)
+            if k["registers"] is not None:  # 4-warp programs: 96 registers still leave 5 per SM
+                assert k["registers"] <= 96, (key, name, k)
     for key, kernels in acts.items():
         assert len(kernels) == 2 * 6, kernels.keys()  # fwd and bwd of relu6 ... hardswish
         for name, k in kernels.items():

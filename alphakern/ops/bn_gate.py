@@ -20,27 +20,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alphakern.ops.backends.native import bn_gate as fused
+from alphakern.ops.backends.native import bn_gate as native_bn
+from alphakern.ops.backends.triton import bn_gate as triton_bn
+from alphakern.ops.backends.triton.common import INTERPRET
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_choice, check_inputs
 from alphakern.ops.gate import gate as gate_op_entry
 
-BN_BACKENDS = ("cpu", "torch")
+FUSED = {"cpu": native_bn, "triton": triton_bn}  # the backends with fused kernels
+
+
+def _runnable(name: str, x: Tensor, kind: str) -> bool:
+    if kind not in ("layer", "channel") or x.dtype not in native_bn.DTYPES:
+        return False
+    if name == "cpu":
+        return x.device.type == "cpu"
+    return x.device.type == "cuda" or (x.device.type == "cpu" and INTERPRET)
 
 
 def resolve(backend: str | None, x: Tensor, kind: str) -> str:
-    """ "cpu" (fused) or "torch" (the composition) for this call; ``backend`` as ``gate``'s names."""
+    """The fused kernels' backend ("cpu", "triton") or "torch" (the composition) for this call;
+    ``backend`` takes ``gate``'s names."""
     name = check_choice("auto" if backend is None else backend, "backend", BACKEND_CHOICES)
-    runnable = x.device.type == "cpu" and x.dtype in fused.DTYPES and kind in ("layer", "channel")
-    if name == "cpu":
-        if not runnable:
+    if name in FUSED:
+        if not _runnable(name, x, kind):
+            where = "CPU tensors" if name == "cpu" else "CUDA tensors (CPU ones under TRITON_INTERPRET=1)"
             raise ValueError(
-                "bn_gate backend='cpu' takes fp32/fp16/bf16 CPU tensors with a gate per layer or "
+                f"bn_gate backend={name!r} takes fp32/fp16/bf16 {where} with a gate per layer or "
                 f"channel, got {x.dtype} on {x.device} with {kind} gates; use backend='auto'"
             )
-        return "cpu"
-    if name == "auto" and runnable and fused.available():
-        return "cpu"
+        return name
+    if name == "auto":
+        choice = "cpu" if x.device.type == "cpu" else "triton"
+        if _runnable(choice, x, kind) and FUSED[choice].available():
+            return choice
     return "torch"
 
 
@@ -57,15 +70,19 @@ def bn_gate_op(
     eps: float,
     activation: str,
     negative_slope: float,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, mean, biased var): the statistics used (the batch's, or copies of the running ones)."""
+    fused = FUSED[backend]
     mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
     y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, Activation(activation, negative_slope))
     return y, mean, var
 
 
 @bn_gate_op.register_fake
-def _(x, weight, bias, running_mean, running_var, gamma, nu, training, eps, activation, negative_slope):
+def _(
+    x, weight, bias, running_mean, running_var, gamma, nu, training, eps, activation, negative_slope, backend
+):
     c = x.shape[1]
     return torch.empty_like(x), x.new_empty((c,), dtype=torch.float32), x.new_empty((c,), dtype=torch.float32)
 
@@ -84,15 +101,16 @@ def bn_gate_backward_op(
     eps: float,
     activation: str,
     negative_slope: float,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂weight, ∂L/∂bias in fp32, ∂L/∂γ)."""
     act = Activation(activation, negative_slope)
     invstd = torch.rsqrt(var + eps)
-    return fused.backward(dy, x, weight, bias, mean, invstd, gamma, nu, training, act)
+    return FUSED[backend].backward(dy, x, weight, bias, mean, invstd, gamma, nu, training, act)
 
 
 @bn_gate_backward_op.register_fake
-def _(dy, x, weight, bias, mean, var, gamma, nu, training, eps, activation, negative_slope):
+def _(dy, x, weight, bias, mean, var, gamma, nu, training, eps, activation, negative_slope, backend):
     c = x.shape[1]
     f32 = dict(dtype=torch.float32)
     return torch.empty_like(x), x.new_empty((c,), **f32), x.new_empty((c,), **f32), torch.empty_like(gamma)
@@ -103,10 +121,10 @@ def _cast(g: Tensor, like_t: Tensor | None) -> Tensor | None:
 
 
 def _setup(ctx, inputs, output) -> None:
-    x, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope = inputs
+    x, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope, backend = inputs
     _, mean, var = output
     ctx.save_for_backward(x, weight, bias, mean, var, gamma, nu)
-    ctx.training, ctx.eps, ctx.act = training, eps, (activation, negative_slope)
+    ctx.training, ctx.eps, ctx.act = training, eps, (activation, negative_slope, backend)
 
 
 def _grads(ctx, dy: Tensor, _dmean, _dvar):
@@ -114,7 +132,7 @@ def _grads(ctx, dy: Tensor, _dmean, _dvar):
     dx, dw, db, dg = bn_gate_backward_op(
         dy, x, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.act
     )
-    return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None
+    return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None, None
 
 
 bn_gate_op.register_autograd(_grads, setup_context=_setup)
@@ -124,21 +142,24 @@ class _BNGateFunction(torch.autograd.Function):
     """The fused kernels in eager mode without custom_op's per-call dispatch (as ops.gate's)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, gamma, nu, training, eps, act):
+    def forward(ctx, x, weight, bias, running_mean, running_var, gamma, nu, training, eps, act, backend):
+        fused = FUSED[backend]
         mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
         y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, act)
         ctx.save_for_backward(x, weight, bias, mean, invstd, gamma, nu)
-        ctx.training, ctx.act = training, act
+        ctx.training, ctx.act, ctx.fused = training, act, fused
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
         if torch.is_grad_enabled():
-            raise RuntimeError("bn_gate's fused CPU backward is first-order only; use backend='torch'")
+            raise RuntimeError("bn_gate's fused backward is first-order only; use backend='torch'")
         x, weight, bias, mean, invstd, gamma, nu = ctx.saved_tensors
-        dx, dw, db, dg = fused.backward(dy, x, weight, bias, mean, invstd, gamma, nu, ctx.training, ctx.act)
-        return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None
+        dx, dw, db, dg = ctx.fused.backward(
+            dy, x, weight, bias, mean, invstd, gamma, nu, ctx.training, ctx.act
+        )
+        return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None
 
 
 def _update_running(
@@ -193,10 +214,11 @@ def bn_gate(
             eps,
             act.name,
             act.negative_slope,
+            name,
         )
     else:
         y, mean, var = _BNGateFunction.apply(
-            x, weight, bias, running_mean, running_var, gamma, nu, use_batch, eps, act
+            x, weight, bias, running_mean, running_var, gamma, nu, use_batch, eps, act, name
         )
     if training and running_mean is not None:
         _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
