@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from alphakern.ops.backends.native import cpu
+from alphakern.ops.core import batchnorm as bn
 from alphakern.ops.core.activations import Activation
-from alphakern.ops.core.layout import dense_input, like
+from alphakern.ops.core.layout import like
 
 NAME = "cpu"
 DTYPES = cpu.DTYPES
@@ -29,20 +30,6 @@ def _ops():
     return torch.ops.alphakern_C
 
 
-def _dense(x: Tensor) -> Tensor:
-    """x as the kernels take it: contiguous, or channels_last for a 4-D x already in that format."""
-    xd = dense_input(x)
-    if xd.is_contiguous() or (xd.dim() == 4 and xd.is_contiguous(memory_format=torch.channels_last)):
-        return xd
-    return xd.contiguous()
-
-
-def _affine(weight: Tensor | None, bias: Tensor | None, c: int, like_t: Tensor) -> tuple[Tensor, Tensor]:
-    w = like_t.new_ones(c, dtype=torch.float32) if weight is None else weight.detach().float().contiguous()
-    b = like_t.new_zeros(c, dtype=torch.float32) if bias is None else bias.detach().float().contiguous()
-    return w, b
-
-
 def _slopes(gamma: Tensor, nu: Tensor, c: int) -> tuple[Tensor, Tensor]:
     """(1 − α per channel in fp32 — a layer gate's repeated — and dα/dγ in fp64, γ's shape)."""
     om, dadg = _ops().gate_terms(gamma.detach(), nu.detach())
@@ -53,10 +40,9 @@ def statistics(
     x: Tensor, training: bool, running_mean: Tensor | None, running_var: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(mean, biased var, invstd) in fp32: of the batch (training) or the running ones."""
-    if training:
-        mean, var = _ops().bn_stats(_dense(x))
-    else:
-        mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
+    if not training:
+        return bn.running(running_mean, running_var, eps)
+    mean, var = _ops().bn_stats(bn.kernel_layout(x)[0])
     return mean, var, torch.rsqrt(var + eps)
 
 
@@ -70,16 +56,11 @@ def forward(
     nu: Tensor,
     act: Activation,
 ) -> Tensor:
-    xd = _dense(x)
+    xd, _ = bn.kernel_layout(x)
     c = x.shape[1]
-    w, b = _affine(weight, bias, c, x)
+    w, b = bn.affine(weight, bias, c, x)
     slopes, _ = _slopes(gamma, nu, c)
-    return _as_x(_ops().bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
-
-
-def _as_x(t: Tensor, x: Tensor) -> Tensor:
-    """t (computed on the kernels' layout of x) laid out as empty_like(x), as the fake kernels say."""
-    return t if t.stride() == x.stride() else like(t, torch.empty_like(x))
+    return bn.as_x(_ops().bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
 
 
 def backward(
@@ -95,19 +76,13 @@ def backward(
     act: Activation,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients in fp32 (ones/zeros' when None)."""
-    ops, xd = _ops(), _dense(x)
+    ops, (xd, _) = _ops(), bn.kernel_layout(x)
     dyd = like(dy, xd)
     c = x.shape[1]
-    w, b = _affine(weight, bias, c, x)
+    w, b = bn.affine(weight, bias, c, x)
     slopes, dadg = _slopes(gamma, nu, c)
     f = (act.code, act.negative_slope)
     sums = ops.bn_gate_bwd_reduce(dyd, xd, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
-    if training:  # dx = w·invstd·(dz − mean(dz) − x̂·mean(dz·x̂))
-        m = max(x.numel() // max(c, 1), 1)
-        ca, cb = (sums[0] / m).float(), (sums[1] / m).float()
-    else:
-        ca = cb = torch.zeros_like(mean)
+    ca, cb = bn.centring(sums, training, x.numel() // max(c, 1), mean)
     dx = ops.bn_gate_bwd_apply(dyd, xd, mean, invstd, w, b, slopes, ca, cb, *f)
-    gate_sums = sums[2].sum() if gamma.numel() == 1 else sums[2]  # channels in index order
-    dgamma = (gate_sums.reshape(gamma.shape) * dadg).to(gamma.dtype)
-    return _as_x(dx, x), sums[1].float(), sums[0].float(), dgamma
+    return (bn.as_x(dx, x), *bn.affine_and_gate_grads(sums, gamma, dadg))

@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from alphakern.ops.backends.triton.common import check_runnable, constexprs, device_ctx, tl, triton
+from alphakern.ops.core import batchnorm as bn
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.alpha import alpha_terms
-from alphakern.ops.core.layout import dense_input, like
+from alphakern.ops.core.layout import like
 
 NAME = "triton"
 TILE = 2048  # elements per program tile
@@ -123,11 +124,7 @@ class _Plan:
     """x as the kernels take it and the launch geometry: channels_last (CL) or [N, C, S]."""
 
     def __init__(self, x: Tensor) -> None:
-        xd = dense_input(x)
-        self.cl = (
-            xd.dim() == 4 and not xd.is_contiguous() and xd.is_contiguous(memory_format=torch.channels_last)
-        )
-        self.x = xd if self.cl or xd.is_contiguous() else xd.contiguous()
+        self.x, self.cl = bn.kernel_layout(x)
         n, c = x.shape[0], x.shape[1]
         self.C, self.S = c, x.numel() // max(n * c, 1)
         self.M = n * self.S
@@ -145,12 +142,6 @@ class _Plan:
         self.meta = dict(CL=self.cl, BM=self.BM, BC=self.BC)
 
 
-def _affine(weight: Tensor | None, bias: Tensor | None, c: int, ref: Tensor) -> tuple[Tensor, Tensor]:
-    w = ref.new_ones(c, dtype=torch.float32) if weight is None else weight.detach().float().contiguous()
-    b = ref.new_zeros(c, dtype=torch.float32) if bias is None else bias.detach().float().contiguous()
-    return w, b
-
-
 def _weights(gamma: Tensor, nu: Tensor, c: int) -> tuple[Tensor, Tensor, Tensor]:
     """(α, 1 − α per channel in fp32 — a layer gate's repeated — and dα/dγ in fp64, γ's shape)."""
     a, om, dadg = alpha_terms(gamma.detach(), nu.detach())
@@ -166,8 +157,7 @@ def statistics(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(mean, biased var, invstd) in fp32: of the batch (training) or the running ones."""
     if not training:
-        mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
-        return mean, var, torch.rsqrt(var + eps)
+        return bn.running(running_mean, running_var, eps)
     check_runnable(x)
     p = _Plan(x)
     part = torch.empty(p.grid[0], 2, p.C, device=x.device, dtype=torch.float32)
@@ -186,12 +176,12 @@ def forward(
 ) -> Tensor:  # fmt: skip
     check_runnable(x)
     p = _Plan(x)
-    w, b = _affine(weight, bias, p.C, x)
+    w, b = bn.affine(weight, bias, p.C, x)
     a, om, _ = _weights(gamma, nu, p.C)
     y = torch.empty_like(p.x)
     with device_ctx(x):
         _fwd_kernel[p.grid](p.x, y, mean, invstd, w, b, a, om, *p.geo, **p.meta, **constexprs(act))
-    return y if y.stride() == x.stride() else like(y, torch.empty_like(x))
+    return bn.as_x(y, x)
 
 
 def backward(
@@ -202,7 +192,7 @@ def backward(
     check_runnable(x)
     p = _Plan(x)
     dyd = like(dy, p.x)
-    w, b = _affine(weight, bias, p.C, x)
+    w, b = bn.affine(weight, bias, p.C, x)
     a, om, dadg = _weights(gamma, nu, p.C)
     part = torch.empty(p.grid[0], 3, p.C, device=x.device, dtype=torch.float32)
     f = constexprs(act)
@@ -212,13 +202,6 @@ def backward(
         args = (dyd, p.x, dx, part, mean, invstd, w, b, a, om)
         _bwd_kernel[p.grid](*args, zeros, zeros, *p.geo, AX=0 if p.cl else 1, APPLY=False, **p.meta, **f)
         sums = part.double().sum(0)  # [3, C]: Σ dz, Σ dz·x̂, Σ dy·(f(z) − z)
-        if training:  # dx = w·invstd·(dz − mean(dz) − x̂·mean(dz·x̂))
-            m = max(x.numel() // max(p.C, 1), 1)
-            ca, cb = (sums[0] / m).float(), (sums[1] / m).float()
-        else:
-            ca = cb = zeros
+        ca, cb = bn.centring(sums, training, x.numel() // max(p.C, 1), mean)
         _bwd_kernel[p.grid](*args, ca, cb, *p.geo, AX=0 if p.cl else 1, APPLY=True, **p.meta, **f)
-    gate_sums = sums[2].sum() if gamma.numel() == 1 else sums[2]
-    dgamma = (gate_sums.reshape(gamma.shape) * dadg).to(gamma.dtype)
-    dx = dx if dx.stride() == x.stride() else like(dx, torch.empty_like(x))
-    return dx, sums[1].float(), sums[0].float(), dgamma
+    return (bn.as_x(dx, x), *bn.affine_and_gate_grads(sums, gamma, dadg))
