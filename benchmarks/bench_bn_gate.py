@@ -16,6 +16,7 @@ gates per layer/channel, and with the same gates fused (--fuse-bn).
 
     python benchmarks/bench_bn_gate.py                   # both parts, CPU; JSON in results/
     python benchmarks/bench_bn_gate.py --part op --quick
+    python benchmarks/bench_bn_gate.py --part op --device cuda --no-compile   # GPU: Triton's fused op
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import datetime
 import json
 import platform
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import copy_bandwidth_gbs, cpu_time_interleaved  # noqa: E402
+from timing import copy_bandwidth_gbs, cpu_time_interleaved, gpu_time  # noqa: E402
 
 import alphakern  # noqa: E402
 from alphakern.functional import alpha, bn_gate  # noqa: E402
@@ -46,19 +48,22 @@ SHAPES = {
 F_OF = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 
 
-def _inputs(shape, kind: str):
+def _inputs(shape, kind: str, device: str):
     g = torch.Generator().manual_seed(0)
     c = shape[1]
-    x = torch.randn(shape, generator=g).to(memory_format=torch.channels_last).requires_grad_()
-    dy = torch.randn(shape, generator=g).to(memory_format=torch.channels_last)
-    gamma = (torch.rand(() if kind == "layer" else (c,), generator=g) - 0.5).requires_grad_()
-    w, b = torch.rand(c, generator=g).requires_grad_(), torch.randn(c, generator=g).requires_grad_()
-    return x, dy, gamma, torch.tensor(4.0), w, b
+    cl = dict(device=device, memory_format=torch.channels_last)
+    x = torch.randn(shape, generator=g).to(**cl).requires_grad_()
+    dy = torch.randn(shape, generator=g).to(**cl)
+    gamma = (torch.rand(() if kind == "layer" else (c,), generator=g) - 0.5).to(device).requires_grad_()
+    w, b = (t.to(device).requires_grad_() for t in (torch.rand(c, generator=g), torch.randn(c, generator=g)))
+    return x, dy, gamma, torch.tensor(4.0, device=device), w, b
 
 
-def providers(act: str, kind: str) -> dict:
-    """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate)."""
+def providers(act: str, kind: str, device: str, compile_: bool = True) -> dict:
+    """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate); the fused op on
+    the native CPU kernels or on Triton (CUDA)."""
     f = F_OF[act]
+    fused = "cpu" if device == "cpu" else "triton"
 
     def expr(x, gamma, nu, w, b, rm, rv):
         z = F.batch_norm(x, rm, rv, w, b, True)
@@ -66,26 +71,27 @@ def providers(act: str, kind: str) -> dict:
         a = a if gamma.dim() == 0 else a.view(1, -1, 1, 1)
         return z + a * (f(z) - z)
 
-    compiled = torch.compile(expr, dynamic=False)
-    return {
+    out = {
         "fused": lambda x, g, nu, w, b, rm, rv: bn_gate(
-            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend="cpu"
+            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend=fused
         ),
         "eager BN + alphakern gate": lambda x, g, nu, w, b, rm, rv: alphakern.gate(
             F.batch_norm(x, rm, rv, w, b, True), g, nu, activation=act
         ),
         "eager BN + expression": expr,
-        "compile(BN + expression)": compiled,
     }
+    if compile_:
+        out["compile(BN + expression)"] = torch.compile(expr, dynamic=False)
+    return out
 
 
-def _case(model: str, shape, act: str, kind: str, budget_s: float) -> list[dict]:
+def _case(model: str, shape, act: str, kind: str, budget_s: float, device: str, compile_: bool) -> list[dict]:
     """Both modes of one (shape, f, gate kind): the providers' medians, fused first."""
-    x, dy, gamma, nu, w, b = _inputs(shape, kind)
-    rm, rv = torch.zeros(shape[1]), torch.ones(shape[1])
+    x, dy, gamma, nu, w, b = _inputs(shape, kind, device)
+    rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
     args = (x, gamma, nu, w, b, rm, rv)
-    bw = copy_bandwidth_gbs("cpu", x.numel() * x.element_size())  # at this size: caches alike
-    provs = providers(act, kind)
+    bw = copy_bandwidth_gbs(device, x.numel() * x.element_size())  # at this size: caches alike
+    provs = providers(act, kind, device, compile_)
 
     def fwd(fn):
         with torch.no_grad():
@@ -106,7 +112,10 @@ def _case(model: str, shape, act: str, kind: str, budget_s: float) -> list[dict]
         fns = {k: (lambda fn=fn, call=call: call(fn)) for k, fn in provs.items()}
         for fn in fns.values():  # warm-up (compilation)
             fn()
-        t = cpu_time_interleaved(fns, budget_s=budget_s)
+        if device == "cpu":
+            t = cpu_time_interleaved(fns, budget_s=budget_s)
+        else:  # CUDA events around each call
+            t = {k: gpu_time([fn]) for k, fn in fns.items()}
         passes = 3 if mode == "fwd" else 8  # tensor-sized reads + writes of the fused op
         fused_ms = t["fused"][0]
         gbs = passes * x.numel() * x.element_size() / fused_ms / 1e6
@@ -123,15 +132,17 @@ def _case(model: str, shape, act: str, kind: str, budget_s: float) -> list[dict]
     return rows
 
 
-def op_part(quick: bool, budget_s: float) -> list[dict]:
+def op_part(
+    rows: list, quick: bool, budget_s: float, device: str = "cpu", compile_: bool = True
+) -> list[dict]:
+    """Appends to ``rows`` as it goes (an interrupted run keeps what it measured)."""
     acts = ("relu",) if quick else ("relu", "silu")
     models = {"cnn": SHAPES["cnn"][:1]} if quick else SHAPES
-    rows = []
     for model, shapes in models.items():
         for shape in shapes:
             for act in acts:
                 for kind in ("layer", "channel"):
-                    rows += _case(model, shape, act, kind, budget_s)
+                    rows += _case(model, shape, act, kind, budget_s, device, compile_)
     return rows
 
 
@@ -176,21 +187,40 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="one shape, relu, a short budget (smoke test)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 for --part train (else random images)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json", type=Path, default=RESULTS / "bench_bn_gate_cpu.json")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="the op part's device")
+    p.add_argument(
+        "--no-compile", action="store_true", help="no torch.compile provider (its compiles are slow)"
+    )
+    p.add_argument("--json", type=Path, default=None, help="default: results/bench_bn_gate_<device>.json")
     args = p.parse_args(argv)
-    # backend="cpu" builds the fused kernels if they are stale, where "auto" (the trainer's) would
-    # fall back to the unfused composition
-    bn_gate(torch.randn(2, 3, 2, 2), torch.tensor(0.0), torch.tensor(1.0), backend="cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: no CUDA device", file=sys.stderr)
+        return 2
+    args.json = args.json or RESULTS / f"bench_bn_gate_{device}.json"
+    if device == "cpu" or args.part != "op":
+        # backend="cpu" builds the fused kernels if they are stale, where "auto" (the trainer's)
+        # would fall back to the unfused composition
+        bn_gate(torch.randn(2, 3, 2, 2), torch.tensor(0.0), torch.tensor(1.0), backend="cpu")
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
     result: dict = dict(meta=dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads(),
+        device=f"{device} ({name})", threads=torch.get_num_threads(),
         torch=torch.__version__, dtype="float32", layout="channels_last", batch=64,
     ))  # fmt: skip
-    if args.part in ("op", "both"):
-        result["op"] = op_part(args.quick, budget_s=0.5 if args.quick else 3.0)
-    if args.part in ("train", "both"):
-        steps = {"cnn": 4} if args.quick else {"cnn": 60, "resnet20": 30}
-        result["train"] = train_part(steps, 1 if args.quick else args.rounds, args.data_dir)
+    # SIGTERM (`timeout`, gpu_check.sh's slots) stops like Ctrl-C: what was measured is written
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    result["meta"]["complete"] = False
+    try:
+        if args.part in ("op", "both"):
+            result["op"] = []
+            op_part(result["op"], args.quick, 0.5 if args.quick else 3.0, device, not args.no_compile)
+        if args.part in ("train", "both"):
+            steps = {"cnn": 4} if args.quick else {"cnn": 60, "resnet20": 30}
+            result["train"] = train_part(steps, 1 if args.quick else args.rounds, args.data_dir)
+        result["meta"]["complete"] = True
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured", file=sys.stderr)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     if args.part != "both" and args.json.exists():  # one part re-run: keep the other's results
         kept = json.loads(args.json.read_text())
@@ -198,7 +228,7 @@ def main(argv=None) -> int:
         result = {**kept, **{k: v for k, v in result.items() if k != "meta"}}
     args.json.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}")
-    return 0
+    return 0 if result["meta"]["complete"] else 130
 
 
 if __name__ == "__main__":

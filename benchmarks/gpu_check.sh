@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 350: the
 # device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 390).
-# Results land in $OUT (default benchmarks/results/gpu), 9 files:
+# Results land in $OUT (default benchmarks/results/gpu), 10 files:
 #   device.txt          GPU, driver, torch/triton/CUDA versions
 #   gpu_check.log       each step's start, exit status and the GPU tests' verbose output
 #   build.log           the CUDA extension's build (runs in the background from the start)
 #   bench.log           stdout of both benchmarks
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
-#   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager), last
+#   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager)
+#   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton) vs eager, last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
@@ -76,8 +77,13 @@ run "$(slot 60 30)" $PY benchmarks/bench_train.py --synthetic --rounds 3 --steps
 step "bench_activation: other activations"
 # no torch.compile rows here: one compile per (f, mode, dtype) would take the whole slot
 PROV=eager,alphakern-torch,alphakern-triton$([ -z "$SKIP" ] && echo ,alphakern-cuda)
-run "$(slot 60 3)" $PY benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish --gates layer,channel \
+run "$(slot 60 35)" $PY benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish --gates layer,channel \
   --dtypes float32,bfloat16 --providers "$PROV" --skip "$SKIP,alphakern-cpu" \
   --json "$OUT/bench_activations_gpu.json" --plot "$OUT/bench_activations_gpu.png" >> "$OUT/bench.log" 2>&1
+step bench_bn_gate
+# BatchNorm + gate: Triton's fused op vs eager BN + gate (every provider checked against the eager
+# expression before it is timed), the CNN's and ResNet-20's shapes, relu and silu
+run "$(slot 40 3)" $PY benchmarks/bench_bn_gate.py --part op --device cuda --no-compile \
+  --json "$OUT/bench_bn_gate_gpu.json" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done
