@@ -148,6 +148,14 @@ def _bn_args(bn: nn.BatchNorm2d) -> tuple[tuple, dict]:
     return args, ({} if p is None else dict(device=p.device, dtype=p.dtype))
 
 
+def _share(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
+    """dst holds src's parameters and buffers (the same tensors, the same names)."""
+    if src.affine:
+        dst.weight, dst.bias = src.weight, src.bias
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(dst, name, getattr(src, name))
+
+
 class BatchNormGate(nn.BatchNorm2d):
     """An ``nn.BatchNorm2d`` followed by an ``AlphaGate`` (per layer or channel), or by a plain
     ``nn.ReLU`` (the gate at α = 1 exactly: a fused BN + ReLU), run as one fused op
@@ -163,10 +171,7 @@ class BatchNormGate(nn.BatchNorm2d):
     def __init__(self, bn: nn.BatchNorm2d, gate: AlphaGate | nn.ReLU, gate_name: str = "") -> None:
         args, kw = _bn_args(bn)
         super().__init__(*args, **kw)
-        if bn.affine:
-            self.weight, self.bias = bn.weight, bn.bias
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(self, name, getattr(bn, name))
+        _share(self, bn)
         object.__setattr__(self, "gate", gate)  # a reference: not registered, not in the state dict
         self.gate_name = gate_name
         if isinstance(gate, nn.ReLU):  # α = 1 exactly: σ(−z) = 0 at ν = inf; not in the state dict
@@ -179,10 +184,7 @@ class BatchNormGate(nn.BatchNorm2d):
         """A plain BatchNorm2d sharing this one's parameters and buffers."""
         args, kw = _bn_args(self)
         bn = nn.BatchNorm2d(*args, **kw)
-        if self.affine:
-            bn.weight, bn.bias = self.weight, self.bias
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(bn, name, getattr(self, name))
+        _share(bn, self)
         return bn.train(self.training)
 
     def _plain(self) -> bool:
