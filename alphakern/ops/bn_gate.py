@@ -2,13 +2,15 @@
 
 Every gate alphakern puts into a CNN sits right after a BatchNorm (conv → BN → gate), and eager
 PyTorch runs the two as separate passes over the activation. Fused, the gate rides on the passes
-BN makes anyway (``backends/native/bn_gate.py``): training forward = statistics + one
-normalise-and-gate pass; backward = one reduction over x and dy that also sums the gate's term
-(z recomputed, never stored) + one apply pass. The running statistics are updated exactly as
-``nn.BatchNorm2d`` updates them (momentum or cumulative average, unbiased variance).
+BN makes anyway (``backends/native/bn_gate.py``, ``backends/triton/bn_gate.py``): training
+forward = statistics + one normalise-and-gate pass; backward = one reduction over x and dy that
+also sums the gate's term (z recomputed, never stored) + one apply pass. The running statistics
+are updated exactly as ``nn.BatchNorm2d`` updates them (momentum or cumulative average, unbiased
+variance).
 
-Backends: "cpu" (native kernels, fp32/fp16/bf16, contiguous or channels_last, statistics and sums
-in fp32/fp64); "torch" — and every other case (GPU tensors, element gates, float64) — is the
+Backends (``FUSED``): "cpu" (native kernels) and "triton" (CUDA tensors, or CPU ones under
+TRITON_INTERPRET=1), fp32/fp16/bf16, contiguous or channels_last, gates per layer or channel;
+"torch" — and every other case (element gates, float64, the "cuda" backend's name) — is the
 composition ``F.batch_norm`` then ``gate`` on the gate's own backend. One registered op
 (``alphakern::bn_gate``, fake kernel and autograd) for torch.compile; a lean autograd.Function in
 eager mode, as ``ops.gate``.

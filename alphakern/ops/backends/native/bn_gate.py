@@ -17,7 +17,6 @@ from alphakern.ops.core import batchnorm as bn
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.layout import like
 
-NAME = "cpu"
 DTYPES = cpu.DTYPES
 
 

@@ -21,7 +21,6 @@ from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.alpha import alpha_terms
 from alphakern.ops.core.layout import like
 
-NAME = "triton"
 TILE = 2048  # elements per program tile
 
 if triton is not None:
