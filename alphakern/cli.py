@@ -103,6 +103,12 @@ _TRAIN_FLAGS = {
     "finetune_epochs": dict(
         flags=["--finetune-epochs"], type=int, help="epochs after the search with the gates made exact"
     ),
+    "fold_padding": dict(
+        flags=["--fold-padding"],
+        action=argparse.BooleanOptionalAction,
+        help="once the gates are exact, move each linear conv chain's padding onto its first conv, "
+        "so the fine-tuned network is what 'alphakern fold' merges exactly",
+    ),
     "distill": dict(
         flags=["--distill"],
         action=argparse.BooleanOptionalAction,

@@ -46,6 +46,7 @@ from alphakern.convert import GateTracer, unfuse_bn
 from alphakern.modules import FixedSlopeReLU
 
 POLICIES = ("latency", "flops", "all")
+__all__ = ["POLICIES", "FoldInfo", "fold", "fold_padding", "fold_report"]
 _ADDS = {operator.add, operator.iadd, torch.add}
 _RESHAPES_F = {torch.flatten, torch.reshape}
 _RESHAPES_M = {"flatten", "view", "reshape"}
@@ -151,10 +152,7 @@ class _Folder:
     # -- 1. identities -------------------------------------------------------------------------
     def is_identity(self, node: fx.Node) -> bool:
         if node.op == "call_module":
-            m = self.gm.get_submodule(node.target)
-            if isinstance(m, (nn.Identity, *_DROPOUT)):
-                return True
-            return isinstance(m, FixedSlopeReLU) and bool((m.slope == 1).all())
+            return _identity_module(self.gm.get_submodule(node.target))
         keeps_shape = (
             node.args
             and isinstance(node.args[0], fx.Node)
@@ -199,11 +197,7 @@ class _Folder:
 
     # -- 3. conv -> conv -----------------------------------------------------------------------
     def conv_problem(self, c: nn.Conv2d) -> str | None:
-        if c.padding_mode != "zeros" or isinstance(c.padding, str):
-            return f"padding {c.padding!r} ({c.padding_mode}) is left alone"
-        if c.dilation != (1, 1):
-            return f"dilation {c.dilation} is left alone"
-        return None
+        return _conv_problem(c)
 
     def merge_convs(self) -> bool:
         for n2 in list(self.gm.graph.nodes):
@@ -310,6 +304,56 @@ class _Folder:
             x = torch.randn(in_shape, device=self.device, dtype=convs[0].weight.dtype)
             self.latency_cache[key] = _median_seconds(lambda: seq(x), self.device)
         return self.latency_cache[key]
+
+
+def _identity_module(m: nn.Module) -> bool:
+    """Identity in eval mode: nn.Identity, dropout, a fixed gate whose slopes are all 1."""
+    if isinstance(m, (nn.Identity, *_DROPOUT)):
+        return True
+    return isinstance(m, FixedSlopeReLU) and bool((m.slope == 1).all())
+
+
+def _conv_problem(c: nn.Conv2d) -> str | None:
+    if c.padding_mode != "zeros" or isinstance(c.padding, str):
+        return f"padding {c.padding!r} ({c.padding_mode}) is left alone"
+    if c.dilation != (1, 1):
+        return f"dilation {c.dilation} is left alone"
+    return None
+
+
+def fold_padding(model: nn.Module) -> list[tuple[str, str]]:
+    """Move the zero padding of each linear conv chain onto its first conv, in place (Kim et al.):
+    conv1 → [BN] → [identities] → conv2 with padding p2 becomes conv1 padded p1 + p2·s1 and conv2
+    unpadded. The output is the same size; the intermediate grows by a ring that is now computed
+    from real (padded) inputs rather than set to zero after conv1's bias — a different network,
+    to fine-tune, which ``fold`` then merges exactly. Call it on a network whose gates are exact
+    (``discretize``, ``apply_keep``); BatchNorm in training mode sees the ring too. A conv whose
+    output has another reader (a residual skip) keeps its padding: the reader would see the ring —
+    so a chain that appears only once ``fold`` absorbed a block's skip stays refused. Returns the
+    (conv1, conv2) names whose padding moved, last chain link first."""
+    unfuse_bn(model)  # a fused BN → gate pair would hide its gate
+    gm = model if isinstance(model, fx.GraphModule) else fx.GraphModule(model, GateTracer().trace(model))
+    moved: list[tuple[str, str]] = []
+    for n2 in reversed(list(gm.graph.nodes)):  # last link first: a chain's padding moves to its head
+        c2 = gm.get_submodule(n2.target) if n2.op == "call_module" else None
+        if not isinstance(c2, nn.Conv2d) or _conv_problem(c2) or not any(c2.padding):
+            continue
+        n1 = n2.args[0]
+        while isinstance(n1, fx.Node) and n1.op == "call_module" and len(n1.users) == 1:
+            m = gm.get_submodule(n1.target)
+            if isinstance(m, nn.Conv2d):
+                break
+            if not (_identity_module(m) or isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))):
+                n1 = None
+                break
+            n1 = n1.args[0]
+        c1 = gm.get_submodule(n1.target) if isinstance(n1, fx.Node) and n1.op == "call_module" else None
+        if not isinstance(c1, nn.Conv2d) or len(n1.users) != 1 or _conv_problem(c1):
+            continue
+        c1.padding = tuple(p1 + p2 * s for p1, p2, s in zip(c1.padding, c2.padding, c1.stride, strict=True))
+        c2.padding = (0,) * len(c2.padding)
+        moved.append((n1.target, n2.target))
+    return moved
 
 
 def _conv_key(c: nn.Conv2d) -> tuple:

@@ -11,7 +11,7 @@ from torch import nn
 
 from alphakern import discretize, linearize
 from alphakern.cifar_nets import relu_network
-from alphakern.fold import compose_convs, fold, fold_report
+from alphakern.fold import compose_convs, fold, fold_padding, fold_report
 from alphakern.modules import FixedSlopeReLU, alpha_layers, materialize
 
 
@@ -120,6 +120,80 @@ def test_padded_second_conv_is_refused_when_exact_and_measured_otherwise():
     inner = nn.Sequential(*list(m)[:5])
     inner_f = fold(inner, x, exact=False, policy="all")
     _close(inner_f(x)[..., 1:-1, 1:-1], inner(x)[..., 1:-1, 1:-1])
+
+
+def _three(mid: nn.Module, stride1: int = 2) -> nn.Module:
+    """conv(s1) - BN - [mid] - conv(pad 1) - [identity] - 1x1 conv(pad 1): a chain of three."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=stride1, padding=1), nn.BatchNorm2d(6), mid,
+        nn.Conv2d(6, 5, (3, 5), padding=(1, 2)), nn.Identity(), nn.Conv2d(5, 4, 1, padding=1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stride1", [1, 2])
+def test_fold_padding_moves_a_chains_padding_to_its_head_so_fold_is_exact(stride1):
+    m = _rand_(_three(nn.Identity(), stride1))
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64)
+    want_shape = m(x).shape
+    assert fold_padding(m) == [("3", "5"), ("0", "3")]  # last link first
+    convs = [c for c in m if isinstance(c, nn.Conv2d)]
+    s = stride1
+    # head: its own 1 + the middle's (1, 2)·s1 + the tail's 1·s1 (the middle's stride is 1)
+    assert convs[0].padding == (1 + s + s, 1 + 2 * s + s)
+    assert convs[1].padding == (0, 0) and convs[2].padding == (0, 0)
+    assert m(x).shape == want_shape  # same output size, other values at the ring
+    f = fold(m, x)  # exact=True, policy="latency": nothing refused for the border
+    assert not any("border" in why for _, why in f.fold_info.not_merged)
+    f = fold(m, x, policy="all")
+    assert sum(isinstance(mod, nn.Conv2d) for mod in f.modules()) == 1
+    _close(f(x), m(x))
+
+
+def test_fold_padding_stops_at_what_is_not_linear_or_shared():
+    assert fold_padding(_three(nn.ReLU())) == [("3", "5")]  # not across the kept ReLU
+    mixed = FixedSlopeReLU(torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0]), granularity="channel")
+    assert fold_padding(_three(mixed)) == [("3", "5")]
+    linear = FixedSlopeReLU(torch.ones(6), granularity="channel")
+    assert fold_padding(_three(linear)) == [("3", "5"), ("0", "3")]
+
+    class Shared(nn.Module):  # conv1's output also feeds the sum: its ring would be seen
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            h = self.c1(x)
+            return self.c2(h) + h
+
+    m = Shared()
+    assert fold_padding(m) == [] and m.c2.padding == (1, 1)
+
+
+def test_fold_padding_makes_resnet20_blocks_fold_exactly_and_sees_fused_pairs():
+    from alphakern.convert import fuse_bn
+    from alphakern.modules import BatchNormGate
+
+    torch.manual_seed(0)
+    net = materialize(linearize(relu_network("resnet20", 10)))
+    with torch.no_grad():  # the gate inside every block linear, the one after the sum kept
+        for name, gate in alpha_layers(net):
+            gate.gamma.fill_(-3.0 if name.endswith(".relu") else 3.0)
+            gate.nu.fill_(100.0)
+    m = _rand_(discretize(net), 1)
+    # a fused BN + ReLU (a BatchNorm2d subclass) hides its ReLU: nothing may move across it
+    relus = fuse_bn(relu_network("resnet20", 10), relu=True)
+    assert any(isinstance(mod, BatchNormGate) for mod in relus.modules())
+    assert fold_padding(relus) == []
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    before = m(x)
+    moved = fold_padding(m)
+    assert moved == [(f"layers.{i}.conv1", f"layers.{i}.conv2") for i in reversed(range(9))]
+    assert m(x).shape == before.shape
+    f = fold(m, x, policy="all")
+    _close(f(x), m(x))
+    assert f.fold_info.not_merged == []
+    report = fold_report(m, f, x, rounds=1)
+    assert (report["before"]["depth"], report["after"]["depth"]) == (20, 11)  # a conv per block
 
 
 class _Residual(nn.Module):
@@ -257,3 +331,27 @@ def test_cli_folds_a_budget_run_and_refuses_undecided_gates(tmp_path, capsys):
             out = torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x.numpy()})[0])
             torch.testing.assert_close(out, program.module()(x), rtol=1e-4, atol=1e-4)
     assert main(["fold", str(tmp_path / "nothing")]) == 2
+
+
+def test_trainer_fold_padding_fine_tunes_the_network_that_folds_exactly(tmp_path):
+    import json
+
+    from alphakern.cli import main
+    from tests.cifar_fixtures import write_pickles
+    from tests.train_helpers import run, train_cfg
+
+    with pytest.raises(ValueError, match="--fold-padding acts when the gates are made exact"):
+        train_cfg(tmp_path, tmp_path, model="resnet20", fold_padding=True)
+    data = write_pickles(tmp_path / "cifar", n_per_batch=16, n_test=24)
+    out = tmp_path / "run"
+    # a small budget: most gates linear, so conv chains inside blocks exist whichever gates stay
+    cfg = train_cfg(data, out, model="resnet20", epochs=1, finetune_epochs=1, budget=0.05, fold_padding=True)
+    t = run(cfg)
+    moved = t.metrics["padding_moved"]
+    assert moved and all(t.model.get_submodule(b).padding == (0, 0) for _, b in moved)
+    assert main(["fold", str(out), "--policy", "all", "--out", str(tmp_path / "f")]) == 0
+    result = json.loads((tmp_path / "f" / "fold.json").read_text())
+    assert result["test_acc_after"] == pytest.approx(result["test_acc_before"], abs=1e-9)
+    # every moved chain merges; what is still refused at the border is a chain that only exists
+    # once a block absorbed its skip (the conv before it had two readers when the padding moved)
+    assert sum("convs merged" in entry[-1] for entry in result["merged"]) >= len(moved)

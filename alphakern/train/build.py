@@ -22,6 +22,7 @@ from alphakern.budget import (
 from alphakern.cifar_nets import relu_network
 from alphakern.convert import fuse_bn, linearize, nonlinearity_count
 from alphakern.data import NUM_CLASSES
+from alphakern.fold import fold_padding
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.train.checkpoint import load_checkpoint
@@ -54,6 +55,8 @@ def build_model(
         m.nu.fill_(cfg.start_nu)
     if keep is not None:
         apply_keep(model, keep)
+        if cfg.fold_padding:
+            fold_padding(model)
     elif cfg.fuse_bn:  # the same parameters and state-dict keys, the pairs run as one op
         model = fuse_bn(model, relu=cfg.activation == "relu")
     return model.to(memory_format=torch.channels_last) if channels_last else model

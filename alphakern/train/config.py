@@ -49,6 +49,7 @@ class TrainConfig:
     penalty: float | None = None  # weight on the normalised soft count (the hinge's, with budget)
     budget_kind: str | None = None  # the budget and penalty on this kind of non-linearity alone
     finetune_epochs: int = 0
+    fold_padding: bool = False  # once exact: each linear conv chain's padding on its first conv
     distill: bool = False  # fine-tune with KL (T = 4) to the ReLU network of `init`
     init: str | None = None  # run directory whose trained weights start this run
     gate_mode: str = "schedule"  # "l1": ν fixed at nu_init (no schedule) + l1 · mean α
@@ -140,6 +141,11 @@ class TrainConfig:
             flag = "--" + wants[0].replace("_", "-")
             msg = f"{flag} needs learnable gates (--activation alpha), got --activation {self.activation}"
             raise ValueError(msg)
+        if self.fold_padding and not self.discretizes:
+            raise ValueError(
+                "--fold-padding acts when the gates are made exact: give --budget, --penalty or "
+                "--finetune-epochs (with --activation alpha)"
+            )
         if self.distill and self.init is None:
             raise ValueError("--distill needs --init RUN_DIR: the trained ReLU network to distil from")
         if self.distill and self.finetune_epochs == 0:

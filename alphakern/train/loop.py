@@ -27,6 +27,7 @@ from alphakern.budget import apply_keep, soft_relu_count
 from alphakern.complexity import discretize, format_report, layer_verdicts, summary
 from alphakern.convert import nonlinearity_count
 from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
+from alphakern.fold import fold_padding
 from alphakern.modules import alpha_layers
 from alphakern.train import distributed
 from alphakern.train.build import Budget, build_model, load_init
@@ -130,6 +131,7 @@ class Trainer:
             data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
         self._load_data(data)
         self.keep: dict[str, torch.Tensor] | None = None  # set when the gates are made exact
+        self.padding_moved: list[tuple[str, str]] = []  # --fold-padding's (first, second) convs
         self._wrap()
         self.epoch = 0
         self.metrics: dict = dict(config=self._config_record(), device=self._device_name(), epochs=[])
@@ -182,6 +184,8 @@ class Trainer:
         """Make the gates exact per ``keep``: no gates left to follow, a fresh optimiser."""
         self.keep = keep
         apply_keep(self.model, keep)
+        if self.cfg.fold_padding:  # the network fine-tuned is the one fold merges exactly
+            self.padding_moved = fold_padding(self.model)
         self.layers, self.sites = [], []
         self._wrap()
 
@@ -353,6 +357,7 @@ class Trainer:
             nonlinearities_after=kinds_after,
             relu_budget=self.budget.budget,
             relu_layers=relu_layers(self.budget.sites, self.keep),
+            **({"padding_moved": [list(p) for p in self.padding_moved]} if self.cfg.fold_padding else {}),
         )
         self.write_metrics()
         self.report_text = format_report(verdicts, test_acc, acc_after) + "\n" + format_relus(self.metrics)
