@@ -59,9 +59,9 @@ def _inputs(shape, kind: str, device: str):
     return x, dy, gamma, torch.tensor(4.0, device=device), w, b
 
 
-def providers(act: str, kind: str, device: str, compile_: bool = True) -> dict:
+def providers(act: str, kind: str, device: str, compile_: bool = True, cuda_kernels: bool = False) -> dict:
     """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate); the fused op on
-    the native CPU kernels or on Triton (CUDA)."""
+    the native CPU kernels or on Triton (CUDA); with ``cuda_kernels`` also on csrc/'s CUDA kernels."""
     f = F_OF[act]
     fused = "cpu" if device == "cpu" else "triton"
 
@@ -80,18 +80,24 @@ def providers(act: str, kind: str, device: str, compile_: bool = True) -> dict:
         ),
         "eager BN + expression": expr,
     }
+    if cuda_kernels and device != "cpu":
+        out["fused (CUDA C++)"] = lambda x, g, nu, w, b, rm, rv: bn_gate(
+            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend="cuda"
+        )
     if compile_:
         out["compile(BN + expression)"] = torch.compile(expr, dynamic=False)
     return out
 
 
-def _case(model: str, shape, act: str, kind: str, budget_s: float, device: str, compile_: bool) -> list[dict]:
+def _case(
+    model: str, shape, act: str, kind: str, budget_s: float, device: str, compile_: bool, cuda_kernels: bool
+) -> list[dict]:
     """Both modes of one (shape, f, gate kind): the providers' medians, fused first."""
     x, dy, gamma, nu, w, b = _inputs(shape, kind, device)
     rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
     args = (x, gamma, nu, w, b, rm, rv)
     bw = copy_bandwidth_gbs(device, x.numel() * x.element_size())  # at this size: caches alike
-    provs = providers(act, kind, device, compile_)
+    provs = providers(act, kind, device, compile_, cuda_kernels)
 
     def fwd(fn):
         with torch.no_grad():
@@ -133,7 +139,12 @@ def _case(model: str, shape, act: str, kind: str, budget_s: float, device: str, 
 
 
 def op_part(
-    rows: list, quick: bool, budget_s: float, device: str = "cpu", compile_: bool = True
+    rows: list,
+    quick: bool,
+    budget_s: float,
+    device: str = "cpu",
+    compile_: bool = True,
+    cuda_kernels: bool = False,
 ) -> list[dict]:
     """Appends to ``rows`` as it goes (an interrupted run keeps what it measured)."""
     acts = ("relu",) if quick else ("relu", "silu")
@@ -142,7 +153,7 @@ def op_part(
         for shape in shapes:
             for act in acts:
                 for kind in ("layer", "channel"):
-                    rows += _case(model, shape, act, kind, budget_s, device, compile_)
+                    rows += _case(model, shape, act, kind, budget_s, device, compile_, cuda_kernels)
     return rows
 
 
@@ -191,6 +202,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--no-compile", action="store_true", help="no torch.compile provider (its compiles are slow)"
     )
+    p.add_argument(
+        "--cuda-kernels", action="store_true", help="also time the fused op on csrc/'s CUDA kernels (built)"
+    )
     p.add_argument("--json", type=Path, default=None, help="default: results/bench_bn_gate_<device>.json")
     args = p.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -214,7 +228,8 @@ def main(argv=None) -> int:
     try:
         if args.part in ("op", "both"):
             result["op"] = []
-            op_part(result["op"], args.quick, 0.5 if args.quick else 3.0, device, not args.no_compile)
+            budget = 0.5 if args.quick else 3.0
+            op_part(result["op"], args.quick, budget, device, not args.no_compile, args.cuda_kernels)
         if args.part in ("train", "both"):
             steps = {"cnn": 4} if args.quick else {"cnn": 60, "resnet20": 30}
             result["train"] = train_part(steps, 1 if args.quick else args.rounds, args.data_dir)

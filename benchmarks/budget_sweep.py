@@ -31,7 +31,7 @@ from alphakern.train import METRICS, TrainConfig, Trainer
 RESULTS = Path(__file__).resolve().parent / "results" / "budget_sweep"
 
 
-def _run(cfg: TrainConfig) -> dict:
+def train_to_end(cfg: TrainConfig) -> dict:
     """Train ``cfg`` to its end (resuming a checkpoint, skipping a finished run); its metrics."""
     done = Path(cfg.out) / METRICS
     if done.is_file():
@@ -148,9 +148,9 @@ def main() -> None:
                   log_every=200)  # fmt: skip
     t_start = time.perf_counter()
     base = TrainConfig(out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, **common)
-    base_metrics = _run(base)
+    base_metrics = train_to_end(base)
     more = args.search_epochs + args.finetune_epochs
-    full = _run(
+    full = train_to_end(
         TrainConfig(out=str(work / "relu_100"), activation="relu", epochs=more, init=base.out, **common)
     )
     points = [dict(fraction=1.0, run=str(work / "relu_100"), **_point(full))]
@@ -166,7 +166,7 @@ def main() -> None:
             distill=args.finetune_epochs > 0,
             **common,
         )
-        m = _run(cfg)
+        m = train_to_end(cfg)
         search = [e for e in m["epochs"] if e["phase"] == "search"]
         soft = search[-1]["soft_relu_count"] if search else None
         points.append(

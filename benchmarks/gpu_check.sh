@@ -9,7 +9,7 @@
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
 #   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager)
-#   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton) vs eager, last
+#   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton, CUDA C++) vs eager, last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
@@ -61,7 +61,7 @@ step "gpu tests: cuda backend"
 if [ -z "$SKIP" ]; then
   run "$(slot 45 140)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
     tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py tests/test_activations.py \
-    >> "$LOG" 2>&1
+    tests/test_bn_gate.py >> "$LOG" 2>&1
 else
   echo "skipped: the CUDA build did not finish (build.log)" >> "$LOG"
 fi
@@ -81,9 +81,10 @@ run "$(slot 60 35)" $PY benchmarks/bench_activation.py --activation relu6,gelu,s
   --dtypes float32,bfloat16 --providers "$PROV" --skip "$SKIP,alphakern-cpu" \
   --json "$OUT/bench_activations_gpu.json" --plot "$OUT/bench_activations_gpu.png" >> "$OUT/bench.log" 2>&1
 step bench_bn_gate
-# BatchNorm + gate: Triton's fused op vs eager BN + gate (every provider checked against the eager
-# expression before it is timed), the CNN's and ResNet-20's shapes, relu and silu
+# BatchNorm + gate: Triton's fused op (and csrc/'s CUDA kernels, when built) vs eager BN + gate
+# (every provider checked against the eager expression before it is timed), the CNN's and
+# ResNet-20's shapes, relu and silu
 run "$(slot 40 3)" $PY benchmarks/bench_bn_gate.py --part op --device cuda --no-compile \
-  --json "$OUT/bench_bn_gate_gpu.json" >> "$OUT/bench.log" 2>&1
+  $([ -z "$SKIP" ] && echo --cuda-kernels) --json "$OUT/bench_bn_gate_gpu.json" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done

@@ -168,3 +168,26 @@ def test_bn_gate_benchmark_smoke(tmp_path):
     assert all(v > 0 for r in data["op"] for v in r["ms"].values())
     steps = data["train"]["cnn"]["step_ms"]
     assert len(steps) == 6 and all(v > 0 for v in steps.values())
+
+
+def test_fold_end_to_end_smoke(tmp_path):
+    """fold_end_to_end on a tiny dataset: three runs trained and resumed-as-done on a second call,
+    both networks folded without changing their test accuracy, four latencies per batch size."""
+    from tests.cifar_fixtures import write_pickles
+
+    data = write_pickles(tmp_path / "cifar", n_per_batch=16, n_test=24)
+    args = ["benchmarks/fold_end_to_end.py", "--data-dir", str(data), "--work", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "res"), "--base-epochs", "1", "--search-epochs", "1",
+            "--finetune-epochs", "1", "--budget", "0.2", "--batches", "1", "--seconds", "0.2",
+            "--policy", "all"]  # fmt: skip
+    proc = run_python(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "res" / "fold_end_to_end.json").read_text())
+    acc = data["test_acc"]
+    assert acc["relu"] == pytest.approx(acc["relu_folded"])
+    assert acc["gated"] == pytest.approx(acc["gated_folded"])
+    assert data["padding_moved"] and data["relu_count"]["gated"] < data["relu_count"]["relu"]
+    assert set(data["latency_ms"]["1"]) == {"relu", "gated", "relu_folded", "gated_folded"}
+    assert data["structure"]["gated"]["after"]["depth"] < data["structure"]["gated"]["before"]["depth"]
+    again = run_python(*args)  # every run is found finished: nothing trains again
+    assert again.returncode == 0 and again.stdout.count("done before") == 3, again.stdout + again.stderr

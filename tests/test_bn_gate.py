@@ -19,16 +19,24 @@ from alphakern.functional import bn_gate
 from alphakern.modules import AlphaGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
-from tests.reference import TRITON_RUNS, needs_cpu_kernels
+from tests.reference import HAS_CUDA, HAS_NVCC, TRITON_RUNS, needs_cpu_kernels
 from tests.utils import DTYPES, LAYOUTS, make
 
 pytestmark = needs_cpu_kernels  # the CPU kernels are also these tests' default "auto" backend
+CUDA_REASON = "the cuda backend needs a CUDA GPU and nvcc"
 BACKENDS = [
     pytest.param("cpu", id="cpu"),
     pytest.param(
         "triton",
         id="triton",
         marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
+    ),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=pytest.mark.skipif(
+            not (HAS_CUDA and HAS_NVCC), reason="the cuda backend needs a CUDA GPU and nvcc"
+        ),
     ),
 ]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -133,6 +141,36 @@ def test_fused_matches_float64_batchnorm_then_gate(backend, name, kind, dtype, l
     want_v = 0.9 * rv.double() + 0.1 * x64.var((0, 2, 3), unbiased=True)
     _close(rm1, want_m, "running_mean", 1e-6, 1e-6)
     _close(rv1, want_v, "running_var", 1e-6, 1e-6)
+
+
+# the CUDA kernels' other paths: NCHW rows longer than a warp's segment (4096) and of an odd length
+# (scalar loads), channels_last rows wider than a block (C > 1024: two column blocks) and of C not
+# a multiple of the vector width, many row blocks
+CUDA_SHAPES = [((2, 3, 80, 81), "contiguous"), ((3, 2, 71, 73), "contiguous"),
+               ((2, 1100, 3, 5), "channels_last"), ((40, 13, 16, 16), "channels_last")]  # fmt: skip
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_NVCC), reason=CUDA_REASON)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,layout", CUDA_SHAPES, ids=[f"{s}-{lay}" for s, lay in CUDA_SHAPES])
+def test_cuda_kernels_on_long_wide_and_ragged_shapes(shape, layout, dtype):
+    x, dy = make(shape, dtype, "cpu", layout, 3)
+    x = (x + 0.7).to(dtype)
+    c = shape[1]
+    g = torch.Generator().manual_seed(4)
+    gamma, w, b = torch.rand(c, generator=g) * 4 - 2, torch.randn(c, generator=g), torch.randn(c, generator=g)
+    nu, rm, rv = torch.tensor(3.0), torch.zeros(c), torch.ones(c)
+    xg, gg, wg, bg = (t.cuda().requires_grad_() for t in (x, gamma, w, b))
+    y = bn_gate(xg, gg, nu.cuda(), weight=wg, bias=bg, activation="silu", backend="cuda")
+    y.backward(dy.cuda())
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = oracle("silu", x, dy, gamma, nu, w, b, rm, rv, True)
+    rt = _rtol(dtype)  # the tolerances of the test above
+    _close(y.cpu(), ry, "y", rt, 64 * EPS32 * ry.abs().max())
+    _close(xg.grad.cpu(), rdx, "dx", rt, 256 * EPS32 * rdx.abs().max())
+    _close(wg.grad.cpu(), rdw, "dweight", 0, 64 * EPS32 * dws + rt * rdw.abs())
+    _close(bg.grad.cpu(), rdb, "dbias", 0, 64 * EPS32 * dbs + rt * rdb.abs())
+    _close(gg.grad.cpu(), rdg, "dgamma", 0, 64 * EPS32 * dgs + rt * rdg.abs())
+    assert y.stride() == xg.stride() and xg.grad.stride() == xg.stride()
 
 
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])

@@ -150,3 +150,33 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
     usage = _usage(proc.stderr)
     assert len(usage) == len(entries), proc.stderr[-2000:]
     assert all(spill == 0 for _, spill, _ in usage), [u for u in usage if u[1]]
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
+def test_bn_gate_kernels_ptx_and_registers(tmp_path):
+    """bn_gate.cu for sm_90 (one compile, its PTX kept): every instantiation — layout (rows, cols) x
+    mode x dtype x (vectorised, scalar) x f, the statistics once per dtype — exists; the vectorised
+    ones load (and, fwd/apply, store) 16 bytes; no atomics; no approximate math beyond expf's. No
+    spills but the few bytes some smooth/hardswish instantiations save around IEEE division's
+    out-of-line slow path (f ≥ gelu_tanh; at most 16 bytes)."""
+    proc = _nvcc(tmp_path, "-cubin", "-o", "b.cubin", "-Xptxas", "-v", "-keep", "-keep-dir", str(tmp_path),
+                 source="cuda/bn_gate.cu")  # fmt: skip
+    (ptx,) = list(tmp_path.glob("bn_gate*.ptx"))
+    entries = _entries(ptx.read_text())
+    modes = {0: "stats", 1: "fwd", 2: "reduce", 3: "apply"}
+    for layout in ("bn_rows_kernel", "bn_cols_kernel"):
+        for dtype, vec in DTYPES:
+            for mode in modes:
+                for act in [0] if mode == 0 else ACT_CODES:
+                    (name,) = [
+                        n for n in entries if layout in n and f"I{dtype}Li{vec}ELi{mode}ELi{act}EE" in n
+                    ]
+                    assert re.search(r"ld\.global(\.nc)?\.v4", entries[name]), name
+                    if mode in (1, 3):
+                        assert re.search(r"st\.global\.v4", entries[name]), name
+    assert len(entries) == 2 * 3 * 2 * (1 + 3 * 7), len(entries)
+    _check_math(entries)
+    usage = _usage(proc.stderr)
+    assert len(usage) == len(entries), proc.stderr[-2000:]
+    for name, spill, _ in usage:
+        assert spill == 0 or (_act(name) >= 4 and spill <= 16), (name, spill)

@@ -8,10 +8,12 @@ also sums the gate's term (z recomputed, never stored) + one apply pass. The run
 are updated exactly as ``nn.BatchNorm2d`` updates them (momentum or cumulative average, unbiased
 variance).
 
-Backends (``FUSED``): "cpu" (native kernels) and "triton" (CUDA tensors, or CPU ones under
-TRITON_INTERPRET=1), fp32/fp16/bf16, contiguous or channels_last, gates per layer or channel;
-"torch" — and every other case (element gates, float64, the "cuda" backend's name) — is the
-composition ``F.batch_norm`` then ``gate`` on the gate's own backend. One registered op
+Backends (``FUSED``): "cpu" and "cuda" (the native kernels, csrc/), and "triton" (CUDA tensors,
+or CPU ones under TRITON_INTERPRET=1), fp32/fp16/bf16, contiguous or channels_last, gates per
+layer or channel; "torch" — and every other case (element gates, float64) — is the composition
+``F.batch_norm`` then ``gate`` on the gate's own backend. ``auto`` takes "cpu" for CPU tensors and
+"triton" for CUDA ones: the CUDA C++ kernels are chosen by name only until they have been measured
+on a GPU against Triton's. One registered op
 (``alphakern::bn_gate``, fake kernel and autograd) for torch.compile; a lean autograd.Function in
 eager mode, as ``ops.gate``.
 """
@@ -29,24 +31,28 @@ from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_choice, check_inputs
 from alphakern.ops.gate import gate as gate_op_entry
 
-FUSED = {"cpu": native_bn, "triton": triton_bn}  # the backends with fused kernels
+FUSED = {"cpu": native_bn, "cuda": native_bn, "triton": triton_bn}  # the backends with fused kernels
 
 
 def _runnable(name: str, x: Tensor, kind: str) -> bool:
     if kind not in ("layer", "channel") or x.dtype not in native_bn.DTYPES:
         return False
-    if name == "cpu":
-        return x.device.type == "cpu"
+    if name in ("cpu", "cuda"):
+        return x.device.type == name
     return x.device.type == "cuda" or (x.device.type == "cpu" and INTERPRET)
 
 
 def resolve(backend: str | None, x: Tensor, kind: str) -> str:
-    """The fused kernels' backend ("cpu", "triton") or "torch" (the composition) for this call;
+    """The fused kernels' backend ("cpu", "cuda", "triton") or "torch" (the composition) for this call;
     ``backend`` takes ``gate``'s names."""
     name = check_choice("auto" if backend is None else backend, "backend", BACKEND_CHOICES)
     if name in FUSED:
         if not _runnable(name, x, kind):
-            where = "CPU tensors" if name == "cpu" else "CUDA tensors (CPU ones under TRITON_INTERPRET=1)"
+            where = {
+                "cpu": "CPU tensors",
+                "cuda": "CUDA tensors",
+                "triton": "CUDA tensors (CPU ones under TRITON_INTERPRET=1)",
+            }[name]
             raise ValueError(
                 f"bn_gate backend={name!r} takes fp32/fp16/bf16 {where} with a gate per layer or "
                 f"channel, got {x.dtype} on {x.device} with {kind} gates; use backend='auto'"

@@ -65,6 +65,15 @@ inline void check_gated_grad(const at::Tensor& dy, const at::Tensor& x, const Ba
   TORCH_CHECK(dy.is_contiguous(), "alpha_relu gates: dy must be contiguous");
 }
 
+// The fused BatchNorm + gate ops' per-channel tensors (mean, invstd, weight, bias, slopes, ...):
+// fp32 [C], contiguous, on x's device.
+inline void check_channel_param(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 && t.numel() == x.size(1) && t.is_contiguous() &&
+                  t.device() == x.device(),
+              "bn_gate: ", name, " must be ", x.size(1), " contiguous fp32 values on ", x.device(), ", got ",
+              t.scalar_type(), " of shape ", t.sizes());
+}
+
 // `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
 inline at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
   if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;

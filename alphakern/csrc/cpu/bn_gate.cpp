@@ -323,13 +323,6 @@ std::vector<double> stats(const Shape& sh, const T* x) {
 
 // -- host side: checks, dispatch ---------------------------------------------------------------
 
-void check_channel_param(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 && t.numel() == x.size(1) && t.is_contiguous() &&
-                  t.device() == x.device(),
-              "bn_gate: ", name, " must be ", x.size(1), " contiguous fp32 values on ", x.device(), ", got ",
-              t.scalar_type(), " of shape ", t.sizes());
-}
-
 Params params_of(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
                  const at::Tensor& b, const at::Tensor& slopes) {
   check_x(x, "x", kB);

@@ -38,6 +38,14 @@ __device__ __forceinline__ __nv_bfloat16 from_f(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// VEC consecutive elements, aligned to their size (16 bytes for the vectorised instantiation).
+// Index expressions are written as VEC * (...) so nvcc sees the alignment: `r * G + cv * VEC`
+// made it split the 16-byte stores of the column kernels (tests/test_cuda_build.py checks).
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Packed {
+  T v[VEC];
+};
+
 // relu(-x) written so NaN propagates (x > 0 is false for NaN).
 __device__ __forceinline__ float neg_part(float x) { return x > 0.0f ? 0.0f : -x; }
 // PReLU with slope 1 - alpha: NaN propagates, -inf stays -inf.

@@ -26,14 +26,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxPartials = int64_t(1) << 22;  // bounds the "cols" partial buffer (16 MiB)
 constexpr int64_t kMaxRowBlocks = 65535;
 
-// VEC consecutive elements, aligned to their size (16 bytes for the vectorised instantiation).
-// Index expressions are written as VEC * (...) so nvcc sees the alignment: `r * G + cv * VEC`
-// made it split the 16-byte stores of the column kernels (tests/test_cuda_build.py checks).
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Packed {
-  T v[VEC];
-};
-
 // Thread -> (row offset in the block's row group, column vector). With few column vectors a
 // block covers several rows at once; with many, blockIdx.y picks the column chunk.
 struct ColsThread {

@@ -9,7 +9,9 @@
 
 #include "../common/checks.h"
 
+#include <initializer_list>
 #include <tuple>
+#include <utility>
 
 namespace alphakern {
 
@@ -26,6 +28,19 @@ void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
                            int64_t act, double neg);
 at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                                  const at::Tensor& slopes, int64_t C, int64_t B, int64_t act, double neg);
+
+// BatchNorm + gate (bn_gate.cu): x [N, C, ...] contiguous or channels_last; per-channel fp32 [C].
+std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x);
+void launch_bn_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& mean, const at::Tensor& invstd,
+                        const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                        double neg);
+at::Tensor launch_bn_gate_bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                     const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                     const at::Tensor& slopes, int64_t act, double neg);
+void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                              const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                              const at::Tensor& b, const at::Tensor& slopes, const at::Tensor& ca,
+                              const at::Tensor& cb, int64_t act, double neg);
 
 namespace {
 
@@ -113,9 +128,78 @@ std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cuda(const at::Tensor& dy, con
   return {dx, sums};
 }
 
+// -- BatchNorm + gate -------------------------------------------------------------------------
+void check_bn_x(const at::Tensor& x) {
+  check_x(x, "x", kB);
+  TORCH_CHECK(x.dim() >= 2, "bn_gate: x must have a batch and a channel dimension, got shape ", x.sizes());
+}
+
+void check_bn_params(const at::Tensor& x,
+                     std::initializer_list<std::pair<const at::Tensor*, const char*>> ts) {
+  check_bn_x(x);
+  for (auto [t, name] : ts) check_channel_param(*t, name, x);
+}
+
+void check_bn_grad(const at::Tensor& dy, const at::Tensor& x) {
+  check_grad(dy, x, kB);
+  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_stats_cuda(const at::Tensor& x) {
+  check_bn_x(x);
+  const int64_t count = x.size(1) ? x.numel() / x.size(1) : 0;
+  TORCH_CHECK(count > 0, "bn_stats: x has no values per channel, got shape ", x.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  return launch_bn_stats(x);
+}
+
+at::Tensor bn_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                            const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                            double neg) {
+  check_bn_params(x,
+                  {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) launch_bn_gate_fwd(x, y, mean, invstd, w, b, slopes, act, neg);
+  return y;
+}
+
+at::Tensor bn_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                   const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                   const at::Tensor& slopes, int64_t act, double neg) {
+  check_bn_params(x,
+                  {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
+  check_bn_grad(dy, x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (x.numel() == 0) return at::zeros({3, x.size(1)}, x.options().dtype(at::kDouble));
+  return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                  const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
+                                  int64_t act, double neg) {
+  check_bn_params(x, {{&mean, "mean"},
+                      {&invstd, "invstd"},
+                      {&w, "weight"},
+                      {&b, "bias"},
+                      {&slopes, "slopes"},
+                      {&ca, "ca"},
+                      {&cb, "cb"}});
+  check_bn_grad(dy, x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() > 0) launch_bn_gate_bwd_apply(dy, x, dx, mean, invstd, w, b, slopes, ca, cb, act, neg);
+  return dx;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alphakern_C, CUDA, m) {
+  m.impl("bn_stats", &bn_stats_cuda);
+  m.impl("bn_gate_fwd", &bn_gate_fwd_cuda);
+  m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cuda);
+  m.impl("bn_gate_bwd_apply", &bn_gate_bwd_apply_cuda);
   m.impl("alpha_relu_fwd", &alpha_relu_fwd_cuda);
   m.impl("alpha_relu_bwd", &alpha_relu_bwd_cuda);
   m.impl("gates_cols_fwd", &gates_cols_fwd_cuda);

@@ -1,5 +1,6 @@
-"""The native CPU kernels of BatchNorm + gate (csrc/cpu/bn_gate.cpp) seen from Python: the
-per-channel fp32 parameters they take, and the forward/backward of the fused op on them.
+"""The native kernels of BatchNorm + gate seen from Python — csrc/cpu/bn_gate.cpp for CPU tensors,
+csrc/cuda/bn_gate.cu for CUDA ones (one schema, ``schema.py``): the per-channel fp32 parameters
+they take, and the forward/backward of the fused op on them.
 
 Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
 (``bn_gate_bwd_reduce``: Σ dz, Σ dz·x̂ and the gate's Σ dy·(f(z) − z) per channel in one pass over x
@@ -12,26 +13,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alphakern.ops.backends.native import cpu
+from alphakern.ops.backends.native import cpu, cuda
 from alphakern.ops.core import batchnorm as bn
 from alphakern.ops.core.activations import Activation
+from alphakern.ops.core.alpha import alpha_terms
 from alphakern.ops.core.layout import like
 
 DTYPES = cpu.DTYPES
 
 
-def available() -> bool:
-    return cpu.available()
+def available(device: str = "cpu") -> bool:
+    return cuda.available() if device == "cuda" else cpu.available()
 
 
-def _ops():
-    cpu.build()
+def _ops(x: Tensor):
+    """The library that holds x's device's kernels, built (CPU) or built and loaded (CUDA) once."""
+    (cuda if x.is_cuda else cpu).build()
     return torch.ops.alphakern_C
 
 
 def _slopes(gamma: Tensor, nu: Tensor, c: int) -> tuple[Tensor, Tensor]:
-    """(1 − α per channel in fp32 — a layer gate's repeated — and dα/dγ in fp64, γ's shape)."""
-    om, dadg = _ops().gate_terms(gamma.detach(), nu.detach())
+    """(1 − α per channel in fp32 — a layer gate's repeated — and dα/dγ in fp64, γ's shape): the
+    CPU library's gate_terms, on a GPU the same fp64 formula in torch (ops.core.alpha)."""
+    if gamma.is_cuda:
+        _, om, dadg = alpha_terms(gamma, nu)
+        om = om.float()
+    else:
+        om, dadg = torch.ops.alphakern_C.gate_terms(gamma.detach(), nu.detach())
     return om.reshape(-1).expand(c).contiguous(), dadg
 
 
@@ -41,7 +49,7 @@ def statistics(
     """(mean, biased var, invstd) in fp32: of the batch (training) or the running ones."""
     if not training:
         return bn.running(running_mean, running_var, eps)
-    mean, var = _ops().bn_stats(bn.kernel_layout(x)[0])
+    mean, var = _ops(x).bn_stats(bn.kernel_layout(x)[0])
     return mean, var, torch.rsqrt(var + eps)
 
 
@@ -59,7 +67,7 @@ def forward(
     c = x.shape[1]
     w, b = bn.affine(weight, bias, c, x)
     slopes, _ = _slopes(gamma, nu, c)
-    return bn.as_x(_ops().bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
+    return bn.as_x(_ops(x).bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
 
 
 def backward(
@@ -75,7 +83,7 @@ def backward(
     act: Activation,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients in fp32 (ones/zeros' when None)."""
-    ops, (xd, _) = _ops(), bn.kernel_layout(x)
+    ops, (xd, _) = _ops(x), bn.kernel_layout(x)
     dyd = like(dy, xd)
     c = x.shape[1]
     w, b = bn.affine(weight, bias, c, x)

@@ -1,0 +1,345 @@
+// CUDA kernels of BatchNorm fused with the gate (the op: alphakern/ops/bn_gate.py; the contract of
+// alphakern_C::bn_stats / bn_gate_fwd / bn_gate_bwd_reduce / bn_gate_bwd_apply, as the CPU kernels in
+// csrc/cpu/bn_gate.cpp). z = (x - mean) * invstd * w + b is recomputed from x in every pass, never
+// stored; the element math is the gate kernels' (elementwise.cuh).
+//
+// x is seen as
+//   "rows" [N*C, S] (contiguous NCHW): a warp per (row, segment of at most kSeg elements), one
+//          channel per row; a reduction's partial is the segment's warp sum;
+//   "cols" [M, C] (channels_last, M = N*S): threads own VEC channels and walk rows, as the "cols" gate
+//          kernels; a reduction's partial is a block's rows, added in row order in the block.
+// Partials are fp32, one per (unit, sum, channel), in a buffer whose shape depends on the tensor's
+// shape alone (never the GPU); the host adds them in fp64 (at::sum over a dimension: fixed order, no
+// atomics), so every result is bitwise reproducible. int64 indices; 16-byte accesses when every
+// pointer is aligned and the inner dimension divides into vectors.
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "../common/cuda_utils.cuh"
+#include "elementwise.cuh"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace alphakern {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kSeg = 4096;           // "rows": elements per warp unit (bounds each fp32 sum)
+constexpr int64_t kMaxRowBlocks = 1024;  // "cols": row blocks (fixed: the partition is the shape's)
+
+enum Mode { kStats = 0, kFwd = 1, kReduce = 2, kApply = 3 };
+template <int MODE>
+constexpr int kSums = MODE == kStats ? 2 : (MODE == kReduce ? 3 : 0);
+
+struct Params {
+  const float* mean;
+  const float* invstd;
+  const float* w;
+  const float* b;
+  const float* om;  // 1 - alpha per channel
+  const float* ca;  // apply: mean(dz), mean(dz * xhat) per channel (zero in eval)
+  const float* cb;
+};
+
+struct Channel {
+  float mean, invstd, w, b, om, ca, cb;
+};
+
+template <int MODE>
+__device__ __forceinline__ Channel channel(const Params& p, int64_t c) {
+  Channel ch{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if constexpr (MODE != kStats) {
+    ch = {p.mean[c], p.invstd[c], p.w[c], p.b[c], p.om[c], 0.0f, 0.0f};
+    if constexpr (MODE == kApply) {
+      ch.ca = p.ca[c];
+      ch.cb = p.cb[c];
+    }
+  }
+  return ch;
+}
+
+// One element: its output (fwd: y, apply: dx) or its terms added into acc (stats: x, x^2; reduce:
+// dz, dz * xhat, dy * (f(z) - z)).
+template <int MODE, int ACT>
+__device__ __forceinline__ float element(float x, float dy, const Channel& ch, float neg, float* acc) {
+  if constexpr (MODE == kStats) {
+    acc[0] += x;
+    acc[1] += x * x;
+    return 0.0f;
+  } else {
+    const float xh = (x - ch.mean) * ch.invstd;
+    const float z = xh * ch.w + ch.b;
+    if constexpr (MODE == kFwd) {
+      return gate_y<ACT>(z, ch.om, neg);
+    } else {
+      float dz, contrib;
+      gate_bwd<ACT>(z, dy, ch.om, neg, dz, contrib);
+      if constexpr (MODE == kReduce) {
+        acc[0] += dz;
+        acc[1] += dz * xh;
+        acc[2] += contrib;
+        return 0.0f;
+      } else {
+        return ch.w * ch.invstd * (dz - ch.ca - xh * ch.cb);
+      }
+    }
+  }
+}
+
+template <int MODE>
+constexpr bool kReads = MODE == kReduce || MODE == kApply;  // dy
+template <int MODE>
+constexpr bool kWrites = MODE == kFwd || MODE == kApply;
+
+// VEC consecutive elements at x + at (a multiple of VEC), through one 16-byte access when VEC > 1.
+template <typename T, int VEC, int MODE, int ACT>
+__device__ __forceinline__ void vector(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
+                                       int64_t at, const Channel* ch, int ch_stride, float neg, float* acc) {
+  const Packed<T, VEC> xin = *reinterpret_cast<const Packed<T, VEC>*>(x + at);
+  Packed<T, VEC> gin;
+  if constexpr (kReads<MODE>) gin = *reinterpret_cast<const Packed<T, VEC>*>(dy + at);
+  Packed<T, VEC> res;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    const float g = kReads<MODE> ? to_f(gin.v[k]) : 0.0f;
+    const float v =
+        element<MODE, ACT>(to_f(xin.v[k]), g, ch[k * ch_stride], neg, acc + k * ch_stride * kSums<MODE>);
+    if constexpr (kWrites<MODE>) res.v[k] = from_f<T>(v);
+  }
+  if constexpr (kWrites<MODE>) *reinterpret_cast<Packed<T, VEC>*>(out + at) = res;
+}
+
+// "rows": unit u = (row r, segment s) per warp; SV vectors per row (S = SV * VEC), nseg segments.
+template <typename T, int VEC, int MODE, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    bn_rows_kernel(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
+                   float* __restrict__ partials, Params p, int64_t units, int64_t nseg, int64_t C, int64_t SV,
+                   float neg) {
+  constexpr int NS = kSums<MODE>;
+  constexpr int64_t kSegV = kSeg / VEC;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarps;
+  for (int64_t u = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); u < units; u += warps) {
+    const int64_t r = u / nseg, s = u % nseg;
+    const Channel ch = channel<MODE>(p, r % C);
+    float acc[NS > 0 ? NS : 1];
+#pragma unroll
+    for (int j = 0; j < (NS > 0 ? NS : 1); ++j) acc[j] = 0.0f;
+    const int64_t end = (s + 1) * kSegV < SV ? (s + 1) * kSegV : SV;
+    for (int64_t j = s * kSegV + lane; j < end; j += 32) {
+      vector<T, VEC, MODE, ACT>(x, dy, out, VEC * (r * SV + j), &ch, 0, neg, acc);
+    }
+    if constexpr (NS > 0) {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        float v = acc[j];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+        if (lane == 0) partials[u * NS + j] = v;  // [N, C, nseg, NS]
+      }
+    }
+  }
+}
+
+// "cols": thread (ro, cv) owns channels cv*VEC.. of the rows ro, ro + rows_per_iter, ... of its
+// block's row range; CV = C / VEC vectors per row.
+template <typename T, int VEC, int MODE, int ACT>
+__global__ void __launch_bounds__(kThreads)
+    bn_cols_kernel(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
+                   float* __restrict__ partials, Params p, int64_t M, int64_t CV, int rows_per_iter,
+                   int64_t rows_per_block, float neg) {
+  constexpr int NS = kSums<MODE>;
+  __shared__ float red[NS > 0 ? kThreads * VEC * NS : 1];
+  int ro = 0;
+  int64_t cv = 0;
+  bool active = true;
+  if (rows_per_iter > 1) {
+    ro = threadIdx.x / static_cast<int>(CV);
+    cv = threadIdx.x % CV;
+    active = ro < rows_per_iter;
+  } else {
+    cv = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
+    active = cv < CV;
+  }
+  const int64_t C = CV * VEC;
+  float acc[VEC * (NS > 0 ? NS : 1)];
+#pragma unroll
+  for (int j = 0; j < VEC * (NS > 0 ? NS : 1); ++j) acc[j] = 0.0f;
+  if (active) {
+    Channel ch[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) ch[k] = channel<MODE>(p, cv * VEC + k);
+    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * rows_per_block;
+    const int64_t r1 = r0 + rows_per_block < M ? r0 + rows_per_block : M;
+    for (int64_t r = r0 + ro; r < r1; r += rows_per_iter) {
+      vector<T, VEC, MODE, ACT>(x, dy, out, VEC * (r * CV + cv), ch, 1, neg, acc);
+    }
+  }
+  if constexpr (NS > 0) {
+    // acc[k * NS + j]: sum j of channel cv*VEC + k. partials [row blocks, NS, C]
+    float* row = partials + static_cast<int64_t>(blockIdx.x) * NS * C;
+    if (rows_per_iter == 1) {
+      if (active) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+#pragma unroll
+          for (int j = 0; j < NS; ++j) row[j * C + cv * VEC + k] = acc[k * NS + j];
+      }
+      return;
+    }
+#pragma unroll
+    for (int j = 0; j < VEC * NS; ++j) red[threadIdx.x * VEC * NS + j] = acc[j];
+    __syncthreads();
+    if (active && ro == 0) {  // the block's rows added in ro order
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+#pragma unroll
+        for (int j = 0; j < NS; ++j) {
+          float s = 0.0f;
+          for (int q = 0; q < rows_per_iter; ++q) s += red[((q * CV + cv) * VEC + k) * NS + j];
+          row[j * C + cv * VEC + k] = s;
+        }
+    }
+  }
+}
+
+struct Shape {
+  bool cl;
+  int64_t N, C, S;
+};
+
+Shape shape_of(const at::Tensor& x) {
+  const int64_t N = x.size(0), C = x.size(1);
+  const int64_t S = N * C > 0 ? x.numel() / (N * C) : 0;
+  const bool cl = !x.is_contiguous();
+  TORCH_CHECK(!cl || (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)),
+              "bn_gate: x must be contiguous or channels_last, got strides ", x.strides());
+  return {cl, N, C, S};
+}
+
+// Runs MODE over x; returns the fp64 sums [NS, C] (an undefined tensor for fwd/apply).
+template <int MODE>
+at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const Params& p, int64_t act,
+               double neg) {
+  constexpr int NS = kSums<MODE>;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Shape sh = shape_of(x);
+  const float ng = static_cast<float>(neg);
+  at::Tensor partials;
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "bn_gate", MODE == kStats ? 0 : act, [&] {
+    constexpr int V = 16 / sizeof(T);
+    constexpr int F = MODE == kStats ? 0 : ACT;  // the statistics do not depend on f: one kernel
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    const T* dyp = dy ? reinterpret_cast<const T*>(dy->const_data_ptr()) : nullptr;
+    T* op = out ? reinterpret_cast<T*>(out->mutable_data_ptr()) : nullptr;
+    const bool aligned = aligned16(xp) && (!dyp || aligned16(dyp)) && (!op || aligned16(op));
+    float* pp = nullptr;
+    if (sh.cl) {
+      const int64_t M = sh.N * sh.S;
+      const bool vec = sh.C % V == 0 && aligned;
+      const int64_t CV = vec ? sh.C / V : sh.C;
+      const int rows_per_iter = CV <= kThreads ? static_cast<int>(kThreads / CV) : 1;
+      const int64_t col_blocks = CV <= kThreads ? 1 : (CV + kThreads - 1) / kThreads;
+      const int64_t groups = (M + rows_per_iter - 1) / rows_per_iter;
+      const int64_t row_blocks = std::max<int64_t>(1, std::min(groups, kMaxRowBlocks));
+      const int64_t per_block = rows_per_iter * ((groups + row_blocks - 1) / row_blocks);
+      const int64_t used = (M + per_block - 1) / per_block;  // blocks with rows (no empty partials)
+      if (NS > 0) {
+        partials = at::empty({used, NS, sh.C}, x.options().dtype(at::kFloat));
+        pp = partials.mutable_data_ptr<float>();
+      }
+      const dim3 grid(static_cast<unsigned>(used), static_cast<unsigned>(col_blocks));
+      if (vec) {
+        bn_cols_kernel<T, V, MODE, F>
+            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, M, CV, rows_per_iter, per_block, ng);
+      } else {
+        bn_cols_kernel<T, 1, MODE, F>
+            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, M, CV, rows_per_iter, per_block, ng);
+      }
+    } else {
+      const bool vec = sh.S % V == 0 && aligned;
+      const int64_t SV = vec ? sh.S / V : sh.S;
+      const int64_t seg_v = vec ? kSeg / V : kSeg;
+      const int64_t nseg = std::max<int64_t>(1, (SV + seg_v - 1) / seg_v);
+      const int64_t units = sh.N * sh.C * nseg;
+      if (NS > 0) {
+        partials = at::empty({sh.N, sh.C, nseg, NS}, x.options().dtype(at::kFloat));
+        pp = partials.mutable_data_ptr<float>();
+      }
+      const int64_t needed = (units + kWarps - 1) / kWarps;
+      if (vec) {
+        const int grid = static_cast<int>(
+            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, V, MODE, F>>(kThreads)));
+        bn_rows_kernel<T, V, MODE, F>
+            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, units, nseg, sh.C, SV, ng);
+      } else {
+        const int grid = static_cast<int>(
+            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, 1, MODE, F>>(kThreads)));
+        bn_rows_kernel<T, 1, MODE, F>
+            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, units, nseg, sh.C, SV, ng);
+      }
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  if constexpr (NS == 0) {
+    return at::Tensor();
+  } else {
+    // fp64, a fixed order over the units whatever the grid: [NS, C]
+    const at::Tensor d = partials.to(at::kDouble);
+    return sh.cl ? d.sum(0) : d.sum({0, 2}).t().contiguous();
+  }
+}
+
+}  // namespace
+
+// x: [N, C, ...] contiguous or channels_last, CUDA, fp32/fp16/bf16, checked by the caller (ops.cpp);
+// the per-channel tensors fp32 [C] on x's device; dy and out laid out as x.
+std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x) {
+  const Params p{};
+  const at::Tensor sums = run<kStats>(x, nullptr, nullptr, p, 0, 0.0);
+  const double count = static_cast<double>(x.numel() / x.size(1));
+  const at::Tensor mean = sums[0] / count;
+  const at::Tensor var = (sums[1] / count - mean * mean).clamp_min(0.0);
+  return {mean.to(at::kFloat), var.to(at::kFloat)};
+}
+
+void launch_bn_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& mean, const at::Tensor& invstd,
+                        const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                        double neg) {
+  const Params p{mean.const_data_ptr<float>(),
+                 invstd.const_data_ptr<float>(),
+                 w.const_data_ptr<float>(),
+                 b.const_data_ptr<float>(),
+                 slopes.const_data_ptr<float>(),
+                 nullptr,
+                 nullptr};
+  run<kFwd>(x, nullptr, &y, p, act, neg);
+}
+
+at::Tensor launch_bn_gate_bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                     const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                     const at::Tensor& slopes, int64_t act, double neg) {
+  const Params p{mean.const_data_ptr<float>(),
+                 invstd.const_data_ptr<float>(),
+                 w.const_data_ptr<float>(),
+                 b.const_data_ptr<float>(),
+                 slopes.const_data_ptr<float>(),
+                 nullptr,
+                 nullptr};
+  return run<kReduce>(x, &dy, nullptr, p, act, neg);
+}
+
+void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
+                              const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                              const at::Tensor& b, const at::Tensor& slopes, const at::Tensor& ca,
+                              const at::Tensor& cb, int64_t act, double neg) {
+  const Params p{mean.const_data_ptr<float>(), invstd.const_data_ptr<float>(), w.const_data_ptr<float>(),
+                 b.const_data_ptr<float>(),    slopes.const_data_ptr<float>(), ca.const_data_ptr<float>(),
+                 cb.const_data_ptr<float>()};
+  run<kApply>(x, &dy, &dx, p, act, neg);
+}
+
+}  // namespace alphakern
