@@ -53,7 +53,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--work", default="runs/fold_end_to_end", help="run directories (resumable)")
-    p.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
+    p.add_argument("--out", default=str(RESULTS), help="where fold_end_to_end_<model>.json goes")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--budget", type=float, default=0.55, help="fraction of the ReLUs kept")
     p.add_argument("--base-epochs", type=int, default=10)
@@ -135,9 +135,10 @@ def main() -> None:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fold_end_to_end.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = out / f"fold_end_to_end_{args.model}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
     print("test accuracy: " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items()))
-    print(f"wrote {out / 'fold_end_to_end.json'}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_fold_end_to_end_smoke(tmp_path):
             "--policy", "all"]  # fmt: skip
     proc = run_python(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    data = json.loads((tmp_path / "res" / "fold_end_to_end.json").read_text())
+    data = json.loads((tmp_path / "res" / "fold_end_to_end_resnet20.json").read_text())
     acc = data["test_acc"]
     assert acc["relu"] == pytest.approx(acc["relu_folded"])
     assert acc["gated"] == pytest.approx(acc["gated_folded"])

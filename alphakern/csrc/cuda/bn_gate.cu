@@ -293,6 +293,17 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
   }
 }
 
+Params params_of(const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                 const at::Tensor& slopes, const at::Tensor* ca = nullptr, const at::Tensor* cb = nullptr) {
+  return {mean.const_data_ptr<float>(),
+          invstd.const_data_ptr<float>(),
+          w.const_data_ptr<float>(),
+          b.const_data_ptr<float>(),
+          slopes.const_data_ptr<float>(),
+          ca ? ca->const_data_ptr<float>() : nullptr,
+          cb ? cb->const_data_ptr<float>() : nullptr};
+}
+
 }  // namespace
 
 // x: [N, C, ...] contiguous or channels_last, CUDA, fp32/fp16/bf16, checked by the caller (ops.cpp);
@@ -309,37 +320,20 @@ std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x) {
 void launch_bn_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& mean, const at::Tensor& invstd,
                         const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
                         double neg) {
-  const Params p{mean.const_data_ptr<float>(),
-                 invstd.const_data_ptr<float>(),
-                 w.const_data_ptr<float>(),
-                 b.const_data_ptr<float>(),
-                 slopes.const_data_ptr<float>(),
-                 nullptr,
-                 nullptr};
-  run<kFwd>(x, nullptr, &y, p, act, neg);
+  run<kFwd>(x, nullptr, &y, params_of(mean, invstd, w, b, slopes), act, neg);
 }
 
 at::Tensor launch_bn_gate_bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
                                      const at::Tensor& slopes, int64_t act, double neg) {
-  const Params p{mean.const_data_ptr<float>(),
-                 invstd.const_data_ptr<float>(),
-                 w.const_data_ptr<float>(),
-                 b.const_data_ptr<float>(),
-                 slopes.const_data_ptr<float>(),
-                 nullptr,
-                 nullptr};
-  return run<kReduce>(x, &dy, nullptr, p, act, neg);
+  return run<kReduce>(x, &dy, nullptr, params_of(mean, invstd, w, b, slopes), act, neg);
 }
 
 void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                               const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
                               const at::Tensor& b, const at::Tensor& slopes, const at::Tensor& ca,
                               const at::Tensor& cb, int64_t act, double neg) {
-  const Params p{mean.const_data_ptr<float>(), invstd.const_data_ptr<float>(), w.const_data_ptr<float>(),
-                 b.const_data_ptr<float>(),    slopes.const_data_ptr<float>(), ca.const_data_ptr<float>(),
-                 cb.const_data_ptr<float>()};
-  run<kApply>(x, &dy, &dx, p, act, neg);
+  run<kApply>(x, &dy, &dx, params_of(mean, invstd, w, b, slopes, &ca, &cb), act, neg);
 }
 
 }  // namespace alphakern
