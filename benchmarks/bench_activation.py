@@ -389,6 +389,7 @@ def main(argv=None) -> int:
         default="layer",
         help="comma-separated: layer, channel, element (γ per layer/channel/element)",
     )
+    p.add_argument("--sizes", default=None, help="comma-separated size labels to keep (e.g. cnn-b64-l3)")
     p.add_argument(
         "--dtypes", default=None, help="comma-separated, e.g. float32,bfloat16 (GPU default: all three)"
     )
@@ -469,7 +470,10 @@ def main(argv=None) -> int:
         (*g, a)
         for a in acts
         for g in groups(device, args.quick, dtypes, tuple(args.gates.split(",")), bool(args.activation))
+        if args.sizes is None or g[0] in args.sizes.split(",")
     ]
+    if not todo:
+        p.error(f"--sizes {args.sizes}: no size of this run has that label")
     rows = []
     # SIGTERM (e.g. from `timeout`) stops like Ctrl-C: the rows so far are saved and plotted.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -103,15 +103,26 @@ def main() -> None:
     p.add_argument("--batches", default="1,64")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--policy", default="latency", choices=POLICIES)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: eager rows only (no onnx)")
+    p.add_argument("--exact-only", action="store_true", help="only the exact folds (half the rows)")
     p.add_argument("--json", default="benchmarks/results/fold_cpu.json")
     args = p.parse_args()
-    rows = []
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        machine=platform.processor() or platform.machine(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    rows: list[dict] = []
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
         for pattern in PATTERNS:
-            model = gated(name, pattern)
+            model = gated(name, pattern).to(args.device)
             for batch in (int(b) for b in args.batches.split(",")):
-                x = torch.randn(batch, 3, 32, 32)
-                for exact in (True, False):
+                x = torch.randn(batch, 3, 32, 32, device=args.device)
+                for exact in (True,) if args.exact_only else (True, False):
                     folded = alphakern.fold(model, x, exact=exact, policy=args.policy)
                     with torch.no_grad():
                         ref = model(x)
@@ -121,7 +132,9 @@ def main() -> None:
                     info = folded.fold_info
                     sides = {f"{k}_{side}": v for side in ("before", "after") for k, v in rep[side].items()}
                     ort_ms = (
-                        ort_latency_ms({"before": model, "after": folded}, x, rounds) if args.onnx else None
+                        ort_latency_ms({"before": model, "after": folded}, x, rounds)
+                        if args.onnx and args.device == "cpu"
+                        else None
                     )
                     if ort_ms:
                         sides.update(ort_ms_before=ort_ms["before"], ort_ms_after=ort_ms["after"],
@@ -130,20 +143,15 @@ def main() -> None:
                                rel_error=err, merged=len(info.merged), not_merged=len(info.not_merged),
                                **sides, speedup=rep["speedup"])  # fmt: skip
                     rows.append(row)
+                    out.write_text(
+                        json.dumps(dict(meta=meta, rows=rows), indent=1)
+                    )  # a stopped run keeps its rows
                     print(f"{name:<9} {pattern:<6} b{batch:<3} exact={exact!s:<5} "
                           f"depth {row['depth_before']:>2}->{row['depth_after']:<2} "
                           f"MACs {row['macs_before'] / 1e6:7.1f}M->{row['macs_after'] / 1e6:7.1f}M  "
                           f"{row['latency_ms_before']:8.3f} -> {row['latency_ms_after']:8.3f} ms  "
                           f"x{row['speedup']:.2f}  rel.err {err:.1e}  "
                           f"onnxruntime x{row.get('ort_speedup', float('nan')):.2f}", flush=True)  # fmt: skip
-    meta = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        machine=platform.processor() or platform.machine(),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-    )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print("wrote", args.json)
 
 

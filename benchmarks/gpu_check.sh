@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 350: the
 # device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 390).
-# Results land in $OUT (default benchmarks/results/gpu), 10 files:
+# Results land in $OUT (default benchmarks/results/gpu), 11 files:
 #   device.txt          GPU, driver, torch/triton/CUDA versions
 #   gpu_check.log       each step's start, exit status and the GPU tests' verbose output
 #   build.log           the CUDA extension's build (runs in the background from the start)
@@ -9,7 +9,8 @@
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
 #   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager)
-#   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton, CUDA C++) vs eager, last
+#   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton, CUDA C++) vs eager
+#   fold_gpu.json                     alphakern.fold's speed-ups on the GPU (exact folds), last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
@@ -84,7 +85,11 @@ step bench_bn_gate
 # BatchNorm + gate: Triton's fused op (and csrc/'s CUDA kernels, when built) vs eager BN + gate
 # (every provider checked against the eager expression before it is timed), the CNN's and
 # ResNet-20's shapes, relu and silu
-run "$(slot 40 3)" $PY benchmarks/bench_bn_gate.py --part op --device cuda --no-compile \
+run "$(slot 40 20)" $PY benchmarks/bench_bn_gate.py --part op --device cuda --no-compile \
   $([ -z "$SKIP" ] && echo --cuda-kernels) --json "$OUT/bench_bn_gate_gpu.json" >> "$OUT/bench.log" 2>&1
+step bench_fold
+# fold on the GPU: ResNet-20 and MobileNetV2 gate patterns, exact folds, eager latency (a row a fold)
+run "$(slot 30 3)" $PY benchmarks/bench_fold.py --device cuda --models resnet20,mobilenet_v2 --exact-only \
+  --no-onnx --rounds 10 --json "$OUT/fold_gpu.json" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done

@@ -107,7 +107,8 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     out = tmp_path / "out"
     log = (out / "gpu_check.log").read_text()
     steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "bench_activation",
-             "bench_train", "bench_activation: other activations", "bench_bn_gate", "done"]  # fmt: skip
+             "bench_train", "bench_activation: other activations", "bench_bn_gate", "bench_fold",
+             "done"]  # fmt: skip
     positions = [log.find(f"=== {s}") for s in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
     assert "torch" in (out / "device.txt").read_text()
