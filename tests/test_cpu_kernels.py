@@ -123,3 +123,38 @@ def test_gate_terms_match_the_float64_formula(nu):
             om.double(), want_om.float().double(), rtol=1.2e-7, atol=1e-45, equal_nan=True
         )
         torch.testing.assert_close(dadg, want_d, rtol=1e-13, atol=1e-300, equal_nan=True)
+
+
+def test_cached_gate_terms_follow_the_values_of_gamma_and_nu():
+    """The per-element terms are reused while γ and ν keep their values — checked on values, so a
+    write through ``.data`` (which bypasses the version counter) or a new ν is seen — and an
+    element-gated training loop on the cpu backend follows the torch backend step by step."""
+    import alphakern
+    from alphakern.ops.backends.native import cpu, glue
+
+    cpu.build()
+    ops = torch.ops.alphakern_C
+    g = torch.Generator().manual_seed(3)
+    gamma, nu = torch.randn(64, 8, 8, generator=g), torch.tensor(3.0)
+    first = glue.cpu_gate_terms(ops, gamma, nu)
+    assert gamma.numel() >= glue.TERMS_MIN and glue.cpu_gate_terms(ops, gamma, nu)[0] is first[0]  # a hit
+    for change in (lambda: gamma.data[0, 0, :3].add_(1.0), lambda: nu.data.fill_(4.0)):
+        change()
+        om, dadg = glue.cpu_gate_terms(ops, gamma, nu)
+        want_om, want_d = ops.gate_terms(gamma, nu)
+        assert torch.equal(om, want_om) and torch.equal(dadg, want_d)
+    x = torch.randn(5, 64, 8, 8, generator=g)
+    params = {
+        b: torch.randn(64, 8, 8, generator=torch.Generator().manual_seed(4)).requires_grad_()
+        for b in ("cpu", "torch")
+    }
+    nus = {b: torch.tensor(1.0) for b in params}
+    for _ in range(4):  # forward, backward, an optimiser step, ν's schedule: every call sees new values
+        for b, p in params.items():
+            y = alphakern.gate(x, p, nus[b], backend=b)
+            (y * y).sum().backward()
+            with torch.no_grad():
+                p.sub_(0.5 * p.grad)
+                p.grad = None
+                nus[b].add_(0.5)
+        torch.testing.assert_close(params["cpu"], params["torch"], rtol=1e-5, atol=1e-5)

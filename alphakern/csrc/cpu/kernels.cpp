@@ -31,6 +31,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace alphakern {
@@ -384,22 +385,29 @@ std::tuple<at::Tensor, at::Tensor> gates_rows_bwd_cpu(const at::Tensor& dy, cons
   return {dx, sums_tensor(sums, x)};
 }
 
-// alpha_terms (common/alpha_terms.h) for the gates [lo, hi), fp64 vectors: the same formula, with
-// SLEEF's exp (<= 1 ulp) for the libm one. A per-element gate holds one gate per element of a
-// sample (65,536 at 64x32x32), where four scalar exps a gate cost as much as the gate kernel itself.
+// (sigmoid(v), sigmoid(-v)) from one exp: e = exp(-|v|) in (0, 1], p = 1 / (1 + e) = sigmoid(|v|),
+// q = e p = sigmoid(-|v|) -- both with full relative precision (q is not 1 - p), NaN kept.
+inline std::pair<at::vec::Vectorized<double>, at::vec::Vectorized<double>> sigmoid_pair(
+    const at::vec::Vectorized<double>& v) {
+  using dVec = at::vec::Vectorized<double>;
+  const dVec one(1.0), e = v.abs().neg().exp(), p = one / (one + e), q = e * p;
+  const dVec pos = v >= dVec(0.0);  // all-ones lanes where v >= 0 (false for NaN)
+  return {dVec::blendv(q, p, pos), dVec::blendv(p, q, pos)};
+}
+
+// alpha_terms (common/alpha_terms.h) for the gates [lo, hi) in fp64 vectors: the same quantities,
+// two SLEEF exps (<= 1 ulp) a gate instead of four libm ones. A per-element gate holds one gate per
+// element of a sample (65,536 at 64x32x32), where the scalar terms cost as much as the gate kernel.
 void alpha_terms_span(const double* g, double n, float* om_out, double* dadg_out, int64_t lo, int64_t hi) {
   using dVec = at::vec::Vectorized<double>;
   constexpr int64_t W = dVec::size();
-  const dVec one(1.0), half(0.5), nv(n);
+  const dVec half(0.5), nv(n);
   double om[W];
   for (int64_t i = lo; i < hi; i += W) {
     const int64_t k = std::min<int64_t>(W, hi - i);
-    const dVec gv = dVec::loadu(g + i, k);
-    const dVec s = one / (one + gv.neg().exp());
-    const dVec z = (s - half) * nv;
-    const dVec a = one / (one + z.neg().exp());
-    const dVec omv = one / (one + z.exp());  // sigmoid(-z): no cancellation near saturation
-    (a * omv * nv * s * (one / (one + gv.exp()))).store(dadg_out + i, k);
+    const auto [s, sneg] = sigmoid_pair(dVec::loadu(g + i, k));
+    const auto [a, omv] = sigmoid_pair((s - half) * nv);  // 1 - alpha = sigmoid(-z): no cancellation
+    (a * omv * nv * s * sneg).store(dadg_out + i, k);
     omv.store(om, k);
     for (int64_t j = 0; j < k; ++j) om_out[i + j] = static_cast<float>(om[j]);
   }
