@@ -115,6 +115,28 @@ def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
     return keep
 
 
+def keep_to_budget_by_units(
+    sites: list[GateSite], budget: int, units: list[tuple[str, ...]]
+) -> dict[str, Tensor]:
+    """``keep_to_budget`` over units (``alphakern.fold.fold_units``): a unit's gates stay ReLUs or
+    turn linear together, so a unit made linear folds; its α is its gates' mean, its cost their
+    sum; a gate in no unit is a unit of its own. Gates per layer only."""
+    by_name = {s.name: s for s in sites}
+    if any(s.gates != 1 for s in sites):
+        raise ValueError("keeping gates by fold units needs gates per layer (--granularity layer)")
+    groups = [list(u) for u in units if all(n in by_name for n in u)]
+    grouped = {n for g in groups for n in g}
+    groups += [[s.name] for s in sites if s.name not in grouped]
+    a = np.array([np.mean([float(by_name[n].module.alpha) for n in g]) for g in groups])
+    pos = np.array([sum(by_name[n].relus for n in g) for g in groups], dtype=np.int64)
+    take = kept_within_budget(a, pos, budget)
+    return {
+        n: torch.tensor(bool(t)).reshape(by_name[n].module.gamma.shape)
+        for g, t in zip(groups, take, strict=True)
+        for n in g
+    }
+
+
 def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
     """Without a budget: each gate stays a ReLU when α ≥ ½ (``gate_rules.kept_by_rounding``)."""
     return {s.name: kept_by_rounding(s.module.alpha).cpu() for s in sites}
@@ -151,6 +173,7 @@ __all__ = [
     "gate_sites",
     "keep_rounded",
     "keep_to_budget",
+    "keep_to_budget_by_units",
     "l1_penalty",
     "resolve_budget",
     "soft_relu_count",

@@ -109,6 +109,11 @@ _TRAIN_FLAGS = {
         help="once the gates are exact, move each linear conv chain's padding onto its first conv, "
         "so the fine-tuned network is what 'alphakern fold' merges exactly",
     ),
+    "fold_units": dict(
+        flags=["--fold-units"],
+        action=argparse.BooleanOptionalAction,
+        help="meet --budget by fold units: the gates between convs that fold together stay or go together",
+    ),
     "distill": dict(
         flags=["--distill"],
         action=argparse.BooleanOptionalAction,

@@ -43,10 +43,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from alphakern.convert import GateTracer, unfuse_bn
-from alphakern.modules import FixedSlopeReLU
+from alphakern.modules import AlphaGate, FixedSlopeReLU
 
 POLICIES = ("latency", "flops", "all")
-__all__ = ["POLICIES", "FoldInfo", "fold", "fold_padding", "fold_report"]
+__all__ = ["POLICIES", "FoldInfo", "fold", "fold_padding", "fold_report", "fold_units"]
 _ADDS = {operator.add, operator.iadd, torch.add}
 _RESHAPES_F = {torch.flatten, torch.reshape}
 _RESHAPES_M = {"flatten", "view", "reshape"}
@@ -354,6 +354,60 @@ def fold_padding(model: nn.Module) -> list[tuple[str, str]]:
         c2.padding = (0,) * len(c2.padding)
         moved.append((n1.target, n2.target))
     return moved
+
+
+def _passes_through(m: nn.Module) -> bool:
+    """What a linear conv chain may hold between its convs besides a linear gate."""
+    return _identity_module(m) or isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))
+
+
+def fold_units(model: nn.Module) -> list[tuple[str, ...]]:
+    """The learnable gates whose removal lets ``fold`` merge convs, grouped into units: a gate that
+    sits between two convs (through BatchNorm and identities, each read by nothing else) links
+    them, and gates linked through a shared conv form one unit — MobileNetV2's expansion and
+    depthwise gates, a ResNet block's inner gate alone. Made linear together, a unit's convs
+    become one chain; a gate after a residual sum or before a pooling links nothing and is in no
+    unit. Units and their gates in forward order, by module name."""
+    gm = _trace(model)
+    mods = dict(gm.named_modules())
+
+    def conv_before(node: fx.Node) -> fx.Node | None:
+        n = node.args[0] if node.args else None
+        while isinstance(n, fx.Node) and n.op == "call_module" and len(n.users) == 1:
+            m = mods[n.target]
+            if isinstance(m, nn.Conv2d):
+                return n
+            if not _passes_through(m):
+                return None
+            n = n.args[0]
+        return None
+
+    def conv_after(node: fx.Node) -> fx.Node | None:
+        n = node
+        while len(n.users) == 1:
+            (n,) = n.users
+            if n.op != "call_module":
+                return None
+            m = mods[n.target]
+            if isinstance(m, nn.Conv2d):
+                return n
+            if not _passes_through(m):
+                return None
+        return None
+
+    gates = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], AlphaGate)]
+    links = {g.target: (conv_before(g), conv_after(g)) for g in gates}
+    linking = [t for t, (b, a) in links.items() if b is not None and a is not None]
+    unit_of = {t: t for t in linking}  # each gate's unit, named by its first gate
+    first_after = {links[t][0]: t for t in linking}  # the gate that follows a conv
+    for t in linking:  # forward order: a gate joins the unit of the gate before its conv
+        nxt = first_after.get(links[t][1])
+        if nxt is not None:
+            unit_of[nxt] = unit_of[t]
+    units: dict[str, list[str]] = {}
+    for t in linking:
+        units.setdefault(unit_of[t], []).append(t)
+    return [tuple(u) for u in units.values()]
 
 
 def _conv_key(c: nn.Conv2d) -> tuple:

@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--base-epochs", type=int, default=10)
     p.add_argument("--search-epochs", type=int, default=3)
     p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--fold-units", action="store_true", help="meet the budget by fold units (--fold-units)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -74,7 +75,7 @@ def main() -> None:
     more = args.search_epochs + args.finetune_epochs
     relu = TrainConfig(out=str(work / "relu_more"), activation="relu", epochs=more, init=base.out, **common)
     gated = TrainConfig(
-        out=str(work / f"budget_{args.budget:g}"),
+        out=str(work / (f"budget_{args.budget:g}" + ("_units" if args.fold_units else ""))),
         granularity="layer",
         budget=args.budget,
         epochs=args.search_epochs,
@@ -82,6 +83,7 @@ def main() -> None:
         init=base.out,
         distill=args.finetune_epochs > 0,
         fold_padding=True,
+        fold_units=args.fold_units,
         **common,
     )
     metrics = {name: train_to_end(cfg) for name, cfg in (("relu", relu), ("gated", gated))}
@@ -135,7 +137,7 @@ def main() -> None:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"fold_end_to_end_{args.model}.json"
+    path = out / f"fold_end_to_end_{args.model}{'_units' if args.fold_units else ''}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print("test accuracy: " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items()))
     print(f"wrote {path}")

@@ -15,6 +15,7 @@ from alphakern.budget import (
     discretize_to_budget,
     gate_sites,
     keep_to_budget,
+    keep_to_budget_by_units,
     l1_penalty,
     resolve_budget,
     soft_relu_count,
@@ -271,6 +272,8 @@ def test_cifar100_trains_with_100_classes(tmp_path):
         (["--finetune-epochs", "-1"], "--finetune-epochs must be a non-negative integer"),
         (["--init", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
         (["--budget-kind", "relu"], "--budget-kind scopes --budget/--penalty: give one of them"),
+        (["--fold-units", "--penalty", "1"], "--fold-units keeps or drops a unit's gates together"),
+        (["--fold-units", "--budget", "0.5", "--granularity", "channel"], "it needs --budget and"),
         (["--budget-kind", "tanh", "--budget", "0.5"], "argument --budget-kind: invalid choice: 'tanh'"),
         (
             ["--budget-kind", "gelu", "--budget", "0.5"],
@@ -370,3 +373,50 @@ def test_budget_kind_scopes_the_budget_penalty_and_cut_to_one_kind():
     # the same budget over all kinds together: a share of 350, over both kinds' gates
     both = Budget.of(TrainConfig(data_dir=".", budget=0.25), model, x)
     assert both.budget == 87 and len(both.scoped) == 2 and both.scope_total == 350
+
+
+def test_fold_units_group_the_gates_whose_removal_folds():
+    """ResNet-20: a block's inner gate alone (between conv1 and conv2; the gates after the sums
+    link nothing); MobileNetV2: the expansion and depthwise gates of each block (the stem's with the
+    first block's depthwise); VGG: the gates between two convs with no pooling between."""
+    from alphakern.fold import fold_units
+
+    assert fold_units(linearize(relu_network("resnet20"))) == [(f"layers.{i}.relu",) for i in range(9)]
+    units = fold_units(linearize(relu_network("mobilenet_v2")))
+    assert units[0] == ("features.0.2", "features.1.conv.0.2")
+    assert units[1:] == [(f"features.{b}.conv.0.2", f"features.{b}.conv.1.2") for b in range(2, 18)]
+    assert fold_units(linearize(relu_network("vgg11_bn"))) == [
+        ("features.10",),
+        ("features.17",),
+        ("features.24",),
+    ]
+
+
+def test_budget_by_fold_units_keeps_or_drops_a_unit_whole(data_dir, tmp_path):
+    from alphakern.fold import fold_units
+
+    torch.manual_seed(0)
+    net = materialize(linearize(relu_network("mobilenet_v2")))
+    with torch.no_grad():
+        for _, m in alpha_layers(net):
+            m.gamma.copy_(torch.randn(()))
+            m.nu.fill_(5.0)
+    sites, units = gate_sites(net, X), fold_units(net)
+    total = sum(s.relus for s in sites)
+    for fraction in (0.3, 0.5, 0.8):
+        budget = int(fraction * total)
+        keep = keep_to_budget_by_units(sites, budget, units)
+        assert all(len({bool(keep[n]) for n in u}) == 1 for u in units)  # whole units
+        kept = sum(s.relus for s in sites if keep[s.name])
+        assert kept <= budget and kept > budget - max(
+            sum(s.relus for s in sites if s.name in u) for u in units
+        )
+        assert any(not keep[u[0]] for u in units)  # something folds
+    # the trainer (MobileNetV2: units of two gates): the run's kept gates are whole units
+    t = run(cfg(data_dir, tmp_path / "r", model="mobilenet_v2", granularity="layer", budget=0.5, epochs=1,
+                fold_units=True))  # fmt: skip
+    m = t.metrics
+    assert m["relu_count_after"] <= m["relu_budget"]
+    kept = {d["name"]: d["kept"] for d in m["relu_layers"]}
+    assert all(len({kept[n] > 0 for n in u}) == 1 for u in units)
+    assert any(kept[u[0]] == 0 for u in units)

@@ -16,13 +16,14 @@ from alphakern.budget import (
     gate_sites,
     keep_rounded,
     keep_to_budget,
+    keep_to_budget_by_units,
     l1_penalty,
     resolve_budget,
 )
 from alphakern.cifar_nets import relu_network
 from alphakern.convert import fuse_bn, linearize, nonlinearity_count
 from alphakern.data import NUM_CLASSES
-from alphakern.fold import fold_padding
+from alphakern.fold import fold_padding, fold_units
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.train.checkpoint import load_checkpoint
@@ -105,6 +106,7 @@ class Budget:
     kinds_before: dict[str, int]
     budget: int | None
     gate_budget: int | None
+    units: list[tuple[str, ...]] | None = None  # --fold-units: the gates kept or dropped together
 
     @property
     def relus_before(self) -> int:
@@ -134,6 +136,8 @@ class Budget:
             raise ValueError(
                 f"--budget-kind {cfg.budget_kind}: the {cfg.model} has no gates of it (its gates: {have})"
             )
+        if cfg.fold_units:
+            out.units = fold_units(model)
         if cfg.budget is not None:
             out.budget = resolve_budget(cfg.budget, out.scope_total)
             out.gate_budget = out.budget - (out.scope_total - sum(s.relus for s in out.scoped))
@@ -154,6 +158,8 @@ class Budget:
         one, by rounding α at ½."""
         if self.gate_budget is None:
             return keep_rounded(self.sites)
+        if self.units is not None:
+            return keep_to_budget_by_units(self.sites, self.gate_budget, self.units)
         scoped = {s.name for s in self.scoped}
         return {
             **keep_rounded([s for s in self.sites if s.name not in scoped]),

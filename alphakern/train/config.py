@@ -50,6 +50,7 @@ class TrainConfig:
     budget_kind: str | None = None  # the budget and penalty on this kind of non-linearity alone
     finetune_epochs: int = 0
     fold_padding: bool = False  # once exact: each linear conv chain's padding on its first conv
+    fold_units: bool = False  # made exact to the budget by fold units (alphakern.fold.fold_units)
     distill: bool = False  # fine-tune with KL (T = 4) to the ReLU network of `init`
     init: str | None = None  # run directory whose trained weights start this run
     gate_mode: str = "schedule"  # "l1": ν fixed at nu_init (no schedule) + l1 · mean α
@@ -141,6 +142,11 @@ class TrainConfig:
             flag = "--" + wants[0].replace("_", "-")
             msg = f"{flag} needs learnable gates (--activation alpha), got --activation {self.activation}"
             raise ValueError(msg)
+        if self.fold_units and (self.budget is None or self.granularity != "layer" or self.budget_kind):
+            raise ValueError(
+                "--fold-units keeps or drops a unit's gates together at the budget: it needs --budget and "
+                "--granularity layer, without --budget-kind"
+            )
         if self.fold_padding and not self.discretizes:
             raise ValueError(
                 "--fold-padding acts when the gates are made exact: give --budget, --penalty or "
