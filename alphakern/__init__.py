@@ -4,7 +4,7 @@ the tools around them (linearize, relu_count, nonlinearity_count, budgets, discr
 
 from alphakern.complexity import discretize, layer_verdicts
 from alphakern.convert import linearize, nonlinearity_count, relu_count
-from alphakern.fold import fold, fold_report
+from alphakern.fold import fold, fold_padding, fold_report, fold_units
 from alphakern.functional import ACTIVATIONS, BACKENDS, alpha, alpha_relu, gate, resolve_backend
 from alphakern.models import AlphaCNN
 from alphakern.modules import AlphaGate, AlphaReLU, EagerAlphaReLU, alpha_layers
@@ -21,7 +21,9 @@ __all__ = [
     "alpha_relu",
     "discretize",
     "fold",
+    "fold_padding",
     "fold_report",
+    "fold_units",
     "gate",
     "layer_verdicts",
     "linearize",
