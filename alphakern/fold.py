@@ -321,6 +321,25 @@ def _conv_problem(c: nn.Conv2d) -> str | None:
     return None
 
 
+def _passes_through(m: nn.Module) -> bool:
+    """What a linear conv chain may hold between two convs: BatchNorm, identities, linear gates."""
+    return _identity_module(m) or isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))
+
+
+def _conv_before(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """The conv whose output reaches ``node``'s first input through what ``_passes_through``
+    only, it and every node on the way read by nothing else; None if there is none."""
+    n = node.args[0] if node.args else None
+    while isinstance(n, fx.Node) and n.op == "call_module" and len(n.users) == 1:
+        m = gm.get_submodule(n.target)
+        if isinstance(m, nn.Conv2d):
+            return n
+        if not _passes_through(m):
+            return None
+        n = n.args[0]
+    return None
+
+
 def fold_padding(model: nn.Module) -> list[tuple[str, str]]:
     """Move the zero padding of each linear conv chain onto its first conv, in place (Kim et al.):
     conv1 → [BN] → [identities] → conv2 with padding p2 becomes conv1 padded p1 + p2·s1 and conv2
@@ -338,27 +357,14 @@ def fold_padding(model: nn.Module) -> list[tuple[str, str]]:
         c2 = gm.get_submodule(n2.target) if n2.op == "call_module" else None
         if not isinstance(c2, nn.Conv2d) or _conv_problem(c2) or not any(c2.padding):
             continue
-        n1 = n2.args[0]
-        while isinstance(n1, fx.Node) and n1.op == "call_module" and len(n1.users) == 1:
-            m = gm.get_submodule(n1.target)
-            if isinstance(m, nn.Conv2d):
-                break
-            if not (_identity_module(m) or isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))):
-                n1 = None
-                break
-            n1 = n1.args[0]
-        c1 = gm.get_submodule(n1.target) if isinstance(n1, fx.Node) and n1.op == "call_module" else None
-        if not isinstance(c1, nn.Conv2d) or len(n1.users) != 1 or _conv_problem(c1):
+        n1 = _conv_before(gm, n2)
+        c1 = gm.get_submodule(n1.target) if n1 is not None else None
+        if c1 is None or _conv_problem(c1):
             continue
         c1.padding = tuple(p1 + p2 * s for p1, p2, s in zip(c1.padding, c2.padding, c1.stride, strict=True))
         c2.padding = (0,) * len(c2.padding)
         moved.append((n1.target, n2.target))
     return moved
-
-
-def _passes_through(m: nn.Module) -> bool:
-    """What a linear conv chain may hold between its convs besides a linear gate."""
-    return _identity_module(m) or isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm))
 
 
 def fold_units(model: nn.Module) -> list[tuple[str, ...]]:
@@ -370,17 +376,6 @@ def fold_units(model: nn.Module) -> list[tuple[str, ...]]:
     unit. Units and their gates in forward order, by module name."""
     gm = _trace(model)
     mods = dict(gm.named_modules())
-
-    def conv_before(node: fx.Node) -> fx.Node | None:
-        n = node.args[0] if node.args else None
-        while isinstance(n, fx.Node) and n.op == "call_module" and len(n.users) == 1:
-            m = mods[n.target]
-            if isinstance(m, nn.Conv2d):
-                return n
-            if not _passes_through(m):
-                return None
-            n = n.args[0]
-        return None
 
     def conv_after(node: fx.Node) -> fx.Node | None:
         n = node
@@ -396,7 +391,7 @@ def fold_units(model: nn.Module) -> list[tuple[str, ...]]:
         return None
 
     gates = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], AlphaGate)]
-    links = {g.target: (conv_before(g), conv_after(g)) for g in gates}
+    links = {g.target: (_conv_before(gm, g), conv_after(g)) for g in gates}
     linking = [t for t, (b, a) in links.items() if b is not None and a is not None]
     unit_of = {t: t for t in linking}  # each gate's unit, named by its first gate
     first_after = {links[t][0]: t for t in linking}  # the gate that follows a conv

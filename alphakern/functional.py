@@ -79,7 +79,8 @@ def bn_gate(
 ) -> Tensor:
     """gate(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps), γ, ν)
     as one fused op where a fused kernel exists (fp32/fp16/bf16, gates per layer or channel: the
-    native CPU kernels, Triton on CUDA), the composition elsewhere. The running statistics, when
+    native CPU kernels, Triton on CUDA, the CUDA C++ kernels with backend="cuda"), the composition
+    elsewhere. The running statistics, when
     given, are updated in place in training (unbiased variance, ``momentum`` the factor of the
     update), as F.batch_norm does. Differentiable w.r.t. x, weight, bias and γ."""
     act = Activation.of(activation, negative_slope, approximate)

@@ -12,31 +12,11 @@ from torch import nn
 import alphakern
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
 from alphakern.ops.gate import gate_backward_op, gate_op
-from tests.reference import HAS_CUDA, HAS_NVCC, TRITON_RUNS, needs_cpu_kernels, tolerance
+from tests.reference import backend_params, device_for, tolerance
 from tests.utils import DTYPES, KINDS, gates, layouts, make, per_gate
 
 NON_RELU = [a for a in ACTIVATIONS if a != "relu"]
-BACKENDS = [
-    pytest.param("torch", id="torch"),
-    pytest.param(
-        "triton",
-        id="triton",
-        marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
-    ),
-    pytest.param("cpu", id="cpu", marks=needs_cpu_kernels),
-    pytest.param(
-        "cuda",
-        id="cuda",
-        marks=pytest.mark.skipif(
-            not (HAS_CUDA and HAS_NVCC), reason="the cuda backend needs a CUDA GPU and nvcc"
-        ),
-    ),
-]
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dev(backend: str) -> str:
-    return "cpu" if backend == "cpu" else DEVICE
+BACKENDS = backend_params()
 
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -107,9 +87,9 @@ def _run(backend, name, x, gamma, nu, dy):
 @pytest.mark.parametrize("name", NON_RELU)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gate_matches_float64_oracle(backend, name, kind, dtype):
-    x, dy = make((2, 3, 5, 7), dtype, _dev(backend), seed=3)
+    x, dy = make((2, 3, 5, 7), dtype, device_for(backend), seed=3)
     x = x * 2  # reach past ±6 and ±3, where relu6 and hardswish switch
-    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=_dev(backend))
+    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=device_for(backend))
     y, dx, dg = _run(backend, name, x, gamma, nu, dy)
     ry, rdx, rdg, ys, dxs = oracle(name, x, gamma, nu, dy)
     assert y.dtype == dx.dtype == dtype and dg.dtype == gamma.dtype and dg.shape == gamma.shape
@@ -135,9 +115,9 @@ def _gate_bound(name, x, gamma, nu, dy):
 @pytest.mark.parametrize("name", ["gelu", "hardswish"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_layouts_keep_the_result_and_empty_like_strides(backend, name, layout):
-    x, dy = make((4, 3, 6, 5), torch.float32, _dev(backend), layout, seed=4)
+    x, dy = make((4, 3, 6, 5), torch.float32, device_for(backend), layout, seed=4)
     for kind in KINDS:
-        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=_dev(backend))
+        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=device_for(backend))
         y, dx, dg = _run(backend, name, x, gamma, nu, dy)
         assert y.stride() == torch.empty_like(x).stride() == dx.stride()
         yc, dxc, dgc = _run(backend, name, x.contiguous(), gamma, nu, dy.contiguous())
@@ -178,10 +158,10 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     for the smooth ones), its gradient there as PyTorch's autograd defines it (relu6: 0 at 0 and
     6; hardswish: 0 at −3, 1 at 3; leaky_relu: the slope at 0), ±inf to their limits; α = 0 the
     identity exactly; NaN stays NaN in y."""
-    x = _edges(_dev(backend))
+    x = _edges(device_for(backend))
     dy = torch.ones_like(x)
-    nu = torch.tensor(1e4, device=_dev(backend))
-    y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=_dev(backend)), nu, dy)
+    nu = torch.tensor(1e4, device=device_for(backend))
+    y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=device_for(backend)), nu, dy)
     fin = x.isfinite()
     xr = x[fin].double().requires_grad_()
     want = _f64(name, xr)
@@ -198,11 +178,11 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     assert bool((torch_f.isnan() | (y[inf] == torch_f)).all()), (y[inf], torch_f)
     if backend != "torch":  # the fused kernels give f(+inf) its limit (PyTorch's CPU gelu: NaN)
         assert y[x == float("inf")].item() == (6.0 if name == "relu6" else float("inf"))
-    y0, dx0, _ = _run(backend, name, x, torch.tensor(-30.0, device=_dev(backend)), nu, dy)
+    y0, dx0, _ = _run(backend, name, x, torch.tensor(-30.0, device=device_for(backend)), nu, dy)
     assert torch.equal(y0[~x.isnan()], x[~x.isnan()]) and torch.equal(dx0, dy)
     # f(x) − x → 0 as x → +inf (all but relu6, whose f − x → −inf): dγ stays finite, not ∞·0
     if name != "relu6":
-        dev = _dev(backend)
+        dev = device_for(backend)
         xp = torch.tensor([[float("inf"), 1.0, -2.0]], device=dev)
         _, _, dg = _run(backend, name, xp, torch.tensor(0.5, device=dev), torch.tensor(3.0, device=dev),
                         torch.ones_like(xp))  # fmt: skip
@@ -211,9 +191,9 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_stays_in_its_gate_and_results_are_deterministic(backend):
-    x, dy = make((3, 4, 5, 6), torch.float32, _dev(backend), seed=5)
+    x, dy = make((3, 4, 5, 6), torch.float32, device_for(backend), seed=5)
     x[1, 2, 3, 4] = float("nan")
-    gamma, nu = gates("channel", x, seed=5), torch.tensor(4.0, device=_dev(backend))
+    gamma, nu = gates("channel", x, seed=5), torch.tensor(4.0, device=device_for(backend))
     y, dx, dg = _run(backend, "silu", x, gamma, nu, dy)
     assert int(y.isnan().sum()) == 1 and bool(dg[2].isnan()) and int(dg.isnan().sum()) == 1
     again = _run(backend, "silu", x, gamma, nu, dy)

@@ -19,31 +19,11 @@ from alphakern.functional import bn_gate
 from alphakern.modules import AlphaGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
-from tests.reference import HAS_CUDA, HAS_NVCC, TRITON_RUNS, needs_cpu_kernels
+from tests.reference import HAS_CUDA, HAS_NVCC, backend_params, device_for, needs_cpu_kernels
 from tests.utils import DTYPES, LAYOUTS, make
 
 pytestmark = needs_cpu_kernels  # the CPU kernels are also these tests' default "auto" backend
-CUDA_REASON = "the cuda backend needs a CUDA GPU and nvcc"
-BACKENDS = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param(
-        "triton",
-        id="triton",
-        marks=pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1"),
-    ),
-    pytest.param(
-        "cuda",
-        id="cuda",
-        marks=pytest.mark.skipif(
-            not (HAS_CUDA and HAS_NVCC), reason="the cuda backend needs a CUDA GPU and nvcc"
-        ),
-    ),
-]
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dev(backend: str) -> str:
-    return "cpu" if backend == "cpu" else DEVICE
+BACKENDS = [p for p in backend_params() if p.id != "torch"]  # "torch" is the composition, tested apart
 
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -114,7 +94,7 @@ def _rtol(dtype) -> float:
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_matches_float64_batchnorm_then_gate(backend, name, kind, dtype, layout, training):
-    x, dy, gamma, nu, w, b, rm, rv = (t.to(_dev(backend)) for t in _setup(kind, dtype, layout))
+    x, dy, gamma, nu, w, b, rm, rv = (t.to(device_for(backend)) for t in _setup(kind, dtype, layout))
     xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
     rm1, rv1 = rm.clone(), rv.clone()
     y = bn_gate(xg, gg, nu, weight=wg, bias=bg, running_mean=rm1, running_var=rv1, training=training,
@@ -150,7 +130,7 @@ CUDA_SHAPES = [((2, 3, 80, 81), "contiguous"), ((3, 2, 71, 73), "contiguous"),
                ((2, 1100, 3, 5), "channels_last"), ((40, 13, 16, 16), "channels_last")]  # fmt: skip
 
 
-@pytest.mark.skipif(not (HAS_CUDA and HAS_NVCC), reason=CUDA_REASON)
+@pytest.mark.skipif(not (HAS_CUDA and HAS_NVCC), reason="the cuda backend needs a CUDA GPU and nvcc")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,layout", CUDA_SHAPES, ids=[f"{s}-{lay}" for s, lay in CUDA_SHAPES])
 def test_cuda_kernels_on_long_wide_and_ragged_shapes(shape, layout, dtype):
@@ -236,7 +216,7 @@ def test_element_gates_and_float64_run_the_composition():
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_deterministic_and_independent_of_the_thread_count(backend, layout):
-    x, dy, gamma, nu, w, b, _, _ = (t.to(_dev(backend)) for t in _setup("layer", torch.float32, layout))
+    x, dy, gamma, nu, w, b, _, _ = (t.to(device_for(backend)) for t in _setup("layer", torch.float32, layout))
     big = (8, 4, 8, 8) if backend == "cpu" else (2, 1, 2, 2)  # big enough for threads (interpreter: small)
     x, dy = (LAYOUTS[layout](t.repeat(*big)) for t in (x, dy))
     w, b = w.repeat(big[1]), b.repeat(big[1])
@@ -259,7 +239,7 @@ def test_deterministic_and_independent_of_the_thread_count(backend, layout):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_opcheck(backend):
     x, dy, gamma, nu, w, b, rm, rv = (
-        t.to(_dev(backend)) for t in _setup("channel", torch.float32, "channels_last")
+        t.to(device_for(backend)) for t in _setup("channel", torch.float32, "channels_last")
     )
     for training in (True, False):
         args = (x, w.requires_grad_(), b.requires_grad_(), rm, rv, gamma.requires_grad_(), nu, training, 1e-5,

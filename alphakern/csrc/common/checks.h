@@ -74,6 +74,12 @@ inline void check_channel_param(const at::Tensor& t, const char* name, const at:
               t.scalar_type(), " of shape ", t.sizes());
 }
 
+// The fused BatchNorm + gate ops' dy: x's shape, dtype and strides (the kernels index both alike).
+inline void check_bn_grad(const at::Tensor& dy, const at::Tensor& x, const Backend& b) {
+  check_grad(dy, x, b);
+  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+}
+
 // `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
 inline at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
   if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;

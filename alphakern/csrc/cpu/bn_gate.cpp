@@ -378,8 +378,7 @@ at::Tensor bn_gate_bwd_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, con
                                   const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
                                   const at::Tensor& slopes, int64_t act, double neg) {
   const Params p = params_of(x, mean, invstd, w, b, slopes);
-  check_grad(dy, x, kB);
-  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+  check_bn_grad(dy, x, kB);
   const Shape sh = shape_of(x);
   std::vector<double> sums(3 * sh.C, 0.0);
   if (x.numel() > 0) {
@@ -397,8 +396,7 @@ at::Tensor bn_gate_bwd_apply_cpu(const at::Tensor& dy, const at::Tensor& x, cons
                                  const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
                                  int64_t act, double neg) {
   Params p = params_of(x, mean, invstd, w, b, slopes);
-  check_grad(dy, x, kB);
-  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
+  check_bn_grad(dy, x, kB);
   check_channel_param(ca, "ca", x);
   check_channel_param(cb, "cb", x);
   p.ca = ca.const_data_ptr<float>();

@@ -140,11 +140,6 @@ void check_bn_params(const at::Tensor& x,
   for (auto [t, name] : ts) check_channel_param(*t, name, x);
 }
 
-void check_bn_grad(const at::Tensor& dy, const at::Tensor& x) {
-  check_grad(dy, x, kB);
-  TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
-}
-
 std::tuple<at::Tensor, at::Tensor> bn_stats_cuda(const at::Tensor& x) {
   check_bn_x(x);
   const int64_t count = x.size(1) ? x.numel() / x.size(1) : 0;
@@ -169,7 +164,7 @@ at::Tensor bn_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, co
                                    const at::Tensor& slopes, int64_t act, double neg) {
   check_bn_params(x,
                   {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
-  check_bn_grad(dy, x);
+  check_bn_grad(dy, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   if (x.numel() == 0) return at::zeros({3, x.size(1)}, x.options().dtype(at::kDouble));
   return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg);
@@ -186,7 +181,7 @@ at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, con
                       {&slopes, "slopes"},
                       {&ca, "ca"},
                       {&cb, "cb"}});
-  check_bn_grad(dy, x);
+  check_bn_grad(dy, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor dx = at::empty_like(x);
   if (x.numel() > 0) launch_bn_gate_bwd_apply(dy, x, dx, mean, invstd, w, b, slopes, ca, cb, act, neg);

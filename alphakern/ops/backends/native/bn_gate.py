@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alphakern.ops.backends.native import cpu, cuda
+from alphakern.ops.backends.native import cpu, cuda, glue
 from alphakern.ops.core import batchnorm as bn
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.alpha import alpha_terms
@@ -32,15 +32,21 @@ def _ops(x: Tensor):
     return torch.ops.alphakern_C
 
 
-def _slopes(gamma: Tensor, nu: Tensor, c: int) -> tuple[Tensor, Tensor]:
-    """(1 − α per channel in fp32 — a layer gate's repeated — and dα/dγ in fp64, γ's shape): the
-    CPU library's gate_terms, on a GPU the same fp64 formula in torch (ops.core.alpha)."""
+def _kernel_inputs(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, gamma: Tensor, nu: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(x in the kernels' layout, weight and bias as fp32 [C], 1 − α per channel in fp32 — a layer
+    gate's repeated —, dα/dγ in fp64 in γ's shape). The α terms: the CPU gate ops' (glue's
+    ``cpu_gate_terms``), on a GPU the same fp64 formula in torch (ops.core.alpha)."""
+    xd, _ = bn.kernel_layout(x)
+    c = x.shape[1]
+    w, b = bn.affine(weight, bias, c, x)
     if gamma.is_cuda:
         _, om, dadg = alpha_terms(gamma, nu)
         om = om.float()
     else:
-        om, dadg = torch.ops.alphakern_C.gate_terms(gamma.detach(), nu.detach())
-    return om.reshape(-1).expand(c).contiguous(), dadg
+        om, dadg = glue.cpu_gate_terms(torch.ops.alphakern_C, gamma.detach(), nu.detach())
+    return xd, w, b, om.reshape(-1).expand(c).contiguous(), dadg
 
 
 def statistics(
@@ -63,11 +69,9 @@ def forward(
     nu: Tensor,
     act: Activation,
 ) -> Tensor:
-    xd, _ = bn.kernel_layout(x)
-    c = x.shape[1]
-    w, b = bn.affine(weight, bias, c, x)
-    slopes, _ = _slopes(gamma, nu, c)
-    return bn.as_x(_ops(x).bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
+    ops = _ops(x)  # built before gate_terms is called
+    xd, w, b, slopes, _ = _kernel_inputs(x, weight, bias, gamma, nu)
+    return bn.as_x(ops.bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
 
 
 def backward(
@@ -83,13 +87,11 @@ def backward(
     act: Activation,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients in fp32 (ones/zeros' when None)."""
-    ops, (xd, _) = _ops(x), bn.kernel_layout(x)
+    ops = _ops(x)
+    xd, w, b, slopes, dadg = _kernel_inputs(x, weight, bias, gamma, nu)
     dyd = like(dy, xd)
-    c = x.shape[1]
-    w, b = bn.affine(weight, bias, c, x)
-    slopes, dadg = _slopes(gamma, nu, c)
     f = (act.code, act.negative_slope)
     sums = ops.bn_gate_bwd_reduce(dyd, xd, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
-    ca, cb = bn.centring(sums, training, x.numel() // max(c, 1), mean)
+    ca, cb = bn.centring(sums, training, x.numel() // max(x.shape[1], 1), mean)
     dx = ops.bn_gate_bwd_apply(dyd, xd, mean, invstd, w, b, slopes, ca, cb, *f)
     return (bn.as_x(dx, x), *bn.affine_and_gate_grads(sums, gamma, dadg))
