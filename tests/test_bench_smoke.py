@@ -106,9 +106,9 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     assert elapsed < 100 + 15, elapsed  # the budget plus the SIGKILL grace of one step
     out = tmp_path / "out"
     log = (out / "gpu_check.log").read_text()
-    steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "bench_activation",
-             "bench_train", "bench_activation: other activations", "bench_bn_gate", "bench_fold",
-             "done"]  # fmt: skip
+    steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "prelu check",
+             "bench_activation", "bench_train", "bench_activation: other activations", "bench_bn_gate",
+             "bench_fold", "done"]  # fmt: skip
     positions = [log.find(f"=== {s}") for s in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
     assert "torch" in (out / "device.txt").read_text()

@@ -289,7 +289,8 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
   } else {
     // fp64, a fixed order over the units whatever the grid: [NS, C]
     const at::Tensor d = partials.to(at::kDouble);
-    return sh.cl ? d.sum(0) : d.sum({0, 2}).t().contiguous();
+    // IntArrayRef spelled out: a bare {0, 2} also converts to a DimnameList (ambiguous in torch 2.11)
+    return sh.cl ? d.sum(0) : d.sum(at::IntArrayRef{0, 2}).t().contiguous();
   }
 }
 
