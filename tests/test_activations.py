@@ -278,3 +278,25 @@ def test_bad_arguments_name_what_was_expected():
         alphakern.gate(x, g, nu, activation="gelu", approximate="fast")
     with pytest.raises(ValueError, match="negative_slope must be a finite number"):
         alphakern.AlphaGate(activation="leaky_relu", negative_slope=float("nan"))
+
+
+# below about −88.7, exp(−x) overflows fp32: σ(x) = 1/(1 + inf) = 0 and q = e·σ = inf·0 — the
+# kernels must take q = 1 there (f − x = −x), not NaN; a vector's worth and a tail of them
+DEEP_NEGATIVE = [-80.0, -88.0, -88.8, -89.0, -90.0, -100.0, -200.0, -1e3, -1e4, -3e4, -40.0, -1.0]
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deep_negative_inputs_give_finite_results_against_the_oracle(backend, name):
+    """x far below where exp overflows: y, dx and dγ against the float64 oracle, all finite."""
+    dev = device_for(backend)
+    x = torch.tensor(DEEP_NEGATIVE * 2, device=dev).reshape(1, -1)  # 24: past a vector, with a tail
+    dy = torch.linspace(0.5, 1.5, x.numel(), device=dev).reshape(x.shape)
+    gamma, nu = torch.tensor(0.5, device=dev), torch.tensor(3.0, device=dev)
+    y, dx, dg = _run(backend, name, x, gamma, nu, dy)
+    assert bool(y.isfinite().all() and dx.isfinite().all() and dg.isfinite().all()), (y, dx, dg)
+    ry, rdx, rdg, ys, dxs = oracle(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu())
+    _within(y, ry, ys, torch.float32, backend, "y")
+    _within(dx, rdx, dxs, torch.float32, backend, "dx")
+    _within(dg, rdg, _gate_bound(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu()), torch.float32, backend,
+            "dγ", 64)  # fmt: skip

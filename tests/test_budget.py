@@ -10,6 +10,7 @@ from torch import nn
 
 from alphakern import linearize, relu_count
 from alphakern.budget import (
+    GateSite,
     apply_keep,
     budget_penalty,
     discretize_to_budget,
@@ -420,3 +421,48 @@ def test_budget_by_fold_units_keeps_or_drops_a_unit_whole(data_dir, tmp_path):
     kept = {d["name"]: d["kept"] for d in m["relu_layers"]}
     assert all(len({kept[n] > 0 for n in u}) == 1 for u in units)
     assert any(kept[u[0]] == 0 for u in units)
+
+
+def _conv_chain(*parts: str) -> nn.Sequential:
+    """conv–BN–ReLU per "g", a max-pool per "p", a last conv: the gates between convs."""
+    layers: list[nn.Module] = []
+    for p in parts:
+        gate = [nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()]
+        layers += gate if p == "g" else [nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Conv2d(4, 4, 1))
+
+
+def test_fold_units_join_every_gate_of_a_linear_chain_into_one_unit():
+    """conv–BN–ReLU ×3 → conv: three gates linked conv to conv are ONE unit (the union is
+    transitive); a pooling cuts a chain, and the gate before it links nothing."""
+    from alphakern.fold import fold_units
+
+    assert fold_units(linearize(_conv_chain("g", "g", "g"))) == [("2", "5", "8")]
+    assert fold_units(linearize(_conv_chain("g", "g", "g", "g"))) == [("2", "5", "8", "11")]
+    assert fold_units(linearize(_conv_chain("g", "g", "p", "g", "g"))) == [("2",), ("9", "12")]
+
+
+def _gate_at(alpha_value: float, nu: float = 10.0) -> AlphaReLU:
+    """A layer gate whose α is ``alpha_value``: σ(γ) = ½ + logit(α)/ν."""
+    m = AlphaReLU()
+    logit = torch.logit(torch.tensor(alpha_value, dtype=torch.float64))
+    with torch.no_grad():
+        m.gamma.fill_(float(torch.logit(0.5 + logit / nu)))
+        m.nu.fill_(nu)
+    assert abs(float(m.alpha) - alpha_value) < 1e-5
+    return m
+
+
+@pytest.mark.parametrize(
+    "alphas,kept",
+    [((0.6, 0.6, 0.9), {"c"}),  # mean 0.6 < 0.9: c first, then the unit does not fit (a sum: a, b)
+     ((0.95, 0.93, 0.9), {"a", "b"}),  # mean 0.94 > 0.9: the unit first, and c no longer fits
+     ((0.2, 0.9, 0.6), {"c"})],  # mean 0.55 < 0.6, though b alone is the highest α
+    ids=["sum-would-win", "mean-wins", "max-would-win"],
+)  # fmt: skip
+def test_budget_by_units_ranks_a_unit_by_its_mean_alpha(alphas, kept):
+    """Which units are kept, not only how many positions: a unit (a, b) against a gate c, 10
+    positions each, a budget of 20."""
+    sites = [GateSite(n, _gate_at(a), 10, 1) for n, a in zip("abc", alphas, strict=True)]
+    keep = keep_to_budget_by_units(sites, 20, [("a", "b")])
+    assert {n for n, k in keep.items() if bool(k)} == kept

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
+from torch import fx, nn
 
 from alphakern import (
     AlphaReLU,
@@ -211,3 +211,123 @@ def test_efficientnet_b0_cifar_port_trains_to_a_silu_budget(tmp_path):
     assert 0 < m["relu_count_after"] <= m["relu_budget"]
     assert m["nonlinearities_after"] == nonlinearity_count(t.model, x) == {"silu": m["relu_count_after"]}
     assert len(m["relu_layers"]) == 49
+
+
+# One row per activation module linearize gates: (module, its kind in the counts, what α = 1 must
+# give back after discretize: that module's class with the same parameters)
+ROWS = [
+    (nn.ReLU(), "relu"),
+    (nn.ReLU6(), "relu6"),
+    (nn.Hardtanh(0.0, 6.0), "relu6"),
+    (nn.LeakyReLU(0.1), "leaky_relu"),
+    (nn.LeakyReLU(0.3), "leaky_relu"),
+    (nn.GELU(), "gelu"),
+    (nn.GELU(approximate="tanh"), "gelu"),
+    (nn.SiLU(), "silu"),
+    (nn.Hardswish(), "hardswish"),
+]
+
+
+def _params(m: nn.Module) -> dict:
+    """What an activation module computes besides its class (Hardtanh(0, 6) is ReLU6's)."""
+    keys = ("negative_slope", "approximate", "min_val", "max_val")
+    return {k: getattr(m, k) for k in keys if hasattr(m, k)}
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("act,kind", ROWS, ids=[f"{type(m).__name__}{_params(m)}" for m, _ in ROWS])
+def test_every_row_counts_and_discretizes_to_its_own_module(act, kind, granularity):
+    """Per row: the count of the model, of its gated form at α = 1 and of the discretised form are
+    the same number under the row's kind; α = 1 discretises to the row's class with its parameters
+    (a LeakyReLU keeps its slope) and computes the model exactly; α = 0 counts nothing and is
+    the identity."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), act).eval()
+    x = torch.randn(2, 3, 5, 5) * 4
+    per = 4 * 5 * 5
+    assert nonlinearity_count(model, x) == {kind: per}
+    lin = linearize(model, granularity=granularity, backend="torch").eval()
+    lin(x)
+    _set_alpha(lin, 1)
+    assert nonlinearity_count(lin, x) == {kind: per}
+    exact = discretize(lin)
+    (got,) = [m for m in exact.modules() if not isinstance(m, (nn.Sequential, nn.Conv2d, fx.GraphModule))]
+    want = nn.ReLU6() if isinstance(act, nn.Hardtanh) else act
+    assert type(got) is type(want) and _params(got) == _params(want), (got, want)
+    assert nonlinearity_count(exact, x) == {kind: per}
+    with torch.no_grad():
+        assert torch.equal(exact(x), model(x)) and torch.equal(lin(x), model(x))
+    _set_alpha(lin, 0)
+    assert nonlinearity_count(lin, x) == {} == nonlinearity_count(discretize(lin), x)
+    with torch.no_grad():
+        assert torch.equal(discretize(lin)(x), model[0](x))
+
+
+@pytest.mark.parametrize("act", [m for m, _ in ROWS if not isinstance(m, nn.Hardtanh)], ids=str)
+def test_mixed_channel_gates_of_every_row_are_exact_per_channel(act):
+    """Channels 0 and 2 kept, 1 and 3 linear: a fixed gate computing f (with its parameters) on
+    the kept channels and the identity on the others, counted under the row's kind."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), act).eval()
+    x = torch.randn(2, 3, 5, 5) * 4
+    lin = linearize(model, granularity="channel", backend="torch").eval()
+    lin(x)
+    _, g = alpha_layers(lin)[0]
+    with torch.no_grad():
+        g.gamma.copy_(torch.tensor([10.0, -10.0, 10.0, -10.0]))
+        g.nu.fill_(1e4)
+    exact = discretize(lin)
+    with torch.no_grad():
+        h = model[0](x)
+        want = torch.where(torch.tensor([True, False, True, False]).view(1, 4, 1, 1), act(h.clone()), h)
+        assert torch.equal(exact(x), want)
+    kind = ROWS[[type(m) for m, _ in ROWS].index(type(act))][1]
+    assert nonlinearity_count(exact, x) == {kind: 2 * 25}
+
+
+class _InPlaceUnused(nn.Module):
+    """An in-place activation whose result is dropped: only the mutation of h carries it on."""
+
+    def __init__(self, call) -> None:
+        super().__init__()
+        self.conv, self.call = nn.Conv2d(3, 4, 1), call
+
+    def forward(self, x):
+        h = self.conv(x)
+        self.call(h)
+        return h * 2
+
+
+IN_PLACE = [
+    ("F.relu(inplace=True)", lambda h: F.relu(h, inplace=True), "relu"),
+    ("F.relu6(inplace=True)", lambda h: F.relu6(h, inplace=True), "relu6"),
+    ("F.hardtanh(0, 6, inplace=True)", lambda h: F.hardtanh(h, 0.0, 6.0, inplace=True), "relu6"),
+    ("F.leaky_relu(0.2, inplace=True)", lambda h: F.leaky_relu(h, 0.2, inplace=True), "leaky_relu(0.2)"),
+    ("F.silu(inplace=True)", lambda h: F.silu(h, inplace=True), "silu"),
+    ("F.hardswish(inplace=True)", lambda h: F.hardswish(h, inplace=True), "hardswish"),
+    ("torch.relu_", torch.relu_, "relu"),
+    ("F.relu_", F.relu_, "relu"),
+    ("F.leaky_relu_", lambda h: F.leaky_relu_(h, 0.2), "leaky_relu(0.2)"),
+    ("Tensor.relu_", lambda h: h.relu_(), "relu"),
+    ("nn.ReLU(inplace=True)", nn.ReLU(inplace=True), "relu"),
+    ("nn.ReLU6(inplace=True)", nn.ReLU6(inplace=True), "relu6"),
+    ("nn.LeakyReLU(0.2, inplace=True)", nn.LeakyReLU(0.2, inplace=True), "leaky_relu(0.2)"),
+    ("nn.SiLU(inplace=True)", nn.SiLU(inplace=True), "silu"),
+    ("nn.Hardswish(inplace=True)", nn.Hardswish(inplace=True), "hardswish"),
+]
+
+
+@pytest.mark.parametrize("call,act", [(c, a) for _, c, a in IN_PLACE], ids=[i for i, _, _ in IN_PLACE])
+def test_every_in_place_form_is_gated_even_when_its_result_is_unused(call, act):
+    """Every in-place form, keyword or positional, module or function, gets its gate, and the later
+    reads of the mutated tensor read the gate: α = 1 is the model exactly, α = 0 the identity."""
+    torch.manual_seed(0)
+    model = _InPlaceUnused(call).eval()
+    x = torch.randn(2, 3, 5, 5) * 4
+    lin = linearize(model, backend="torch").eval()
+    assert [str(m.act) for _, m in alpha_layers(lin)] == [act]
+    _set_alpha(lin, 1)
+    with torch.no_grad():
+        assert torch.equal(lin(x), model(x))
+        _set_alpha(lin, 0)
+        assert torch.equal(lin(x), model.conv(x) * 2)

@@ -355,3 +355,29 @@ def test_trainer_fold_padding_fine_tunes_the_network_that_folds_exactly(tmp_path
     # every moved chain merges; what is still refused at the border is a chain that only exists
     # once a block absorbed its skip (the conv before it had two readers when the padding moved)
     assert sum("convs merged" in entry[-1] for entry in result["merged"]) >= len(moved)
+
+
+class _NonSquareSkips(nn.Module):
+    """An identity skip and a 1×1 projection shortcut around convs with non-square kernels."""
+
+    def __init__(self, k: tuple[int, int]) -> None:
+        super().__init__()
+        pad = (k[0] // 2, k[1] // 2)
+        self.body = nn.Conv2d(4, 4, k, padding=pad)
+        self.conv, self.short = nn.Conv2d(4, 6, k, padding=pad), nn.Conv2d(4, 6, 1)
+
+    def forward(self, x):
+        h = F.relu(self.body(x) + x)
+        return self.conv(h) + self.short(h)
+
+
+@pytest.mark.parametrize("k", [(1, 3), (3, 1), (3, 5), (5, 1)], ids=str)
+def test_skips_around_non_square_kernels_are_absorbed_exactly(k):
+    """The identity (and the 1×1 kernel) goes to the centre of each axis: row k_h // 2, column
+    k_w // 2 — a square-kernel test cannot tell the two apart."""
+    m = _rand_(_NonSquareSkips(k))
+    x = torch.randn(2, 4, 7, 9, dtype=torch.float64)
+    f = fold(m, x, policy="all")
+    whats = " ".join(w for _, w in f.fold_info.merged)
+    assert "identity skip absorbed" in whats and "1x1 shortcut absorbed" in whats
+    _close(f(x), m(x))
