@@ -2,33 +2,67 @@
 R_α(x) = x + α·relu(−x), its generalisation to any activation, G_α,f(x) = x + α·(f(x) − x), and
 the tools around them (linearize, relu_count, nonlinearity_count, budgets, discretize, fold)."""
 
-from alphakern.complexity import discretize, layer_verdicts
-from alphakern.convert import linearize, nonlinearity_count, relu_count
-from alphakern.fold import fold, fold_padding, fold_report, fold_units
-from alphakern.functional import ACTIVATIONS, BACKENDS, alpha, alpha_relu, gate, resolve_backend
+from alphakern.folding import fold, fold_padding, fold_report, fold_units
+from alphakern.functional import ACTIVATIONS, BACKENDS, alpha, alpha_relu, bn_gate, gate, resolve_backend
+from alphakern.graph import (
+    apply_keep,
+    discretize,
+    format_report,
+    fuse_bn,
+    layer_verdicts,
+    linearize,
+    nonlinearity_count,
+    relu_count,
+    unfuse_bn,
+)
 from alphakern.models import AlphaCNN
-from alphakern.modules import AlphaGate, AlphaReLU, EagerAlphaReLU, alpha_layers
+from alphakern.modules import (
+    AlphaGate,
+    AlphaReLU,
+    BatchNormGate,
+    EagerAlphaReLU,
+    FixedGate,
+    FixedSlopeReLU,
+    alpha_layers,
+    materialize,
+)
+from alphakern.onnx_export import export_onnx
 
 __all__ = [
+    # functional: the ops
     "ACTIVATIONS",
     "BACKENDS",
-    "AlphaGate",
-    "AlphaCNN",
-    "AlphaReLU",
-    "EagerAlphaReLU",
     "alpha",
-    "alpha_layers",
     "alpha_relu",
-    "discretize",
-    "fold",
-    "fold_padding",
-    "fold_report",
-    "fold_units",
+    "bn_gate",
     "gate",
+    "resolve_backend",
+    # modules
+    "AlphaGate",
+    "AlphaReLU",
+    "BatchNormGate",
+    "EagerAlphaReLU",
+    "FixedGate",
+    "FixedSlopeReLU",
+    "alpha_layers",
+    "materialize",
+    # graph tools
+    "apply_keep",
+    "discretize",
+    "format_report",
+    "fuse_bn",
     "layer_verdicts",
     "linearize",
     "nonlinearity_count",
     "relu_count",
-    "resolve_backend",
+    "unfuse_bn",
+    # folding
+    "fold",
+    "fold_padding",
+    "fold_report",
+    "fold_units",
+    "export_onnx",
+    # the study's network
+    "AlphaCNN",
 ]
 __version__ = "0.1.0"

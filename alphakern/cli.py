@@ -253,8 +253,8 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from alphakern.complexity import format_report, layer_verdicts
     from alphakern.data import DatasetError, DeviceBatches, load_dataset
+    from alphakern.graph import format_report, layer_verdicts
     from alphakern.train import (
         EVAL_BATCH,
         METRICS,
@@ -307,9 +307,9 @@ def _fold(args: argparse.Namespace) -> int:
 
     import torch
 
-    from alphakern.complexity import discretize
     from alphakern.data import DatasetError, DeviceBatches, load_dataset
-    from alphakern.fold import fold, fold_report
+    from alphakern.folding import fold, fold_report
+    from alphakern.graph import discretize
     from alphakern.train import (
         EVAL_BATCH,
         CheckpointError,
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(*spec.pop("flags"), dest=dest, default=None, **spec)
     p.set_defaults(func=_study)
 
-    from alphakern.fold import POLICIES
+    from alphakern.folding import POLICIES
 
     p = sub.add_parser("fold", help="discretise a finished run and merge what became linear (alphakern.fold)")
     p.add_argument("run_dir")

@@ -269,20 +269,6 @@ class FixedSlopeReLU(nn.Module):
         return f"granularity={self.granularity!r}, gates={tuple(self.slope.shape)}"
 
 
-def exact_gate(m: AlphaGate, weight: Tensor) -> nn.Module:
-    """What gate ``m`` becomes with the fixed weight α = ``weight`` per gate (1: f, 0: identity,
-    anything between: that blend): f's own module (nn.ReLU, nn.SiLU, ...) where every gate is 1,
-    nn.Identity where every gate is 0, else a FixedSlopeReLU (f = relu, slope 1 − w) or FixedGate."""
-    if bool((weight == 1).all()):
-        return m.act.module()
-    if bool((weight == 0).all()):
-        return nn.Identity()
-    weight = weight.to(device=m.gamma.device, dtype=torch.float32)
-    if m.act.name == "relu":
-        return FixedSlopeReLU(1 - weight, granularity=m.granularity)
-    return FixedGate(weight, activation=m.act, granularity=m.granularity)
-
-
 def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaGate]]:
     """The model's learnable activations with their qualified names, in forward order: the order
     of their calls in the graph of a torch.fx GraphModule (what ``linearize`` returns), else

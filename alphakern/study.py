@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from alphakern.complexity import VERDICTS
+from alphakern.graph.report import VERDICTS
 from alphakern.train.checkpoint import CHECKPOINT, METRICS, atomic_write, compact_json
 from alphakern.train.config import TrainConfig
 

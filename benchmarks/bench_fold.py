@@ -27,7 +27,7 @@ from torch import nn
 
 import alphakern
 from alphakern.cifar_nets import relu_network
-from alphakern.fold import POLICIES
+from alphakern.folding import POLICIES
 from alphakern.modules import alpha_layers, materialize
 
 PATTERNS = ("none", "block", "all")  # gate patterns

@@ -32,9 +32,9 @@ from budget_sweep import train_to_end
 from timing import cpu_time_interleaved
 
 import alphakern
-from alphakern.complexity import discretize
 from alphakern.data import DeviceBatches, load_dataset
-from alphakern.fold import POLICIES, fold_report
+from alphakern.folding import POLICIES, fold_report
+from alphakern.graph import discretize
 from alphakern.train import EVAL_BATCH, TrainConfig, build_model, evaluate, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fold_end_to_end"

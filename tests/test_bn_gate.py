@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import alphakern
-from alphakern.convert import fuse_bn, unfuse_bn
 from alphakern.functional import bn_gate
+from alphakern.graph import fuse_bn, unfuse_bn
 from alphakern.modules import AlphaGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
@@ -284,7 +284,7 @@ def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeyp
     gradient as the unfused network's, the same state-dict keys (loads both ways); discretize and
     fold see BN and gate again; unfuse_bn restores the graph."""
     from alphakern.cifar_nets import relu_network
-    from alphakern.complexity import discretize
+    from alphakern.graph import discretize
 
     torch.manual_seed(0)
     base = alphakern.linearize(relu_network("resnet20"), granularity="channel")

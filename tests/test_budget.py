@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from alphakern import linearize, relu_count
-from alphakern.budget import (
+from alphakern.cifar_nets import relu_network
+from alphakern.cli import main
+from alphakern.graph import apply_keep, discretize
+from alphakern.graph.budget import (
     GateSite,
-    apply_keep,
     budget_penalty,
     discretize_to_budget,
     gate_sites,
@@ -21,9 +23,6 @@ from alphakern.budget import (
     resolve_budget,
     soft_relu_count,
 )
-from alphakern.cifar_nets import relu_network
-from alphakern.cli import main
-from alphakern.complexity import discretize
 from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers, materialize
 from alphakern.train import TrainConfig, Trainer, load_checkpoint
 from tests.cifar_fixtures import write_cifar100, write_pickles
@@ -345,7 +344,7 @@ def test_budget_kind_scopes_the_budget_penalty_and_cut_to_one_kind():
     """--budget-kind silu on a network with ReLU and SiLU gates: the budget is a share of the SiLUs,
     the penalty's gradient reaches the SiLU gates only, the cut meets the SiLU budget, and the ReLU
     gates are made exact by rounding α at ½ whatever the budget."""
-    from alphakern.convert import nonlinearity_count
+    from alphakern.graph import nonlinearity_count
     from alphakern.modules import AlphaGate
     from alphakern.train.build import Budget
 
@@ -380,7 +379,7 @@ def test_fold_units_group_the_gates_whose_removal_folds():
     """ResNet-20: a block's inner gate alone (between conv1 and conv2; the gates after the sums
     link nothing); MobileNetV2: the expansion and depthwise gates of each block (the stem's with the
     first block's depthwise); VGG: the gates between two convs with no pooling between."""
-    from alphakern.fold import fold_units
+    from alphakern.folding import fold_units
 
     assert fold_units(linearize(relu_network("resnet20"))) == [(f"layers.{i}.relu",) for i in range(9)]
     units = fold_units(linearize(relu_network("mobilenet_v2")))
@@ -394,7 +393,7 @@ def test_fold_units_group_the_gates_whose_removal_folds():
 
 
 def test_budget_by_fold_units_keeps_or_drops_a_unit_whole(data_dir, tmp_path):
-    from alphakern.fold import fold_units
+    from alphakern.folding import fold_units
 
     torch.manual_seed(0)
     net = materialize(linearize(relu_network("mobilenet_v2")))
@@ -435,7 +434,7 @@ def _conv_chain(*parts: str) -> nn.Sequential:
 def test_fold_units_join_every_gate_of_a_linear_chain_into_one_unit():
     """conv–BN–ReLU ×3 → conv: three gates linked conv to conv are ONE unit (the union is
     transitive); a pooling cuts a chain, and the gate before it links nothing."""
-    from alphakern.fold import fold_units
+    from alphakern.folding import fold_units
 
     assert fold_units(linearize(_conv_chain("g", "g", "g"))) == [("2", "5", "8")]
     assert fold_units(linearize(_conv_chain("g", "g", "g", "g"))) == [("2", "5", "8", "11")]

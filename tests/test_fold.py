@@ -11,7 +11,7 @@ from torch import nn
 
 from alphakern import discretize, linearize
 from alphakern.cifar_nets import relu_network
-from alphakern.fold import compose_convs, fold, fold_padding, fold_report
+from alphakern.folding import compose_convs, fold, fold_padding, fold_report
 from alphakern.modules import FixedSlopeReLU, alpha_layers, materialize
 
 
@@ -170,7 +170,7 @@ def test_fold_padding_stops_at_what_is_not_linear_or_shared():
 
 
 def test_fold_padding_makes_resnet20_blocks_fold_exactly_and_sees_fused_pairs():
-    from alphakern.convert import fuse_bn
+    from alphakern.graph import fuse_bn
     from alphakern.modules import BatchNormGate
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 
 import alphakern
 from alphakern.cifar_nets import relu_network
-from alphakern.complexity import discretize
+from alphakern.graph import discretize
 from alphakern.onnx_export import export_onnx
 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install onnx onnxscript onnxruntime)")

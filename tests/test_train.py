@@ -9,8 +9,9 @@ import torch
 import alphakern.train.loop as train_mod
 from alphakern import discretize
 from alphakern.cli import main
-from alphakern.complexity import layer_verdicts, verdict
 from alphakern.data import load_cifar10
+from alphakern.graph import layer_verdicts
+from alphakern.graph.report import verdict
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers
 from alphakern.train import TrainConfig, Trainer, build_model, load_checkpoint
@@ -304,7 +305,7 @@ def test_discretize_granular_gates_exactly(granularity):
     """Gates that disagree become a FixedSlopeReLU: ReLU gates slope 0, identity gates slope 1,
     undecided ones keep 1 − α; all-agreeing layers become nn.ReLU / nn.Identity."""
     from alphakern import AlphaReLU
-    from alphakern.complexity import format_report
+    from alphakern.graph import format_report
     from alphakern.modules import FixedSlopeReLU
 
     x = torch.randn(4, 3, 2, 2)

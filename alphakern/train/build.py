@@ -9,9 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alphakern.budget import (
+from alphakern.cifar_nets import relu_network
+from alphakern.data import NUM_CLASSES
+from alphakern.folding import fold_padding, fold_units
+from alphakern.graph import apply_keep, fuse_bn, linearize, nonlinearity_count
+from alphakern.graph.budget import (
     GateSite,
-    apply_keep,
     budget_penalty,
     gate_sites,
     keep_rounded,
@@ -20,10 +23,6 @@ from alphakern.budget import (
     l1_penalty,
     resolve_budget,
 )
-from alphakern.cifar_nets import relu_network
-from alphakern.convert import fuse_bn, linearize, nonlinearity_count
-from alphakern.data import NUM_CLASSES
-from alphakern.fold import fold_padding, fold_units
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.train.checkpoint import load_checkpoint

@@ -43,14 +43,14 @@ class TrainConfig:
     channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     fuse_bn: bool = False  # each BatchNorm2d → gate pair as one fused op (alphakern.fuse_bn)
-    # training to a ReLU budget (alphakern.budget): a penalty on the soft ReLU count in the search
+    # training to a ReLU budget (alphakern.graph.budget): a penalty on the soft ReLU count in the search
     # epochs, then the gates made exact (to the budget) and `finetune_epochs` with them frozen
     budget: float | None = None  # a fraction <= 1 of the network's ReLUs, or a count
     penalty: float | None = None  # weight on the normalised soft count (the hinge's, with budget)
     budget_kind: str | None = None  # the budget and penalty on this kind of non-linearity alone
     finetune_epochs: int = 0
     fold_padding: bool = False  # once exact: each linear conv chain's padding on its first conv
-    fold_units: bool = False  # made exact to the budget by fold units (alphakern.fold.fold_units)
+    fold_units: bool = False  # made exact to the budget by fold units (alphakern.fold_units)
     distill: bool = False  # fine-tune with KL (T = 4) to the ReLU network of `init`
     init: str | None = None  # run directory whose trained weights start this run
     gate_mode: str = "schedule"  # "l1": ν fixed at nu_init (no schedule) + l1 · mean α

@@ -6,7 +6,7 @@ bit-for-bit where the last checkpoint stopped.
 
 Training to a ReLU budget has two phases: ``epochs`` of search (the gates learn, a penalty on the
 soft ReLU count pulls them towards the budget), then the gates are made exact — ReLU or identity,
-meeting the budget (``alphakern.budget``) — and ``finetune_epochs`` train the weights alone,
+meeting the budget (``alphakern.graph.budget``) — and ``finetune_epochs`` train the weights alone,
 optionally distilling from the ReLU network the run started from (``init``).
 """
 
@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alphakern.budget import apply_keep, soft_relu_count
-from alphakern.complexity import discretize, format_report, layer_verdicts, summary
-from alphakern.convert import nonlinearity_count
 from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
-from alphakern.fold import fold_padding
+from alphakern.folding import fold_padding
+from alphakern.graph import apply_keep, discretize, format_report, layer_verdicts, nonlinearity_count
+from alphakern.graph.budget import soft_relu_count
+from alphakern.graph.report import summary
 from alphakern.modules import alpha_layers
 from alphakern.train import distributed
 from alphakern.train.build import Budget, build_model, load_init

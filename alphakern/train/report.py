@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from alphakern.budget import GateSite
 from alphakern.gate_rules import counts_as_relu
+from alphakern.graph.budget import GateSite
 
 
 def relu_layers(sites: list[GateSite], keep: dict[str, torch.Tensor] | None) -> list[dict]:

@@ -1,5 +1,4 @@
-"""Give every activation of any network its own learnable gate (``linearize``), and count the
-non-linearities (``nonlinearity_count``, ``relu_count``).
+"""Give every activation of any network its own learnable gate (``linearize``).
 
 ``linearize`` traces the model with torch.fx (``symbolic_trace``) and rewrites the graph: every
 *application* of a gated kind — ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``),
@@ -22,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from alphakern.gate_rules import counts_as_relu
-from alphakern.modules import AlphaGate, AlphaReLU, BatchNormGate, FixedGate, FixedSlopeReLU
+from alphakern.graph.bn_fusion import _fuse_pairs
+from alphakern.modules import AlphaGate, AlphaReLU
 from alphakern.ops.core.activations import KINDS, RELU, Activation
 
 # activations left alone (no gate kind for them yet), named so that nobody thinks they were gated
@@ -173,81 +172,6 @@ def linearize(
     return _fuse_pairs(gm) if fuse_bn else gm
 
 
-class GateTracer(fx.Tracer):
-    """torch.fx's tracer with alphakern's gates as leaves (their call is one node)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
-
-
-def _set_module(gm: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, child, module)
-
-
-def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
-    """Each ``nn.BatchNorm2d`` whose output only an AlphaGate (per layer or channel) reads — and
-    with ``relu=True`` only an ``nn.ReLU`` module — becomes a ``BatchNormGate`` running both as one
-    fused op; the gate's own call leaves the graph. A GraphModule is rewritten in place, another
-    model traced first (its modules shared). The state dict keeps its keys (the fused module
-    shares the BN's tensors; the gate stays registered)."""
-    if not isinstance(model, fx.GraphModule):
-        model = fx.GraphModule(model, GateTracer().trace(model))
-    return _fuse_pairs(model, relu)
-
-
-def _fusable(m: nn.Module | None, relu: bool) -> bool:
-    if isinstance(m, AlphaGate):
-        return m.granularity != "element"
-    return relu and type(m) is nn.ReLU
-
-
-def _fuse_pairs(gm: fx.GraphModule, relu: bool = False) -> fx.GraphModule:
-    modules = dict(gm.named_modules())
-    for node in list(gm.graph.nodes):
-        gate, src = modules.get(node.target) if node.op == "call_module" else None, None
-        if _fusable(gate, relu) and len(node.args) == 1:
-            src = node.args[0]
-        ok = (
-            isinstance(src, fx.Node)
-            and src.op == "call_module"
-            and type(modules.get(src.target)) is nn.BatchNorm2d
-            and len(src.users) == 1
-            and not node.kwargs
-        )
-        if not ok:
-            continue
-        _set_module(gm, src.target, BatchNormGate(modules[src.target], gate, node.target))
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.recompile()
-    return gm
-
-
-def unfuse_bn(model: nn.Module) -> nn.Module:
-    """``fuse_bn`` undone in place: each BatchNormGate back to a plain BatchNorm2d (the same tensors)
-    and its gate's call back into the graph after it — what discretize and fold work on."""
-    if not isinstance(model, fx.GraphModule):
-        return model
-    modules = dict(model.named_modules())
-    fused = [
-        n
-        for n in model.graph.nodes
-        if n.op == "call_module" and isinstance(modules.get(n.target), BatchNormGate)
-    ]
-    for node in fused:
-        m = modules[node.target]
-        _set_module(model, node.target, m.unfused())
-        with model.graph.inserting_after(node):
-            call = model.graph.call_module(m.gate_name, (node,))
-        node.replace_all_uses_with(call, delete_user_cb=lambda user, c=call: user is not c)
-    if fused:
-        model.graph.lint()
-        model.recompile()
-    return model
-
-
 def _gate_name(node: fx.Node, uses: dict[str, int]) -> str:
     """The ReLU module's own path for its first call (name_1, name_2, ... for more); the node's
     name for functional calls."""
@@ -286,91 +210,3 @@ def _swap_modules(model: nn.Module, make_gate, kinds: tuple[str, ...], reason: s
         stacklevel=3,
     )
     return model
-
-
-class _Calls(torch.overrides.TorchFunctionMode):
-    """Counts the per-sample outputs of every ungated activation evaluated (module or functional),
-    by kind; calls inside a gate module (its torch backend runs F.<f>) are not counted."""
-
-    def __init__(self, batch: int) -> None:
-        super().__init__()
-        self.batch, self.inside = batch, 0
-        self.counts: dict[str, int] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        kind = _CALL_KIND.get(func)
-        if kind == "hardtanh":  # nn.ReLU6 is F.hardtanh(x, 0, 6); other clamps are no activation
-            bounds = (args[1] if len(args) > 1 else kwargs.get("min_val", -1.0),
-                      args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))  # fmt: skip
-            kind = "relu6" if bounds == (0.0, 6.0) else None
-        if kind is not None and not self.inside and isinstance(out, torch.Tensor):
-            self.counts[kind] = self.counts.get(kind, 0) + out.numel() // self.batch
-        return out
-
-
-_CALL_KIND = {
-    **{f: k for f, k in _FUNCTION_KIND.items()},
-    torch.Tensor.relu: "relu",
-    torch.Tensor.relu_: "relu",
-}
-
-
-@torch.no_grad()
-def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """Scalar non-linearities evaluated per sample, by kind (relu, relu6, leaky_relu, gelu, silu,
-    hardswish): for each gate the output positions whose gate is not linear (α ≥ 0.05), for each
-    fixed gate ``discretize`` leaves those whose weight is not 0 (slope not 1), plus every
-    activation evaluated that is not a gate. Kinds with none are left out. One forward in eval
-    mode (ν does not move) on ``example_input`` (batch first)."""
-    if any(isinstance(m, BatchNormGate) for m in model.modules()):  # count the BN → gate pairs apart
-        model = unfuse_bn(copy.deepcopy(model))
-    batch = example_input.shape[0]
-    counts: dict[str, int] = {}
-    mode = _Calls(batch)
-
-    def enter(m, inputs) -> None:
-        mode.inside += 1
-
-    def leave(m, inputs, output) -> None:
-        mode.inside -= 1
-        if isinstance(m, AlphaGate):  # a gate bends unless it is linear
-            keep, kind = counts_as_relu(m.alpha), m.act.kind
-        elif isinstance(m, FixedSlopeReLU):
-            keep, kind = m.slope != 1, "relu"
-        else:
-            keep, kind = m.weight != 0, m.act.kind
-        counts[kind] = counts.get(kind, 0) + _positions(keep.float(), m.granularity, output, batch)
-
-    gates = [m for m in model.modules() if isinstance(m, (AlphaGate, FixedSlopeReLU, FixedGate))]
-    handles = [h for m in gates for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-    was_training = model.training
-    model.eval()
-    try:
-        with mode:
-            model(example_input)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    for kind, n in mode.counts.items():
-        counts[kind] = counts.get(kind, 0) + n
-    return {k: counts[k] for k in KINDS if counts.get(k)}
-
-
-def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
-    """ReLUs evaluated per sample (``nonlinearity_count``'s "relu"): for each AlphaReLU the output
-    positions whose gate is not linear (α ≥ 0.05), for each FixedSlopeReLU (what ``discretize``
-    leaves) those whose slope is not 1, plus every ReLU evaluated that is not a gate. Runs one
-    forward in eval mode (ν does not move) on ``example_input`` (batch first)."""
-    return nonlinearity_count(model, example_input).get("relu", 0)
-
-
-def _positions(keep: torch.Tensor, granularity: str, output: torch.Tensor, batch: int) -> int:
-    """Output positions of one sample whose gate is kept (``keep``: 1/0 per gate, γ's shape)."""
-    if keep.numel() == 1:
-        return int(keep.item()) * (output.numel() // batch)
-    # per channel / element: broadcast the kept gates over one sample's positions
-    shape = (1, -1, *([1] * (output.dim() - 2))) if granularity == "channel" else (1, *keep.shape)
-    return int(keep.reshape(shape).expand(1, *output.shape[1:]).sum().item())

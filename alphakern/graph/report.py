@@ -1,23 +1,19 @@
-"""How non-linear did each layer turn out: verdicts per gate, discretisation, the report's text."""
+"""How non-linear did each layer turn out: verdicts per gate and the report's text."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 
-from alphakern.convert import unfuse_bn
 from alphakern.gate_rules import LINEAR_BELOW, NONLINEAR_ABOVE, VERDICTS, verdict, verdict_masks
-from alphakern.modules import AlphaGate, alpha_layers, exact_gate
+from alphakern.modules import AlphaGate, alpha_layers
 
 __all__ = [
     "LINEAR_BELOW",
     "NONLINEAR_ABOVE",
     "VERDICTS",
     "LayerVerdict",
-    "discretize",
     "format_report",
     "layer_verdict",
     "layer_verdicts",
@@ -56,31 +52,6 @@ def layer_verdict(name: str, m: AlphaGate) -> LayerVerdict:
 def layer_verdicts(model: nn.Module) -> list[LayerVerdict]:
     """γ, α and the verdict of every AlphaReLU (reads a few numbers off the device)."""
     return [layer_verdict(name, m) for name, m in alpha_layers(model)]
-
-
-def _discrete(m: AlphaGate) -> nn.Module | None:
-    """What a decided gate becomes: f's module (nn.ReLU, nn.SiLU, ...) / nn.Identity when all its
-    gates agree, else a fixed gate with weight 1 (f) or 0 (identity) per decided gate and the
-    current α for undecided ones (``modules.exact_gate``); None (keep it) for an undecided layer gate."""
-    a = m.alpha
-    masks = verdict_masks(a)
-    if a.numel() == 1 and not bool(masks["non-linear"].any() | masks["linear"].any()):
-        return None
-    return exact_gate(m, torch.where(masks["non-linear"], 1.0, torch.where(masks["linear"], 0.0, a)))
-
-
-def discretize(model: nn.Module) -> nn.Module:
-    """A copy with each decided AlphaReLU replaced by nn.ReLU or nn.Identity — or, for gates per
-    channel/element that disagree, a FixedSlopeReLU exact per gate (undecided layers kept)."""
-    out = unfuse_bn(copy.deepcopy(model))  # a fused BN → gate pair: its gate replaced like any other
-    for name, m in alpha_layers(out):
-        new = _discrete(m)
-        if new is None:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, new)
-    return out
 
 
 def summary(verdicts: list[LayerVerdict]) -> dict:

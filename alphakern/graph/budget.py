@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from alphakern.convert import unfuse_bn
 from alphakern.functional import alpha
 from alphakern.gate_rules import kept_by_rounding, kept_within_budget
-from alphakern.modules import AlphaGate, alpha_layers, exact_gate
+from alphakern.graph.discretize import apply_keep
+from alphakern.modules import AlphaGate, alpha_layers
 
 
 @dataclass
@@ -118,7 +118,7 @@ def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
 def keep_to_budget_by_units(
     sites: list[GateSite], budget: int, units: list[tuple[str, ...]]
 ) -> dict[str, Tensor]:
-    """``keep_to_budget`` over units (``alphakern.fold.fold_units``): a unit's gates stay ReLUs or
+    """``keep_to_budget`` over units (``alphakern.fold_units``): a unit's gates stay ReLUs or
     turn linear together, so a unit made linear folds; its α is its gates' mean, its cost their
     sum; a gate in no unit is a unit of its own. Gates per layer only."""
     by_name = {s.name: s for s in sites}
@@ -142,21 +142,6 @@ def keep_rounded(sites: list[GateSite]) -> dict[str, Tensor]:
     return {s.name: kept_by_rounding(s.module.alpha).cpu() for s in sites}
 
 
-def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:
-    """``model`` (changed in place) with each named gate made exact: its activation's module (nn.ReLU,
-    ...) if every gate is kept, nn.Identity if none, else a fixed gate per gate (``exact_gate``)."""
-    unfuse_bn(model)  # a gate fused with its BatchNorm is replaced like any other
-    modules = dict(model.named_modules())
-    for name, k in keep.items():
-        m = modules.get(name)
-        if not isinstance(m, AlphaGate):
-            raise ValueError(f"{name} is not an AlphaGate of this model")
-        new = exact_gate(m, k.to(torch.bool).float())
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-    return model
-
-
 def discretize_to_budget(model: nn.Module, example_input: Tensor, budget: int) -> nn.Module:
     """A copy of ``model`` whose gates are all exactly ReLU or identity, with
     ``relu_count(copy, example_input) <= budget`` (see ``keep_to_budget``)."""
@@ -167,7 +152,6 @@ def discretize_to_budget(model: nn.Module, example_input: Tensor, budget: int) -
 
 __all__ = [
     "GateSite",
-    "apply_keep",
     "budget_penalty",
     "discretize_to_budget",
     "gate_sites",

@@ -1,0 +1,106 @@
+"""The merges as pure tensor maths (as ``torch.nn.utils.fusion`` keeps its own): modules in, a new
+module out, float64 arithmetic, the result in the first module's dtype and device; and the shape
+arithmetic the passes and the policy need. Nothing here touches a graph."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def dense_weight(c: nn.Conv2d) -> torch.Tensor:
+    """The conv's weight as the dense block-diagonal [out, in, kh, kw] it computes, in float64."""
+    w = c.weight.detach().double()
+    g = c.groups
+    if g == 1:
+        return w
+    out, ipg = w.shape[:2]
+    opg = out // g
+    dense = w.new_zeros(out, ipg * g, *w.shape[2:])
+    for j in range(g):
+        dense[j * opg : (j + 1) * opg, j * ipg : (j + 1) * ipg] = w[j * opg : (j + 1) * opg]
+    return dense
+
+
+def _grouped(dense: torch.Tensor, groups: int) -> torch.Tensor:
+    out, cin = dense.shape[:2]
+    opg, ipg = out // groups, cin // groups
+    return torch.cat([dense[j * opg : (j + 1) * opg, j * ipg : (j + 1) * ipg] for j in range(groups)])
+
+
+def _bias(c: nn.Conv2d | nn.Linear) -> torch.Tensor:
+    n = c.out_channels if isinstance(c, nn.Conv2d) else c.out_features
+    return c.bias.detach().double() if c.bias is not None else c.weight.new_zeros(n, dtype=torch.float64)
+
+
+def _new_conv(like: nn.Conv2d, w: torch.Tensor, b: torch.Tensor, stride, padding, groups: int) -> nn.Conv2d:
+    out, ipg, kh, kw = w.shape
+    conv = nn.Conv2d(ipg * groups, out, (kh, kw), stride=stride, padding=padding, groups=groups, bias=True)
+    conv = conv.to(device=like.weight.device, dtype=like.weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    return conv.eval()
+
+
+def compose_convs(c1: nn.Conv2d, c2: nn.Conv2d) -> nn.Conv2d:
+    """One conv computing c2(c1(x)) (exactly, but at the border when c2 pads; see ``fold``)."""
+    w1, w2 = dense_weight(c1), dense_weight(c2)
+    s1, s2 = c1.stride, c2.stride
+    # W[o, i] = Σ_m W2[o, m] ⋆ W1[m, i] with W1 dilated by the first stride: a transposed conv of
+    # W2 (as a batch of o images with m channels) by W1 (m in, i out channels)
+    w = F.conv_transpose2d(w2, w1, stride=s1)
+    b = _bias(c2) + w2.sum((2, 3)) @ _bias(c1)
+    groups = c1.groups if c1.groups == c2.groups else 1
+    stride = (s1[0] * s2[0], s1[1] * s2[1])
+    padding = tuple(p1 + p2 * s for p1, p2, s in zip(c1.padding, c2.padding, s1, strict=True))
+    return _new_conv(c1, _grouped(w, groups) if groups > 1 else w, b, stride, padding, groups)
+
+
+def _same_padding(c: nn.Conv2d) -> bool:
+    return all(k % 2 == 1 and p == k // 2 for k, p in zip(c.kernel_size, c.padding, strict=True))
+
+
+def with_identity(c: nn.Conv2d) -> nn.Conv2d | None:
+    """c(x) + x as one conv: a centred identity kernel added (stride 1, odd k, 'same' padding)."""
+    if c.in_channels != c.out_channels or c.stride != (1, 1) or not _same_padding(c):
+        return None
+    w = dense_weight(c).clone()
+    kh, kw = c.kernel_size
+    w[:, :, kh // 2, kw // 2] += torch.eye(c.out_channels, dtype=w.dtype, device=w.device)
+    groups = c.groups
+    return _new_conv(c, _grouped(w, groups) if groups > 1 else w, _bias(c), c.stride, c.padding, groups)
+
+
+def with_shortcut(c: nn.Conv2d, s: nn.Conv2d) -> nn.Conv2d | None:
+    """c(x) + s(x) for a 1×1 conv s of the same stride: s's kernel padded into c's centre."""
+    if s.kernel_size != (1, 1) or s.padding != (0, 0) or s.stride != c.stride or not _same_padding(c):
+        return None
+    if s.in_channels != c.in_channels or s.out_channels != c.out_channels or s.padding_mode != "zeros":
+        return None
+    w = dense_weight(c).clone()
+    kh, kw = c.kernel_size
+    w[:, :, kh // 2, kw // 2] += dense_weight(s)[:, :, 0, 0]
+    return _new_conv(c, w, _bias(c) + _bias(s), c.stride, c.padding, 1)
+
+
+def compose_linears(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:
+    """One linear computing l2(l1(x))."""
+    w1, w2 = l1.weight.detach().double(), l2.weight.detach().double()
+    lin = nn.Linear(l1.in_features, l2.out_features).to(device=l1.weight.device, dtype=l1.weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(w2 @ w1)
+        lin.bias.copy_(_bias(l2) + w2 @ _bias(l1))
+    return lin.eval()
+
+
+def conv_out(c: nn.Conv2d, hw: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(
+        (h + 2 * p - k) // s + 1 for h, p, k, s in zip(hw, c.padding, c.kernel_size, c.stride, strict=True)
+    )
+
+
+def conv_macs(c: nn.Conv2d, out_shape: tuple[int, ...]) -> int:
+    n_out = int(torch.tensor(out_shape).prod())
+    return n_out * (c.in_channels // c.groups) * c.kernel_size[0] * c.kernel_size[1]

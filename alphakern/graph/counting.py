@@ -1,0 +1,104 @@
+"""Count the non-linearities a network evaluates per sample, by kind (``nonlinearity_count``,
+``relu_count``): gates by their α, fixed gates by their weights, every other activation call by
+intercepting it (``TorchFunctionMode``)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from alphakern.gate_rules import counts_as_relu
+from alphakern.graph.bn_fusion import unfuse_bn
+from alphakern.graph.linearize import _FUNCTION_KIND
+from alphakern.modules import AlphaGate, BatchNormGate, FixedGate, FixedSlopeReLU
+from alphakern.ops.core.activations import KINDS
+
+
+class _Calls(torch.overrides.TorchFunctionMode):
+    """Counts the per-sample outputs of every ungated activation evaluated (module or functional),
+    by kind; calls inside a gate module (its torch backend runs F.<f>) are not counted."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.batch, self.inside = batch, 0
+        self.counts: dict[str, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        kind = _CALL_KIND.get(func)
+        if kind == "hardtanh":  # nn.ReLU6 is F.hardtanh(x, 0, 6); other clamps are no activation
+            bounds = (args[1] if len(args) > 1 else kwargs.get("min_val", -1.0),
+                      args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))  # fmt: skip
+            kind = "relu6" if bounds == (0.0, 6.0) else None
+        if kind is not None and not self.inside and isinstance(out, torch.Tensor):
+            self.counts[kind] = self.counts.get(kind, 0) + out.numel() // self.batch
+        return out
+
+
+_CALL_KIND = {
+    **{f: k for f, k in _FUNCTION_KIND.items()},
+    torch.Tensor.relu: "relu",
+    torch.Tensor.relu_: "relu",
+}
+
+
+@torch.no_grad()
+def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """Scalar non-linearities evaluated per sample, by kind (relu, relu6, leaky_relu, gelu, silu,
+    hardswish): for each gate the output positions whose gate is not linear (α ≥ 0.05), for each
+    fixed gate ``discretize`` leaves those whose weight is not 0 (slope not 1), plus every
+    activation evaluated that is not a gate. Kinds with none are left out. One forward in eval
+    mode (ν does not move) on ``example_input`` (batch first)."""
+    if any(isinstance(m, BatchNormGate) for m in model.modules()):  # count the BN → gate pairs apart
+        model = unfuse_bn(copy.deepcopy(model))
+    batch = example_input.shape[0]
+    counts: dict[str, int] = {}
+    mode = _Calls(batch)
+
+    def enter(m, inputs) -> None:
+        mode.inside += 1
+
+    def leave(m, inputs, output) -> None:
+        mode.inside -= 1
+        if isinstance(m, AlphaGate):  # a gate bends unless it is linear
+            keep, kind = counts_as_relu(m.alpha), m.act.kind
+        elif isinstance(m, FixedSlopeReLU):
+            keep, kind = m.slope != 1, "relu"
+        else:
+            keep, kind = m.weight != 0, m.act.kind
+        counts[kind] = counts.get(kind, 0) + _positions(keep.float(), m.granularity, output, batch)
+
+    gates = [m for m in model.modules() if isinstance(m, (AlphaGate, FixedSlopeReLU, FixedGate))]
+    handles = [h for m in gates for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    was_training = model.training
+    model.eval()
+    try:
+        with mode:
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    for kind, n in mode.counts.items():
+        counts[kind] = counts.get(kind, 0) + n
+    return {k: counts[k] for k in KINDS if counts.get(k)}
+
+
+def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
+    """ReLUs evaluated per sample (``nonlinearity_count``'s "relu"): for each AlphaReLU the output
+    positions whose gate is not linear (α ≥ 0.05), for each FixedSlopeReLU (what ``discretize``
+    leaves) those whose slope is not 1, plus every ReLU evaluated that is not a gate. Runs one
+    forward in eval mode (ν does not move) on ``example_input`` (batch first)."""
+    return nonlinearity_count(model, example_input).get("relu", 0)
+
+
+def _positions(keep: torch.Tensor, granularity: str, output: torch.Tensor, batch: int) -> int:
+    """Output positions of one sample whose gate is kept (``keep``: 1/0 per gate, γ's shape)."""
+    if keep.numel() == 1:
+        return int(keep.item()) * (output.numel() // batch)
+    # per channel / element: broadcast the kept gates over one sample's positions
+    shape = (1, -1, *([1] * (output.dim() - 2))) if granularity == "channel" else (1, *keep.shape)
+    return int(keep.reshape(shape).expand(1, *output.shape[1:]).sum().item())
