@@ -253,39 +253,22 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from alphakern.data import DatasetError, DeviceBatches, load_dataset
+    from alphakern.data import DatasetError
     from alphakern.graph import format_report, layer_verdicts
-    from alphakern.train import (
-        EVAL_BATCH,
-        METRICS,
-        CheckpointError,
-        TrainConfig,
-        build_model,
-        format_relus,
-        load_checkpoint,
-        resolve_device,
-        test_with_discretized,
-    )
+    from alphakern.train import METRICS, CheckpointError, format_relus, test_with_discretized
+    from alphakern.train.runs import load_run, load_test_batches
 
     try:
-        state = load_checkpoint(args.run_dir)
-        cfg = TrainConfig.from_dict(state["config"])
-        device = resolve_device(args.device or cfg.device)
+        run = load_run(args.run_dir, args.device)
     except (CheckpointError, ValueError) as e:
         return _fail(str(e))
-    model = build_model(cfg, device, channels_last=False, keep=state.get("keep"))
-    model.load_state_dict(state["model"])
-    model.to(device)
-    print(f"run {args.run_dir}: {state['epoch']}/{cfg.epochs} epochs, head={cfg.head}")
+    print(f"run {args.run_dir}: {run.state['epoch']}/{run.cfg.epochs} epochs, head={run.cfg.head}")
     acc = after = None
     try:
-        data = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir).to(device)
-        _, acc, after = test_with_discretized(
-            model, DeviceBatches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False)
-        )
+        _, acc, after = test_with_discretized(run.model, load_test_batches(run, args.data_dir))
     except DatasetError as e:
         print(f"(no test accuracies: {str(e).splitlines()[0]})")
-    print(format_report(layer_verdicts(model), acc, after))
+    print(format_report(layer_verdicts(run.model), acc, after))
     metrics_file = Path(args.run_dir) / METRICS
     if metrics_file.is_file():  # a finished run's ReLU counts
         metrics = json.loads(metrics_file.read_text())
@@ -294,73 +277,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _undecided(model) -> list[str]:
-    """The gates that are neither a ReLU nor the identity yet (what cannot be folded exactly)."""
-    from alphakern.gate_rules import verdict_masks
-    from alphakern.modules import alpha_layers
-
-    return [name for name, m in alpha_layers(model) if bool(verdict_masks(m.alpha)["undecided"].any())]
-
-
 def _fold(args: argparse.Namespace) -> int:
-    import io
-
-    import torch
-
-    from alphakern.data import DatasetError, DeviceBatches, load_dataset
-    from alphakern.folding import fold, fold_report
-    from alphakern.graph import discretize
-    from alphakern.train import (
-        EVAL_BATCH,
-        CheckpointError,
-        TrainConfig,
-        build_model,
-        evaluate,
-        load_checkpoint,
-        resolve_device,
-    )
-    from alphakern.train.checkpoint import atomic_write, compact_json
+    from alphakern.train import CheckpointError
+    from alphakern.train.runs import fold_run
 
     try:
-        state = load_checkpoint(args.run_dir)  # weights_only: no code from the file runs
-        cfg = TrainConfig.from_dict(state["config"])
-        device = resolve_device(args.device or cfg.device)
+        done = fold_run(args.run_dir, args.out, exact=args.exact, policy=args.policy, device=args.device,
+                        data_dir=args.data_dir)  # fmt: skip
     except (CheckpointError, ValueError) as e:
         return _fail(str(e))
-    model = build_model(cfg, device, channels_last=False, keep=state.get("keep"))
-    model.load_state_dict(state["model"])
-    undecided = _undecided(model)
-    if undecided:
-        return _fail(
-            f"{args.run_dir}: gates not yet ReLU or identity (alpha in [0.05, 0.95]): "
-            f"{', '.join(undecided)}; train longer or to a budget (--budget) first"
-        )
-    exact_model = discretize(model).eval()
-    x = torch.zeros(1, 3, 32, 32, device=device)
-    folded = fold(exact_model, x, exact=args.exact, policy=args.policy)
-    info = folded.fold_info
-    result: dict = dict(policy=args.policy, exact=args.exact, report=fold_report(exact_model, folded, x))
-    result.update(
-        merged=[list(n) + [w] for n, w in info.merged],
-        not_merged=[list(n) + [w] for n, w in info.not_merged],
-        max_error=info.max_error,
-    )
-    try:
-        data = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir).to(device)
-        batches = DeviceBatches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False)
-        result["test_acc_before"] = evaluate(exact_model, batches)[1]
-        result["test_acc_after"] = evaluate(folded, batches)[1]
-    except DatasetError as e:
-        print(f"(no test accuracies: {str(e).splitlines()[0]})")
-    out = Path(args.out or args.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # a batch of 2: a sample of batch 1 would specialise the exported program to it
-    batch = ({0: torch.export.Dim.AUTO},)
-    program = torch.export.export(folded, (x.expand(2, -1, -1, -1),), dynamic_shapes=batch)
-    archive = io.BytesIO()  # torch.export.save names its archive by the file's suffix; write it whole
-    torch.export.save(program, archive)
-    atomic_write(out / "folded.pt2", lambda p: p.write_bytes(archive.getvalue()))
-    atomic_write(out / "fold.json", lambda p: p.write_text(compact_json(result)))
+    for note in done.notes:
+        print(note)
+    result, info = done.result, done.folded.fold_info
     r = result["report"]
     print(
         f"folded {args.run_dir}: {len(info.merged)} merges, {len(info.not_merged)} left "
@@ -369,17 +297,18 @@ def _fold(args: argparse.Namespace) -> int:
     )
     if "test_acc_after" in result:
         print(f"test accuracy {result['test_acc_before']:.2f}% -> {result['test_acc_after']:.2f}%")
-    print(f"wrote {out / 'folded.pt2'} (torch.export.load)")
+    print(f"wrote {done.program} (torch.export.load)")
     if args.onnx:
         from alphakern.onnx_export import export_onnx
 
         onnx_dir = Path(args.onnx)
         onnx_dir.mkdir(parents=True, exist_ok=True)
-        for name, m in (("unfolded", exact_model), ("folded", folded)):
+        for name, m in (("unfolded", done.exact_model), ("folded", done.folded)):
             try:
-                print(f"wrote {export_onnx(m, x, onnx_dir / f'{name}.onnx')} (ONNX, dynamic batch)")
+                path = export_onnx(m, done.example_input, onnx_dir / f"{name}.onnx")
             except RuntimeError as e:  # the onnx extra is missing
                 return _fail(str(e))
+            print(f"wrote {path} (ONNX, dynamic batch)")
     return 0
 
 

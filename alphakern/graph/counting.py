@@ -11,9 +11,8 @@ from torch import nn
 
 from alphakern.gate_rules import counts_as_relu
 from alphakern.graph.bn_fusion import unfuse_bn
-from alphakern.graph.linearize import _FUNCTION_KIND
 from alphakern.modules import AlphaGate, BatchNormGate, FixedGate, FixedSlopeReLU
-from alphakern.ops.core.activations import KINDS
+from alphakern.ops.core.activations import FUNCTION_FORMS, KINDS, METHOD_CALLABLES, arg_reader, call_kind
 
 
 class _Calls(torch.overrides.TorchFunctionMode):
@@ -28,21 +27,15 @@ class _Calls(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        kind = _CALL_KIND.get(func)
-        if kind == "hardtanh":  # nn.ReLU6 is F.hardtanh(x, 0, 6); other clamps are no activation
-            bounds = (args[1] if len(args) > 1 else kwargs.get("min_val", -1.0),
-                      args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))  # fmt: skip
-            kind = "relu6" if bounds == (0.0, 6.0) else None
-        if kind is not None and not self.inside and isinstance(out, torch.Tensor):
-            self.counts[kind] = self.counts.get(kind, 0) + out.numel() // self.batch
+        form = _CALL_FORMS.get(func)
+        if form is not None and not self.inside and isinstance(out, torch.Tensor):
+            kind = call_kind(form, arg_reader(args, kwargs))
+            if kind is not None:
+                self.counts[kind] = self.counts.get(kind, 0) + out.numel() // self.batch
         return out
 
 
-_CALL_KIND = {
-    **{f: k for f, k in _FUNCTION_KIND.items()},
-    torch.Tensor.relu: "relu",
-    torch.Tensor.relu_: "relu",
-}
+_CALL_FORMS = {**FUNCTION_FORMS, **METHOD_CALLABLES}
 
 
 @torch.no_grad()

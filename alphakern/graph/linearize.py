@@ -17,79 +17,34 @@ from __future__ import annotations
 import copy
 import warnings
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from alphakern.graph.bn_fusion import _fuse_pairs
+from alphakern.graph.bn_fusion import fuse_bn as _fuse_bn
 from alphakern.modules import AlphaGate, AlphaReLU
-from alphakern.ops.core.activations import KINDS, RELU, Activation
-
-# activations left alone (no gate kind for them yet), named so that nobody thinks they were gated
-_OTHER = (nn.ELU, nn.PReLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.CELU, nn.SELU)
-_OTHER_FUNCTIONS = {F.elu, F.mish, F.softplus, F.celu, F.selu, torch.tanh, torch.sigmoid}
-# functional forms: in place or not, and f from the call's arguments
-_INPLACE_FUNCTIONS = {torch.relu_, F.relu_, F.leaky_relu_, F.hardtanh_}
-_FUNCTION_KIND = {
-    F.relu: "relu",
-    torch.relu: "relu",
-    torch.relu_: "relu",
-    F.relu_: "relu",
-    F.relu6: "relu6",
-    F.hardtanh: "hardtanh",
-    F.hardtanh_: "hardtanh",
-    F.leaky_relu: "leaky_relu",
-    F.leaky_relu_: "leaky_relu",
-    F.gelu: "gelu",
-    F.silu: "silu",
-    F.hardswish: "hardswish",
-}
-_METHOD_KIND = {"relu": ("relu", False), "relu_": ("relu", True)}
-
-
-def _arg(node: fx.Node, i: int, name: str, default):
-    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
-
-
-def _module_activation(m: nn.Module) -> tuple[Activation, bool] | None:
-    if isinstance(m, nn.ReLU6) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)):
-        return Activation("relu6"), m.inplace  # nn.ReLU6 is an nn.Hardtanh(0, 6)
-    if isinstance(m, nn.ReLU):
-        return RELU, m.inplace
-    if isinstance(m, nn.LeakyReLU):
-        return Activation("leaky_relu", m.negative_slope), m.inplace
-    if isinstance(m, nn.GELU):
-        return Activation.of("gelu", approximate=m.approximate), False
-    if isinstance(m, (nn.SiLU, nn.Hardswish)):
-        return Activation("silu" if isinstance(m, nn.SiLU) else "hardswish"), m.inplace
-    return None
-
-
-def _function_activation(node: fx.Node) -> tuple[Activation, bool] | None:
-    kind = _FUNCTION_KIND[node.target]
-    inplace = node.target in _INPLACE_FUNCTIONS
-    if kind == "hardtanh":
-        if (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)) != (0.0, 6.0):
-            return None  # another clamp: not one of the gated activations
-        return Activation("relu6"), inplace or bool(_arg(node, 3, "inplace", False))
-    if kind == "leaky_relu":
-        slope = _arg(node, 1, "negative_slope", 0.01)
-        return Activation("leaky_relu", slope), inplace or bool(_arg(node, 2, "inplace", False))
-    if kind == "gelu":
-        return Activation.of("gelu", approximate=node.kwargs.get("approximate", "none")), False
-    return Activation(kind), inplace or bool(node.kwargs.get("inplace", False))
+from alphakern.ops.core.activations import (
+    FUNCTION_FORMS,
+    KINDS,
+    METHOD_FORMS,
+    RELU,
+    UNGATED_FUNCTIONS,
+    UNGATED_MODULES,
+    Activation,
+    arg_reader,
+    call_activation,
+    module_activation,
+)
 
 
 def _activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[Activation, bool] | None:
     """(f, whether the call works in place), or None if the node is no activation a gate blends."""
     if node.op == "call_module":
-        return _module_activation(modules.get(node.target))
-    if node.op == "call_function" and node.target in _FUNCTION_KIND:
-        return _function_activation(node)
-    if node.op == "call_method" and node.target in _METHOD_KIND:
-        kind, inplace = _METHOD_KIND[node.target]
-        return Activation(kind), inplace
-    return None
+        return module_activation(modules.get(node.target))
+    form = None
+    if node.op == "call_function":
+        form = FUNCTION_FORMS.get(node.target)
+    elif node.op == "call_method":
+        form = METHOD_FORMS.get(node.target)
+    return None if form is None else call_activation(form, arg_reader(node.args, node.kwargs))
 
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
@@ -100,8 +55,8 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
 
 def _other_activation(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
     """An activation no gate blends, described, else None."""
-    other = (node.op == "call_module" and isinstance(modules.get(node.target), _OTHER)) or (
-        node.op == "call_function" and node.target in _OTHER_FUNCTIONS
+    other = (node.op == "call_module" and isinstance(modules.get(node.target), UNGATED_MODULES)) or (
+        node.op == "call_function" and node.target in UNGATED_FUNCTIONS
     )
     return _describe(node, modules) if other else None
 
@@ -169,7 +124,7 @@ def linearize(
     gm.recompile()
     if others:
         warnings.warn(f"linearize: left as they are (not gated): {', '.join(others)}", stacklevel=2)
-    return _fuse_pairs(gm) if fuse_bn else gm
+    return _fuse_bn(gm) if fuse_bn else gm
 
 
 def _gate_name(node: fx.Node, uses: dict[str, int]) -> str:
@@ -198,7 +153,7 @@ def _swap_modules(model: nn.Module, make_gate, kinds: tuple[str, ...], reason: s
     swapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            found = _module_activation(child)
+            found = module_activation(child)
             if found is not None and found[0].kind in kinds:
                 setattr(module, child_name, make_gate(found[0]))
                 swapped.append(f"{name}.{child_name}" if name else child_name)

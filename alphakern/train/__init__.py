@@ -18,20 +18,27 @@ from alphakern.train.loop import (
     format_relus,
     test_with_discretized,
 )
+from alphakern.train.runs import FoldedRun, Run, fold_run, load_run, load_test_batches, undecided_gates
 
 __all__ = [
     "CHECKPOINT",
     "EVAL_BATCH",
     "METRICS",
     "CheckpointError",
+    "FoldedRun",
+    "Run",
     "NonFiniteLoss",
     "TrainConfig",
     "Trainer",
     "build_model",
     "evaluate",
+    "fold_run",
     "format_relus",
     "load_checkpoint",
     "load_config",
+    "load_run",
     "resolve_device",
+    "load_test_batches",
     "test_with_discretized",
+    "undecided_gates",
 ]
