@@ -3,7 +3,16 @@ R_α(x) = x + α·relu(−x), its generalisation to any activation, G_α,f(x) = 
 the tools around them (linearize, relu_count, nonlinearity_count, budgets, discretize, fold)."""
 
 from alphakern.folding import fold, fold_padding, fold_report, fold_units
-from alphakern.functional import ACTIVATIONS, BACKENDS, alpha, alpha_relu, bn_gate, gate, resolve_backend
+from alphakern.functional import (
+    ACTIVATIONS,
+    BACKENDS,
+    KINDS,
+    alpha,
+    alpha_relu,
+    bn_gate,
+    gate,
+    resolve_backend,
+)
 from alphakern.graph import (
     apply_keep,
     discretize,
@@ -30,8 +39,9 @@ from alphakern.onnx_export import export_onnx
 
 __all__ = [
     # functional: the ops
-    "ACTIVATIONS",
+    "ACTIVATIONS",  # deprecated alias of KINDS
     "BACKENDS",
+    "KINDS",
     "alpha",
     "alpha_relu",
     "bn_gate",

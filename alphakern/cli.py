@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from alphakern.data import DATASETS
-from alphakern.models import ACTIVATIONS, HEADS, MODELS
+from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
 from alphakern.train.config import GATE_MODES
@@ -77,7 +77,7 @@ _TRAIN_FLAGS = {
         action=argparse.BooleanOptionalAction,
         help="random crop (pad 4) and horizontal flip, on the training device",
     ),
-    "activation": dict(flags=["--activation"], choices=ACTIVATIONS),
+    "activation": dict(flags=["--activation"], choices=CNN_ACTIVATIONS),
     "head": dict(flags=["--head"], choices=HEADS, help="softmax reproduces the study"),
     "nu_step": dict(flags=["--nu-step"], type=float, help="ν increment per training forward"),
     "granularity": dict(

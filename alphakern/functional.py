@@ -10,13 +10,19 @@ from alphakern.ops import gate as _gate
 from alphakern.ops.alpha_relu import ENV_VAR, resolve_backend
 from alphakern.ops.core import BACKEND_CHOICES, check_gamma, check_scalar
 from alphakern.ops.core import alpha as _alpha
-from alphakern.ops.core.activations import KINDS as ACTIVATIONS
-from alphakern.ops.core.activations import Activation
+from alphakern.ops.core.activations import KINDS, Activation
 
 # What ``backend=`` accepts ("auto" and the concrete backends, ops.core.checks.BACKEND_NAMES).
 BACKENDS = BACKEND_CHOICES
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "ENV_VAR", "alpha", "alpha_relu", "bn_gate", "gate", "resolve_backend"]
+__all__ = [
+    "ACTIVATIONS", "BACKENDS", "ENV_VAR", "KINDS",
+    "alpha", "alpha_relu", "bn_gate", "gate", "resolve_backend",
+]  # fmt: skip
+# Deprecated alias of KINDS (the six kinds of non-linearity a gate has): the name ACTIVATIONS means
+# the op's activation names in ops.core.activations (seven: "gelu_tanh" too). Kept for callers of
+# alphakern.ACTIVATIONS; use alphakern.KINDS.
+ACTIVATIONS = KINDS
 
 
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ def verdict_masks(a: Tensor) -> dict[str, Tensor]:
     return {"non-linear": nonlinear, "linear": linear, "undecided": ~(nonlinear | linear)}
 
 
-def counts_as_relu(a: Tensor) -> Tensor:
+def counts_as_nonlinear(a: Tensor) -> Tensor:
     """Per gate: does it still bend (is it not linear)? What ReLU counts count."""
     return a >= LINEAR_BELOW
 

@@ -7,24 +7,25 @@ from torch import Tensor, nn
 from alphakern.cifar_nets import RELU_NETWORKS
 from alphakern.modules import AlphaReLU, EagerAlphaReLU, materialize
 
-ACTIVATIONS = ("alpha", "alpha-eager", "relu", "identity")
+# the reference CNN's choices of activation (--activation): not the gate's f (ops.core.activations)
+CNN_ACTIVATIONS = ("alpha", "alpha-eager", "relu", "identity")
 HEADS = ("logits", "softmax")
 # "cnn": the study's network (AlphaCNN); the others are ReLU networks passed through linearize
 MODELS = ("cnn", *RELU_NETWORKS)
 
 
 def make_activation(
-    kind: str, *, nu_step: float = 0.01, granularity: str = "layer", backend: str | None = None
+    activation: str, *, nu_step: float = 0.01, granularity: str = "layer", backend: str | None = None
 ) -> nn.Module:
-    if kind == "alpha":
+    if activation == "alpha":
         return AlphaReLU(nu_step, granularity=granularity, backend=backend)
-    if kind == "alpha-eager":
+    if activation == "alpha-eager":
         return EagerAlphaReLU(nu_step, granularity=granularity)
-    if kind == "relu":
+    if activation == "relu":
         return nn.ReLU()
-    if kind == "identity":
+    if activation == "identity":
         return nn.Identity()
-    raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {kind!r}")
+    raise ValueError(f"activation must be one of {list(CNN_ACTIVATIONS)}, got {activation!r}")
 
 
 class AlphaCNN(nn.Module):

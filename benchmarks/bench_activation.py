@@ -82,7 +82,7 @@ def groups(
     gates: tuple[str, ...] = ("layer",),
     activation_table: bool = False,
 ) -> list:
-    """(label, shape, dtype, mode, gates) in run order — the ≥ 16M sizes of every gate kind first,
+    """(label, shape, dtype, mode, gates) in run order — the ≥ 16M sizes of every granularity first,
     then the CNN's shapes, then small flat ones; fp32/bf16 for all before fp16. Per-channel and
     per-element gates run on the 4-D shapes only (a flat tensor has no channels)."""
     shapes = ACTIVATION_SIZES if activation_table and not quick else sizes(device, quick)

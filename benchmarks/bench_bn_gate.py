@@ -4,7 +4,7 @@
 Two parts, each interleaving its variants round-robin so machine noise hits all alike (medians):
 
 ``--part op``: BN (training) + gate at the activation shapes of the reference CNN and ResNet-20,
-forward and forward+backward, per f and gate kind: the fused op vs eager BN + alphakern's gate
+forward and forward+backward, per f and gate granularity: the fused op vs eager BN + alphakern's gate
 (what a linearized network runs without fusion), eager BN + the gate as a torch expression, and
 torch.compile of that expression; with the share of the copy bandwidth the fused op's passes reach
 (forward: 2 reads + 1 write of x; forward+backward: those + 4 reads + 1 write), against a copy
@@ -48,18 +48,22 @@ SHAPES = {
 F_OF = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 
 
-def _inputs(shape, kind: str, device: str):
+def _inputs(shape, granularity: str, device: str):
     g = torch.Generator().manual_seed(0)
     c = shape[1]
     cl = dict(device=device, memory_format=torch.channels_last)
     x = torch.randn(shape, generator=g).to(**cl).requires_grad_()
     dy = torch.randn(shape, generator=g).to(**cl)
-    gamma = (torch.rand(() if kind == "layer" else (c,), generator=g) - 0.5).to(device).requires_grad_()
+    gamma = (
+        (torch.rand(() if granularity == "layer" else (c,), generator=g) - 0.5).to(device).requires_grad_()
+    )
     w, b = (t.to(device).requires_grad_() for t in (torch.rand(c, generator=g), torch.randn(c, generator=g)))
     return x, dy, gamma, torch.tensor(4.0, device=device), w, b
 
 
-def providers(act: str, kind: str, device: str, compile_: bool = True, cuda_kernels: bool = False) -> dict:
+def providers(
+    act: str, granularity: str, device: str, compile_: bool = True, cuda_kernels: bool = False
+) -> dict:
     """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate); the fused op on
     the native CPU kernels or on Triton (CUDA); with ``cuda_kernels`` also on csrc/'s CUDA kernels."""
     f = F_OF[act]
@@ -90,14 +94,21 @@ def providers(act: str, kind: str, device: str, compile_: bool = True, cuda_kern
 
 
 def _case(
-    model: str, shape, act: str, kind: str, budget_s: float, device: str, compile_: bool, cuda_kernels: bool
+    model: str,
+    shape,
+    act: str,
+    granularity: str,
+    budget_s: float,
+    device: str,
+    compile_: bool,
+    cuda_kernels: bool,
 ) -> list[dict]:
-    """Both modes of one (shape, f, gate kind): the providers' medians, fused first."""
-    x, dy, gamma, nu, w, b = _inputs(shape, kind, device)
+    """Both modes of one (shape, f, gate granularity): the providers' medians, fused first."""
+    x, dy, gamma, nu, w, b = _inputs(shape, granularity, device)
     rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
     args = (x, gamma, nu, w, b, rm, rv)
     bw = copy_bandwidth_gbs(device, x.numel() * x.element_size())  # at this size: caches alike
-    provs = providers(act, kind, device, compile_, cuda_kernels)
+    provs = providers(act, granularity, device, compile_, cuda_kernels)
 
     def fwd(fn):
         with torch.no_grad():
@@ -126,14 +137,14 @@ def _case(
         fused_ms = t["fused"][0]
         gbs = passes * x.numel() * x.element_size() / fused_ms / 1e6
         row = dict(
-            model=model, shape=list(shape), activation=act, gates=kind, mode=mode,
+            model=model, shape=list(shape), activation=act, gates=granularity, mode=mode,
             ms={k: v[0] for k, v in t.items()},
             speedup={k: v[0] / fused_ms for k, v in t.items() if k != "fused"},
             fused_gbs=gbs, copy_gbs=bw, bandwidth_share=gbs / bw, check=check,
         )  # fmt: skip
         rows.append(row)
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
-        print(f"{model} {tuple(shape)} {act} {kind} {mode}: fused {fused_ms:.2f} ms "
+        print(f"{model} {tuple(shape)} {act} {granularity} {mode}: fused {fused_ms:.2f} ms "
               f"({gbs / bw:.0%} of copy bandwidth); fused vs {sp}", flush=True)  # fmt: skip
     return rows
 
@@ -152,8 +163,8 @@ def op_part(
     for model, shapes in models.items():
         for shape in shapes:
             for act in acts:
-                for kind in ("layer", "channel"):
-                    rows += _case(model, shape, act, kind, budget_s, device, compile_, cuda_kernels)
+                for granularity in ("layer", "channel"):
+                    rows += _case(model, shape, act, granularity, budget_s, device, compile_, cuda_kernels)
     return rows
 
 

@@ -13,7 +13,7 @@ import alphakern
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
 from alphakern.ops.gate import gate_backward_op, gate_op
 from tests.reference import backend_params, device_for, tolerance
-from tests.utils import DTYPES, KINDS, gates, layouts, make, per_gate
+from tests.utils import DTYPES, GRANULARITIES, gates, layouts, make, per_gate
 
 NON_RELU = [a for a in ACTIVATIONS if a != "relu"]
 BACKENDS = backend_params()
@@ -83,13 +83,13 @@ def _run(backend, name, x, gamma, nu, dy):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
 @pytest.mark.parametrize("name", NON_RELU)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gate_matches_float64_oracle(backend, name, kind, dtype):
+def test_gate_matches_float64_oracle(backend, name, granularity, dtype):
     x, dy = make((2, 3, 5, 7), dtype, device_for(backend), seed=3)
     x = x * 2  # reach past ±6 and ±3, where relu6 and hardswish switch
-    gamma, nu = gates(kind, x, seed=3), torch.tensor(6.0, device=device_for(backend))
+    gamma, nu = gates(granularity, x, seed=3), torch.tensor(6.0, device=device_for(backend))
     y, dx, dg = _run(backend, name, x, gamma, nu, dy)
     ry, rdx, rdg, ys, dxs = oracle(name, x, gamma, nu, dy)
     assert y.dtype == dx.dtype == dtype and dg.dtype == gamma.dtype and dg.shape == gamma.shape
@@ -116,8 +116,8 @@ def _gate_bound(name, x, gamma, nu, dy):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_layouts_keep_the_result_and_empty_like_strides(backend, name, layout):
     x, dy = make((4, 3, 6, 5), torch.float32, device_for(backend), layout, seed=4)
-    for kind in KINDS:
-        gamma, nu = gates(kind, x, seed=4), torch.tensor(5.0, device=device_for(backend))
+    for granularity in GRANULARITIES:
+        gamma, nu = gates(granularity, x, seed=4), torch.tensor(5.0, device=device_for(backend))
         y, dx, dg = _run(backend, name, x, gamma, nu, dy)
         assert y.stride() == torch.empty_like(x).stride() == dx.stride()
         yc, dxc, dgc = _run(backend, name, x.contiguous(), gamma, nu, dy.contiguous())
@@ -216,8 +216,8 @@ def test_relu_gate_is_alpha_relu_bit_for_bit():
 def test_opcheck(name):
     x, _ = make((2, 3, 4, 5), torch.float32, "cpu", seed=8)
     act = Activation(name, 0.2)
-    for kind in ("layer", "channel"):
-        gamma, nu = gates(kind, x, seed=8).requires_grad_(), torch.tensor(5.0)
+    for granularity in ("layer", "channel"):
+        gamma, nu = gates(granularity, x, seed=8).requires_grad_(), torch.tensor(5.0)
         torch.library.opcheck(gate_op, (x.requires_grad_(), gamma, nu, act.name, act.negative_slope, "torch"))
 
 

@@ -39,12 +39,12 @@ def _public(name: str) -> dict:
     return dict(activation=base, approximate="tanh" if name == "gelu_tanh" else "none", negative_slope=0.2)
 
 
-def _setup(kind: str, dtype, layout: str, seed: int = 0, shape: tuple[int, ...] = SHAPE):
+def _setup(granularity: str, dtype, layout: str, seed: int = 0, shape: tuple[int, ...] = SHAPE):
     x, dy = make(shape, dtype, "cpu", layout, seed)
     x = (x + 0.7).to(dtype)  # a mean away from 0: the centring matters
     g = torch.Generator().manual_seed(seed + 1)
     c = shape[1]
-    gamma = torch.rand(() if kind == "layer" else (c,), generator=g) * 4 - 2
+    gamma = torch.rand(() if granularity == "layer" else (c,), generator=g) * 4 - 2
     w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
     rm, rv = torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5
     return x, dy, gamma, torch.tensor(3.0), w, b, rm, rv
@@ -90,11 +90,11 @@ def _rtol(dtype) -> float:
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind", ["layer", "channel"])
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fused_matches_float64_batchnorm_then_gate(backend, name, kind, dtype, layout, training):
-    _check_fused(backend, name, kind, dtype, layout, training, SHAPE)
+def test_fused_matches_float64_batchnorm_then_gate(backend, name, granularity, dtype, layout, training):
+    _check_fused(backend, name, granularity, dtype, layout, training, SHAPE)
 
 
 # more than one tile of channels and more than one work item of rows: channels_last 130 channels
@@ -104,16 +104,16 @@ BLOCK_SHAPES = [((3, 130, 11, 13), "channels_last"), ((2, 5, 33, 34), "contiguou
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("kind", ["layer", "channel"])
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
 @pytest.mark.parametrize("shape,layout", BLOCK_SHAPES, ids=[f"{s}-{lay}" for s, lay in BLOCK_SHAPES])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fused_over_many_channel_blocks_and_row_chunks(backend, shape, layout, kind, training):
-    _check_fused(backend, "silu", kind, torch.float32, layout, training, shape)
+def test_fused_over_many_channel_blocks_and_row_chunks(backend, shape, layout, granularity, training):
+    _check_fused(backend, "silu", granularity, torch.float32, layout, training, shape)
 
 
-def _check_fused(backend, name, kind, dtype, layout, training, shape):
+def _check_fused(backend, name, granularity, dtype, layout, training, shape):
     dev = device_for(backend)
-    x, dy, gamma, nu, w, b, rm, rv = (t.to(dev) for t in _setup(kind, dtype, layout, 0, shape))
+    x, dy, gamma, nu, w, b, rm, rv = (t.to(dev) for t in _setup(granularity, dtype, layout, 0, shape))
     xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
     rm1, rv1 = rm.clone(), rv.clone()
     y = bn_gate(xg, gg, nu, weight=wg, bias=bg, running_mean=rm1, running_var=rv1, training=training,

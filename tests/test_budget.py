@@ -21,7 +21,7 @@ from alphakern.graph.budget import (
     keep_to_budget_by_units,
     l1_penalty,
     resolve_budget,
-    soft_relu_count,
+    soft_count,
 )
 from alphakern.modules import AlphaReLU, FixedSlopeReLU, alpha_layers, materialize
 from alphakern.train import TrainConfig, Trainer, load_checkpoint
@@ -69,7 +69,7 @@ def test_gate_sites_and_soft_count_against_float64_formula(granularity):
     for s in sites:
         g, nu = s.module.gamma.detach().double(), s.module.nu.double()
         want += float(torch.sigmoid((torch.sigmoid(g) - 0.5) * nu).sum()) * s.positions
-    soft = soft_relu_count(sites)
+    soft = soft_count(sites)
     assert float(soft.detach()) == pytest.approx(want, rel=1e-5)
     soft.backward()
     assert all(s.module.gamma.grad is not None and s.module.gamma.grad.abs().sum() > 0 for s in sites)
@@ -332,7 +332,7 @@ def test_per_sample_counts_are_the_same_for_batch_1_and_batch_7(granularity):
     s1, s7 = gate_sites(model, one), gate_sites(model, seven)
     assert [(s.positions, s.gates) for s in s7] == [(s.positions, s.gates) for s in s1]
     assert [s.positions for s in s7] == POSITIONS[granularity]
-    assert float(soft_relu_count(s7)) == float(soft_relu_count(s1))
+    assert float(soft_count(s7)) == float(soft_count(s1))
     assert relu_count(model, seven) == relu_count(model, one) > 0
     plain = Small()  # ReLUs that are not gates, seen through the torch-function mode
     assert relu_count(plain, seven) == relu_count(plain, one) == 16384 + 16384 + 2048

@@ -28,21 +28,21 @@ def test_two_dimensional_x_channel_is_element(backend):
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_switch_points_and_nan_stay_in_their_gate(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_switch_points_and_nan_stay_in_their_gate(backend, granularity):
     """±0 take slope 1 in every gate; a NaN in one channel makes only that gate's dγ NaN."""
     device = device_for(backend)
     x, dy = make((3, 4, 5, 6), torch.float32, device, seed=2)
     x[:, 1, 0, 0] = 0.0
     x[:, 1, 0, 1] = -0.0
     x[1, 2, 3, 4] = float("nan")
-    gamma, nu = gates(kind, x, seed=2), torch.tensor(8.0, device=device)
+    gamma, nu = gates(granularity, x, seed=2), torch.tensor(8.0, device=device)
     y, dx, dg = run(backend, x, gamma, nu, dy)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
     assert torch.equal(dx[:, 1, 0, :2], dy[:, 1, 0, :2])
     nan_gates = dg.isnan()
     expected = torch.zeros_like(nan_gates)
-    if kind == "channel":
+    if granularity == "channel":
         expected[2] = True
     else:
         expected[2, 3, 4] = True
@@ -50,23 +50,25 @@ def test_switch_points_and_nan_stay_in_their_gate(backend, kind):
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_saturated_gates(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_saturated_gates(backend, granularity):
     """ν = 300: some gates' 1 − α ≈ 1e-10 (kept by σ(−z)), some α ≈ 1e-10."""
     device = device_for(backend)
     x, dy = make((2, 6, 4, 4), torch.float32, device, seed=3)
     gamma = torch.linspace(-0.3, 0.3, 6)
-    gamma = (gamma if kind == "channel" else gamma[:, None, None].expand(x.shape[1:]).contiguous()).to(device)
+    gamma = (gamma if granularity == "channel" else gamma[:, None, None].expand(x.shape[1:]).contiguous()).to(
+        device
+    )
     y, dx, dg = run(backend, x, gamma, torch.tensor(300.0, device=device), dy)
     assert_matches_reference(x, gamma, torch.tensor(300.0, device=device), dy, y, dx, dg, backend=backend)
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_backward_is_deterministic(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_backward_is_deterministic(backend, granularity):
     device = device_for(backend)
     x, dy = make((4, 5, 18, 18), torch.float32, device, seed=4)
-    gamma, nu = gates(kind, x), torch.tensor(4.0, device=device)
+    gamma, nu = gates(granularity, x), torch.tensor(4.0, device=device)
     dx0, dg0 = alpha_relu_backward_op(dy, x, gamma, nu, backend)
     for _ in range(10):
         dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, backend)
@@ -74,45 +76,47 @@ def test_backward_is_deterministic(backend, kind):
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_empty_batch(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_empty_batch(backend, granularity):
     device = device_for(backend)
     x = torch.empty(0, 3, 4, device=device)
-    gamma = gates(kind, torch.empty(1, 3, 4)).to(device)
+    gamma = gates(granularity, torch.empty(1, 3, 4)).to(device)
     y, dx, dg = run(backend, x, gamma, torch.tensor(2.0, device=device), torch.empty_like(x))
     assert y.shape == x.shape and dx.shape == x.shape
     assert dg.shape == gamma.shape and torch.equal(dg, torch.zeros_like(gamma))
 
 
 @pytest.mark.skipif(not TRITON_RUNS, reason="triton needs a GPU or TRITON_INTERPRET=1")
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_triton_row_blocks_grid_stride(kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_triton_row_blocks_grid_stride(granularity):
     """Fewer programs than row blocks: each loops over several, the partials still sum right."""
     device = device_for("triton")
-    x, dy = make((40, 3, 2, 5), torch.float32, device, "channels_last" if kind == "channel" else "contiguous")
-    gamma, nu = gates(kind, x), torch.tensor(7.0, device=device)
+    x, dy = make(
+        (40, 3, 2, 5), torch.float32, device, "channels_last" if granularity == "channel" else "contiguous"
+    )
+    gamma, nu = gates(granularity, x), torch.tensor(7.0, device=device)
     y = alpha_relu_op(x, gamma, nu, "triton")
-    dx, dg = alpha_relu_triton_gates.backward(dy, x, gamma, nu, kind, max_programs=1)
+    dx, dg = alpha_relu_triton_gates.backward(dy, x, gamma, nu, granularity, max_programs=1)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend="triton")
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_opcheck(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_opcheck(backend, granularity):
     device = device_for(backend)
     x, dy = make((2, 3, 4, 5), torch.float32, device, "channels_last")
-    gamma, nu = gates(kind, x), torch.tensor(3.0, device=device)
+    gamma, nu = gates(granularity, x), torch.tensor(3.0, device=device)
     torch.library.opcheck(alpha_relu_op, (x.requires_grad_(), gamma.requires_grad_(), nu, backend))
     torch.library.opcheck(alpha_relu_backward_op, (dy, x.detach(), gamma.detach(), nu, backend))
 
 
 @pytest.mark.parametrize("backend", FUSED_OK)
-@pytest.mark.parametrize("kind", ["channel", "element"])
-def test_compile_fullgraph(backend, kind):
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_compile_fullgraph(backend, granularity):
     device = device_for(backend)
     torch._dynamo.reset()
     x, dy = make((2, 3, 4, 5), torch.float32, device)
-    gamma, nu = gates(kind, x), torch.tensor(3.0, device=device)
+    gamma, nu = gates(granularity, x), torch.tensor(3.0, device=device)
 
     def f(x, g):
         return alphakern.alpha_relu(x, g, nu, backend=backend)
@@ -190,17 +194,17 @@ class _TorchGateOps:
         return dx, (g * torch.relu(-xf)).sum((0, 2))
 
 
-@pytest.mark.parametrize("kind", ["channel", "element"])
+@pytest.mark.parametrize("granularity", ["channel", "element"])
 @pytest.mark.parametrize("layout", layouts("contiguous", "channels_last", "batch_inner", "strided"))
 @pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 3, 16, 17), (4, 6)], ids=str)
-def test_cuda_backend_glue(kind, layout, shape, monkeypatch):
+def test_cuda_backend_glue(granularity, layout, shape, monkeypatch):
     from alphakern.ops.backends.native import cuda as cuda_ext
 
     monkeypatch.setattr(cuda_ext, "_ops", lambda: _TorchGateOps)
     monkeypatch.setattr(cuda_ext, "_check", lambda x: None)
     x, dy = make(shape, torch.float32, "cpu", layout if len(shape) == 4 else "contiguous", seed=6)
-    gamma, nu = gates(kind, x, seed=6), torch.tensor(6.0)
-    y = cuda_ext.forward(x, gamma, nu, kind)
-    dx, dg = cuda_ext.backward(dy, x, gamma, nu, kind)
+    gamma, nu = gates(granularity, x, seed=6), torch.tensor(6.0)
+    y = cuda_ext.forward(x, gamma, nu, granularity)
+    dx, dg = cuda_ext.backward(dy, x, gamma, nu, granularity)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg)
     assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()

@@ -7,7 +7,7 @@ import alphakern
 from alphakern.ops.backends import triton_backend as alpha_relu_triton
 from alphakern.ops.backends.triton import layer as triton_layer
 from tests.reference import assert_matches_reference, backend_params, device_for
-from tests.utils import DTYPES, KINDS, LAYOUTS, gates, layouts, make, run, scalars
+from tests.utils import DTYPES, GRANULARITIES, LAYOUTS, gates, layouts, make, run, scalars
 
 # (γ, ν): α = ½ at ν = 0; mid-range; 1 − α ≈ 9e-4 (an fp16/bf16 α would be off by a quarter of it);
 # 1 − α ≈ 2e-10 (fp32 `1 - α` is 0 there: only σ(−z) keeps the slope); α saturated to exactly
@@ -72,18 +72,18 @@ SHAPES = [
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_parity(backend, kind, dtype, shape):
+def test_parity(backend, granularity, dtype, shape):
     device = device_for(backend)
     x, dy = make(shape, dtype, device)
-    gamma, nu = gates(kind, x), torch.tensor(10.0, device=device)
+    gamma, nu = gates(granularity, x), torch.tensor(10.0, device=device)
     y, dx, dg = run(backend, x, gamma, nu, dy)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
 
 
-LAYOUT_CASES = [  # (layout, shape): every kind of gate in each
+LAYOUT_CASES = [  # (layout, shape): every granularity in each
     *((name, shape) for name in layouts("contiguous", "channels_last", "batch_inner", "strided")
       for shape in [(2, 5, 3, 4), (2, 3, 16, 17)]),
     *((name, (4, 8, 16, 16)) for name in layouts("channels_last", "transposed_view", "sliced", "expanded")),
@@ -91,15 +91,15 @@ LAYOUT_CASES = [  # (layout, shape): every kind of gate in each
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
 @pytest.mark.parametrize("layout,shape", LAYOUT_CASES, ids=[f"{n}-{s}" for n, s in LAYOUT_CASES])
-def test_layouts(backend, kind, layout, shape):
+def test_layouts(backend, granularity, layout, shape):
     """The gate follows the logical index in every layout; the output keeps x's memory format,
     exactly as the fake kernel promises."""
     device = device_for(backend)
     x, dy = make(shape, torch.float32, device, seed=1)
     x, dy = LAYOUTS[layout](x), LAYOUTS[layout](dy)
-    gamma, nu = gates(kind, x, seed=1), torch.tensor(6.0, device=device)
+    gamma, nu = gates(granularity, x, seed=1), torch.tensor(6.0, device=device)
     y, dx, dg = run(backend, x, gamma, nu, dy)
     assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend=backend)
     assert y.stride() == torch.empty_like(x).stride() and dx.stride() == torch.empty_like(x).stride()

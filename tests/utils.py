@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]  # what the fused kernels take
-KINDS = ["layer", "channel", "element"]  # γ per layer, per channel, per element of a sample
+GRANULARITIES = ["layer", "channel", "element"]  # γ per layer, per channel, per element of a sample
 GATED = ["channel", "element"]
 
 # Named memory layouts of a test tensor; each test picks the ones it means (``layouts``).
@@ -37,14 +37,14 @@ def make(shape, dtype, device, layout: str = "contiguous", seed: int = 0):
     return LAYOUTS[layout](x).to(device), LAYOUTS[layout](dy).to(device)
 
 
-def gamma_shape(kind: str, x: torch.Tensor) -> tuple:
-    return {"layer": (), "channel": tuple(x.shape[1:2]), "element": tuple(x.shape[1:])}[kind]
+def gamma_shape(granularity: str, x: torch.Tensor) -> tuple:
+    return {"layer": (), "channel": tuple(x.shape[1:2]), "element": tuple(x.shape[1:])}[granularity]
 
 
-def gates(kind: str, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """γ of granularity ``kind`` for x, uniform in [−2, 2): α from ~0.02 to ~0.98 at ν = 10."""
+def gates(granularity: str, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """γ of granularity ``granularity`` for x, uniform in [−2, 2): α from ~0.02 to ~0.98 at ν = 10."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(gamma_shape(kind, x), generator=g) * 4 - 2).to(x.device)
+    return (torch.rand(gamma_shape(granularity, x), generator=g) * 4 - 2).to(x.device)
 
 
 def scalars(gamma: float, nu: float, device, dtype=torch.float32):

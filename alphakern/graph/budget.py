@@ -65,7 +65,7 @@ def gate_sites(model: nn.Module, example_input: Tensor) -> list[GateSite]:
     return sites
 
 
-def soft_relu_count(sites: list[GateSite]) -> Tensor:
+def soft_count(sites: list[GateSite]) -> Tensor:
     """Σ α × positions over every gate, differentiable in γ (α at each gate's current ν)."""
     return sum(alpha(s.module.gamma, s.module.nu).float().sum() * s.positions for s in sites)
 
@@ -73,7 +73,7 @@ def soft_relu_count(sites: list[GateSite]) -> Tensor:
 def budget_penalty(sites: list[GateSite], total: int, weight: float, budget: int | None = None) -> Tensor:
     """weight · soft/total (no budget), or weight · relu(soft − budget)/total: scale-free in the
     network's ReLU count ``total``."""
-    soft = soft_relu_count(sites)
+    soft = soft_count(sites)
     excess = soft if budget is None else torch.relu(soft - budget)
     return excess * (weight / total)
 
@@ -160,5 +160,5 @@ __all__ = [
     "keep_to_budget_by_units",
     "l1_penalty",
     "resolve_budget",
-    "soft_relu_count",
+    "soft_count",
 ]

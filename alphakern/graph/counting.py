@@ -9,7 +9,7 @@ import copy
 import torch
 from torch import nn
 
-from alphakern.gate_rules import counts_as_relu
+from alphakern.gate_rules import counts_as_nonlinear
 from alphakern.graph.bn_fusion import unfuse_bn
 from alphakern.modules import AlphaGate, BatchNormGate, FixedGate, FixedSlopeReLU
 from alphakern.ops.core.activations import FUNCTION_FORMS, KINDS, METHOD_CALLABLES, arg_reader, call_kind
@@ -57,7 +57,7 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
     def leave(m, inputs, output) -> None:
         mode.inside -= 1
         if isinstance(m, AlphaGate):  # a gate bends unless it is linear
-            keep, kind = counts_as_relu(m.alpha), m.act.kind
+            keep, kind = counts_as_nonlinear(m.alpha), m.act.kind
         elif isinstance(m, FixedSlopeReLU):
             keep, kind = m.slope != 1, "relu"
         else:

@@ -6,7 +6,7 @@ The backend name travels as a string argument; ``alpha_relu`` below resolves "au
 calling, so the op only ever sees "torch", "triton", "cuda" or "cpu". Every entry — ``alpha_relu``, the
 registered ops called directly, their fake kernels under torch.compile — validates its inputs with
 ``ops.core.checks.check_inputs`` (metadata only, no host sync) before any kernel runs; that check
-also resolves γ's granularity, which every backend receives as ``kind`` (``ops.backends``).
+also resolves γ's granularity, which every backend receives as ``granularity`` (``ops.backends``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ __all__ = [
 @torch.library.custom_op("alphakern::alpha_relu", mutates_args=())
 def alpha_relu_op(x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
     """y = x + α·relu(−x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
-    kind = check_inputs(x, gamma, nu)
-    return backends.get(backend).forward(x, gamma, nu, kind, RELU)
+    granularity = check_inputs(x, gamma, nu)
+    return backends.get(backend).forward(x, gamma, nu, granularity, RELU)
 
 
 @alpha_relu_op.register_fake
@@ -48,9 +48,9 @@ def alpha_relu_backward_op(
     dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂γ) of alpha_relu for the upstream gradient ``dy``."""
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     check_grad(dy, x)
-    return backends.get(backend).backward(dy, x, gamma, nu, kind, RELU)
+    return backends.get(backend).backward(dy, x, gamma, nu, granularity, RELU)
 
 
 @alpha_relu_backward_op.register_fake
@@ -77,8 +77,8 @@ alpha_relu_op.register_autograd(_grads, setup_context=_setup)
 def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, backend: str | None = None) -> Tensor:
     """Check, resolve the backend, then the registered op while torch.compile traces, the lean
     Function in eager mode."""
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     name = resolve_backend(backend, x)
     if torch.compiler.is_compiling():
         return alpha_relu_op(x, gamma, nu, name)
-    return GateFunction.apply(x, gamma, nu, name, kind, RELU)
+    return GateFunction.apply(x, gamma, nu, name, granularity, RELU)

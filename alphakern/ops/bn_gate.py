@@ -34,20 +34,20 @@ from alphakern.ops.gate import gate as gate_op_entry
 FUSED = {"cpu": native_bn, "cuda": native_bn, "triton": triton_bn}  # the backends with fused kernels
 
 
-def _runnable(name: str, x: Tensor, kind: str) -> bool:
-    if kind not in ("layer", "channel") or x.dtype not in native_bn.DTYPES:
+def _runnable(name: str, x: Tensor, granularity: str) -> bool:
+    if granularity not in ("layer", "channel") or x.dtype not in native_bn.DTYPES:
         return False
     if name in ("cpu", "cuda"):
         return x.device.type == name
     return x.device.type == "cuda" or (x.device.type == "cpu" and INTERPRET)
 
 
-def resolve(backend: str | None, x: Tensor, kind: str) -> str:
+def resolve(backend: str | None, x: Tensor, granularity: str) -> str:
     """The fused kernels' backend ("cpu", "cuda", "triton") or "torch" (the composition) for this call;
     ``backend`` takes ``gate``'s names."""
     name = check_choice("auto" if backend is None else backend, "backend", BACKEND_CHOICES)
     if name in FUSED:
-        if not _runnable(name, x, kind):
+        if not _runnable(name, x, granularity):
             where = {
                 "cpu": "CPU tensors",
                 "cuda": "CUDA tensors",
@@ -55,12 +55,12 @@ def resolve(backend: str | None, x: Tensor, kind: str) -> str:
             }[name]
             raise ValueError(
                 f"bn_gate backend={name!r} takes fp32/fp16/bf16 {where} with a gate per layer or "
-                f"channel, got {x.dtype} on {x.device} with {kind} gates; use backend='auto'"
+                f"channel, got {x.dtype} on {x.device} with {granularity} gates; use backend='auto'"
             )
         return name
     if name == "auto":
         choice = "cpu" if x.device.type == "cpu" else "triton"
-        if _runnable(choice, x, kind) and FUSED[choice].available():
+        if _runnable(choice, x, granularity) and FUSED[choice].available():
             return choice
     return "torch"
 
@@ -132,13 +132,13 @@ def _setup(ctx, inputs, output) -> None:
     x, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope, backend = inputs
     _, mean, var = output
     ctx.save_for_backward(x, weight, bias, mean, var, gamma, nu)
-    ctx.training, ctx.eps, ctx.act = training, eps, (activation, negative_slope, backend)
+    ctx.training, ctx.eps, ctx.op_args = training, eps, (activation, negative_slope, backend)
 
 
 def _grads(ctx, dy: Tensor, _dmean, _dvar):
     x, weight, bias, mean, var, gamma, nu = ctx.saved_tensors
     dx, dw, db, dg = bn_gate_backward_op(
-        dy, x, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.act
+        dy, x, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.op_args
     )
     return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None, None
 
@@ -197,13 +197,13 @@ def bn_gate(
     """G_α,f(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)):
     the running statistics (when given) are updated in place in training, as F.batch_norm does;
     ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None)."""
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     if training and x.numel() // max(x.shape[1], 1) == 1:
         # F.batch_norm's own check: no variance from one value per channel
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
-    name = resolve(backend, x, kind)
+    name = resolve(backend, x, granularity)
     if name == "torch" or x.numel() == 0:  # an empty batch: F.batch_norm's empty answer
         z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         gate_backend = None if backend in (None, "auto") else backend

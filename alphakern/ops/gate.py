@@ -19,7 +19,7 @@ from alphakern.ops import backends
 from alphakern.ops.backends import cpu_backend, triton_backend
 from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
-from alphakern.ops.core.granularity import gate_view, granularity
+from alphakern.ops.core.granularity import gate_view, granularity_of
 
 ENV_VAR = "ALPHAKERN_BACKEND"
 
@@ -70,9 +70,9 @@ def gate_op(
 ) -> Tensor:
     """y = x + α·(f(x) − x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
     act = _act(activation, negative_slope)
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     check_activation(backend, act)
-    return backends.get(backend).forward(x, gamma, nu, kind, act)
+    return backends.get(backend).forward(x, gamma, nu, granularity, act)
 
 
 @gate_op.register_fake
@@ -88,10 +88,10 @@ def gate_backward_op(
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂γ) of gate for the upstream gradient ``dy``."""
     act = _act(activation, negative_slope)
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     check_grad(dy, x)
     check_activation(backend, act)
-    return backends.get(backend).backward(dy, x, gamma, nu, kind, act)
+    return backends.get(backend).backward(dy, x, gamma, nu, granularity, act)
 
 
 @gate_backward_op.register_fake
@@ -104,35 +104,37 @@ def _(
     return torch.empty_like(x), torch.empty_like(gamma)
 
 
-def setup_context(ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, act: Activation, kind: str | None):
+def setup_context(
+    ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, act: Activation, granularity: str | None
+):
     ctx.save_for_backward(x, gamma, nu)  # only x is tensor-sized: y is never kept
     ctx.backend = backend
     ctx.act = act
-    ctx.kind = granularity(x, gamma) if kind is None else kind
+    ctx.granularity = granularity_of(x, gamma) if granularity is None else granularity
 
 
-def _gate_sum(t: Tensor, kind: str) -> Tensor:
+def _gate_sum(t: Tensor, granularity: str) -> Tensor:
     """Σ over the positions that share a gate (differentiable)."""
-    if kind == "layer":
+    if granularity == "layer":
         return t.sum()
-    return t.sum(dim=[d for d in range(t.dim()) if d != 1]) if kind == "channel" else t.sum(dim=0)
+    return t.sum(dim=[d for d in range(t.dim()) if d != 1]) if granularity == "channel" else t.sum(dim=0)
 
 
 def _differentiable_backward(
-    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, kind: str
+    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, granularity: str
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂γ) from differentiable torch ops: what double backward differentiates."""
     s = torch.sigmoid(gamma)
     z = (s - 0.5) * nu
     a, om = torch.sigmoid(z), torch.sigmoid(-z)
     dadg = a * om * nu * s * torch.sigmoid(-gamma)
-    a_x, om_x = (gate_view(t.to(dy.dtype), x, kind) for t in (a, om))
+    a_x, om_x = (gate_view(t.to(dy.dtype), x, granularity) for t in (a, om))
     if act.name == "relu":
         dx = torch.where(x >= 0, dy, dy * om_x)
     else:
         dx = dy * om_x + a_x * act.backward(dy, x)
     acc = torch.promote_types(x.dtype, torch.float32)  # fp32 sums for fp16/bf16, as the kernels
-    dgamma = _gate_sum(dy.to(acc) * act.h(x.to(acc)), kind).reshape(gamma.shape) * dadg
+    dgamma = _gate_sum(dy.to(acc) * act.h(x.to(acc)), granularity).reshape(gamma.shape) * dadg
     return dx, dgamma.to(gamma.dtype).reshape(gamma.shape)
 
 
@@ -145,11 +147,11 @@ class _FusedBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str, act: Activation
+        ctx, dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, granularity: str, act: Activation
     ):  # noqa: E501
         ctx.save_for_backward(dy, x, gamma, nu)
-        ctx.kind, ctx.act = kind, act
-        return backends.get(backend).backward(dy, x, gamma, nu, kind, act)
+        ctx.granularity, ctx.act = granularity, act
+        return backends.get(backend).backward(dy, x, gamma, nu, granularity, act)
 
     @staticmethod
     def backward(ctx, ddx: Tensor, ddgamma: Tensor):
@@ -157,7 +159,7 @@ class _FusedBackward(torch.autograd.Function):
         wanted = ctx.needs_input_grad[:3]
         with torch.enable_grad():
             inputs = [t.detach().requires_grad_(w) for t, w in zip((dy, x, gamma), wanted, strict=True)]
-            outs = _differentiable_backward(*inputs, nu, ctx.act, ctx.kind)
+            outs = _differentiable_backward(*inputs, nu, ctx.act, ctx.granularity)
             chosen = [t for t, w in zip(inputs, wanted, strict=True) if w]
             grads = iter(torch.autograd.grad(outs, chosen, (ddx, ddgamma), allow_unused=True))
         return (*(next(grads) if w else None for w in wanted), None, None, None, None)
@@ -168,9 +170,9 @@ def grads(ctx, dy: Tensor, backward_op=None) -> tuple[Tensor, Tensor]:
     torch.compile traces) or, in eager mode (None), the backend directly."""
     x, gamma, nu = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: a graph, so higher derivatives work
-        return _FusedBackward.apply(dy, x, gamma, nu, ctx.backend, ctx.kind, ctx.act)
+        return _FusedBackward.apply(dy, x, gamma, nu, ctx.backend, ctx.granularity, ctx.act)
     if backward_op is None:
-        return backends.get(ctx.backend).backward(dy, x, gamma, nu, ctx.kind, ctx.act)
+        return backends.get(ctx.backend).backward(dy, x, gamma, nu, ctx.granularity, ctx.act)
     return backward_op(dy, x, gamma, nu)
 
 
@@ -199,12 +201,12 @@ class GateFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, kind: str, act: Activation
+        ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, granularity: str, act: Activation
     ) -> Tensor:
         # ctx-in-forward style: a separate setup_context makes apply() bind arguments with
         # inspect.signature on every call.
-        y = backends.get(backend).forward(x, gamma, nu, kind, act)
-        setup_context(ctx, x, gamma, nu, backend, act, kind)
+        y = backends.get(backend).forward(x, gamma, nu, granularity, act)
+        setup_context(ctx, x, gamma, nu, backend, act, granularity)
         return y
 
     @staticmethod
@@ -215,8 +217,8 @@ class GateFunction(torch.autograd.Function):
 def gate(x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, backend: str | None = None) -> Tensor:
     """Check, resolve the backend, then the registered op while torch.compile traces, the lean
     Function in eager mode (f = relu: ``alpha_relu`` is its own op; functional.gate routes it)."""
-    kind = check_inputs(x, gamma, nu)
+    granularity = check_inputs(x, gamma, nu)
     name = resolve_backend(backend, x, act)
     if torch.compiler.is_compiling():
         return gate_op(x, gamma, nu, act.name, act.negative_slope, name)
-    return GateFunction.apply(x, gamma, nu, name, kind, act)
+    return GateFunction.apply(x, gamma, nu, name, granularity, act)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from alphakern.data import DATASETS
-from alphakern.models import ACTIVATIONS, HEADS, MODELS
+from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
 
@@ -83,7 +83,7 @@ class TrainConfig:
             raise bad("val_fraction", "between 0 and 1")
         checks = (
             ("model", MODELS),
-            ("activation", ACTIVATIONS),
+            ("activation", CNN_ACTIVATIONS),
             ("head", HEADS),
             ("granularity", GRANULARITIES),
             ("dataset", DATASETS),

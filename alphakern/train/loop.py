@@ -26,7 +26,7 @@ from torch import nn
 from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
 from alphakern.folding import fold_padding
 from alphakern.graph import apply_keep, discretize, format_report, layer_verdicts, nonlinearity_count
-from alphakern.graph.budget import soft_relu_count
+from alphakern.graph.budget import soft_count
 from alphakern.graph.report import summary
 from alphakern.modules import alpha_layers
 from alphakern.train import distributed
@@ -320,7 +320,7 @@ class Trainer:
             stats.update(epoch=self.epoch, phase=phase, val_loss=val_loss, val_acc=val_acc)
             if self.sites:
                 with torch.no_grad():
-                    stats["soft_relu_count"] = float(soft_relu_count(self.sites))
+                    stats["soft_relu_count"] = float(soft_count(self.sites))
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]

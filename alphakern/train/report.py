@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from alphakern.gate_rules import counts_as_relu
+from alphakern.gate_rules import counts_as_nonlinear
 from alphakern.graph.budget import GateSite
 
 
@@ -15,7 +15,7 @@ def relu_layers(sites: list[GateSite], keep: dict[str, torch.Tensor] | None) -> 
     if keep is not None:
         kept = [int(keep[s.name].sum()) * s.positions for s in sites]
     else:
-        kept = [int(counts_as_relu(s.module.alpha).sum()) * s.positions for s in sites]
+        kept = [int(counts_as_nonlinear(s.module.alpha).sum()) * s.positions for s in sites]
     return [dict(name=s.name, relus=s.relus, kept=k) for s, k in zip(sites, kept, strict=True)]
 
 

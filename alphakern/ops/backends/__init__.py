@@ -4,10 +4,10 @@
     DTYPES: tuple[torch.dtype]     the x dtypes it computes
     ACTIVATIONS: tuple[str]        the activations f it has kernels for (ops.core.activations)
     available() -> bool            it can run here now (never compiles anything)
-    forward(x, gamma, nu, kind, act=RELU) -> y
-    backward(dy, x, gamma, nu, kind, act=RELU) -> (dx, dgamma)
+    forward(x, gamma, nu, granularity, act=RELU) -> y
+    backward(dy, x, gamma, nu, granularity, act=RELU) -> (dx, dgamma)
 
-``kind`` is γ's granularity ("layer", "channel", "element"), resolved once by the op; x, γ and ν
+``granularity`` is γ's granularity ("layer", "channel", "element"), resolved once by the op; x, γ and ν
 have passed ``ops.core.checks.check_inputs``. y and dx are laid out like ``torch.empty_like(x)``,
 dγ has γ's shape and dtype. ``act`` is an ``ops.core.activations.Activation``; f = relu is
 what ``alpha_relu`` runs.

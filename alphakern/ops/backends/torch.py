@@ -32,10 +32,10 @@ DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 _REDUCED = (torch.float16, torch.bfloat16)
 
 
-def _gate_sum(t: torch.Tensor, kind: str) -> torch.Tensor:
+def _gate_sum(t: torch.Tensor, granularity: str) -> torch.Tensor:
     """Σ over the positions that share a gate (all but dim 1, or dim 0), in t's dtype (torch's
     cascade sum: accurate, and much faster on the CPU than accumulating in fp64)."""
-    dims = [d for d in range(t.dim()) if d != 1] if kind == "channel" else [0]
+    dims = [d for d in range(t.dim()) if d != 1] if granularity == "channel" else [0]
     return t.sum(dim=dims)
 
 
@@ -44,29 +44,29 @@ def available() -> bool:
 
 
 def _blend(
-    one: torch.Tensor, other: torch.Tensor, a: torch.Tensor, om: torch.Tensor, kind: str
+    one: torch.Tensor, other: torch.Tensor, a: torch.Tensor, om: torch.Tensor, granularity: str
 ) -> torch.Tensor:
     """a·one + om·other per gate, exactly ``one`` where om = 0 and ``other`` where a = 0."""
-    a, om = gate_view(a.to(one.dtype), one, kind), gate_view(om.to(one.dtype), one, kind)
+    a, om = gate_view(a.to(one.dtype), one, granularity), gate_view(om.to(one.dtype), one, granularity)
     mixed = torch.addcmul(one * a, other, om)
     return torch.where(om == 0, one, torch.where(a == 0, other, mixed))
 
 
 def forward(
-    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str, act: Activation = RELU
 ) -> torch.Tensor:
     if x.dtype in _REDUCED:  # fp32 math: a slope rounded to 8 bits would ruin y where α ≈ 1
-        return forward(x.float(), gamma, nu, kind, act).to(x.dtype)
+        return forward(x.float(), gamma, nu, granularity, act).to(x.dtype)
     if act.name != "relu":
         xd, out = dense_input_and_output(x)  # computed in the output's layout
         a, om, _ = alpha_terms(gamma, nu)
-        return like(_blend(act.f(xd), xd, a, om, kind), out)
+        return like(_blend(act.f(xd), xd, a, om, granularity), out)
     _, om, _ = alpha_terms(gamma, nu)
     om = om.to(x.dtype)
-    if kind == "element":  # prelu takes one slope per channel at most
+    if granularity == "element":  # prelu takes one slope per channel at most
         # max(x, (1 − α)·x) is x for x ≥ 0 and (1 − α)·x below, as 0 ≤ 1 − α ≤ 1; NaN propagates
         xd, y = dense_input_and_output(x)
-        torch.mul(xd, gate_view(om, x, kind), out=y)
+        torch.mul(xd, gate_view(om, x, granularity), out=y)
         return torch.maximum(y, xd, out=y)
     y = F.prelu(x, om.reshape(-1))  # one slope, or one per channel (dim 1)
     # prelu keeps every dense layout; a strided x's output is laid out as empty_like says
@@ -78,39 +78,44 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
-    kind: str,
+    granularity: str,
     act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _REDUCED:
-        dx, dgamma = backward(dy.float(), x.float(), gamma, nu, kind, act)
+        dx, dgamma = backward(dy.float(), x.float(), gamma, nu, granularity, act)
         return dx.to(x.dtype), dgamma
     if act.name != "relu":
-        return _backward(dy, x, gamma, nu, kind, act)
+        return _backward(dy, x, gamma, nu, granularity, act)
     xd, dx = dense_input_and_output(x)
     dyd = like(dy, dx)
     _, om, dadg = alpha_terms(gamma, nu)
     m = torch.clamp(xd, max=0, out=dx)  # −relu(−x), NaN kept
     # fp64 product of the fp32 (or fp64) sums and the chain factor, rounded once to γ's dtype
-    if kind == "layer":
+    if granularity == "layer":
         total = torch.dot(flat(dyd), flat(m)).double()
     else:  # sums per gate (deterministic reductions); a NaN stays in its own gate's sum
-        total = _gate_sum(m.mul_(dyd), kind).reshape(gamma.shape).double()  # in dx: no temporary
+        total = _gate_sum(m.mul_(dyd), granularity).reshape(gamma.shape).double()  # in dx: no temporary
     dgamma = (-total * dadg).to(gamma.dtype).reshape(gamma.shape)
     # r: dy where x ≥ 0 (±0 included, NaN not: an IEEE compare, the same in every code path —
     # hardshrink_backward's vectorised CPU path and its scalar one disagree on NaN), 0 elsewhere
     torch.ge(xd, 0, out=dx).mul_(dyd)  # the mask as 0/1 floats in dx: no bool temporary
     # r + (1 − α)(dy − r); lerp switches to dy − (dy − r)·α only for 1 − α ≥ ½, where that is exact enough
-    return torch.lerp(dx, dyd, gate_view(om.to(x.dtype), x, kind), out=dx), dgamma
+    return torch.lerp(dx, dyd, gate_view(om.to(x.dtype), x, granularity), out=dx), dgamma
 
 
 def _backward(
-    dy: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    nu: torch.Tensor,
+    granularity: str,
+    act: Activation,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xd, out = dense_input_and_output(x)
     dyd = like(dy, out)
     a, om, dadg = alpha_terms(gamma, nu)
-    dx = like(_blend(act.backward(dyd, xd), dyd, a, om, kind), out)
+    dx = like(_blend(act.backward(dyd, xd), dyd, a, om, granularity), out)
     hd = act.h(xd).mul_(dyd)
-    total = hd.sum() if kind == "layer" else _gate_sum(hd, kind)
+    total = hd.sum() if granularity == "layer" else _gate_sum(hd, granularity)
     dgamma = (total.reshape(gamma.shape).double() * dadg).to(gamma.dtype).reshape(gamma.shape)
     return dx, dgamma

@@ -14,7 +14,7 @@ from alphakern.ops.core.checks import (
     check_inputs,
     check_scalar,
 )
-from alphakern.ops.core.granularity import GRANULARITIES, granularity
+from alphakern.ops.core.granularity import GRANULARITIES, granularity_of
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -29,5 +29,5 @@ __all__ = [
     "check_grad",
     "check_inputs",
     "check_scalar",
-    "granularity",
+    "granularity_of",
 ]

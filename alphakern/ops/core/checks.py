@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alphakern.ops.core.granularity import granularity
+from alphakern.ops.core.granularity import granularity_of
 
 # The concrete backends a call can run on; "auto" is resolved by ops.alpha_relu.resolve_backend.
 BACKEND_NAMES = ("torch", "triton", "cuda", "cpu")
@@ -54,12 +54,12 @@ def check_inputs(x: object, gamma: object, nu: object) -> str:
     check_gamma(gamma)
     if gamma.numel() == 0:
         check_scalar(gamma, "gamma")  # the per-layer message: a 1-element tensor was expected
-    kind = granularity(x, gamma)
+    granularity = granularity_of(x, gamma)
     check_scalar(nu, "nu")
     for name, t in (("gamma", gamma), ("nu", nu)):
         if t.device != x.device:
             raise ValueError(f"{name} must be on x's device {x.device}, got {t.device}")
-    return kind
+    return granularity
 
 
 def check_grad(dy: Tensor, x: Tensor) -> None:

@@ -41,10 +41,10 @@ def batch_outermost(xd: torch.Tensor) -> bool:
     return xd.shape[0] == 1 or xd.stride(0) == xd.numel() // xd.shape[0]
 
 
-def layout_gates(xd: torch.Tensor, values: torch.Tensor, kind: str) -> GateLayout:
+def layout_gates(xd: torch.Tensor, values: torch.Tensor, granularity: str) -> GateLayout:
     """The layout for dense xd (batch outermost for element gates) and per-gate ``values`` (γ's
-    shape) of granularity ``kind``, those values put in the layout's order."""
-    if kind == "element":
+    shape) of granularity ``granularity``, those values put in the layout's order."""
+    if granularity == "element":
         # the sample's gates in the sample's memory order (x's strides for dims 1..)
         sample = torch.empty_strided(xd.shape[1:], xd.stride()[1:], dtype=values.dtype, device=values.device)
         sample.copy_(values)

@@ -1,7 +1,7 @@
 """What γ's shape means for x: one gate per layer, per channel or per element of a sample.
 
 Resolved once, by the op, above the backends: every backend's ``forward``/``backward`` receives
-the granularity as its ``kind`` argument and never re-derives it.
+the granularity as its ``granularity`` argument and never re-derives it.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from torch import Tensor
 GRANULARITIES = ("layer", "channel", "element")
 
 
-def gate_view(t: Tensor, x: Tensor, kind: str) -> Tensor:
+def gate_view(t: Tensor, x: Tensor, granularity: str) -> Tensor:
     """A per-gate tensor (γ's shape) shaped to broadcast against x: a scalar, (1, C, 1, ...) or
     (1, *x.shape[1:])."""
-    if kind == "layer":
+    if granularity == "layer":
         return t.reshape(())
-    if kind == "channel":
+    if granularity == "channel":
         return t.reshape(1, -1, *([1] * (x.dim() - 2)))
     return t.reshape(1, *x.shape[1:])
 
 
-def granularity(x: Tensor, gamma: Tensor) -> str:
+def granularity_of(x: Tensor, gamma: Tensor) -> str:
     """ "layer", "channel" or "element": what γ's shape means for x (ValueError if nothing).
 
     A 1-element γ is one gate for the layer; shape (C,) with C = x.shape[1] one per channel;

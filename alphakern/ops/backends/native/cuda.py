@@ -107,10 +107,10 @@ def _check(x: torch.Tensor) -> None:
 
 
 def forward(
-    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str, act: Activation = RELU
 ) -> torch.Tensor:
     _check(x)
-    return glue.forward(_ops(), x, gamma, nu, kind, act)
+    return glue.forward(_ops(), x, gamma, nu, granularity, act)
 
 
 def backward(
@@ -118,8 +118,8 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
-    kind: str,
+    granularity: str,
     act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check(x)
-    return glue.backward(_ops(), dy, x, gamma, nu, kind, act)
+    return glue.backward(_ops(), dy, x, gamma, nu, granularity, act)

@@ -43,31 +43,31 @@ def cpu_gate_terms(ops, gamma: torch.Tensor, nu: torch.Tensor) -> tuple[torch.Te
     return om, dadg
 
 
-def _slopes(ops, xd: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str):
+def _slopes(ops, xd: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str):
     """(layout, fp32 slopes in the layout's order, dα/dγ in γ's order or None). On the CPU the α
     terms come from one fp64 pass over γ's own gates (``cpu_gate_terms``), then the slopes are laid
     out by the same layout (repeats included); elsewhere from alpha_terms on the laid-out γ."""
     if gamma.is_cpu:
         om, dadg = cpu_gate_terms(ops, gamma, nu)
-        lay = gate_layout.layout_gates(xd, om, kind)
+        lay = gate_layout.layout_gates(xd, om, granularity)
         return lay, lay.ordered.contiguous(), dadg
-    lay = gate_layout.layout_gates(xd, gamma, kind)
+    lay = gate_layout.layout_gates(xd, gamma, granularity)
     return lay, alpha_terms(lay.ordered, nu)[1].float().reshape(-1).contiguous(), None
 
 
 def forward(
-    ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+    ops, x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str, act: Activation = RELU
 ) -> torch.Tensor:
     """y through ``ops`` (the namespace of ``schema``); f's code and slope go with every call."""
     f = (act.code, act.negative_slope)
-    if kind == "layer":
+    if granularity == "layer":
         return ops.alpha_relu_fwd(x, gamma, nu, *f)
     xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
     if x.numel() == 0:
         return torch.empty_like(xd)
-    if kind == "element" and not gate_layout.batch_outermost(xd):  # gather once
-        return like(forward(ops, x.contiguous(), gamma, nu, kind, act), xd)
-    p, slopes, _ = _slopes(ops, xd, gamma, nu, kind)
+    if granularity == "element" and not gate_layout.batch_outermost(xd):  # gather once
+        return like(forward(ops, x.contiguous(), gamma, nu, granularity, act), xd)
+    p, slopes, _ = _slopes(ops, xd, gamma, nu, granularity)
     if p.mode == "cols":
         out = ops.gates_cols_fwd(flat(xd), slopes, p.A, p.G, *f)
     else:
@@ -81,21 +81,21 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
-    kind: str,
+    granularity: str,
     act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂L/∂x, ∂L/∂γ) through ``ops``."""
     f = (act.code, act.negative_slope)
-    if kind == "layer":
+    if granularity == "layer":
         return ops.alpha_relu_bwd(dy, x, gamma, nu, *f)
     xd = dense_input(x)
     if x.numel() == 0:
         return torch.empty_like(xd), torch.zeros_like(gamma)
-    if kind == "element" and not gate_layout.batch_outermost(xd):
-        dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu, kind, act)
+    if granularity == "element" and not gate_layout.batch_outermost(xd):
+        dxc, dg = backward(ops, dy.contiguous(), x.contiguous(), gamma, nu, granularity, act)
         return like(dxc, xd), dg
     dyd = like(dy, xd)
-    p, slopes, dadg = _slopes(ops, xd, gamma, nu, kind)
+    p, slopes, dadg = _slopes(ops, xd, gamma, nu, granularity)
     if p.mode == "cols":
         dx_flat, sums = ops.gates_cols_bwd(flat(dyd), flat(xd), slopes, p.A, p.G, *f)
     else:

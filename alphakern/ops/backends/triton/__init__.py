@@ -18,11 +18,11 @@ __all__ = ["ACTIVATIONS", "DTYPES", "INTERPRET", "NAME", "available", "backward"
 
 
 def forward(
-    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str, act: Activation = RELU
 ) -> torch.Tensor:
-    if kind == "layer":
+    if granularity == "layer":
         return layer.forward(x, gamma, nu, act)
-    return gates.forward(x, gamma, nu, kind, act)
+    return gates.forward(x, gamma, nu, granularity, act)
 
 
 def backward(
@@ -30,9 +30,9 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
-    kind: str,
+    granularity: str,
     act: Activation = RELU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if kind == "layer":
+    if granularity == "layer":
         return layer.backward(dy, x, gamma, nu, act)
-    return gates.backward(dy, x, gamma, nu, kind, act)
+    return gates.backward(dy, x, gamma, nu, granularity, act)

@@ -147,15 +147,15 @@ def _rows_warps(block: int, element_size: int) -> int:
 
 
 def forward(
-    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, kind: str, act: Activation = RELU
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str, act: Activation = RELU
 ) -> torch.Tensor:
     check_runnable(x)
     xd, y = dense_input_and_output(x)
     if x.numel() == 0:
         return y
-    if kind == "element" and not batch_outermost(xd):  # gather once; the result keeps x's layout
-        return like(forward(x.contiguous(), gamma, nu, kind, act), y)
-    p = layout_gates(xd, gamma, kind)
+    if granularity == "element" and not batch_outermost(xd):  # gather once; the result keeps x's layout
+        return like(forward(x.contiguous(), gamma, nu, granularity, act), y)
+    p = layout_gates(xd, gamma, granularity)
     with device_ctx(x):
         if p.mode == "cols":
             block_a, block_g = _cols_blocks(p.G)
@@ -195,7 +195,7 @@ def backward(
     x: torch.Tensor,
     gamma: torch.Tensor,
     nu: torch.Tensor,
-    kind: str,
+    granularity: str,
     act: Activation = RELU,
     *,
     max_programs: int = MAX_PROGRAMS,
@@ -206,11 +206,13 @@ def backward(
     xd, dx = dense_input_and_output(x)
     if x.numel() == 0:
         return dx, torch.zeros_like(gamma)
-    if kind == "element" and not batch_outermost(xd):
-        dxc, dg = backward(dy.contiguous(), x.contiguous(), gamma, nu, kind, act, max_programs=max_programs)
+    if granularity == "element" and not batch_outermost(xd):
+        dxc, dg = backward(
+            dy.contiguous(), x.contiguous(), gamma, nu, granularity, act, max_programs=max_programs
+        )
         return like(dxc, dx), dg
     dyd = like(dy, dx)
-    p = layout_gates(xd, gamma, kind)
+    p = layout_gates(xd, gamma, granularity)
     with device_ctx(x):
         if p.mode == "cols":
             block_a, block_g = _cols_blocks(p.G)
