@@ -34,7 +34,7 @@ lint: checkstyle
 
 # As Liger-Kernel's `make checkstyle`: ruff's lint and format checks for Python, clang-format
 # (.clang-format) for csrc/. CI runs it before the tests.
-CSRC := $(shell find alphakern/csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h')
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' -o -name '*.h')
 checkstyle: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

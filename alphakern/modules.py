@@ -9,7 +9,7 @@ from torch import Tensor, fx, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from alphakern.functional import alpha, alpha_relu, bn_gate, gate
+from alphakern.functional import alpha, bn_gate, gate
 from alphakern.ops.core import GRANULARITIES
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.granularity import gate_view
@@ -83,8 +83,7 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         return nu
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.act.name == "relu":
-            return alpha_relu(x, self.gamma, self.step_nu(), backend=self.backend)
+        # functional.gate routes f = relu to the alpha_relu op (the one place that does)
         act = self.act
         return gate(x, self.gamma, self.step_nu(), activation=act.name, negative_slope=act.negative_slope,
                     backend=self.backend)  # fmt: skip

@@ -128,16 +128,22 @@ def test_every_form_of_every_kind_is_gated_with_its_parameters():
     assert [str(m.act) for _, m in alpha_layers(only)] == ["gelu_tanh", "gelu"]
 
 
-def test_mixed_channel_decisions_become_a_fixed_gate_exact_per_channel():
+def _mixed_channel_gates(act: nn.Module, x: torch.Tensor, **kw):
+    """conv → act linearised with channel gates whose channels 0 and 2 are kept (α = 1) and 1
+    and 3 linear (α = 0): (the gated model, its discretised copy)."""
     torch.manual_seed(0)
-    lin = linearize(nn.Sequential(nn.Conv2d(3, 4, 1), nn.SiLU()), granularity="channel").eval()
-    x = torch.randn(2, 3, 5, 5)
+    lin = linearize(nn.Sequential(nn.Conv2d(3, 4, 1), act), granularity="channel", **kw).eval()
     lin(x)
     _, g = alpha_layers(lin)[0]
     with torch.no_grad():
         g.gamma.copy_(torch.tensor([10.0, -10.0, 10.0, -10.0]))
         g.nu.fill_(1e4)
-    exact = discretize(lin)
+    return lin, discretize(lin)
+
+
+def test_mixed_channel_decisions_become_a_fixed_gate_exact_per_channel():
+    x = torch.randn(2, 3, 5, 5)
+    lin, exact = _mixed_channel_gates(nn.SiLU(), x)
     fixed = [m for m in exact.modules() if isinstance(m, FixedGate)]
     assert len(fixed) == 1 and fixed[0].weight.tolist() == [1.0, 0.0, 1.0, 0.0]
     with torch.no_grad():
@@ -267,18 +273,10 @@ def test_every_row_counts_and_discretizes_to_its_own_module(act, kind, granulari
 def test_mixed_channel_gates_of_every_row_are_exact_per_channel(act):
     """Channels 0 and 2 kept, 1 and 3 linear: a fixed gate computing f (with its parameters) on
     the kept channels and the identity on the others, counted under the row's kind."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 1), act).eval()
     x = torch.randn(2, 3, 5, 5) * 4
-    lin = linearize(model, granularity="channel", backend="torch").eval()
-    lin(x)
-    _, g = alpha_layers(lin)[0]
+    lin, exact = _mixed_channel_gates(act, x, backend="torch")
     with torch.no_grad():
-        g.gamma.copy_(torch.tensor([10.0, -10.0, 10.0, -10.0]))
-        g.nu.fill_(1e4)
-    exact = discretize(lin)
-    with torch.no_grad():
-        h = model[0](x)
+        h = lin.get_submodule("0")(x)
         want = torch.where(torch.tensor([True, False, True, False]).view(1, 4, 1, 1), act(h.clone()), h)
         assert torch.equal(exact(x), want)
     kind = ROWS[[type(m) for m, _ in ROWS].index(type(act))][1]

@@ -381,3 +381,26 @@ def test_skips_around_non_square_kernels_are_absorbed_exactly(k):
     whats = " ".join(w for _, w in f.fold_info.merged)
     assert "identity skip absorbed" in whats and "1x1 shortcut absorbed" in whats
     _close(f(x), m(x))
+
+
+class _SharedOutput(nn.Module):
+    """A conv whose output two nodes read (the next conv and a concatenation), a linear likewise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)
+        self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.c1(x)
+        h = torch.cat([self.c2(h), h], 1)
+        z = self.l1(h)
+        return torch.cat([self.l2(z), z], -1)
+
+
+def test_a_layer_whose_output_another_node_reads_is_not_merged():
+    m = _rand_(_SharedOutput())
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    f = fold(m, x, policy="all")
+    assert not f.fold_info.merged, f.fold_info.merged
+    _close(f(x), m(x))

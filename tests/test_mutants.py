@@ -24,7 +24,7 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
     """A copy of the package and its tests with one source edit (``old`` must occur once)."""
     dst = tmp_path / "tree"
     ignore = shutil.ignore_patterns("__pycache__", "*.so")
-    for name in ("alphakern", "tests"):
+    for name in ("alphakern", "tests", "csrc"):
         shutil.copytree(ROOT / name, dst / name, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
     f = dst / path
@@ -35,8 +35,8 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
 
 
 # (source, original, mutant, tests that must fail): each a plausible slip in csrc/cpu/
-CPU = "alphakern/csrc/cpu/kernels.cpp"
-BN = "alphakern/csrc/cpu/bn_gate.cpp"
+CPU = "csrc/cpu/kernels.cpp"
+BN = "csrc/cpu/bn_gate.cpp"
 GATE_TESTS = ("tests/test_cpu_kernels.py", "tests/test_parity.py", "-k", "cpu")
 BN_TESTS = ("tests/test_bn_gate.py",)
 TAIL = "  if (i < n) {\n    const int64_t t = n - i;\n    io::load(x + i, v, t);"
@@ -45,7 +45,7 @@ CPU_MUTANTS = {
     "fwd-tail-of-1-dropped": (CPU, TAIL, TAIL.replace("i < n", "i + 1 < n"), GATE_TESTS),
     # the backward's slope at x = 0 taken from the negative side
     "dx-slope-at-zero": (
-        "alphakern/csrc/cpu/vec_io.h",
+        "csrc/cpu/vec_io.h",
         "g[k], xv[k] >= zero);",
         "g[k], xv[k] > zero);",
         GATE_TESTS,
@@ -89,17 +89,17 @@ def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
 
 CUDA_MUTANTS = {
     # dγ partials accumulated with an atomic: nondeterministic order
-    "atomic-partials": ("alphakern/csrc/cuda/layer_kernels.cu",
+    "atomic-partials": ("csrc/cuda/layer_kernels.cu",
                         "if (threadIdx.x == 0) partials[blockIdx.x] = total;",
                         "if (threadIdx.x == 0) atomicAdd(partials, total);"),
     # α through fp32 fast-math exp: approximate ex2, whose error ν amplifies
-    "approximate-alpha": ("alphakern/csrc/common/alpha_terms.h", "return 1.0 / (1.0 + exp(-v));",
+    "approximate-alpha": ("csrc/common/alpha_terms.h", "return 1.0 / (1.0 + exp(-v));",
                           "return 1.0 / (1.0 + __expf(-v));"),
     # the forward's 16-byte store split into scalar stores
-    "split-store": ("alphakern/csrc/cuda/layer_kernels.cu", "yv[j] = out;",
+    "split-store": ("csrc/cuda/layer_kernels.cu", "yv[j] = out;",
                     "for (int k = 0; k < N; ++k) y[j * N + k] = out.v[k];"),
     # silu's division through the fast intrinsic: approximate, unlike the CPU and Triton forms
-    "fast-divide": ("alphakern/csrc/cuda/elementwise.cuh", "return x / (1.0f + expf(-x));",
+    "fast-divide": ("csrc/cuda/elementwise.cuh", "return x / (1.0f + expf(-x));",
                     "return __fdividef(x, 1.0f + expf(-x));"),
 }  # fmt: skip
 
@@ -112,4 +112,4 @@ def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, mutant):
     tree = _copy_with(tmp_path, *CUDA_MUTANTS[mutant])
     check_layer_ptx(tmp_path)  # the original passes in the same place ...
     with pytest.raises(AssertionError):  # ... the mutant does not
-        check_layer_ptx(tmp_path, csrc=tree / "alphakern" / "csrc")
+        check_layer_ptx(tmp_path, csrc=tree / "csrc")

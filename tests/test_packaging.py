@@ -1,5 +1,6 @@
 """A wheel built from the tree carries what an installed alphakern needs at run time."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,12 +16,17 @@ from tests.subproc import ROOT
     subprocess.run([sys.executable, "-c", "import setuptools, wheel"], capture_output=True).returncode != 0,
     reason="building a wheel needs setuptools and wheel (make test installs them)",
 )
-def test_wheel_ships_the_cuda_sources(tmp_path):
+def test_wheel_ships_the_sources_and_its_cpu_backend_builds_outside_the_tree(tmp_path):
+    """The wheel carries csrc/ (top level in the tree) as alphakern/_csrc; installed into a target
+    directory, away from the source tree, alphakern finds the sources there, builds its CPU
+    backend into a fresh extension cache and runs a gate against the formula."""
     # from a clean copy of what the package is built from: a build/ left in the tree would hide a
     # file the configuration no longer ships
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "alphakern", src / "alphakern", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    ignore = shutil.ignore_patterns("__pycache__", "_csrc")
+    for name in ("alphakern", "csrc"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(ROOT / name, src / name)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
@@ -33,18 +39,28 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     from alphakern.ops.backends.native import cpu as cpu_ext
     from alphakern.ops.backends.native import cuda as cuda_ext
 
-    for src in (*cuda_ext.SOURCES, *cuda_ext.HEADERS, *cpu_ext.SOURCES, *cpu_ext.HEADERS):
-        assert f"alphakern/csrc/{src}" in names, sorted(names)
-    # installed (unpacked as pip would), alphakern finds them there, away from the source tree
+    for name in (*cuda_ext.SOURCES, *cuda_ext.HEADERS, *cpu_ext.SOURCES, *cpu_ext.HEADERS):
+        assert f"alphakern/_csrc/{name}" in names, sorted(names)
+    # installed as pip would (the wheel unpacked into a target directory)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = "from alphakern.ops.backends.native import cuda; print(cuda.csrc_dir())"
-    found = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(site)},
-    )
-    assert found.returncode == 0, found.stderr
-    assert found.stdout.strip() == str(site / "alphakern" / "csrc")
+    code = """
+import torch, alphakern
+from alphakern.ops.backends.native import cpu, cuda
+print(cuda.csrc_dir())
+cpu.build()
+x = torch.linspace(-3, 3, 1000)
+gamma, nu = torch.tensor(0.4), torch.tensor(5.0)
+a = torch.sigmoid((torch.sigmoid(gamma.double()) - 0.5) * 5.0)
+want = x.double() + a * torch.relu(-x.double())
+got = alphakern.alpha_relu(x, gamma, nu, backend="cpu")
+assert (got.double() - want).abs().max() < 1e-6, (got, want)
+print(alphakern.__file__)
+"""
+    env = {**os.environ, "PYTHONPATH": str(site), "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    env.pop("ALPHAKERN_BACKEND", None)
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, timeout=600)  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
+    csrc, init = found.stdout.strip().splitlines()[-2:]
+    assert csrc == str(site / "alphakern" / "_csrc") and init == str(site / "alphakern" / "__init__.py")

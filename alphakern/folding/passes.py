@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +74,16 @@ class FoldGraph:
             m = self.gm.get_submodule(node.target)
             return m if isinstance(m, kind) else None
         return None
+
+    def pairs(self, cls: type[nn.Module]) -> Iterator[tuple[fx.Node, nn.Module, fx.Node, nn.Module]]:
+        """(n1, m1, n2, m2) for each call n2 of a ``cls`` module whose input is a call n1 of another
+        that nothing else reads: the chains of two a merge can make one (graph order)."""
+        for n2 in list(self.gm.graph.nodes):
+            m2 = self.module(n2, cls)
+            n1 = n2.args[0] if m2 is not None else None
+            m1 = self.module(n1, cls)
+            if m1 is not None and len(n1.users) == 1:
+                yield n1, m1, n2, m2
 
     def shape(self, node: fx.Node) -> tuple[int, ...]:
         return tuple(node.meta["tensor_meta"].shape)
@@ -197,12 +208,7 @@ def fold_batchnorms(g: FoldGraph) -> None:
 # -- 3. conv -> conv ---------------------------------------------------------------------------
 def merge_convs(g: FoldGraph, exact: bool, policy: Policy) -> bool:
     """The first conv → conv pair the policy keeps becomes one conv; True if one did."""
-    for n2 in list(g.gm.graph.nodes):
-        c2 = g.module(n2, nn.Conv2d)
-        n1 = n2.args[0] if c2 is not None else None
-        c1 = g.module(n1, nn.Conv2d)
-        if c1 is None or len(n1.users) != 1:
-            continue
+    for n1, c1, n2, c2 in g.pairs(nn.Conv2d):
         names = (n1.name, n2.name)
         problem = conv_problem(c1) or conv_problem(c2)
         if problem is None and exact and any(c2.padding):
@@ -260,12 +266,7 @@ def absorb_skips(g: FoldGraph) -> bool:
 # -- 5. linear -> linear -----------------------------------------------------------------------
 def merge_linears(g: FoldGraph, policy: Policy) -> bool:
     """The first linear → linear pair that does not raise MACs (any, under "all") becomes one."""
-    for n2 in list(g.gm.graph.nodes):
-        l2 = g.module(n2, nn.Linear)
-        n1 = n2.args[0] if l2 is not None else None
-        l1 = g.module(n1, nn.Linear)
-        if l1 is None or len(n1.users) != 1:
-            continue
+    for n1, l1, n2, l2 in g.pairs(nn.Linear):
         merged = compose_linears(l1, l2)
         rows = int(torch.tensor(g.shape(n1)[:-1]).prod())
         macs_before = rows * (l1.in_features * l1.out_features + l2.in_features * l2.out_features)

@@ -24,12 +24,16 @@ STAMP = "alphakern-build.json"
 
 
 def csrc_dir(sources: tuple[str, ...]) -> Path:
-    """alphakern/csrc: package data, so an installed wheel can build the backends too."""
-    src = Path(__file__).resolve().parents[3] / "csrc"
-    missing = [s for s in sources if not (src / s).is_file()]
-    if missing:
-        raise RuntimeError(f"alphakern's native sources {missing} are missing from {src}: reinstall it")
-    return src
+    """Where the native sources are: the copy an installed wheel carries (alphakern/_csrc, see
+    setup.py), else the source tree's top-level csrc/ (a checkout or an editable install)."""
+    pkg = Path(__file__).resolve().parents[3]  # alphakern/
+    places = (pkg / "_csrc", pkg.parent / "csrc")
+    for src in places:
+        if all((src / s).is_file() for s in sources):
+            return src
+    raise RuntimeError(
+        f"alphakern's native sources {list(sources)} are in none of {[str(p) for p in places]}: reinstall it"
+    )
 
 
 def cpp_extension():

@@ -38,7 +38,7 @@ _loaded: str | None = None
 
 
 def csrc_dir() -> Path:
-    """alphakern/csrc: package data, so an installed wheel can build the backend too."""
+    """The CUDA sources (``build.csrc_dir``: the wheel's alphakern/_csrc or the tree's csrc/)."""
     return native_build.csrc_dir((*SOURCES, *HEADERS))
 
 
