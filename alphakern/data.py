@@ -28,6 +28,15 @@ TEST_BATCH = "test_batch"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1
 DATASETS = ("cifar10", "cifar100")
+IMAGE_SHAPE = (3, 32, 32)  # one CIFAR image, channels first
+
+
+def probe(device: torch.device | str | None = None) -> torch.Tensor:
+    """One zero CIFAR image (a batch of 1): the example input the graph tools trace, count and
+    fold with (gate positions are the same for any image)."""
+    return torch.zeros(1, *IMAGE_SHAPE, device=device)
+
+
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 C100_DIR = "cifar-100-python"
 C100_FILES = ("train", "test")

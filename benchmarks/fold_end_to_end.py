@@ -32,7 +32,7 @@ from budget_sweep import train_to_end
 from timing import cpu_time_interleaved
 
 import alphakern
-from alphakern.data import DeviceBatches, load_dataset
+from alphakern.data import DeviceBatches, load_dataset, probe
 from alphakern.folding import POLICIES, fold_report
 from alphakern.graph import discretize
 from alphakern.train import EVAL_BATCH, TrainConfig, build_model, evaluate, load_checkpoint
@@ -88,7 +88,7 @@ def main() -> None:
     )
     metrics = {name: train_to_end(cfg) for name, cfg in (("relu", relu), ("gated", gated))}
 
-    x1 = torch.zeros(1, 3, 32, 32)
+    x1 = probe()
     models = {"relu": load_run(relu.out), "gated": load_run(gated.out)}
     folded = {k: alphakern.fold(m, x1, policy=args.policy) for k, m in models.items()}
     data = load_dataset("cifar10", args.data_dir)

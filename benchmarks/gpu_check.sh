@@ -56,7 +56,7 @@ step "gpu tests: triton and torch backends"
 # not cpu: the CPU kernels' build would take this slot (2026-12-05's first run stopped there)
 want triton-tests && run "$(slot 75 170)" $PY -m pytest -v --tb=short -p no:cacheprovider \
   -k "not cuda and not cpu and not (gates and compile)" \
-  tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py tests/test_errors.py >> "$LOG" 2>&1
+  tests/ops/test_gpu.py tests/ops/test_parity.py tests/ops/test_gates.py tests/ops/test_autograd.py tests/ops/test_errors.py >> "$LOG" 2>&1
 
 step "waiting for the CUDA build"
 WAIT=$(slot 90 160); while kill -0 $BUILD 2>/dev/null && [ "$WAIT" -gt 0 ]; do sleep 1; WAIT=$((WAIT - 1)); done
@@ -68,8 +68,8 @@ if grep -q "alphakern CUDA backend built" "$OUT/build.log"; then SKIP=""; fi
 step "gpu tests: cuda backend"
 if [ -z "$SKIP" ] && want cuda-tests; then
   run "$(slot 90 140)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
-    tests/test_gpu.py tests/test_parity.py tests/test_gates.py tests/test_autograd.py tests/test_activations.py \
-    tests/test_bn_gate.py >> "$LOG" 2>&1
+    tests/ops/test_gpu.py tests/ops/test_parity.py tests/ops/test_gates.py tests/ops/test_autograd.py tests/ops/test_activations.py \
+    tests/ops/test_bn_gate.py >> "$LOG" 2>&1
 elif [ -n "$SKIP" ]; then
   echo "skipped: the CUDA build did not finish (build.log)" >> "$LOG"
 fi

@@ -1,4 +1,7 @@
-"""The oracle: the plain formula in float64 with autograd, and the tolerance tables."""
+"""The oracles, one module: the plain formulas in float64 with autograd — the ReLU gate
+(``reference``), the gate of any f (``gate_reference``, f PyTorch's own: ``f64``), BatchNorm then
+the gate (``bn_gate_reference``) — the scales their rounding is measured against, and the
+tolerance tables."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from alphakern.ops.backends import cpu_backend as cpu_ext
 from alphakern.ops.backends import triton_backend as alpha_relu_triton
@@ -148,3 +152,78 @@ def assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend: str | None = 
     assert_close_scaled(dx, rdx, what="dx", **tol)
     rtol = DGAMMA_RTOL[x.dtype]
     assert_close_scaled(dg, rdg, rtol, dgamma_atol(x, gamma, nu, dy, rtol), what="dgamma")
+
+
+# -- the gate of any f, and BatchNorm then the gate ------------------------------------------------
+def f64(name: str, x: torch.Tensor) -> torch.Tensor:
+    """PyTorch's own f (leaky_relu's slope 0.2) of the op's activation ``name``: every oracle's f,
+    not alphakern's forms of it."""
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.2)
+    return getattr(F, name)(x)
+
+
+def gate_reference(name, x, gamma, nu, dy):
+    """(y, dx, dγ, scale of y, scale of dx) in float64 by autograd of α·f(x) + (1 − α)·x, with
+    1 − α as σ(−z). The scales bound each result's rounding: |α·f| + |(1 − α)·x| and
+    |dy|·((1 − α) + α·|f'|)."""
+    x64 = x.detach().double().requires_grad_()
+    g64 = gamma.detach().double().requires_grad_()
+    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu.double()
+    a, om = torch.sigmoid(z), torch.sigmoid(-z)
+    fx = f64(name, x64)
+    y = a * fx + om * x64
+    dx, dg = torch.autograd.grad(y, (x64, g64), dy.double(), retain_graph=True)
+    (df,) = torch.autograd.grad(fx, x64, torch.ones_like(fx))
+    # fp32 f and f' round their intermediate terms, of the size of x (gelu's 1 + erf, tanh's
+    # 1 − t² cancel): so the scale also holds a·|x| (y) and a·(1 + |x|) (dx)
+    with torch.no_grad():
+        ax = x64.abs()
+        y_scale = (a * fx).abs() + (om * x64).abs() + smooth(name) * a * ax
+        dx_scale = dy.double().abs() * (om + a * (df.abs() + smooth(name) * (1 + ax)))
+        return y.detach(), dx, dg, y_scale, dx_scale
+
+
+def smooth(name: str) -> float:
+    """1 for the f computed through exp/erf (whose fp32 forms round like their inputs' size)."""
+    return float(name in ("gelu", "gelu_tanh", "silu"))
+
+
+def gate_dgamma_scale(name, x, gamma, nu, dy):
+    """Σ per gate of |dy|·(|f(x)| + |x|)·|dα/dγ|: the scale of dγ's rounding."""
+    x64, g64 = x.double(), gamma.detach().double()
+    s = torch.sigmoid(g64)
+    z = (s - 0.5) * nu.double()
+    chain = (torch.sigmoid(z) * torch.sigmoid(-z) * nu.double() * s * (1 - s)).abs()
+    w = dy.double().abs() * (f64(name, x64).abs() + x64.abs())
+    ones = torch.ones_like(g64, requires_grad=True)
+    (total,) = torch.autograd.grad((w * per_gate(ones, x, gamma)).sum(), ones)
+    return total * chain
+
+
+def bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5):
+    """(y, dx, dw, db, dγ, scales of dw/db/dγ) in float64: nn.BatchNorm2d's formula, then
+    α·f(z) + (1 − α)·z."""
+    x64 = x.detach().double().requires_grad_()
+    w64, b64, g64 = (t.detach().double().requires_grad_() for t in (w, b, gamma))
+    z = F.batch_norm(x64, rm.double().clone(), rv.double().clone(), w64, b64, training, 0.1, eps)
+    s = torch.sigmoid(g64)
+    za = (s - 0.5) * nu.double()
+    a, om = torch.sigmoid(za), torch.sigmoid(-za)
+    view = (lambda t: t.reshape(())) if gamma.numel() == 1 else (lambda t: t.reshape(1, -1, 1, 1))
+    fz = f64(name, z)
+    y = view(a) * fz + view(om) * z
+    dx, dw, db, dg = torch.autograd.grad(y, (x64, w64, b64, g64), dy.double())
+    with torch.no_grad():
+        x64 = x.double()
+        mean, var = (x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)) if training else (rm, rv)
+        xh = (x64 - mean.double().view(1, -1, 1, 1)) / (var.double().view(1, -1, 1, 1) + eps).sqrt()
+        chain = (a * om * nu.double() * s * (1 - s)).abs()
+        dgs = (dy.double().abs() * (fz.abs() + z.abs())).sum((0, 2, 3))
+        dgs = (dgs.sum() if gamma.numel() == 1 else dgs) * chain
+        ref_dz = dy.double().abs() * (view(om) + view(a) * 4)  # |dz| bound (|f'| ≤ 1.2 here)
+        dws = (ref_dz * xh.abs()).sum((0, 2, 3))
+        dbs = ref_dz.sum((0, 2, 3))
+    return y.detach(), dx, dw, db, dg, (dws, dbs, dgs)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alphakern.data import Cifar10, DeviceBatches, load_dataset, split_indices
+from alphakern.data import Cifar10, DeviceBatches, load_dataset, probe, split_indices
 from alphakern.folding import fold_padding
 from alphakern.graph import apply_keep, discretize, format_report, layer_verdicts, nonlinearity_count
 from alphakern.graph.budget import soft_count
@@ -169,7 +169,7 @@ class Trainer:
 
     def _example(self) -> torch.Tensor:
         """One CIFAR-sized sample: what the ReLUs are counted on."""
-        return torch.zeros(1, 3, 32, 32, device=self.device)
+        return probe(self.device)
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""

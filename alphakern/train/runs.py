@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alphakern.data import DatasetError, DeviceBatches, load_dataset
+from alphakern.data import DatasetError, DeviceBatches, load_dataset, probe
 from alphakern.folding import fold, fold_report
 from alphakern.gate_rules import verdict_masks
 from alphakern.graph import discretize
@@ -87,7 +87,7 @@ def fold_run(
             f"{', '.join(undecided)}; train longer or to a budget (--budget) first"
         )
     exact_model = discretize(run.model).eval()
-    x = torch.zeros(1, 3, 32, 32, device=run.device)
+    x = probe(run.device)
     folded = fold(exact_model, x, exact=exact, policy=policy)
     info = folded.fold_info
     result: dict = dict(policy=policy, exact=exact, report=fold_report(exact_model, folded, x))

@@ -12,8 +12,16 @@ from torch import nn
 import alphakern
 from alphakern.ops.core.activations import ACTIVATIONS, Activation
 from alphakern.ops.gate import gate_backward_op, gate_op
-from tests.reference import backend_params, device_for, tolerance
-from tests.utils import DTYPES, GRANULARITIES, gates, layouts, make, per_gate
+from tests.reference import (
+    backend_params,
+    device_for,
+    f64,
+    gate_dgamma_scale,
+    gate_reference,
+    smooth,
+    tolerance,
+)
+from tests.utils import DTYPES, GRANULARITIES, gates, layouts, make
 
 NON_RELU = [a for a in ACTIVATIONS if a != "relu"]
 BACKENDS = backend_params()
@@ -23,41 +31,6 @@ EPS32 = torch.finfo(torch.float32).eps
 # f's own switch points (relu6: 0, 6; hardswish: ±3; leaky_relu, relu: 0) and the specials
 EDGES = [0.0, -0.0, 6.0, -6.0, 3.0, -3.0, 1e-30, -1e-30, 0.5, -0.5, 12.0, -12.0, 40.0, -40.0]
 SPECIALS = [float("inf"), float("-inf"), float("nan")]
-
-
-def _f64(name: str, x: torch.Tensor) -> torch.Tensor:
-    """PyTorch's own f in float64: the oracle's f."""
-    if name == "gelu_tanh":
-        return F.gelu(x, approximate="tanh")
-    if name == "leaky_relu":
-        return F.leaky_relu(x, 0.2)
-    return getattr(F, name)(x)
-
-
-def oracle(name, x, gamma, nu, dy):
-    """(y, dx, dγ, scale of y, scale of dx) in float64 by autograd of α·f(x) + (1 − α)·x, with
-    1 − α as σ(−z). The scales bound each result's rounding: |α·f| + |(1 − α)·x| and
-    |dy|·((1 − α) + α·|f'|)."""
-    x64 = x.detach().double().requires_grad_()
-    g64 = gamma.detach().double().requires_grad_()
-    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu.double()
-    a, om = torch.sigmoid(z), torch.sigmoid(-z)
-    fx = _f64(name, x64)
-    y = a * fx + om * x64
-    dx, dg = torch.autograd.grad(y, (x64, g64), dy.double(), retain_graph=True)
-    (df,) = torch.autograd.grad(fx, x64, torch.ones_like(fx))
-    # fp32 f and f' round their intermediate terms, of the size of x (gelu's 1 + erf, tanh's
-    # 1 − t² cancel): so the scale also holds a·|x| (y) and a·(1 + |x|) (dx)
-    with torch.no_grad():
-        ax = x64.abs()
-        y_scale = (a * fx).abs() + (om * x64).abs() + smooth(name) * a * ax
-        dx_scale = dy.double().abs() * (om + a * (df.abs() + smooth(name) * (1 + ax)))
-        return y.detach(), dx, dg, y_scale, dx_scale
-
-
-def smooth(name: str) -> float:
-    """1 for the f computed through exp/erf (whose fp32 forms round like their inputs' size)."""
-    return float(name in ("gelu", "gelu_tanh", "silu"))
 
 
 def _within(got, want, scale, dtype, backend, what, ulps=8):
@@ -91,24 +64,12 @@ def test_gate_matches_float64_oracle(backend, name, granularity, dtype):
     x = x * 2  # reach past ±6 and ±3, where relu6 and hardswish switch
     gamma, nu = gates(granularity, x, seed=3), torch.tensor(6.0, device=device_for(backend))
     y, dx, dg = _run(backend, name, x, gamma, nu, dy)
-    ry, rdx, rdg, ys, dxs = oracle(name, x, gamma, nu, dy)
+    ry, rdx, rdg, ys, dxs = gate_reference(name, x, gamma, nu, dy)
     assert y.dtype == dx.dtype == dtype and dg.dtype == gamma.dtype and dg.shape == gamma.shape
     _within(y, ry, ys, dtype, backend, "y")
     _within(dx, rdx, dxs, dtype, backend, "dx")
     # dγ: an fp32 sum per gate of dy·(f − x), each term within a few ulps of |dy|·(|f| + |x|)
-    _within(dg, rdg, _gate_bound(name, x, gamma, nu, dy), torch.float32, backend, "dγ", 64)
-
-
-def _gate_bound(name, x, gamma, nu, dy):
-    """Σ per gate of |dy|·(|f(x)| + |x|)·|dα/dγ|: the scale of dγ's rounding."""
-    x64, g64 = x.double(), gamma.detach().double()
-    s = torch.sigmoid(g64)
-    z = (s - 0.5) * nu.double()
-    chain = (torch.sigmoid(z) * torch.sigmoid(-z) * nu.double() * s * (1 - s)).abs()
-    w = dy.double().abs() * (_f64(name, x64).abs() + x64.abs())
-    ones = torch.ones_like(g64, requires_grad=True)
-    (total,) = torch.autograd.grad((w * per_gate(ones, x, gamma)).sum(), ones)
-    return total * chain
+    _within(dg, rdg, gate_dgamma_scale(name, x, gamma, nu, dy), torch.float32, backend, "dγ", 64)
 
 
 @pytest.mark.parametrize("layout", layouts("channels_last", "batch_inner", "strided", "expanded"))
@@ -143,7 +104,7 @@ def test_alpha_one_is_pytorchs_f_exactly_and_alpha_zero_the_identity_on_the_torc
     nu = torch.tensor(1e4)
     y, dx, _ = _run("torch", name, x, torch.tensor(30.0), nu, dy)
     xr = x.clone().requires_grad_()
-    want = _f64(name, xr.float()) if name != "leaky_relu" else F.leaky_relu(xr, 0.2)
+    want = f64(name, xr.float()) if name != "leaky_relu" else F.leaky_relu(xr, 0.2)
     (want_dx,) = torch.autograd.grad(want, xr, dy)
     assert torch.equal(y.isnan(), want.isnan()) and torch.equal(y.nan_to_num(), want.detach().nan_to_num())
     assert torch.equal(dx.isnan(), want_dx.isnan()) and torch.equal(dx.nan_to_num(), want_dx.nan_to_num())
@@ -164,7 +125,7 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     y, dx, _ = _run(backend, name, x, torch.tensor(30.0, device=device_for(backend)), nu, dy)
     fin = x.isfinite()
     xr = x[fin].double().requires_grad_()
-    want = _f64(name, xr)
+    want = f64(name, xr)
     (want_dx,) = torch.autograd.grad(want, xr, torch.ones_like(want))
     ulps, k = (8, smooth(name)) if smooth(name) else (0, 0.0)
     xa = xr.detach().abs()
@@ -174,7 +135,7 @@ def test_switch_points_and_specials_on_every_backend(backend, name):
     # ±inf: PyTorch's own F.<f> in fp32, wherever it is a number (gelu(+inf), hardswish(−inf)
     # and silu/gelu(−inf) are ∞·0 = NaN there; the kernels may give the limit instead)
     inf = x.isinf()
-    torch_f = _f64(name, x[inf].float())
+    torch_f = f64(name, x[inf].float())
     assert bool((torch_f.isnan() | (y[inf] == torch_f)).all()), (y[inf], torch_f)
     if backend != "torch":  # the fused kernels give f(+inf) its limit (PyTorch's CPU gelu: NaN)
         assert y[x == float("inf")].item() == (6.0 if name == "relu6" else float("inf"))
@@ -295,8 +256,8 @@ def test_deep_negative_inputs_give_finite_results_against_the_oracle(backend, na
     gamma, nu = torch.tensor(0.5, device=dev), torch.tensor(3.0, device=dev)
     y, dx, dg = _run(backend, name, x, gamma, nu, dy)
     assert bool(y.isfinite().all() and dx.isfinite().all() and dg.isfinite().all()), (y, dx, dg)
-    ry, rdx, rdg, ys, dxs = oracle(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu())
+    ry, rdx, rdg, ys, dxs = gate_reference(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu())
     _within(y, ry, ys, torch.float32, backend, "y")
     _within(dx, rdx, dxs, torch.float32, backend, "dx")
-    _within(dg, rdg, _gate_bound(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu()), torch.float32, backend,
-            "dγ", 64)  # fmt: skip
+    scale = gate_dgamma_scale(name, x.cpu(), gamma.cpu(), nu.cpu(), dy.cpu())
+    _within(dg, rdg, scale, torch.float32, backend, "dγ", 64)

@@ -11,6 +11,7 @@ from torch import nn
 from alphakern import linearize, relu_count
 from alphakern.cifar_nets import relu_network
 from alphakern.cli import main
+from alphakern.data import probe
 from alphakern.graph import apply_keep, discretize
 from alphakern.graph.budget import (
     GateSite,
@@ -28,7 +29,7 @@ from alphakern.train import TrainConfig, Trainer, load_checkpoint
 from tests.cifar_fixtures import write_cifar100, write_pickles
 from tests.train_helpers import run, train_cfg
 
-X = torch.zeros(1, 3, 32, 32)
+X = probe()
 
 
 class Small(nn.Module):

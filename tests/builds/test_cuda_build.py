@@ -92,7 +92,7 @@ def test_cuda_kernels_use_16_byte_accesses_and_no_atomics(tmp_path):
 
 
 def check_layer_ptx(tmp_path, csrc=None):
-    """The checks of the test above, on ``csrc`` (tests/test_mutants.py runs them on mutants)."""
+    """The checks of the test above, on ``csrc`` (tests/builds/test_mutants.py runs them on mutants)."""
     _nvcc(tmp_path, "-ptx", "-o", "k.ptx", csrc=csrc)
     entries = _entries((tmp_path / "k.ptx").read_text())
     elementwise = {n: t for n, t in entries.items() if "fwd_kernel" in n or "bwd_kernel" in n}

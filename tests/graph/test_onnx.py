@@ -7,6 +7,7 @@ import torch
 
 import alphakern
 from alphakern.cifar_nets import relu_network
+from alphakern.data import probe
 from alphakern.graph import discretize
 from alphakern.onnx_export import export_onnx
 
@@ -58,7 +59,7 @@ def test_folded_and_unfolded_models_run_in_onnxruntime_as_in_pytorch(tmp_path, g
 def test_learnable_gates_are_refused_by_name(tmp_path):
     m = alphakern.linearize(relu_network("resnet20"))
     with pytest.raises(ValueError, match=r"learnable gates have no ONNX form: relu, layers\.0\.relu"):
-        export_onnx(m, torch.zeros(1, 3, 32, 32), tmp_path / "m.onnx")
+        export_onnx(m, probe(), tmp_path / "m.onnx")
     with pytest.raises(TypeError, match="example_input must be a tensor, got list"):
         export_onnx(discretize(m), [1], tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

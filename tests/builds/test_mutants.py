@@ -3,7 +3,7 @@
 - CPU: the mutated library is built into a fresh TORCH_EXTENSIONS_DIR (tests/reference.py builds
   rather than skips there) and the CPU kernel tests must fail on it.
 - CUDA (no GPU here): the compile-level checks (PTX of sm_90) must reject the mutant. A mutant
-  that only changes results on a GPU is caught by tests/test_gpu.py where one is present, not here.
+  that only changes results on a GPU is caught by tests/ops/test_gpu.py where one is present, not here.
 """
 
 import os
@@ -37,8 +37,8 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
 # (source, original, mutant, tests that must fail): each a plausible slip in csrc/cpu/
 CPU = "csrc/cpu/kernels.cpp"
 BN = "csrc/cpu/bn_gate.cpp"
-GATE_TESTS = ("tests/test_cpu_kernels.py", "tests/test_parity.py", "-k", "cpu")
-BN_TESTS = ("tests/test_bn_gate.py",)
+GATE_TESTS = ("tests/ops/test_cpu_kernels.py", "tests/ops/test_parity.py", "-k", "cpu")
+BN_TESTS = ("tests/ops/test_bn_gate.py",)
 TAIL = "  if (i < n) {\n    const int64_t t = n - i;\n    io::load(x + i, v, t);"
 CPU_MUTANTS = {
     # the forward's vector loop skips a 1-element tail
@@ -107,7 +107,7 @@ CUDA_MUTANTS = {
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
 @pytest.mark.parametrize("mutant", list(CUDA_MUTANTS))
 def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, mutant):
-    from tests.test_cuda_build import check_layer_ptx
+    from tests.builds.test_cuda_build import check_layer_ptx
 
     tree = _copy_with(tmp_path, *CUDA_MUTANTS[mutant])
     check_layer_ptx(tmp_path)  # the original passes in the same place ...

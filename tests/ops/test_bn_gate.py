@@ -18,8 +18,15 @@ from alphakern.functional import bn_gate
 from alphakern.graph import fuse_bn, unfuse_bn
 from alphakern.modules import AlphaGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
-from alphakern.ops.core.activations import ACTIVATIONS, Activation
-from tests.reference import HAS_CUDA, HAS_NVCC, backend_params, device_for, needs_cpu_kernels
+from alphakern.ops.core.activations import ACTIVATIONS
+from tests.reference import (
+    HAS_CUDA,
+    HAS_NVCC,
+    backend_params,
+    bn_gate_reference,
+    device_for,
+    needs_cpu_kernels,
+)
 from tests.utils import DTYPES, LAYOUTS, make
 
 pytestmark = needs_cpu_kernels  # the CPU kernels are also these tests' default "auto" backend
@@ -28,10 +35,6 @@ BACKENDS = [p for p in backend_params() if p.id != "torch"]  # "torch" is the co
 
 EPS32 = torch.finfo(torch.float32).eps
 SHAPE = (3, 21, 4, 7)  # odd sizes: channels_last rows of 21 (a 16-wide step and a tail), NCHW rows of 28
-
-
-def _act(name: str) -> Activation:
-    return Activation(name, 0.2)
 
 
 def _public(name: str) -> dict:
@@ -48,32 +51,6 @@ def _setup(granularity: str, dtype, layout: str, seed: int = 0, shape: tuple[int
     w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
     rm, rv = torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5
     return x, dy, gamma, torch.tensor(3.0), w, b, rm, rv
-
-
-def oracle(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5):
-    """(y, dx, dw, db, dγ, scales of dw/db/dγ) in float64: nn.BatchNorm2d's formula, then
-    α·f(z) + (1 − α)·z."""
-    x64 = x.detach().double().requires_grad_()
-    w64, b64, g64 = (t.detach().double().requires_grad_() for t in (w, b, gamma))
-    z = F.batch_norm(x64, rm.double().clone(), rv.double().clone(), w64, b64, training, 0.1, eps)
-    s = torch.sigmoid(g64)
-    za = (s - 0.5) * nu.double()
-    a, om = torch.sigmoid(za), torch.sigmoid(-za)
-    view = (lambda t: t.reshape(())) if gamma.numel() == 1 else (lambda t: t.reshape(1, -1, 1, 1))
-    fz = _act(name).f(z)
-    y = view(a) * fz + view(om) * z
-    dx, dw, db, dg = torch.autograd.grad(y, (x64, w64, b64, g64), dy.double())
-    with torch.no_grad():
-        x64 = x.double()
-        mean, var = (x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)) if training else (rm, rv)
-        xh = (x64 - mean.double().view(1, -1, 1, 1)) / (var.double().view(1, -1, 1, 1) + eps).sqrt()
-        chain = (a * om * nu.double() * s * (1 - s)).abs()
-        dgs = (dy.double().abs() * (fz.abs() + z.abs())).sum((0, 2, 3))
-        dgs = (dgs.sum() if gamma.numel() == 1 else dgs) * chain
-        ref_dz = dy.double().abs() * (view(om) + view(a) * 4)  # |dz| bound (|f'| ≤ 1.2 here)
-        dws = (ref_dz * xh.abs()).sum((0, 2, 3))
-        dbs = ref_dz.sum((0, 2, 3))
-    return y.detach(), dx, dw, db, dg, (dws, dbs, dgs)
 
 
 def _close(got, want, what, rtol, scale):
@@ -124,7 +101,8 @@ def _check_fused(backend, name, granularity, dtype, layout, training, shape):
     )
     for t in (xg, gg, wg, bg):
         t.grad = t.grad.cpu()
-    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = oracle(name, x, dy, gamma, nu, w, b, rm, rv, training)
+    ref = bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training)
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = ref
     assert y.dtype == xg.grad.dtype == dtype and y.stride() == x.stride() and xg.grad.stride() == x.stride()
     rt = _rtol(dtype)
     _close(y, ry, "y", rt, 64 * EPS32 * ry.abs().max())
@@ -162,7 +140,7 @@ def test_cuda_kernels_on_long_wide_and_ragged_shapes(shape, layout, dtype):
     xg, gg, wg, bg = (t.cuda().requires_grad_() for t in (x, gamma, w, b))
     y = bn_gate(xg, gg, nu.cuda(), weight=wg, bias=bg, activation="silu", backend="cuda")
     y.backward(dy.cuda())
-    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = oracle("silu", x, dy, gamma, nu, w, b, rm, rv, True)
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = bn_gate_reference("silu", x, dy, gamma, nu, w, b, rm, rv, True)
     rt = _rtol(dtype)  # the tolerances of the test above
     _close(y.cpu(), ry, "y", rt, 64 * EPS32 * ry.abs().max())
     _close(xg.grad.cpu(), rdx, "dx", rt, 256 * EPS32 * rdx.abs().max())
