@@ -1,4 +1,4 @@
-// What the CPU kernels (kernels.cpp: the gates; bn_gate.cpp: BatchNorm + gate) share: kStep
+// What the CPU kernels (gate.cpp: the gates; bn_gate.cpp: BatchNorm + gate) share: kStep
 // elements of T as kN fp32 vectors in registers, and one step of the gate's forward and backward
 // on them (f = relu, ACT 0: PReLU semantics; any other f: act_math.h), and the dtype x f dispatch.
 #pragma once

@@ -35,7 +35,7 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
 
 
 # (source, original, mutant, tests that must fail): each a plausible slip in csrc/cpu/
-CPU = "csrc/cpu/kernels.cpp"
+CPU = "csrc/cpu/gate.cpp"
 BN = "csrc/cpu/bn_gate.cpp"
 GATE_TESTS = ("tests/ops/test_cpu_kernels.py", "tests/ops/test_parity.py", "-k", "cpu")
 BN_TESTS = ("tests/ops/test_bn_gate.py",)

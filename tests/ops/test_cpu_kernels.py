@@ -11,7 +11,7 @@ from tests.reference import assert_matches_reference, needs_cpu_kernels
 
 pytestmark = needs_cpu_kernels
 
-# (shape, layout, gates): what each exercises in csrc/cpu/alpha_relu_cpu.cpp
+# (shape, layout, gates): what each exercises in csrc/cpu/gate.cpp
 CASES = [
     ((3, 5, 70, 70), "contiguous", "layer"),  # 73500 elements: pieces of kPiece, parallel
     ((2, 2, 130, 130), "contiguous", "channel"),  # rows with B = 16900 > kPiece: 2 pieces a row

@@ -154,7 +154,7 @@ def test_triton_final_sum_over_many_partials(shape, layout):
 
 
 class _TorchGateOps:
-    """The native gate ops written in torch, as their C++ comments specify (csrc/alpha_relu_schema.cpp),
+    """The native gate ops written in torch, as their schemas specify (ops/backends/native/schema.py),
     to test the Python side shared by the cuda and cpu backends (layout plan, flat views, strides,
     chain rule) without a GPU or a build."""
 
