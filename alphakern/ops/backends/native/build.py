@@ -24,10 +24,11 @@ STAMP = "alphakern-build.json"
 
 
 def csrc_dir(sources: tuple[str, ...]) -> Path:
-    """Where the native sources are: the copy an installed wheel carries (alphakern/_csrc, see
-    setup.py), else the source tree's top-level csrc/ (a checkout or an editable install)."""
+    """Where the native sources are: the source tree's top-level csrc/ (a checkout or an editable
+    install; first, so a stale copy never shadows an edit), else the copy an installed wheel
+    carries (alphakern/_csrc, see setup.py)."""
     pkg = Path(__file__).resolve().parents[3]  # alphakern/
-    places = (pkg / "_csrc", pkg.parent / "csrc")
+    places = (pkg.parent / "csrc", pkg / "_csrc")
     for src in places:
         if all((src / s).is_file() for s in sources):
             return src
