@@ -11,13 +11,9 @@ variance).
 Backends (``FUSED``): "cpu" and "cuda" (the native kernels, csrc/), and "triton" (CUDA tensors,
 or CPU ones under TRITON_INTERPRET=1), fp32/fp16/bf16, contiguous or channels_last, gates per
 layer or channel; "torch" — and every other case (element gates, float64) — is the composition
-``F.batch_norm`` then ``gate`` on the gate's own backend. ``auto`` takes "cpu" for CPU tensors and
-the composition for CUDA ones: on an H100 (benchmarks/results/gpu/bench_bn_gate_gpu.json,
-2026-12-05) the Triton fused op cost ~0.33 ms forward at every CNN/ResNet-20 shape, 0.18–0.6× eager
-BN + gate (host-bound); "triton" and "cuda" (the CUDA C++ kernels, not yet run on a GPU) are
-chosen by name until one of them measures faster. One registered op
-(``alphakern::bn_gate``, fake kernel and autograd) for torch.compile; a lean autograd.Function in
-eager mode, as ``ops.gate``.
+``F.batch_norm`` then ``gate`` on the gate's own backend. What ``auto`` takes, and why:
+``ops.dispatch``. One registered op (``alphakern::bn_gate``, fake kernel and autograd) for
+torch.compile; a lean autograd.Function in eager mode, as ``ops.gate``.
 """
 
 from __future__ import annotations
@@ -28,20 +24,12 @@ from torch import Tensor
 
 from alphakern.ops.backends.native import bn_gate as native_bn
 from alphakern.ops.backends.triton import bn_gate as triton_bn
-from alphakern.ops.backends.triton.common import INTERPRET
 from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_choice, check_inputs
+from alphakern.ops.dispatch import auto_bn_gate_backend, bn_gate_runs
 from alphakern.ops.gate import gate as gate_op_entry
 
 FUSED = {"cpu": native_bn, "cuda": native_bn, "triton": triton_bn}  # the backends with fused kernels
-
-
-def _runnable(name: str, x: Tensor, granularity: str) -> bool:
-    if granularity not in ("layer", "channel") or x.dtype not in native_bn.DTYPES:
-        return False
-    if name in ("cpu", "cuda"):
-        return x.device.type == name
-    return x.device.type == "cuda" or (x.device.type == "cpu" and INTERPRET)
 
 
 def resolve(backend: str | None, x: Tensor, granularity: str) -> str:
@@ -49,7 +37,7 @@ def resolve(backend: str | None, x: Tensor, granularity: str) -> str:
     ``backend`` takes ``gate``'s names."""
     name = check_choice("auto" if backend is None else backend, "backend", BACKEND_CHOICES)
     if name in FUSED:
-        if not _runnable(name, x, granularity):
+        if not bn_gate_runs(name, x, granularity):
             where = {
                 "cpu": "CPU tensors",
                 "cuda": "CUDA tensors",
@@ -60,11 +48,7 @@ def resolve(backend: str | None, x: Tensor, granularity: str) -> str:
                 f"channel, got {x.dtype} on {x.device} with {granularity} gates; use backend='auto'"
             )
         return name
-    # auto: the fused CPU kernels; on CUDA the composition (the fused Triton op measured slower)
-    on_cpu = name == "auto" and x.device.type == "cpu"
-    if on_cpu and _runnable("cpu", x, granularity) and native_bn.available():
-        return "cpu"
-    return "torch"
+    return auto_bn_gate_backend(x, granularity) if name == "auto" else "torch"
 
 
 @torch.library.custom_op("alphakern::bn_gate", mutates_args=())

@@ -16,27 +16,12 @@ import torch
 from torch import Tensor
 
 from alphakern.ops import backends
-from alphakern.ops.backends import cpu_backend, triton_backend
 from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
 from alphakern.ops.core.granularity import gate_view, granularity_of
+from alphakern.ops.dispatch import auto_backend
 
 ENV_VAR = "ALPHAKERN_BACKEND"
-
-
-def auto_backend(device_type: str, dtype: torch.dtype, act: Activation = RELU) -> str:
-    """What "auto" means: Triton for the dtypes it takes on a GPU, the native kernels on the CPU
-    when they are built and have f (``available`` never compiles), the torch backend elsewhere."""
-    if device_type == "cuda" and dtype in triton_backend.DTYPES and triton_backend.available():
-        return "triton"
-    if (
-        device_type == "cpu"
-        and dtype in cpu_backend.DTYPES
-        and act.name in cpu_backend.ACTIVATIONS
-        and cpu_backend.available()
-    ):
-        return "cpu"
-    return "torch"
 
 
 def resolve_backend(backend: str | None, x: Tensor, act: Activation = RELU) -> str:
@@ -45,7 +30,7 @@ def resolve_backend(backend: str | None, x: Tensor, act: Activation = RELU) -> s
         name = check_backend(os.environ.get(ENV_VAR, "auto"), f"${ENV_VAR}", BACKEND_CHOICES)
     else:
         name = check_backend(backend, "backend", BACKEND_CHOICES)
-    name = auto_backend(x.device.type, x.dtype, act) if name == "auto" else name
+    name = auto_backend(x.device.type, x.dtype, act) if name == "auto" else name  # ops.dispatch
     check_activation(name, act)
     return name
 

@@ -211,3 +211,21 @@ def test_alpha_checks_arguments():
         alphakern.alpha(G, torch.zeros(2))
     torch.testing.assert_close(alphakern.alpha(G, NU), torch.tensor(0.5))
     assert alphakern.alpha(torch.zeros(3, 4), NU).shape == (3, 4)  # one α per gate
+
+
+def test_what_auto_means_for_bn_gate(monkeypatch):
+    """The fused CPU kernels for CPU tensors they take; the composition on CUDA tensors (the
+    Triton fused op measured slower than eager BN + gate on an H100: ops.dispatch)."""
+    from types import SimpleNamespace
+
+    from alphakern.ops.backends.native import bn_gate as native_bn
+    from alphakern.ops.dispatch import auto_bn_gate_backend
+
+    monkeypatch.setattr(native_bn, "available", lambda device="cpu": True)
+    x = torch.zeros(2, 3, 4, 4)
+    assert auto_bn_gate_backend(x, "channel") == auto_bn_gate_backend(x, "layer") == "cpu"
+    assert auto_bn_gate_backend(x, "element") == "torch" == auto_bn_gate_backend(x.double(), "layer")
+    cuda_x = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)  # no GPU needed
+    assert auto_bn_gate_backend(cuda_x, "channel") == "torch"
+    monkeypatch.setattr(native_bn, "available", lambda device="cpu": False)
+    assert auto_bn_gate_backend(x, "channel") == "torch"
