@@ -36,6 +36,7 @@ from alphakern.modules import (
     materialize,
 )
 from alphakern.onnx_export import export_onnx
+from alphakern.ops.core.activations import register_activation
 
 __all__ = [
     # functional: the ops
@@ -64,6 +65,7 @@ __all__ = [
     "layer_verdicts",
     "linearize",
     "nonlinearity_count",
+    "register_activation",
     "relu_count",
     "unfuse_bn",
     # folding

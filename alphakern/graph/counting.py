@@ -12,7 +12,14 @@ from torch import nn
 from alphakern.gate_rules import counts_as_nonlinear
 from alphakern.graph.bn_fusion import unfuse_bn
 from alphakern.modules import AlphaGate, BatchNormGate, FixedGate, FixedSlopeReLU
-from alphakern.ops.core.activations import FUNCTION_FORMS, KINDS, METHOD_CALLABLES, arg_reader, call_kind
+from alphakern.ops.core.activations import (
+    FUNCTION_FORMS,
+    KINDS,
+    METHOD_CALLABLES,
+    arg_reader,
+    call_kind,
+    library_activation,
+)
 
 
 class _Calls(torch.overrides.TorchFunctionMode):
@@ -64,8 +71,21 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
             keep, kind = m.weight != 0, m.act.kind
         counts[kind] = counts.get(kind, 0) + _positions(keep.float(), m.granularity, output, batch)
 
-    gates = [m for m in model.modules() if isinstance(m, (AlphaGate, FixedSlopeReLU, FixedGate))]
+    def leave_library(m, inputs, output) -> None:
+        """An activation module of another library (or registered): its outputs, under its kind,
+        the tensor ops inside it not counted again."""
+        mode.inside -= 1
+        if not mode.inside and isinstance(output, torch.Tensor):
+            kind = library_activation(m).kind
+            counts[kind] = counts.get(kind, 0) + output.numel() // batch
+
+    gate_types = (AlphaGate, FixedSlopeReLU, FixedGate)
+    gates = [m for m in model.modules() if isinstance(m, gate_types)]
+    library = [m for m in model.modules()
+               if library_activation(m) is not None and not isinstance(m, gate_types)]  # fmt: skip
     handles = [h for m in gates for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    handles += [h for m in library for h in (m.register_forward_pre_hook(enter),
+                                             m.register_forward_hook(leave_library))]  # fmt: skip
     was_training = model.training
     model.eval()
     try:

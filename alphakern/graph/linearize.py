@@ -27,11 +27,12 @@ from alphakern.ops.core.activations import (
     METHOD_FORMS,
     RELU,
     UNGATED_FUNCTIONS,
-    UNGATED_MODULES,
     Activation,
     arg_reader,
     call_activation,
+    library_activation,
     module_activation,
+    ungated_reason,
 )
 
 
@@ -53,9 +54,21 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{node.name} ({getattr(node.target, '__name__', node.target)})"
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer with the activation modules of other libraries (and registered ones) as leaves:
+    one node each, which linearize gates or names, rather than the tensor ops inside them."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (
+            library_activation(m) is not None
+            or ungated_reason(m) is not None
+            or super().is_leaf_module(m, qualname)
+        )
+
+
 def _other_activation(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
     """An activation no gate blends, described, else None."""
-    other = (node.op == "call_module" and isinstance(modules.get(node.target), UNGATED_MODULES)) or (
+    other = (node.op == "call_module" and ungated_reason(modules.get(node.target)) is not None) or (
         node.op == "call_function" and node.target in UNGATED_FUNCTIONS
     )
     return _describe(node, modules) if other else None
@@ -95,7 +108,8 @@ def linearize(
     kinds = _check_kinds(activations)
     make_gate(RELU)  # checks granularity and nu_step before any work
     try:
-        gm = fx.symbolic_trace(copy.deepcopy(model))
+        root = copy.deepcopy(model)
+        gm = fx.GraphModule(root, _Tracer().trace(root), type(root).__name__)  # as fx.symbolic_trace names it
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
         return _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
     modules = dict(gm.named_modules())
@@ -150,18 +164,23 @@ def _swap_modules(model: nn.Module, make_gate, kinds: tuple[str, ...], reason: s
     a gate. Counting the calls of each module is impossible without an input, so the warning
     names every swapped module (a module called twice would share its gate) and says functional
     calls are not converted."""
-    swapped = []
+    swapped, left = [], []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
+            path = f"{name}.{child_name}" if name else child_name
             found = module_activation(child)
             if found is not None and found[0].kind in kinds:
                 setattr(module, child_name, make_gate(found[0]))
-                swapped.append(f"{name}.{child_name}" if name else child_name)
+                swapped.append(path)
+            elif found is not None:
+                left.append(f"{path} ({type(child).__name__}: {found[0].kind} not in activations)")
+            elif ungated_reason(child) is not None:
+                left.append(f"{path} ({type(child).__name__}: {ungated_reason(child)})")
     warnings.warn(
         f"linearize: torch.fx could not trace the model ({reason.splitlines()[0]}); swapped the "
-        f"activation modules instead ({', '.join(swapped) or 'none'}). Not converted: functional "
-        "calls (F.relu, torch.relu, Tensor.relu, F.gelu, ...); a module called at several places "
-        "shares one gate.",
+        f"activation modules instead ({', '.join(swapped) or 'none'}). Left without a gate: "
+        f"{', '.join(left) or 'no activation module'}. Not converted: functional calls (F.relu, "
+        "torch.relu, Tensor.relu, F.gelu, ...); a module called at several places shares one gate.",
         stacklevel=3,
     )
     return model

@@ -172,13 +172,82 @@ MODULE_FORMS: list[tuple[type[nn.Module], Callable[[nn.Module], Activation | Non
 ]
 
 
+# Other libraries' classes by qualified name (nothing of theirs imported): what each computes.
+# Hugging Face transformers' GELUActivation and GELUTanh call F.gelu (α = 1 is them exactly, unless
+# built with their *_python flag); NewGELU, FastGELU and AccurateGELU write the tanh GELU out with
+# torch.tanh and pow — the same f, within fp32 rounding of it (tested: 1e-6 of the output's scale).
+NAMED_FORMS: dict[str, Callable[[nn.Module], Activation]] = {
+    "transformers.activations.GELUActivation": lambda m: Activation("gelu"),
+    "transformers.activations.GELUTanh": lambda m: Activation("gelu_tanh"),
+    "transformers.activations.PytorchGELUTanh": lambda m: Activation("gelu_tanh"),
+    "transformers.activations.NewGELUActivation": lambda m: Activation("gelu_tanh"),
+    "transformers.activations.FastGELUActivation": lambda m: Activation("gelu_tanh"),
+    "transformers.activations.AccurateGELUActivation": lambda m: Activation("gelu_tanh"),
+    "transformers.activations.SiLUActivation": lambda m: Activation("silu"),
+}
+# ... and those no gate blends, with the reason linearize's warning gives
+UNGATED_NAMED: dict[str, str] = {
+    "transformers.activations.QuickGELUActivation": "x·σ(1.702x) is no f a gate has",
+    "transformers.activations.ReLUSquaredActivation": "relu(x)² is no f a gate has",
+    "transformers.activations.ClippedGELUActivation": "a clipped GELU: α = 1 would not reproduce the clip",
+    "transformers.activations.LaplaceActivation": "no f a gate has",
+    "transformers.activations.SqrtSoftplusActivation": "no f a gate has",
+    "transformers.activations.XIELUActivation": "no f a gate has",
+    "transformers.activations.MishActivation": "no f a gate has",
+}
+# register_activation's classes, checked first
+REGISTERED: list[tuple[type[nn.Module], Activation]] = []
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_activation(cls: type[nn.Module], kind: str, **params) -> None:
+    """Teach linearize and the counts a module class: its instances compute ``kind`` — an op
+    activation name ("relu", "relu6", "leaky_relu", "gelu", "gelu_tanh", "silu", "hardswish") —
+    with ``params`` (``negative_slope`` for leaky_relu, ``approximate`` for gelu). Registered
+    classes are checked before the built-in table; registering a class again replaces it."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_activation: cls must be a torch.nn.Module subclass, got {cls!r}")
+    if kind not in ROWS:
+        raise ValueError(f"register_activation: kind must be one of {list(ACTIVATIONS)}, got {kind!r}")
+    unknown = set(params) - {"negative_slope", "approximate"}
+    if unknown:
+        raise ValueError(
+            f"register_activation: params may be negative_slope and approximate, got {sorted(unknown)}"
+        )
+    act = Activation.of(kind, **params)
+    REGISTERED[:] = [(c, a) for c, a in REGISTERED if c is not cls]
+    REGISTERED.insert(0, (cls, act))
+
+
+def library_activation(m: nn.Module | None) -> Activation | None:
+    """f of a registered or other library's activation module (not torch.nn's), else None."""
+    for cls, act in REGISTERED:
+        if isinstance(m, cls):
+            return act
+    read = NAMED_FORMS.get(qualified_name(type(m)))
+    return None if read is None else read(m)
+
+
 def module_activation(m: nn.Module | None) -> tuple[Activation, bool] | None:
     """(f, whether the module works in place) of an activation module, or None."""
+    act = library_activation(m)
+    if act is not None:
+        return act, bool(getattr(m, "inplace", False))
     for cls, read in MODULE_FORMS:
         if isinstance(m, cls):
             act = read(m)
             return None if act is None else (act, bool(getattr(m, "inplace", False)))
     return None
+
+
+def ungated_reason(m: nn.Module | None) -> str | None:
+    """Why an activation module is left without a gate (it computes no f a gate has), else None."""
+    if isinstance(m, UNGATED_MODULES):
+        return "no f a gate has"
+    return UNGATED_NAMED.get(qualified_name(type(m)))
 
 
 @dataclass(frozen=True)
