@@ -287,10 +287,15 @@ def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaGate]]:
 
 
 @torch.no_grad()
-def materialize(model: nn.Module, shape: tuple[int, ...] = (1, 3, 32, 32)) -> nn.Module:
-    """Create the lazy γ of per-channel/per-element gates now, with one forward of a zero batch
-    (CIFAR-sized by default) in eval mode: ν and the BatchNorm statistics do not move."""
-    p = next(model.parameters())
+def materialize(
+    model: nn.Module, shape: tuple[int, ...] = (1, 3, 32, 32), *, example_input: Tensor | None = None
+) -> nn.Module:
+    """Create the lazy γ of per-channel/per-element gates now, with one forward in eval mode (ν and
+    the BatchNorm statistics do not move) of ``example_input`` — token ids for a language model —
+    or else of a zero batch of ``shape`` (CIFAR-sized by default)."""
+    if example_input is None:
+        p = next(model.parameters())
+        example_input = torch.zeros(shape, device=p.device, dtype=p.dtype)
     was_training = model.training
-    model.eval()(torch.zeros(shape, device=p.device, dtype=p.dtype))
+    model.eval()(example_input)
     return model.train(was_training)

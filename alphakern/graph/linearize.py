@@ -17,10 +17,11 @@ from __future__ import annotations
 import copy
 import warnings
 
+import torch
 from torch import fx, nn
 
 from alphakern.graph.bn_fusion import fuse_bn as _fuse_bn
-from alphakern.modules import AlphaGate, AlphaReLU
+from alphakern.modules import AlphaGate, AlphaReLU, materialize
 from alphakern.ops.core.activations import (
     FUNCTION_FORMS,
     KINDS,
@@ -90,12 +91,15 @@ def linearize(
     nu_step: float = 0.01,
     backend: str | None = None,
     fuse_bn: bool = False,
+    example_input: torch.Tensor | None = None,
 ) -> nn.Module:
     """A new model (``model`` is left untouched) in which every application of an activation of the
     kinds in ``activations`` (default: every kind a gate has: relu, relu6, leaky_relu, gelu, silu,
     hardswish; ``("relu",)`` gates the ReLUs only) has its own gate — an AlphaReLU for a ReLU, an
     AlphaGate of f otherwise (gates per channel/element are created at the first forward).
-    ``fuse_bn``: each BatchNorm2d → gate pair then runs as one fused op (``fuse_bn`` below)."""
+    ``fuse_bn``: each BatchNorm2d → gate pair then runs as one fused op (``fuse_bn`` below).
+    ``example_input``: one eval-mode forward of it (ν and BatchNorm statistics do not move)
+    creates every lazy γ now — before an optimiser, DDP or a checkpoint sees the model."""
 
     def make_gate(act: Activation) -> AlphaGate:
         if act.name == "relu":
@@ -111,7 +115,8 @@ def linearize(
         root = copy.deepcopy(model)
         gm = fx.GraphModule(root, _Tracer().trace(root), type(root).__name__)  # as fx.symbolic_trace names it
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
-        return _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
+        swapped = _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
+        return swapped if example_input is None else materialize(swapped, example_input=example_input)
     modules = dict(gm.named_modules())
     uses: dict[str, int] = {}
     others = []
@@ -138,7 +143,8 @@ def linearize(
     gm.recompile()
     if others:
         warnings.warn(f"linearize: left as they are (not gated): {', '.join(others)}", stacklevel=2)
-    return _fuse_bn(gm) if fuse_bn else gm
+    out = _fuse_bn(gm) if fuse_bn else gm
+    return out if example_input is None else materialize(out, example_input=example_input)
 
 
 def _gate_name(node: fx.Node, uses: dict[str, int]) -> str:

@@ -303,6 +303,10 @@ IN_PLACE = [
     ("F.leaky_relu(0.2, inplace=True)", lambda h: F.leaky_relu(h, 0.2, inplace=True), "leaky_relu(0.2)"),
     ("F.silu(inplace=True)", lambda h: F.silu(h, inplace=True), "silu"),
     ("F.hardswish(inplace=True)", lambda h: F.hardswish(h, inplace=True), "hardswish"),
+    ("F.relu(h, True)", lambda h: F.relu(h, True), "relu"),  # by position (F.relu passes it on as a keyword)
+    ("F.silu(h, True)", lambda h: F.silu(h, True), "silu"),
+    ("F.hardswish(h, True)", lambda h: F.hardswish(h, True), "hardswish"),
+    ("F.leaky_relu(h, 0.2, True)", lambda h: F.leaky_relu(h, 0.2, True), "leaky_relu(0.2)"),
     ("torch.relu_", torch.relu_, "relu"),
     ("F.relu_", F.relu_, "relu"),
     ("F.leaky_relu_", lambda h: F.leaky_relu_(h, 0.2), "leaky_relu(0.2)"),

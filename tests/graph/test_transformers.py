@@ -154,3 +154,29 @@ def test_register_activation_teaches_a_class_and_names_bad_arguments():
     with pytest.raises(ValueError, match=r"params may be negative_slope and approximate, got \['slope'\]"):
         register_activation(_MyGELU, "leaky_relu", slope=0.1)
     assert alphakern.register_activation is register_activation
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_example_input_creates_every_gate_up_front(granularity):
+    """Lazy γ created by linearize itself (an optimiser built right after sees them), ν and the
+    training flag untouched — on a CNN and on BERT (token ids)."""
+    import torchvision
+
+    from alphakern.modules import AlphaGate
+
+    cnn = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    lin = linearize(cnn, granularity=granularity, example_input=x)
+    gates = [m for m in lin.modules() if isinstance(m, AlphaGate)]
+    assert gates and not any(g.has_uninitialized_params() for g in gates) and lin.training
+    assert all(float(g.nu) == 0.0 for g in gates)
+    torch.optim.Adam(lin.parameters())  # no uninitialized parameter left
+    bert = _models()[0][1]
+    ids = torch.randint(0, 50, (2, T))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gated = linearize(bert, granularity=granularity, example_input=ids)
+    bg = [m for m in gated.modules() if isinstance(m, AlphaGate)]
+    assert len(bg) == 2 and not any(g.has_uninitialized_params() for g in bg)
+    lazy = linearize(cnn, granularity=granularity)
+    assert all(m.has_uninitialized_params() for m in lazy.modules() if isinstance(m, AlphaGate))
