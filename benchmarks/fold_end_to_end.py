@@ -35,18 +35,14 @@ import alphakern
 from alphakern.data import DeviceBatches, load_dataset, probe
 from alphakern.folding import POLICIES, fold_report
 from alphakern.graph import discretize
-from alphakern.train import EVAL_BATCH, TrainConfig, build_model, evaluate, load_checkpoint
+from alphakern.train import EVAL_BATCH, TrainConfig, evaluate, runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fold_end_to_end"
 
 
 def load_run(run_dir: str) -> torch.nn.Module:
     """A finished run's network, discretised, eval, on the CPU."""
-    state = load_checkpoint(run_dir)
-    cfg = TrainConfig.from_dict(state["config"])
-    model = build_model(cfg, torch.device("cpu"), channels_last=False, keep=state.get("keep"))
-    model.load_state_dict(state["model"])
-    return discretize(model).eval()
+    return discretize(runs.load_run(run_dir, "cpu").model).eval()
 
 
 def main() -> None:

@@ -9,6 +9,17 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]  # what the fused kernel
 GRANULARITIES = ["layer", "channel", "element"]  # γ per layer, per channel, per element of a sample
 GATED = ["channel", "element"]
 
+
+def set_alpha(model: torch.nn.Module, value: float) -> None:
+    """Every gate of ``model`` at α = 1 or 0 exactly (γ = ±10, ν = 1e4 saturate both sigmoids)."""
+    from alphakern import alpha_layers
+
+    for _, m in alpha_layers(model):
+        with torch.no_grad():
+            m.gamma.fill_(10.0 if value == 1 else -10.0)
+            m.nu.fill_(1e4)
+
+
 # Named memory layouts of a test tensor; each test picks the ones it means (``layouts``).
 LAYOUTS = {
     "contiguous": lambda t: t,

@@ -76,13 +76,13 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
         the tensor ops inside it not counted again."""
         mode.inside -= 1
         if not mode.inside and isinstance(output, torch.Tensor):
-            kind = library_activation(m).kind
+            kind = library[m]
             counts[kind] = counts.get(kind, 0) + output.numel() // batch
 
     gate_types = (AlphaGate, FixedSlopeReLU, FixedGate)
     gates = [m for m in model.modules() if isinstance(m, gate_types)]
-    library = [m for m in model.modules()
-               if library_activation(m) is not None and not isinstance(m, gate_types)]  # fmt: skip
+    library = {m: act.kind for m in model.modules()
+               if not isinstance(m, gate_types) and (act := library_activation(m)) is not None}  # fmt: skip
     handles = [h for m in gates for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
     handles += [h for m in library for h in (m.register_forward_pre_hook(enter),
                                              m.register_forward_hook(leave_library))]  # fmt: skip

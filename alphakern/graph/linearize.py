@@ -180,8 +180,8 @@ def _swap_modules(model: nn.Module, make_gate, kinds: tuple[str, ...], reason: s
                 swapped.append(path)
             elif found is not None:
                 left.append(f"{path} ({type(child).__name__}: {found[0].kind} not in activations)")
-            elif ungated_reason(child) is not None:
-                left.append(f"{path} ({type(child).__name__}: {ungated_reason(child)})")
+            elif (why := ungated_reason(child)) is not None:
+                left.append(f"{path} ({type(child).__name__}: {why})")
     warnings.warn(
         f"linearize: torch.fx could not trace the model ({reason.splitlines()[0]}); swapped the "
         f"activation modules instead ({', '.join(swapped) or 'none'}). Left without a gate: "

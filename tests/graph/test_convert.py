@@ -7,6 +7,7 @@ from torch import nn
 
 import alphakern
 from alphakern import AlphaReLU, alpha_layers, linearize, relu_count
+from tests.utils import set_alpha
 
 torchvision = pytest.importorskip("torchvision")
 pytestmark = pytest.mark.filterwarnings("ignore:linearize. left as they are")  # Mixed's GELU, tested once
@@ -44,14 +45,6 @@ class _NoReLU(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _set_alpha(model, value: float) -> None:
-    """α = 1 or 0 exactly: γ = ±10, ν = 1e4 saturates the sigmoid."""
-    for _, m in alpha_layers(model):
-        with torch.no_grad():
-            m.gamma.fill_(10.0 if value == 1 else -10.0)
-            m.nu.fill_(1e4)
-
-
 def test_resnet18_gets_17_gates_none_shared_and_the_original_is_untouched():
     model = torchvision.models.resnet18(num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -78,9 +71,9 @@ def test_alpha_one_is_the_relu_network_and_alpha_zero_the_relu_free_one(granular
     model, x = Mixed().eval(), torch.randn(2, 3, 8, 8)
     lin = linearize(model, activations=("relu",), granularity=granularity).eval()
     lin(x)  # gates per channel/element come into being at the first forward
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     torch.testing.assert_close(lin(x), model(x), rtol=0, atol=0)
-    _set_alpha(lin, 0)
+    set_alpha(lin, 0)
     with _NoReLU():
         expected = model(x)
     torch.testing.assert_close(lin(x), expected, rtol=0, atol=0)
@@ -93,7 +86,7 @@ def test_relu_count():
     lin = linearize(model, activations=("relu",), granularity="channel")
     assert relu_count(lin, x) == 7 * 4 * 8 * 8  # fresh gates: α = ½, all kept
     lin(x)
-    _set_alpha(lin, 0)
+    set_alpha(lin, 0)
     assert relu_count(lin, x) == 0
     _, first = alpha_layers(lin)[0]
     with torch.no_grad():

@@ -19,14 +19,7 @@ from alphakern import (
     relu_count,
 )
 from alphakern.modules import FixedGate
-
-
-def _set_alpha(model, value: float) -> None:
-    """α = 1 or 0 exactly (γ = ±10, ν = 1e4 saturate both sigmoids in fp64)."""
-    for _, m in alpha_layers(model):
-        with torch.no_grad():
-            m.gamma.fill_(10.0 if value == 1 else -10.0)
-            m.nu.fill_(1e4)
+from tests.utils import set_alpha
 
 
 def _applications(model, x, kinds) -> int:
@@ -56,13 +49,13 @@ def test_torchvision_models_get_one_gate_per_application_and_alpha_one_is_the_mo
     assert len(gates) == calls and all(g.act.kind == kind for _, g in gates)
     assert nonlinearity_count(model, x) == {kind: positions}
     lin(x)
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     with torch.no_grad():
         assert torch.equal(lin(x), model(x))
     assert nonlinearity_count(lin, x) == {kind: positions} and relu_count(lin, x) == 0
     exact = discretize(lin)
     assert sum(isinstance(m, module) for m in exact.modules()) == calls
-    _set_alpha(lin, 0)
+    set_alpha(lin, 0)
     assert nonlinearity_count(lin, x) == {}
     assert not any(isinstance(m, module) for m in discretize(lin).modules())
 
@@ -116,13 +109,13 @@ def test_every_form_of_every_kind_is_gated_with_its_parameters():
     per = 4 * 5 * 5
     want = {"relu": per, "relu6": 4 * per, "leaky_relu": 2 * per, "gelu": 2 * per, "silu": 2 * per}
     assert nonlinearity_count(model, x) == {**want, "hardswish": 2 * per}
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     with torch.no_grad():
         # the default backend (the native CPU kernels where built): f within fp32 rounding
         torch.testing.assert_close(lin(x), model(x), rtol=1e-5, atol=1e-6)
         # the torch backend blends PyTorch's own f: exactly the model
         exact = linearize(model, backend="torch").eval()
-        _set_alpha(exact, 1)
+        set_alpha(exact, 1)
         torch.testing.assert_close(exact(x), model(x), rtol=0, atol=0)
     only = linearize(model, activations=("gelu",))
     assert [str(m.act) for _, m in alpha_layers(only)] == ["gelu_tanh", "gelu"]
@@ -254,7 +247,7 @@ def test_every_row_counts_and_discretizes_to_its_own_module(act, kind, granulari
     assert nonlinearity_count(model, x) == {kind: per}
     lin = linearize(model, granularity=granularity, backend="torch").eval()
     lin(x)
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     assert nonlinearity_count(lin, x) == {kind: per}
     exact = discretize(lin)
     (got,) = [m for m in exact.modules() if not isinstance(m, (nn.Sequential, nn.Conv2d, fx.GraphModule))]
@@ -263,7 +256,7 @@ def test_every_row_counts_and_discretizes_to_its_own_module(act, kind, granulari
     assert nonlinearity_count(exact, x) == {kind: per}
     with torch.no_grad():
         assert torch.equal(exact(x), model(x)) and torch.equal(lin(x), model(x))
-    _set_alpha(lin, 0)
+    set_alpha(lin, 0)
     assert nonlinearity_count(lin, x) == {} == nonlinearity_count(discretize(lin), x)
     with torch.no_grad():
         assert torch.equal(discretize(lin)(x), model[0](x))
@@ -328,8 +321,8 @@ def test_every_in_place_form_is_gated_even_when_its_result_is_unused(call, act):
     x = torch.randn(2, 3, 5, 5) * 4
     lin = linearize(model, backend="torch").eval()
     assert [str(m.act) for _, m in alpha_layers(lin)] == [act]
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     with torch.no_grad():
         assert torch.equal(lin(x), model(x))
-        _set_alpha(lin, 0)
+        set_alpha(lin, 0)
         assert torch.equal(lin(x), model.conv(x) * 2)

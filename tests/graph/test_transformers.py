@@ -16,19 +16,13 @@ from torch import nn
 
 import alphakern
 from alphakern import alpha_layers, linearize, nonlinearity_count, register_activation
+from tests.utils import set_alpha
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 from transformers import activations as hf  # noqa: E402
 
 T = 6  # tokens
-
-
-def _set_alpha(model, value: float) -> None:
-    for _, m in alpha_layers(model):
-        with torch.no_grad():
-            m.gamma.fill_(10.0 if value == 1 else -10.0)
-            m.nu.fill_(1e4)
 
 
 def _models():
@@ -69,14 +63,14 @@ def test_hugging_face_models_get_a_gate_per_activation_module(case):
         lin = linearize(model, backend="torch").eval()
     assert any("swapped the activation modules" in str(x.message) for x in w)  # fx could not trace it
     assert len(alpha_layers(lin)) == 2
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     assert nonlinearity_count(lin, ids) == {kind: per_sample}
     want, got = _out(model, ids), _out(lin, ids)
     if name == "gpt2":  # NewGELU writes the tanh GELU out: the same f within fp32 rounding
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     else:  # GELUActivation and Llama's SiLU call F.gelu / F.silu: exactly the model
         assert torch.equal(got, want)
-    _set_alpha(lin, 0)
+    set_alpha(lin, 0)
     assert nonlinearity_count(lin, ids) == {}
     identity = copy.deepcopy(model)
     for parent in list(identity.modules()):
@@ -120,7 +114,7 @@ def test_traced_models_gate_library_classes_as_one_node():
     x = torch.randn(3, 4)
     lin = linearize(model, backend="torch").eval()
     assert [str(m.act) for _, m in alpha_layers(lin)] == ["gelu_tanh"]
-    _set_alpha(lin, 1)
+    set_alpha(lin, 1)
     with torch.no_grad():
         torch.testing.assert_close(lin(x), model(x), rtol=1e-6, atol=1e-6)
     assert nonlinearity_count(model, x) == {"gelu": 8} == nonlinearity_count(lin, x)
@@ -139,7 +133,7 @@ def test_register_activation_teaches_a_class_and_names_bad_arguments():
     try:
         lin = linearize(model, backend="torch").eval()
         assert [str(m.act) for _, m in alpha_layers(lin)] == ["gelu"]
-        _set_alpha(lin, 1)
+        set_alpha(lin, 1)
         with torch.no_grad():
             torch.testing.assert_close(lin(x), model(x), rtol=1e-6, atol=1e-6)
         assert nonlinearity_count(model, x) == {"gelu": 8}

@@ -278,8 +278,9 @@ METHOD_FORMS: dict[str, FunctionForm] = {
     "relu": FunctionForm("relu"),
     "relu_": FunctionForm("relu", inplace=True),
 }
-METHOD_CALLABLES: dict[Callable, FunctionForm] = {torch.Tensor.relu: METHOD_FORMS["relu"],
-                                                  torch.Tensor.relu_: METHOD_FORMS["relu_"]}  # fmt: skip
+METHOD_CALLABLES: dict[Callable, FunctionForm] = {
+    getattr(torch.Tensor, n): f for n, f in METHOD_FORMS.items()
+}
 
 
 def arg_reader(args: tuple, kwargs: dict) -> Callable[[int, str, object], object]:
