@@ -33,14 +33,21 @@ def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
     return _alpha(gamma, nu)
 
 
-def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, *, backend: str | None = None) -> Tensor:
+def alpha_relu(
+    x: Tensor, gamma: Tensor, nu: Tensor, *, granularity: str | None = None, backend: str | None = None
+) -> Tensor:
     """R_α(x) = x + α·relu(−x) with α = σ((σ(γ) − ½)·ν); differentiable w.r.t. x and γ.
+
+    ``granularity``: what γ's shape means — "layer" (1 element), "channel" ((C,), C = x.shape[1]),
+    "element" (x.shape[1:], shared over the batch) or "feature" ((D,), D = x.shape[-1], shared over
+    every leading dim: a transformer's hidden features at every token). None (default) infers the
+    first three from the shapes; "feature" is never inferred, since D can equal C.
 
     ``backend``: "auto" (default: triton on CUDA; on the CPU the native "cpu" kernels when they are
     built, else "torch"), "torch", "triton", "cuda" or "cpu"; the environment variable
     ALPHAKERN_BACKEND overrides the default.
     """
-    return _op.alpha_relu(x, gamma, nu, backend)
+    return _op.alpha_relu(x, gamma, nu, backend, granularity)
 
 
 def gate(
@@ -51,6 +58,7 @@ def gate(
     activation: str = "relu",
     negative_slope: float = 0.01,
     approximate: str = "none",
+    granularity: str | None = None,
     backend: str | None = None,
 ) -> Tensor:
     """G_α,f(x) = x + α·(f(x) − x) with α = σ((σ(γ) − ½)·ν): f where α = 1, x where α = 0;
@@ -58,12 +66,13 @@ def gate(
 
     ``activation``: "relu" (= ``alpha_relu``, bit for bit), "relu6", "leaky_relu"
     (``negative_slope``), "gelu" (``approximate`` "none" or "tanh", as F.gelu), "silu",
-    "hardswish". ``backend`` as ``alpha_relu``'s (every backend has every f).
+    "hardswish". ``granularity`` and ``backend`` as ``alpha_relu``'s (every backend has every f
+    and granularity).
     """
     act = Activation.of(activation, negative_slope, approximate)
     if act.name == "relu":
-        return _op.alpha_relu(x, gamma, nu, backend)
-    return _gate.gate(x, gamma, nu, act, backend)
+        return _op.alpha_relu(x, gamma, nu, backend, granularity)
+    return _gate.gate(x, gamma, nu, act, backend, granularity)
 
 
 def bn_gate(

@@ -12,7 +12,8 @@ from torch.nn.parameter import UninitializedParameter
 from alphakern.functional import alpha, bn_gate, gate
 from alphakern.ops.core import GRANULARITIES
 from alphakern.ops.core.activations import Activation
-from alphakern.ops.core.granularity import gate_view
+from alphakern.ops.core.granularity import gate_shape, gate_view
+from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
 
 class AlphaGate(LazyModuleMixin, nn.Module):
@@ -26,9 +27,12 @@ class AlphaGate(LazyModuleMixin, nn.Module):
     identity). The update stays on the device: no host sync.
 
     ``granularity``: "layer" (one 0-dim γ), "channel" (γ of shape (C,), C = x.shape[1], like
-    ``nn.PReLU(C)``) or "element" (γ of shape x.shape[1:], shared over the batch). Channel and
-    element γ are created at the first forward from x's shape, as ``nn.LazyLinear`` creates its
-    weight — build the optimiser after that forward; ``load_state_dict`` into a fresh module works.
+    ``nn.PReLU(C)``), "element" (γ of shape x.shape[1:], shared over the batch) or "feature" (γ of
+    shape (D,), D = x.shape[-1], shared over every leading dim: one gate per hidden feature of a
+    transformer, whatever the batch and sequence length). Channel, element and feature γ are
+    created at the first forward from x's shape, as ``nn.LazyLinear`` creates its weight — build
+    the optimiser after that forward (or ``materialize`` the model); ``load_state_dict`` into a
+    fresh module works.
     """
 
     cls_to_become = None
@@ -60,13 +64,10 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         """γ = 0 of the granularity's shape for x, on x's device (called before the first forward)."""
         if not self.has_uninitialized_params():
             return
-        if x.dim() < 2:
-            raise ValueError(
-                f"{type(self).__name__}(granularity={self.granularity!r}) needs x with >= 2 dims "
-                "(N, C, ...), "
-                f"got shape {tuple(x.shape)}"
-            )
-        shape = x.shape[1:2] if self.granularity == "channel" else x.shape[1:]
+        try:
+            shape = gate_shape(x, self.granularity)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
         with torch.no_grad():
             self.gamma.materialize(shape, device=x.device)
             self.gamma.zero_()
@@ -86,7 +87,7 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         # functional.gate routes f = relu to the alpha_relu op (the one place that does)
         act = self.act
         return gate(x, self.gamma, self.step_nu(), activation=act.name, negative_slope=act.negative_slope,
-                    backend=self.backend)  # fmt: skip
+                    granularity=self.granularity, backend=self.backend)  # fmt: skip
 
     @property
     def alpha(self) -> Tensor:
@@ -134,9 +135,7 @@ class EagerAlphaReLU(AlphaReLU):
                 "EagerAlphaReLU cannot be trained under torch.compile (PyTorch recomputes reads "
                 "of mutated buffers in the backward, so γ's gradient would be wrong); use AlphaReLU"
             )
-        a = alpha(self.gamma, self.step_nu())
-        if self.granularity == "channel":
-            a = gate_view(a, x, "channel")
+        a = gate_view(alpha(self.gamma, self.step_nu()), x, self.granularity)
         return x + a * torch.relu(-x)
 
 
@@ -191,7 +190,8 @@ class BatchNormGate(nn.BatchNorm2d):
         hooks = g._forward_hooks or g._forward_pre_hooks or nn.modules.module._global_forward_hooks
         if isinstance(g, nn.ReLU):
             return bool(hooks)
-        return bool(hooks) or isinstance(g.gamma, UninitializedParameter) or g.granularity == "element"
+        unfused = g.granularity not in BN_GATE_GRANULARITIES  # element and feature gates
+        return bool(hooks) or isinstance(g.gamma, UninitializedParameter) or unfused
 
     def _gate_args(self) -> tuple[Tensor, Tensor, Activation, str | None]:
         """(γ, ν for this forward, f, backend)."""
@@ -223,15 +223,18 @@ class BatchNormGate(nn.BatchNorm2d):
         return super().extra_repr() + f", gate={self.gate_name or type(self.gate).__name__}"
 
 
+_FIXED_GRANULARITIES = ("channel", "element", "feature")  # a layer gate becomes f's module or nn.Identity
+
+
 class FixedGate(nn.Module):
     """x + w·(f(x) − x) with a fixed weight w per gate (a buffer, nothing trained): what
-    ``discretize`` and the budget make of a per-channel/per-element AlphaGate of f ≠ relu whose
+    ``discretize`` and the budget make of a per-channel/element/feature AlphaGate of f ≠ relu whose
     gates disagree — w = 1 (f) or 0 (identity) per decided gate, α for an undecided one."""
 
     def __init__(self, weight: Tensor, *, activation: Activation, granularity: str) -> None:
         super().__init__()
-        if granularity not in ("channel", "element"):
-            raise ValueError(f"granularity must be 'channel' or 'element', got {granularity!r}")
+        if granularity not in _FIXED_GRANULARITIES:
+            raise ValueError(f"granularity must be one of {list(_FIXED_GRANULARITIES)}, got {granularity!r}")
         self.act, self.granularity = activation, granularity
         self.register_buffer("weight", weight.detach().clone())
 
@@ -247,13 +250,13 @@ class FixedGate(nn.Module):
 
 class FixedSlopeReLU(nn.Module):
     """PReLU with a fixed slope per gate (a buffer, nothing trained): what ``discretize`` makes of
-    a per-channel/per-element AlphaReLU whose gates disagree — slope 0 for a ReLU gate, 1 for an
+    a per-channel/element/feature AlphaReLU whose gates disagree — slope 0 for a ReLU gate, 1 for an
     identity gate, 1 − α for an undecided one."""
 
     def __init__(self, slope: Tensor, *, granularity: str) -> None:
         super().__init__()
-        if granularity not in ("channel", "element"):
-            raise ValueError(f"granularity must be 'channel' or 'element', got {granularity!r}")
+        if granularity not in _FIXED_GRANULARITIES:
+            raise ValueError(f"granularity must be one of {list(_FIXED_GRANULARITIES)}, got {granularity!r}")
         self.granularity = granularity
         self.register_buffer("slope", slope.detach().clone())
 
@@ -262,7 +265,7 @@ class FixedSlopeReLU(nn.Module):
         if self.granularity == "channel":
             return F.prelu(x, s)
         # no torch.relu here: relu_count would take it for a ReLU of every position
-        return torch.where(x > 0, x, x * s)
+        return torch.where(x > 0, x, x * gate_view(s, x, self.granularity))
 
     def extra_repr(self) -> str:
         return f"granularity={self.granularity!r}, gates={tuple(self.slope.shape)}"

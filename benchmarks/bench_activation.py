@@ -16,6 +16,9 @@ keeps the numbers that matter most.
     python benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish
         # the gate x + α·(f(x) − x) for other f: 64×64×32×32 and 16M, layer and channel gates,
         # vs the eager blend and torch.compile of it (bench_activation_<device>_activations.json)
+    python benchmarks/bench_activation.py --gates feature --activation gelu,gelu_tanh,silu
+        # per-feature gates at transformer MLP shapes: ViT-S/16's 64×197×1536, BERT-base's
+        # 8×512×3072 (bench_activation_<device>_features.json)
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ def sizes(device: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
 
 
 GATED_LARGE = ("cnn-b256-l1", (256, 64, 32, 32))  # 16M elements with channels: the ≥ 16M target
+# per-feature gates: the hidden activations of transformer MLPs (batch, tokens, hidden) — ViT-S/16 at
+# 224² (197 tokens, 4·384) for a batch of 64, BERT-base (512 tokens, 4·768) for a batch of 8
+FEATURE_SIZES = [("vit-s-mlp-b64", (64, 197, 1536)), ("bert-mlp-b8", (8, 512, 3072))]
+FEATURE_SIZES_QUICK = [("vit-ti-mlp-b8", (8, 65, 768))]
 
 
 # --activation: the sizes of the activations' table (4M = a 64-image batch of the CNN's first layer)
@@ -90,6 +97,9 @@ def groups(
     four_d = [(lab, s) for lab, s in shapes if len(s) == 4]
     small = [(lab, s) for lab, s in shapes if (lab, s) not in large + four_d]
     items = []
+    if "feature" in gates:  # transformer shapes only (a (B, T, D) x)
+        items += [(lab, s, "feature") for lab, s in (FEATURE_SIZES_QUICK if quick else FEATURE_SIZES)]
+        gates = tuple(g for g in gates if g != "feature")
     for gate in gates:  # the ≥ 16M sizes
         items += [
             (lab, s, gate) for lab, s in (large if gate == "layer" else ([] if quick else [GATED_LARGE]))
@@ -109,9 +119,10 @@ def groups(
     ]
 
 
-def gate_view(t, x):
-    """Per-gate values broadcast over x: scalar, (1, C, 1, 1) or (1, *x.shape[1:])."""
-    if t.numel() == 1:
+def gate_view(t, x, gates="layer"):
+    """Per-gate values broadcast over x: scalar, (1, C, 1, 1), (1, *x.shape[1:]) or, per feature,
+    (D,) over the last dim."""
+    if t.numel() == 1 or gates == "feature":
         return t
     return t.reshape(1, -1, *([1] * (x.dim() - 2))) if t.shape == x.shape[1:2] else t.unsqueeze(0)
 
@@ -120,7 +131,7 @@ def make_gamma(gates: str, shape, device):
     if gates == "layer":
         return torch.tensor(0.3, device=device)
     g = torch.Generator().manual_seed(1)
-    gshape = shape[1:2] if gates == "channel" else shape[1:]
+    gshape = {"channel": shape[1:2], "element": shape[1:], "feature": shape[-1:]}[gates]
     return (torch.rand(gshape, generator=g) - 0.5).to(device)
 
 
@@ -135,7 +146,7 @@ ORACLE_F = {
 }
 
 
-def reference(x, gamma, nu, dy, activation="relu"):
+def reference(x, gamma, nu, dy, activation="relu", gates="layer"):
     """(y, dx, dγ) in float64 by autograd of x + α·relu(−x) — or x + α·(f(x) − x) with PyTorch's
     own f — α = σ((σ(γ) − ½)·ν) per gate, written out here rather than taken from alphakern or a
     provider: the oracle must not share their code."""
@@ -143,7 +154,7 @@ def reference(x, gamma, nu, dy, activation="relu"):
     g64 = gamma.detach().double().requires_grad_()
     a = torch.sigmoid((torch.sigmoid(g64) - 0.5) * nu.double())
     h = torch.relu(-x64) if activation == "relu" else ORACLE_F[activation](x64) - x64
-    y = x64 + gate_view(a, x64) * h
+    y = x64 + gate_view(a, x64, gates) * h
     dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
     return y.detach(), dx, dg
 
@@ -166,12 +177,13 @@ def check(outputs, ref, x, dy, dtype) -> str:
     return "ok"
 
 
-def make_call(fn, mode, x, gamma, nu, dy):
+def make_call(fn, mode, x, gamma, nu, dy, gates="layer"):
+    g = "feature" if gates == "feature" else None  # the one granularity a call must name
     if mode == "fwd":
-        return lambda: fn(x, gamma, nu)
+        return lambda: fn(x, gamma, nu, g)
     xg = x.detach().requires_grad_()
     gg = gamma.detach().requires_grad_()
-    return lambda: torch.autograd.grad(fn(xg, gg, nu), (xg, gg), dy)
+    return lambda: torch.autograd.grad(fn(xg, gg, nu, g), (xg, gg), dy)
 
 
 _KERNELS: dict[tuple, int | None] = {}  # launches depend on (provider, mode, dtype), not on size
@@ -205,7 +217,7 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer
     gamma = make_gamma(gates, shape, device)
     provs = {k: v for k, v in provs.items() if providers.supports(k, gates)}
     nu = torch.tensor(10.0, device=device)
-    ref = reference(x, gamma, nu, dy, activation)
+    ref = reference(x, gamma, nu, dy, activation, gates)
     if mode == "fwd":
         ref = ref[:1]
     # GPU: more input sets (fresh random data each) until they outgrow L2 twice over
@@ -229,7 +241,7 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer
         try:
             if name == "compile":
                 fn = compiled_eager(activation)
-            call = make_call(fn, mode, x, gamma, nu, dy)
+            call = make_call(fn, mode, x, gamma, nu, dy, gates)
             t0 = time.perf_counter()
             out = call()  # first call: compiles / autotunes / builds
             if device == "cuda":
@@ -241,10 +253,12 @@ def bench_group(device, label, shape, dtype, mode, provs, budget_s, gates="layer
                 row["check"] = check(outs, ref, x, dy, dtype)
             else:
                 # y of the same provider for the forward part of the check
-                y = fn(x, gamma, nu)
+                y = fn(x, gamma, nu, "feature" if gates == "feature" else None)
                 row["check"] = check((y, outs[1], outs[2]), ref, x, dy, dtype)
             if row["check"] == "ok":
-                calls[name] = [call] + [make_call(fn, mode, xs, gamma, nu, dys) for xs, dys in sets[1:]]
+                calls[name] = [call] + [
+                    make_call(fn, mode, xs, gamma, nu, dys, gates) for xs, dys in sets[1:]
+                ]
         except Exception as e:  # report and carry on with the other providers
             row["check"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         rows.append(row)
@@ -387,7 +401,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--gates",
         default="layer",
-        help="comma-separated: layer, channel, element (γ per layer/channel/element)",
+        help="comma-separated: layer, channel, element, feature (γ per layer/channel/element, or per "
+        "feature of the last dim at transformer MLP shapes)",
     )
     p.add_argument("--sizes", default=None, help="comma-separated size labels to keep (e.g. cnn-b64-l3)")
     p.add_argument(
@@ -408,7 +423,8 @@ def main(argv=None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     name = device_name(device)
     slug = "cpu" if device == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    suffix = ("_activations" if args.activation else "") + ("-quick" if args.quick else "")
+    table = "_features" if args.gates == "feature" else ("_activations" if args.activation else "")
+    suffix = table + ("-quick" if args.quick else "")
     json_path = args.json or RESULTS / f"bench_activation_{slug}{suffix}.json"
     plot_path = args.plot or json_path.with_suffix(".png")
     dtypes = (
@@ -492,7 +508,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted after {len(rows)} rows; saving what was measured", file=sys.stderr)
     save()
-    if rows and args.activation:
+    if rows and (args.activation or "feature" in args.gates):
         plot_activations(rows, plot_path, f"x + alpha*(f(x) - x), forward+backward, on {name}")
     elif rows:
         plot(rows, plot_path, f"R_alpha forward+backward on {name}", copy_gbs)

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 
 import alphakern
 
-Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# fn(x, γ, ν, granularity=None): granularity "feature" (γ of shape (D,) over x's last dim) must be
+# said, as alphakern.gate's; the others follow from γ's shape
+Fn = Callable[..., torch.Tensor]
 
 
-def _per_gate(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """α broadcast over x: one per layer, per channel (1, C, 1, ...) or per element (1, *x.shape[1:])."""
-    if a.numel() == 1:
+def _per_gate(a: torch.Tensor, x: torch.Tensor, granularity: str | None = None) -> torch.Tensor:
+    """α broadcast over x: one per layer, per channel (1, C, 1, ...), per element (1, *x.shape[1:])
+    or per feature ((D,) over the last dim, as broadcasting does by itself)."""
+    if a.numel() == 1 or granularity == "feature":
         return a
     return a.reshape(1, -1, *([1] * (x.dim() - 2))) if a.shape == x.shape[1:2] else a.unsqueeze(0)
 
@@ -38,9 +41,11 @@ F_OF: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def eager(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def eager(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str | None = None
+) -> torch.Tensor:
     """The original study's expression (per channel: α.view(1, C, 1, 1), what a user would write)."""
-    return x + _per_gate(alphakern.alpha(gamma, nu), x) * F.relu(-x)
+    return x + _per_gate(alphakern.alpha(gamma, nu), x, granularity) * F.relu(-x)
 
 
 def eager_gate(activation: str) -> Fn:
@@ -49,28 +54,34 @@ def eager_gate(activation: str) -> Fn:
         return eager
     f = F_OF[activation]
 
-    def fn(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
-        return x + _per_gate(alphakern.alpha(gamma, nu), x) * (f(x) - x)
+    def fn(
+        x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str | None = None
+    ) -> torch.Tensor:
+        return x + _per_gate(alphakern.alpha(gamma, nu), x, granularity) * (f(x) - x)
 
     fn.__name__ = f"eager_{activation}"
     return fn
 
 
-def prelu(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+def prelu(
+    x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str | None = None
+) -> torch.Tensor:
     """PyTorch's own fused kernel for the same function: PReLU with slope 1 − α (one, or (C,))."""
     return F.prelu(x, (1 - alphakern.alpha(gamma, nu)).to(x.dtype).reshape(-1))
 
 
 def supports(provider: str, gates: str) -> bool:
-    """F.prelu has no per-element weight."""
-    return not (gates == "element" and provider == "prelu")
+    """F.prelu has no per-element or per-feature weight."""
+    return not (gates in ("element", "feature") and provider == "prelu")
 
 
 def fused(backend: str, activation: str = "relu") -> Fn:
-    def fn(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    def fn(
+        x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, granularity: str | None = None
+    ) -> torch.Tensor:
         if activation == "relu":
-            return alphakern.alpha_relu(x, gamma, nu, backend=backend)
-        return alphakern.gate(x, gamma, nu, activation=activation, backend=backend)
+            return alphakern.alpha_relu(x, gamma, nu, granularity=granularity, backend=backend)
+        return alphakern.gate(x, gamma, nu, activation=activation, granularity=granularity, backend=backend)
 
     fn.__name__ = f"alphakern_{backend}_{activation}"
     return fn

@@ -66,25 +66,25 @@ def device_for(backend: str) -> str:
     return {"cuda": "cuda", "cpu": "cpu"}.get(backend, DEVICE)
 
 
-def reference(x, gamma, nu, dy):
+def reference(x, gamma, nu, dy, granularity=None):
     """(y, dx, dgamma) by float64 autograd of PReLU with slope 1 − α = σ(−z) per gate, from the
     (already rounded) inputs. For finite x this is x + α·relu(−x); at x = −inf it gives −inf
     where the study's expression gives NaN (−inf + inf)."""
     x64 = x.detach().double().requires_grad_()
     g64 = gamma.detach().double().requires_grad_()
     nu64 = nu.detach().double()
-    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu64
+    z = (torch.sigmoid(per_gate(g64, x, gamma, granularity)) - 0.5) * nu64
     y = torch.where(x64 >= 0, x64, x64 * torch.sigmoid(-z))  # slope 1 at ±0, as autograd of relu
     dx, dg = torch.autograd.grad(y, (x64, g64), dy.double())
     return y.detach(), dx, dg
 
 
-def dgamma_atol(x, gamma, nu, dy, rtol: float):
+def dgamma_atol(x, gamma, nu, dy, rtol: float, granularity=None):
     """Allowed |error| of dγ per gate: fp32 accumulation, ∝ Σ|dy·relu(−x)|·|dα/dγ| over the gate's
     positions (the chain factor is computed in fp64 by every backend, so it adds nothing)."""
     x64, g64, nu64 = x.detach().double(), gamma.detach().double(), nu.double()
     ones = torch.ones_like(g64, requires_grad=True)
-    weighted = (dy.double().abs() * torch.relu(-x64)).nan_to_num() * per_gate(ones, x, gamma)
+    weighted = (dy.double().abs() * torch.relu(-x64)).nan_to_num() * per_gate(ones, x, gamma, granularity)
     (total,) = torch.autograd.grad(weighted.sum(), ones)  # Σ over each gate's positions
     s = torch.sigmoid(g64)
     z = (s - 0.5) * nu64
@@ -143,15 +143,15 @@ def tolerance(dtype: torch.dtype, backend: str | None) -> dict:
     return TOL[dtype]
 
 
-def assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend: str | None = None):
-    ry, rdx, rdg = reference(x, gamma, nu, dy)
+def assert_matches_reference(x, gamma, nu, dy, y, dx, dg, backend: str | None = None, granularity=None):
+    ry, rdx, rdg = reference(x, gamma, nu, dy, granularity)
     tol = tolerance(x.dtype, backend)
     assert y.dtype == x.dtype and dx.dtype == x.dtype and dg.dtype == gamma.dtype
     assert y.shape == x.shape and dx.shape == x.shape and dg.shape == gamma.shape
     assert_close_scaled(y, ry, what="y", **tol)
     assert_close_scaled(dx, rdx, what="dx", **tol)
     rtol = DGAMMA_RTOL[x.dtype]
-    assert_close_scaled(dg, rdg, rtol, dgamma_atol(x, gamma, nu, dy, rtol), what="dgamma")
+    assert_close_scaled(dg, rdg, rtol, dgamma_atol(x, gamma, nu, dy, rtol, granularity), what="dgamma")
 
 
 # -- the gate of any f, and BatchNorm then the gate ------------------------------------------------
@@ -165,13 +165,13 @@ def f64(name: str, x: torch.Tensor) -> torch.Tensor:
     return getattr(F, name)(x)
 
 
-def gate_reference(name, x, gamma, nu, dy):
+def gate_reference(name, x, gamma, nu, dy, granularity=None):
     """(y, dx, dγ, scale of y, scale of dx) in float64 by autograd of α·f(x) + (1 − α)·x, with
     1 − α as σ(−z). The scales bound each result's rounding: |α·f| + |(1 − α)·x| and
     |dy|·((1 − α) + α·|f'|)."""
     x64 = x.detach().double().requires_grad_()
     g64 = gamma.detach().double().requires_grad_()
-    z = (torch.sigmoid(per_gate(g64, x, gamma)) - 0.5) * nu.double()
+    z = (torch.sigmoid(per_gate(g64, x, gamma, granularity)) - 0.5) * nu.double()
     a, om = torch.sigmoid(z), torch.sigmoid(-z)
     fx = f64(name, x64)
     y = a * fx + om * x64
@@ -191,7 +191,7 @@ def smooth(name: str) -> float:
     return float(name in ("gelu", "gelu_tanh", "silu"))
 
 
-def gate_dgamma_scale(name, x, gamma, nu, dy):
+def gate_dgamma_scale(name, x, gamma, nu, dy, granularity=None):
     """Σ per gate of |dy|·(|f(x)| + |x|)·|dα/dγ|: the scale of dγ's rounding."""
     x64, g64 = x.double(), gamma.detach().double()
     s = torch.sigmoid(g64)
@@ -199,7 +199,7 @@ def gate_dgamma_scale(name, x, gamma, nu, dy):
     chain = (torch.sigmoid(z) * torch.sigmoid(-z) * nu.double() * s * (1 - s)).abs()
     w = dy.double().abs() * (f64(name, x64).abs() + x64.abs())
     ones = torch.ones_like(g64, requires_grad=True)
-    (total,) = torch.autograd.grad((w * per_gate(ones, x, gamma)).sum(), ones)
+    (total,) = torch.autograd.grad((w * per_gate(ones, x, gamma, granularity)).sum(), ones)
     return total * chain
 
 

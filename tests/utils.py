@@ -7,6 +7,7 @@ import torch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]  # what the fused kernels take
 GRANULARITIES = ["layer", "channel", "element"]  # γ per layer, per channel, per element of a sample
+# (and "feature", γ per feature of the last dim, which must be asked for: tests/ops/test_features.py)
 GATED = ["channel", "element"]
 
 
@@ -49,7 +50,8 @@ def make(shape, dtype, device, layout: str = "contiguous", seed: int = 0):
 
 
 def gamma_shape(granularity: str, x: torch.Tensor) -> tuple:
-    return {"layer": (), "channel": tuple(x.shape[1:2]), "element": tuple(x.shape[1:])}[granularity]
+    shapes = {"layer": (), "channel": tuple(x.shape[1:2]), "element": tuple(x.shape[1:])}
+    return tuple(x.shape[-1:]) if granularity == "feature" else shapes[granularity]
 
 
 def gates(granularity: str, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -62,9 +64,13 @@ def scalars(gamma: float, nu: float, device, dtype=torch.float32):
     return torch.tensor(gamma, dtype=dtype, device=device), torch.tensor(nu, dtype=dtype, device=device)
 
 
-def per_gate(t: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def per_gate(t: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, granularity: str | None = None):
     """γ-shaped t broadcast over x: one value for the layer, per channel (dim 1) or per element
-    of a sample (x.shape[1:]), shared over the batch."""
+    of a sample (x.shape[1:]), shared over the batch — or, for ``granularity="feature"``, one per
+    position of the last dim, shared over all the others (broadcasting's own trailing-dim rule)."""
+    if granularity == "feature":
+        assert gamma.shape == x.shape[-1:], (gamma.shape, x.shape)
+        return t
     if gamma.numel() == 1:
         return t.reshape(())
     if gamma.shape == x.shape[1:2]:
@@ -78,3 +84,19 @@ def run(backend: str, x, gamma, nu, dy):
     from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
 
     return (alpha_relu_op(x, gamma, nu, backend), *alpha_relu_backward_op(dy, x, gamma, nu, backend))
+
+
+def run_public(backend: str, x, gamma, nu, dy, granularity: str | None = None, activation: str = "relu"):
+    """(y, dx, dγ) through the public ``alphakern.gate`` (with ``granularity``) and autograd; the
+    activation by the op's name (leaky_relu's slope 0.2, as the oracle's)."""
+    import alphakern
+
+    xg, gg = x.detach().clone().requires_grad_(), gamma.detach().clone().requires_grad_()
+    approximate = (
+        "tanh" if activation == "gelu_tanh" else "none"
+    )  # the op's name for F.gelu(approximate="tanh")
+    name = "gelu" if activation == "gelu_tanh" else activation
+    y = alphakern.gate(xg, gg, nu, activation=name, negative_slope=0.2, approximate=approximate,
+                       granularity=granularity, backend=backend)  # fmt: skip
+    dx, dg = torch.autograd.grad(y, (xg, gg), dy)
+    return y.detach(), dx, dg

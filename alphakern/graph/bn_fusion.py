@@ -8,6 +8,7 @@ from torch import fx, nn
 
 from alphakern.graph.fx import as_graph_module, set_module
 from alphakern.modules import AlphaGate, BatchNormGate
+from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
 
 def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
@@ -21,7 +22,7 @@ def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
 
 def _fusable(m: nn.Module | None, relu: bool) -> bool:
     if isinstance(m, AlphaGate):
-        return m.granularity != "element"
+        return m.granularity in BN_GATE_GRANULARITIES
     return relu and type(m) is nn.ReLU
 
 

@@ -69,7 +69,7 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
             keep, kind = m.slope != 1, "relu"
         else:
             keep, kind = m.weight != 0, m.act.kind
-        counts[kind] = counts.get(kind, 0) + _positions(keep.float(), m.granularity, output, batch)
+        counts[kind] = counts.get(kind, 0) + _positions(keep, output, batch)
 
     def leave_library(m, inputs, output) -> None:
         """An activation module of another library (or registered): its outputs, under its kind,
@@ -108,10 +108,8 @@ def relu_count(model: nn.Module, example_input: torch.Tensor) -> int:
     return nonlinearity_count(model, example_input).get("relu", 0)
 
 
-def _positions(keep: torch.Tensor, granularity: str, output: torch.Tensor, batch: int) -> int:
-    """Output positions of one sample whose gate is kept (``keep``: 1/0 per gate, γ's shape)."""
-    if keep.numel() == 1:
-        return int(keep.item()) * (output.numel() // batch)
-    # per channel / element: broadcast the kept gates over one sample's positions
-    shape = (1, -1, *([1] * (output.dim() - 2))) if granularity == "channel" else (1, *keep.shape)
-    return int(keep.reshape(shape).expand(1, *output.shape[1:]).sum().item())
+def _positions(keep: torch.Tensor, output: torch.Tensor, batch: int) -> int:
+    """Output positions of one sample whose gate is kept (``keep``: 1/0 per gate, γ's shape): every
+    gate of a module controls as many positions (a layer gate all, a channel gate H·W, an element
+    gate 1, a feature gate one per token), so the kept gates times that."""
+    return int(keep.sum().item()) * (output.numel() // batch // keep.numel())

@@ -116,7 +116,7 @@ def linearize(
         gm = fx.GraphModule(root, _Tracer().trace(root), type(root).__name__)  # as fx.symbolic_trace names it
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
         swapped = _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
-        return swapped if example_input is None else materialize(swapped, example_input=example_input)
+        return swapped if example_input is None else _materialize_and_name_shared(swapped, example_input)
     modules = dict(gm.named_modules())
     uses: dict[str, int] = {}
     others = []
@@ -145,6 +145,28 @@ def linearize(
         warnings.warn(f"linearize: left as they are (not gated): {', '.join(others)}", stacklevel=2)
     out = _fuse_bn(gm) if fuse_bn else gm
     return out if example_input is None else materialize(out, example_input=example_input)
+
+
+def _materialize_and_name_shared(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """``materialize`` a swapped model, and name each gate its forward called more than once
+    (one gate for several call sites: where fx traces, each site gets its own)."""
+    calls: dict[str, int] = {}
+    gates = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaGate)]
+    handles = [m.register_forward_hook(lambda m, i, o, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for name, m in gates]  # fmt: skip
+    try:
+        materialize(model, example_input=example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    shared = [f"{name} ({n} calls)" for name, n in calls.items() if n > 1]
+    if shared:
+        warnings.warn(
+            f"linearize: these gates are each called at several places in one forward and share one "
+            f"gate there: {', '.join(shared)}",
+            stacklevel=3,
+        )
+    return model
 
 
 def _gate_name(node: fx.Node, uses: dict[str, int]) -> str:

@@ -17,7 +17,15 @@ from torch import Tensor
 from alphakern.ops import backends
 from alphakern.ops.core.activations import RELU
 from alphakern.ops.core.checks import check_backend, check_grad, check_inputs
-from alphakern.ops.gate import ENV_VAR, GateFunction, auto_backend, grads, resolve_backend, setup_context
+from alphakern.ops.gate import (
+    ENV_VAR,
+    GateFunction,
+    auto_backend,
+    grads,
+    on_feature_rows,
+    resolve_backend,
+    setup_context,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -74,10 +82,14 @@ def _grads(ctx, dy: Tensor):
 alpha_relu_op.register_autograd(_grads, setup_context=_setup)
 
 
-def alpha_relu(x: Tensor, gamma: Tensor, nu: Tensor, backend: str | None = None) -> Tensor:
+def alpha_relu(
+    x: Tensor, gamma: Tensor, nu: Tensor, backend: str | None = None, granularity: str | None = None
+) -> Tensor:
     """Check, resolve the backend, then the registered op while torch.compile traces, the lean
-    Function in eager mode."""
-    granularity = check_inputs(x, gamma, nu)
+    Function in eager mode. ``granularity``: asked for, else inferred from the shapes."""
+    granularity = check_inputs(x, gamma, nu, granularity)
+    if granularity == "feature":
+        return on_feature_rows(x, lambda rows: alpha_relu(rows, gamma, nu, backend, "element"))
     name = resolve_backend(backend, x)
     if torch.compiler.is_compiling():
         return alpha_relu_op(x, gamma, nu, name)

@@ -18,7 +18,8 @@ from torch import Tensor
 from alphakern.ops import backends
 from alphakern.ops.core.activations import RELU, Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
-from alphakern.ops.core.granularity import gate_view, granularity_of
+from alphakern.ops.core.granularity import feature_rows, gate_view, granularity_of
+from alphakern.ops.core.layout import is_dense, like
 from alphakern.ops.dispatch import auto_backend
 
 ENV_VAR = "ALPHAKERN_BACKEND"
@@ -199,10 +200,27 @@ class GateFunction(torch.autograd.Function):
         return (*grads(ctx, dy), None, None, None, None)
 
 
-def gate(x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, backend: str | None = None) -> Tensor:
+def on_feature_rows(x: Tensor, gate_rows) -> Tensor:
+    """Per-feature gates: ``gate_rows`` (per-element gates) on x's (numel / D, D) rows, the result
+    back in x's shape and dense layout."""
+    y = gate_rows(feature_rows(x)).reshape(x.shape)
+    return y if not is_dense(x) or y.stride() == x.stride() else like(y, torch.empty_like(x))
+
+
+def gate(
+    x: Tensor,
+    gamma: Tensor,
+    nu: Tensor,
+    act: Activation,
+    backend: str | None = None,
+    granularity: str | None = None,
+) -> Tensor:
     """Check, resolve the backend, then the registered op while torch.compile traces, the lean
-    Function in eager mode (f = relu: ``alpha_relu`` is its own op; functional.gate routes it)."""
-    granularity = check_inputs(x, gamma, nu)
+    Function in eager mode (f = relu: ``alpha_relu`` is its own op; functional.gate routes it).
+    ``granularity``: asked for (``ops.core.granularity``), else inferred from the shapes."""
+    granularity = check_inputs(x, gamma, nu, granularity)
+    if granularity == "feature":
+        return on_feature_rows(x, lambda rows: gate(rows, gamma, nu, act, backend, "element"))
     name = resolve_backend(backend, x, act)
     if torch.compiler.is_compiling():
         return gate_op(x, gamma, nu, act.name, act.negative_slope, name)

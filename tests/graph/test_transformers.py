@@ -174,3 +174,19 @@ def test_example_input_creates_every_gate_up_front(granularity):
     assert len(bg) == 2 and not any(g.has_uninitialized_params() for g in bg)
     lazy = linearize(cnn, granularity=granularity)
     assert all(m.has_uninitialized_params() for m in lazy.modules() if isinstance(m, AlphaGate))
+
+
+def test_fallback_names_a_gate_called_at_several_places_when_given_an_example_input():
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.act, self.other = nn.Linear(4, 4), hf.GELUActivation(), hf.GELUActivation()
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                x = -x
+            return self.other(self.act(self.lin(self.act(x))))
+
+    with pytest.warns(UserWarning, match=r"share one gate there: act \(2 calls\)$"):
+        lin = linearize(Untraceable(), granularity="feature", example_input=torch.randn(3, 4))
+    assert [n for n, _ in alpha_layers(lin)] == ["act", "other"]

@@ -111,13 +111,17 @@ def test_granular_state_dict_into_a_fresh_module():
 
 
 def test_granularity_and_input_errors():
-    with pytest.raises(ValueError, match=r"granularity must be one of \['layer', 'channel', 'element'\]"):
+    with pytest.raises(
+        ValueError, match=r"granularity must be one of \['layer', 'channel', 'element', 'feature'\]"
+    ):
         alphakern.AlphaReLU(granularity="pixel")
     with pytest.raises(ValueError, match="needs x with >= 2 dims"):
         alphakern.AlphaReLU(granularity="channel")(torch.randn(5))
+    with pytest.raises(ValueError, match=r"AlphaReLU: granularity='feature' needs x with >= 1 dims"):
+        alphakern.AlphaReLU(granularity="feature")(torch.tensor(1.0))
 
 
-@pytest.mark.parametrize("granularity", ["channel", "element"])
+@pytest.mark.parametrize("granularity", ["channel", "element", "feature"])
 def test_granular_module_under_compile_from_fresh(granularity):
     """torch.compile(fullgraph=True) of a fresh lazy module: materialised, then traced, no break."""
     torch._dynamo.reset()
@@ -134,7 +138,7 @@ def test_granular_module_under_compile_from_fresh(granularity):
     torch.testing.assert_close(compiled_m.gamma.grad, eager.gamma.grad, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("granularity", ["channel", "element"])
+@pytest.mark.parametrize("granularity", ["channel", "element", "feature"])
 def test_eager_module_matches_fused_per_gate(granularity):
     torch.manual_seed(0)
     x = torch.randn(3, 4, 5, 5)

@@ -172,7 +172,8 @@ MODULE_FORMS: list[tuple[type[nn.Module], Callable[[nn.Module], Activation | Non
 ]
 
 
-# Other libraries' classes by qualified name (nothing of theirs imported): what each computes.
+# Other libraries' classes (transformers, timm) by qualified name, nothing of theirs imported:
+# what each computes.
 # Hugging Face transformers' GELUActivation and GELUTanh call F.gelu (α = 1 is them exactly, unless
 # built with their *_python flag); NewGELU, FastGELU and AccurateGELU write the tanh GELU out with
 # torch.tanh and pow — the same f, within fp32 rounding of it (tested: 1e-6 of the output's scale).
@@ -184,6 +185,16 @@ NAMED_FORMS: dict[str, Callable[[nn.Module], Activation]] = {
     "transformers.activations.FastGELUActivation": lambda m: Activation("gelu_tanh"),
     "transformers.activations.AccurateGELUActivation": lambda m: Activation("gelu_tanh"),
     "transformers.activations.SiLUActivation": lambda m: Activation("silu"),
+    # timm's own classes (timm.layers.activations, and the autograd.Function "Me" forms): GELU and
+    # GELUTanh call F.gelu; Swish is x·sigmoid(x) and HardSwish x·relu6(x + 3)/6 written out —
+    # silu and hardswish within fp32 rounding. As leaves they gate as one f: traced through,
+    # HardSwish's inner relu6 would be gated as a ReLU6 of x + 3.
+    "timm.layers.activations.GELU": lambda m: Activation("gelu"),
+    "timm.layers.activations.GELUTanh": lambda m: Activation("gelu_tanh"),
+    "timm.layers.activations.Swish": lambda m: Activation("silu"),
+    "timm.layers.activations.HardSwish": lambda m: Activation("hardswish"),
+    "timm.layers.activations_me.SwishMe": lambda m: Activation("silu"),
+    "timm.layers.activations_me.HardSwishMe": lambda m: Activation("hardswish"),
 }
 # ... and those no gate blends, with the reason linearize's warning gives
 UNGATED_NAMED: dict[str, str] = {
@@ -194,6 +205,16 @@ UNGATED_NAMED: dict[str, str] = {
     "transformers.activations.SqrtSoftplusActivation": "no f a gate has",
     "transformers.activations.XIELUActivation": "no f a gate has",
     "transformers.activations.MishActivation": "no f a gate has",
+    "timm.layers.activations.QuickGELU": "x·σ(1.702x) is no f a gate has",
+    "timm.layers.activations.Mish": "no f a gate has",
+    "timm.layers.activations.HardMish": "no f a gate has",
+    "timm.layers.activations.PReLU": "a learned slope: no f a gate has",
+    "timm.layers.activations.Sigmoid": "no f a gate has",
+    "timm.layers.activations.Tanh": "no f a gate has",
+    "timm.layers.activations.HardSigmoid": "no f a gate has",
+    "timm.layers.activations_me.MishMe": "no f a gate has",
+    "timm.layers.activations_me.HardMishMe": "no f a gate has",
+    "timm.layers.activations_me.HardSigmoidMe": "no f a gate has",
 }
 # register_activation's classes, checked first
 REGISTERED: list[tuple[type[nn.Module], Activation]] = []

@@ -38,9 +38,9 @@ def check_gamma(gamma: object) -> None:
         raise ValueError(f"gamma must be a floating-point tensor, got {what}")
 
 
-def check_inputs(x: object, gamma: object, nu: object) -> str:
+def check_inputs(x: object, gamma: object, nu: object, granularity: str | None = None) -> str:
     """The op's contract, checked without a host sync: shape, dtype and device metadata only.
-    Returns γ's granularity for x.
+    Returns γ's granularity for x (``granularity``: the one asked for, else inferred).
 
     Raises TypeError for a non-floating x, ValueError for a bad γ/ν or one on another device
     (a CPU γ read by a CUDA kernel would be a host pointer dereferenced on the GPU).
@@ -54,7 +54,7 @@ def check_inputs(x: object, gamma: object, nu: object) -> str:
     check_gamma(gamma)
     if gamma.numel() == 0:
         check_scalar(gamma, "gamma")  # the per-layer message: a 1-element tensor was expected
-    granularity = granularity_of(x, gamma)
+    granularity = granularity_of(x, gamma, granularity)
     check_scalar(nu, "nu")
     for name, t in (("gamma", gamma), ("nu", nu)):
         if t.device != x.device:
