@@ -371,7 +371,7 @@ def plot_activations(rows, path, title):
         width = 0.8 / max(len(provs), 1)
         for j, prov in enumerate(provs):
             vals = [
-                next((r["speedup_vs_eager"] for r in sel if r["provider"] == prov
+                next((r.get("speedup_vs_eager", 0.0) for r in sel if r["provider"] == prov
                       and (r["label"], r["gates"], r["dtype"]) == c), 0.0)
                 for c in cases
             ]  # fmt: skip

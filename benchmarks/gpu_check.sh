@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 350: the
 # device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 390).
-# Results land in $OUT (default benchmarks/results/gpu), 11 files:
+# Results land in $OUT (default benchmarks/results/gpu), 13 files:
 #   device.txt          GPU, driver, torch/triton/CUDA versions
 #   gpu_check.log       each step's start, exit status and the GPU tests' verbose output
 #   build.log           the CUDA extension's build (runs in the background from the start)
@@ -9,6 +9,7 @@
 #   bench_activation_gpu.json, .png   the activation benchmark (rewritten after every group)
 #   bench_train_gpu.json              the training benchmark (rewritten after every round)
 #   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager)
+#   bench_features_gpu.json, .png     gates per hidden feature at ViT/BERT MLP shapes (gelu, gelu_tanh, silu)
 #   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton, CUDA C++) vs eager
 #   fold_gpu.json                     alphakern.fold's speed-ups on the GPU (exact folds), last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
@@ -16,7 +17,7 @@
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
 # That machine has its own torch (2.11) in the system python3: no venv, nothing downloaded.
 # STEPS=a,b,... runs only those steps (names: triton-tests, cuda-tests, prelu, bench_activation, bench_train,
-# activations, bn_gate, fold; default all), e.g. a second call that re-checks the CUDA backend alone.
+# activations, features, bn_gate, fold; default all), e.g. a second call that re-checks the CUDA backend alone.
 # The device tool returns at most 8 files from its $OUT: point OUT elsewhere and pack it, e.g.
 #   R=$OUT; export OUT=/tmp/gpu; bash benchmarks/gpu_check.sh; tar czf $R/gpu.tar.gz -C /tmp gpu
 # Dry run on a CPU: BUDGET_S=45 PY=.venv/bin/python OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -55,8 +56,9 @@ BUILD=$!
 step "gpu tests: triton and torch backends"
 # not cpu: the CPU kernels' build would take this slot (2026-12-05's first run stopped there)
 want triton-tests && run "$(slot 75 170)" $PY -m pytest -v --tb=short -p no:cacheprovider \
-  -k "not cuda and not cpu and not (gates and compile)" \
-  tests/ops/test_gpu.py tests/ops/test_parity.py tests/ops/test_gates.py tests/ops/test_autograd.py tests/ops/test_errors.py >> "$LOG" 2>&1
+  -k "not cuda and not cpu and not (gates and compile) and not (features and compile)" \
+  tests/ops/test_gpu.py tests/ops/test_parity.py tests/ops/test_gates.py tests/ops/test_autograd.py tests/ops/test_errors.py \
+  tests/ops/test_features.py >> "$LOG" 2>&1
 
 step "waiting for the CUDA build"
 WAIT=$(slot 90 160); while kill -0 $BUILD 2>/dev/null && [ "$WAIT" -gt 0 ]; do sleep 1; WAIT=$((WAIT - 1)); done
@@ -67,9 +69,10 @@ if grep -q "alphakern CUDA backend built" "$OUT/build.log"; then SKIP=""; fi
 
 step "gpu tests: cuda backend"
 if [ -z "$SKIP" ] && want cuda-tests; then
-  run "$(slot 90 140)" $PY -m pytest -v --tb=short -p no:cacheprovider -k "cuda and not (gates and compile)" \
+  run "$(slot 90 140)" $PY -m pytest -v --tb=short -p no:cacheprovider \
+    -k "cuda and not (gates and compile) and not (features and compile)" \
     tests/ops/test_gpu.py tests/ops/test_parity.py tests/ops/test_gates.py tests/ops/test_autograd.py tests/ops/test_activations.py \
-    tests/ops/test_bn_gate.py >> "$LOG" 2>&1
+    tests/ops/test_bn_gate.py tests/ops/test_features.py >> "$LOG" 2>&1
 elif [ -n "$SKIP" ]; then
   echo "skipped: the CUDA build did not finish (build.log)" >> "$LOG"
 fi
@@ -92,6 +95,11 @@ PROV=eager,alphakern-torch,alphakern-triton$([ -z "$SKIP" ] && echo ,alphakern-c
 want activations && run "$(slot 60 35)" $PY benchmarks/bench_activation.py --activation relu6,gelu,silu,hardswish --gates layer,channel \
   --dtypes float32,bfloat16 --providers "$PROV" --skip "$SKIP,alphakern-cpu" \
   --json "$OUT/bench_activations_gpu.json" --plot "$OUT/bench_activations_gpu.png" >> "$OUT/bench.log" 2>&1
+step "bench_activation: gates per feature"
+# transformer MLP shapes (64×197×1536, 8×512×3072), fp32 and bf16; no torch.compile rows (as above)
+want features && run "$(slot 30 50)" $PY benchmarks/bench_activation.py --gates feature --activation gelu,gelu_tanh,silu \
+  --dtypes float32,bfloat16 --providers "$PROV" --skip "$SKIP,alphakern-cpu" \
+  --json "$OUT/bench_features_gpu.json" --plot "$OUT/bench_features_gpu.png" >> "$OUT/bench.log" 2>&1
 step bench_bn_gate
 # BatchNorm + gate: Triton's fused op (and csrc/'s CUDA kernels, when built) vs eager BN + gate
 # (every provider checked against the eager expression before it is timed), the CNN's and

@@ -62,14 +62,14 @@ void run_items(int64_t items, int64_t numel, const F& fn) {
 inline int64_t part(int64_t n, int k) { return std::clamp<int64_t>(n - k * fVec::size(), 0, fVec::size()); }
 
 // One step of the forward on kN vectors, in place: s holds 1 - alpha, ns leaky_relu's slope.
-template <int N, int ACT>
+template <int N, int ACT, bool kBlend = true>
 inline void fwd_math(fVec* v, const fVec* s, const fVec& ns) {
   const fVec zero(0.f);
   for (int k = 0; k < N; ++k) {
     if constexpr (ACT == 0) {
       v[k] = fVec::blendv(v[k] * s[k], v[k], v[k] > zero);
     } else {
-      v[k] = gate_y<ACT>(v[k], s[k], ns);
+      v[k] = gate_y<ACT, kBlend>(v[k], s[k], ns);
     }
   }
 }
