@@ -104,3 +104,80 @@ def conv_out(c: nn.Conv2d, hw: tuple[int, ...]) -> tuple[int, ...]:
 def conv_macs(c: nn.Conv2d, out_shape: tuple[int, ...]) -> int:
     n_out = int(torch.tensor(out_shape).prod())
     return n_out * (c.in_channels // c.groups) * c.kernel_size[0] * c.kernel_size[1]
+
+
+# -- an MLP whose activation is a per-feature gate of 0/1 weights -------------------------------
+def linear_weights(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W [out, in], b [out]) in float64 of an ``nn.Linear``, or of a Hugging Face ``Conv1D``
+    (GPT-2's projections: y = x @ weight + bias, weight [in, out])."""
+    if isinstance(m, nn.Linear):
+        return m.weight.detach().double(), _bias(m)
+    if is_conv1d(m):
+        w = m.weight.detach().double().t()
+        b = m.bias.detach().double() if m.bias is not None else w.new_zeros(w.shape[0])
+        return w, b
+    raise TypeError(f"linear_weights: an nn.Linear or a transformers Conv1D, got {type(m).__name__}")
+
+
+def is_conv1d(m: nn.Module) -> bool:
+    """A Hugging Face ``Conv1D`` (a linear layer with its weight stored [in, out])."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None
+
+
+def new_linear(w: torch.Tensor, b: torch.Tensor | None, like: torch.Tensor) -> nn.Linear:
+    """An eval-mode nn.Linear holding W [out, in] and b, in ``like``'s dtype and device."""
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None).to(device=like.device, dtype=like.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        if b is not None:
+            lin.bias.copy_(b)
+    return lin.eval()
+
+
+def mlp_split(w1, b1, keep, w2, b2) -> dict[str, tuple[torch.Tensor, torch.Tensor | None] | None]:
+    """The MLP W2·g(W1·x + b1) + b2, g = f on the features in ``keep`` (bool [h]) and the identity
+    on the rest (L), as its narrow MLP plus a linear bypass: ``narrow_in`` (W1[N], b1[N]),
+    ``narrow_out`` (W2[:, N], no bias), ``bypass`` (W2[:, L]·W1[L], b2 + W2[:, L]·b1[L]) — or, when
+    |L|·(d + d_out) < d·d_out, ``bypass_in`` (W1[L], no bias) and ``bypass_out`` (W2[:, L], that
+    bias): fewer MACs as two thin factors. None for a part with no feature."""
+    n, l_ = keep.nonzero().flatten(), (~keep).nonzero().flatten()
+    bias = b2 + w2[:, l_] @ b1[l_]
+    parts: dict = {
+        "narrow_in": None,
+        "narrow_out": None,
+        "bypass": None,
+        "bypass_in": None,
+        "bypass_out": None,
+    }
+    if n.numel():
+        parts["narrow_in"], parts["narrow_out"] = (w1[n], b1[n]), (w2[:, n], None)
+    d, d_out = w1.shape[1], w2.shape[0]
+    if l_.numel() * (d + d_out) < d * d_out:
+        parts["bypass_in"], parts["bypass_out"] = (w1[l_], None), (w2[:, l_], bias)
+    else:
+        parts["bypass"] = (w2[:, l_] @ w1[l_], bias)
+    return parts
+
+
+def mlp_concat(
+    w1, b1, keep, w2, b2
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The same MLP as two linears around one activation: ((W1[N]; W2[:, L]·W1[L]), its bias),
+    then f on the first |N| outputs only, then ((W2[:, N], I), b2): the linear part's d_out
+    features ride through the activation unchanged."""
+    n, l_ = keep.nonzero().flatten(), (~keep).nonzero().flatten()
+    first_w = torch.cat([w1[n], w2[:, l_] @ w1[l_]])
+    first_b = torch.cat([b1[n], w2[:, l_] @ b1[l_]])
+    eye = torch.eye(w2.shape[0], dtype=w2.dtype, device=w2.device)
+    return (first_w, first_b), (torch.cat([w2[:, n], eye], dim=1), b2)
+
+
+def mlp_macs(d: int, h: int, d_out: int, kept: int, form: str) -> int:
+    """MACs per token of an MLP d → h → d_out with ``kept`` of its h features non-linear, as
+    ``form``: "mlp" (unfolded), "split" or "concat"."""
+    if form == "mlp":
+        return d * h + h * d_out
+    if form == "concat":
+        return d * (kept + d_out) + (kept + d_out) * d_out
+    linear = h - kept
+    return d * kept + kept * d_out + min(d * d_out, linear * (d + d_out))

@@ -15,7 +15,9 @@ the model's torch.fx graph (eval mode):
 4. a conv whose output is added to its own input (identity skip) or to a 1×1 conv of it (the
    projection shortcut) absorbs the skip, RepVGG-style: a centred identity kernel, or the 1×1
    kernel padded into the k×k one;
-5. linear → linear becomes one linear.
+5. linear → linear becomes one linear;
+6. a transformer MLP, Linear → per-feature gate of 0/1 weights → Linear, becomes its narrow MLP
+   plus a linear bypass, or the concatenated form (``folding.mlp``), as the policy chooses.
 
 Nothing is merged across anything else (a kept ReLU, a pooling, an add that cannot be absorbed).
 **Exactness**: every merge is exact in real arithmetic but one — a second conv with zero padding: the
@@ -43,9 +45,13 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from alphakern.folding.algebra import compose_convs, compose_linears, conv_out, with_identity, with_shortcut
 from alphakern.folding.chains import conv_problem, identity_module, traced_copy
+from alphakern.folding.mlp import SWIGLU, choose_form, concat_modules, mlp_gate, split_modules
 from alphakern.folding.policy import Policy
+from alphakern.folding.untraced import fold_mlp_modules
+from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 
 _ADDS = {operator.add, operator.iadd, torch.add}
+_MULS = {operator.mul, operator.imul, torch.mul}
 _RESHAPES_F = {torch.flatten, torch.reshape}
 _RESHAPES_M = {"flatten", "view", "reshape"}
 
@@ -58,6 +64,9 @@ class FoldInfo:
     merged: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     not_merged: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     max_error: float | None = None
+    # per MLP folded or kept: gate, features, kept, form (None: kept as it was), MACs per token
+    # before/after, and under "latency" the seconds of each form
+    mlps: list[dict] = field(default_factory=list)
 
 
 class FoldGraph:
@@ -84,6 +93,10 @@ class FoldGraph:
             m1 = self.module(n1, cls)
             if m1 is not None and len(n1.users) == 1:
                 yield n1, m1, n2, m2
+
+    def is_tensor(self, node: fx.Node) -> bool:
+        """Did shape propagation see one tensor come out of ``node`` (not a tuple, a size, ...)?"""
+        return hasattr(node.meta.get("tensor_meta"), "shape")
 
     def shape(self, node: fx.Node) -> tuple[int, ...]:
         return tuple(node.meta["tensor_meta"].shape)
@@ -121,18 +134,25 @@ def fold(
     exact: bool = True,
     policy: str = "latency",
     device: torch.device | str | None = None,
-) -> fx.GraphModule:
+) -> nn.Module:
     """A new eval-mode model (``model`` is untouched) with BatchNorms folded and linear chains merged
-    (see the module docstring); ``.fold_info`` (a FoldInfo) says what was merged and what was not,
-    and why. ``device``: where ``policy="latency"`` times the candidates (default: the input's)."""
+    (see the module docstring): a GraphModule, or for a model fx cannot trace a copy whose MLPs
+    were folded module by module (``folding.untraced``); ``.fold_info`` (a FoldInfo) says what was
+    merged and what was not, and why. ``device``: where ``policy="latency"`` times the candidates
+    (default: the input's)."""
     Policy.check(policy)
     if not isinstance(example_input, torch.Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
     rule = Policy(policy, torch.device(device) if device is not None else example_input.device)
-    g = FoldGraph(traced_copy(model), example_input)
+    try:
+        traced = traced_copy(model)
+    except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
+        return _fold_untraced(model, example_input, rule, e)
+    g = FoldGraph(traced, example_input)
     g.propagate()
     remove_identities(g)
     fold_batchnorms(g)
+    fold_mlps(g, rule)
     # every merge removes at least one node: more rounds than nodes is a bug, not a big model
     for _ in range(len(g.gm.graph.nodes) + 1):
         g.propagate()
@@ -153,6 +173,17 @@ def fold(
     return gm
 
 
+def _fold_untraced(model: nn.Module, x: torch.Tensor, rule: Policy, error: Exception) -> nn.Module:
+    out = copy.deepcopy(model).eval()
+    merged, not_merged, mlps = fold_mlp_modules(out, x, rule)
+    why = (
+        f"torch.fx could not trace the model ({type(error).__name__}: {str(error).splitlines()[0][:200]}): "
+        "only its MLPs were folded, module by module"
+    )
+    out.fold_info = FoldInfo(merged, [((), why), *not_merged], mlps=mlps)
+    return out
+
+
 # -- 1. identities -----------------------------------------------------------------------------
 def _is_identity(g: FoldGraph, node: fx.Node) -> bool:
     if node.op == "call_module":
@@ -160,8 +191,8 @@ def _is_identity(g: FoldGraph, node: fx.Node) -> bool:
     keeps_shape = (
         node.args
         and isinstance(node.args[0], fx.Node)
-        and "tensor_meta" in node.args[0].meta
-        and "tensor_meta" in node.meta
+        and g.is_tensor(node.args[0])
+        and g.is_tensor(node)
         and g.shape(node.args[0]) == g.shape(node)
     )
     if node.op == "call_function" and node.target in _RESHAPES_F:
@@ -278,3 +309,49 @@ def merge_linears(g: FoldGraph, policy: Policy) -> bool:
         g.replace([n1, n2], merged, n1.args[0], "linears merged")
         return True
     return False
+
+
+# -- 6. transformer MLPs -----------------------------------------------------------------------
+def _is_mul(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _MULS) or (
+        node.op == "call_method" and node.target in ("mul", "mul_")
+    )
+
+
+def fold_mlps(g: FoldGraph, policy: Policy) -> None:
+    """Each Linear → gate → Linear whose gate is per feature with weights 0/1 becomes the form the
+    policy keeps (``folding.mlp``); other gates between two linears are named with the reason."""
+    for gate_node in list(g.gm.graph.nodes):
+        gate = g.module(gate_node, (AlphaGate, FixedGate, FixedSlopeReLU))
+        n1 = gate_node.args[0] if gate is not None and gate_node.args else None
+        l1 = g.module(n1, nn.Linear)
+        if l1 is None:
+            continue
+        users = list(gate_node.users)
+        n2 = users[0] if len(users) == 1 else None
+        l2 = g.module(n2, nn.Linear)
+        names = (n1.name, gate_node.name) + ((n2.name,) if l2 is not None else ())
+        if l2 is None:
+            if any(_is_mul(u) for u in users):
+                g.note(names, SWIGLU)
+            continue
+        found = mlp_gate(gate)
+        if len(n1.users) != 1:
+            found = "the first linear's output is read elsewhere too"
+        if isinstance(found, str):
+            g.note(names, found)
+            continue
+        keep, act = found
+        rows = int(torch.tensor(g.shape(n1)[:-1]).prod())
+        form, record = choose_form(policy, l1, keep, act, l2, rows)
+        g.info.mlps.append({"gate": str(gate_node.target), "form": form, **record})
+        if form is None:
+            g.note(names, f"the policy keeps the MLP ({policy.name})")
+            continue
+        what = f"MLP folded ({form}: {record['kept']} of {record['features']} features kept)"
+        folded = (
+            split_modules(l1, keep, act, l2)
+            if form == "split"
+            else nn.Sequential(*concat_modules(l1, keep, act, l2))
+        )
+        g.replace([n1, gate_node, n2], folded, n1.args[0], what)

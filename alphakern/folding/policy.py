@@ -55,6 +55,12 @@ class Policy:
             self.latency_cache[key] = median_seconds(lambda: seq(x), self.device)
         return self.latency_cache[key]
 
+    def time_module(self, m: nn.Module, x: torch.Tensor) -> float:
+        """Median seconds of ``m(x)`` on the device (a copy of m moved there)."""
+        m = copy.deepcopy(m).to(self.device).eval()
+        x = x.to(self.device)
+        return median_seconds(lambda: m(x), self.device)
+
 
 def _conv_key(c: nn.Conv2d) -> tuple:
     return (c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.groups, c.bias is not None)

@@ -1,0 +1,232 @@
+"""Transformer MLPs folded exactly (issue 30): Linear → per-feature gate of 0/1 weights → Linear
+becomes the narrow MLP plus a linear bypass (``split``) or the concatenated form (``concat``).
+Each form against the MLP written out in float64 here (ragged sizes, bias on/off, all/none/some
+features linear, dropout in eval); random feature patterns on timm, torchvision and Hugging Face
+models fold to the same outputs; the refusals say why; a folded ViT runs in onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alphakern
+from alphakern import alpha_layers, discretize, fold, linearize
+from alphakern.folding.mlp import PartialActivation, SplitMLP, concat_modules, mlp_gate, split_modules
+from alphakern.modules import FixedGate, FixedSlopeReLU
+from alphakern.ops.core.activations import Activation
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+D64 = torch.float64
+
+
+def _mlp(d, h, d_out, bias, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    l1, l2 = nn.Linear(d, h, bias=bias).double(), nn.Linear(h, d_out, bias=bias).double()
+    with torch.no_grad():
+        for p in (*l1.parameters(), *l2.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D64))
+    return l1, l2
+
+
+def _reference(x, l1, keep, f, l2):
+    """W2·g(W1·x + b1) + b2 with g = f on the kept features, the identity elsewhere (float64)."""
+    u = F.linear(x, l1.weight, l1.bias)
+    return F.linear(torch.where(keep, f(u), u), l2.weight, l2.bias)
+
+
+PATTERNS = {  # which features keep f (bool [h])
+    "some": lambda h, g: torch.rand(h, generator=g) < 0.4,
+    "none": lambda h, g: torch.zeros(h, dtype=torch.bool),
+    "all-but-one": lambda h, g: torch.arange(h) != h // 2,
+    "one": lambda h, g: torch.arange(h) == 1,
+}
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dims", [(7, 29, 7), (16, 64, 16), (5, 13, 3), (12, 3, 9)], ids=str)
+def test_each_form_is_the_mlp_in_float64(dims, bias, pattern):
+    d, h, d_out = dims
+    l1, l2 = _mlp(d, h, d_out, bias)
+    keep = PATTERNS[pattern](h, torch.Generator().manual_seed(1))
+    x = torch.randn(3, 4, d, dtype=D64)
+    want = _reference(x, l1, keep, F.gelu, l2)
+    with torch.no_grad():
+        split = split_modules(l1, keep, nn.GELU(), l2)
+        torch.testing.assert_close(split(x), want, rtol=1e-12, atol=1e-12)
+        first, partial, second = concat_modules(l1, keep, nn.GELU(), l2)
+        torch.testing.assert_close(second(partial(first(x))), want, rtol=1e-12, atol=1e-12)
+    n = int(keep.sum())
+    assert (split.narrow_in is None) == (n == 0) and first.out_features == n + d_out and partial.kept == n
+
+
+def test_the_bypass_is_two_thin_factors_when_few_features_are_linear():
+    l1, l2 = _mlp(16, 64, 16, True)
+    keep = torch.arange(64) >= 3  # 3 linear features: 3·(16 + 16) MACs < 16·16
+    split = split_modules(l1, keep, nn.GELU(), l2)
+    assert isinstance(split.bypass, nn.Sequential) and split.bypass[0].out_features == 3
+    x = torch.randn(5, 16, dtype=D64)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), _reference(x, l1, keep, F.gelu, l2), rtol=1e-12, atol=1e-12)
+
+
+def _feature_gates(model, example, p_linear=0.6, seed=0, **kw):
+    """``model`` gated per feature, a random share of each gate's features linear (α = 0), the rest
+    f (α = 1), then discretised; float64."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lin = linearize(
+            model.double().eval(), granularity="feature", backend="torch", example_input=example, **kw
+        )
+    g = torch.Generator().manual_seed(seed)
+    for _, m in alpha_layers(lin):
+        with torch.no_grad():
+            m.gamma.copy_(torch.where(torch.rand(m.gamma.shape, generator=g) < p_linear, -10.0, 10.0))
+            m.nu.fill_(1e4)
+    return discretize(lin.eval())
+
+
+def _out(model, x):
+    with torch.no_grad():
+        y = model(x) if not isinstance(x, dict) else model(**x)
+    return y if isinstance(y, torch.Tensor) else y.last_hidden_state
+
+
+def _timm(name, **kw):
+    timm = pytest.importorskip("timm")
+    return timm.create_model(name, pretrained=False, num_classes=10, img_size=32, patch_size=4, **kw)
+
+
+def _mixer():
+    timm = pytest.importorskip("timm")
+    return timm.models.MlpMixer(num_classes=10, img_size=32, patch_size=4, num_blocks=2, embed_dim=32)
+
+
+def _torchvision(name):
+    import torchvision
+
+    if name == "vit_b_16":
+        return torchvision.models.VisionTransformer(image_size=32, patch_size=4, num_layers=2, num_heads=2,
+                                                   hidden_dim=32, mlp_dim=128, num_classes=10)  # fmt: skip
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4], num_classes=10
+    )
+
+
+FX_MODELS = {
+    "timm-vit": lambda: _timm("vit_tiny_patch16_224", depth=2),
+    "timm-deit": lambda: _timm("deit_tiny_patch16_224", depth=2),
+    "timm-mixer": lambda: _mixer(),
+    "torchvision-vit": lambda: _torchvision("vit_b_16"),
+    "torchvision-swin": lambda: _torchvision("swin_t"),
+}
+
+
+@pytest.mark.parametrize("policy", ["all", "flops"])
+@pytest.mark.parametrize("name", list(FX_MODELS))
+def test_random_feature_patterns_fold_exactly_through_fx(name, policy):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, dtype=D64)
+    model = _feature_gates(FX_MODELS[name](), x)
+    gates = [m for m in model.modules() if isinstance(m, FixedGate | FixedSlopeReLU)]
+    assert gates, "no mixed feature gate"
+    folded = fold(model, x, policy=policy)
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-9, atol=1e-10)
+    mlps = folded.fold_info.mlps
+    assert len(mlps) == len(gates) and all(r["form"] == "split" for r in mlps)  # fewest MACs at 60 % linear
+    assert sorted(r["kept"] for r in mlps) == sorted(int((g.weight == 1).sum()) for g in gates)
+    assert all(r["macs_after"] <= r["macs_before"] for r in mlps)  # a mixer's token MLP: h = d/2
+    assert not any(isinstance(m, FixedGate | FixedSlopeReLU) for m in folded.modules())
+
+
+def test_latency_policy_times_the_forms_and_keeps_what_is_faster():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _feature_gates(_timm("vit_tiny_patch16_224", depth=1), x.double(), p_linear=0.75).float()
+    folded = fold(model, x, policy="latency")
+    (record,) = folded.fold_info.mlps
+    assert set(record["seconds"]) == {"mlp", "split", "concat"}
+    best = min(record["seconds"], key=record["seconds"].get)
+    assert record["form"] == (None if best == "mlp" else best)
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-4, atol=1e-4)
+
+
+def _hf(name):
+    tf = pytest.importorskip("transformers")
+    small = dict(vocab_size=50, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=20)
+    if name == "bert":
+        return tf.BertModel(tf.BertConfig(hidden_size=16, intermediate_size=64, **small))
+    if name == "gpt2":
+        return tf.GPT2Model(tf.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=20))
+    if name == "vit":
+        return tf.ViTModel(tf.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    return tf.LlamaModel(tf.LlamaConfig(hidden_size=16, intermediate_size=24, num_key_value_heads=2, **small))
+
+
+def _hf_input(name):
+    if name == "vit":
+        return torch.randn(2, 3, 32, 32, dtype=D64)
+    return torch.randint(3, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
+def test_hugging_face_mlps_fold_module_by_module(name):
+    torch.manual_seed(0)
+    x = _hf_input(name)
+    model = _feature_gates(_hf(name), x)
+    folded = fold(model, x, policy="all")
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-9, atol=1e-10)
+    assert "only its MLPs were folded, module by module" in folded.fold_info.not_merged[0][1]
+    mlps = folded.fold_info.mlps
+    assert len(mlps) == 2 and all(r["form"] == "concat" for r in mlps)
+    assert sum(isinstance(m, PartialActivation) for m in folded.modules()) == 2
+
+
+def test_refusals_name_the_reason():
+    torch.manual_seed(0)
+    ids = _hf_input("llama")
+    llama = fold(_feature_gates(_hf("llama"), ids), ids, policy="all")
+    assert llama.fold_info.mlps == []
+    assert sum("SwiGLU" in why for _, why in llama.fold_info.not_merged) == 2
+    # per-token gates, undecided gates and gates still learning, on one traced MLP
+    x = torch.randn(2, 5, 8, dtype=D64)
+    gelu = Activation("gelu")
+    for gate, why in [
+        (
+            FixedGate(torch.tensor([1.0, 0, 1, 0, 1]), activation=gelu, granularity="channel"),
+            "gates per channel",
+        ),
+        (FixedGate(torch.full((16,), 0.5), activation=gelu, granularity="feature"), "undecided"),
+        (alphakern.AlphaGate(activation="gelu", granularity="feature"), "still learning"),
+    ]:
+        model = nn.Sequential(nn.Linear(8, 16), gate, nn.Linear(16, 8)).double().eval()
+        model(x)
+        folded = fold(model, x, policy="all")
+        assert folded.fold_info.mlps == [] and any(why in w for _, w in folded.fold_info.not_merged), why
+
+
+def test_mlp_gate_reads_relu_gates_by_their_slopes():
+    keep, act = mlp_gate(FixedSlopeReLU(torch.tensor([0.0, 1.0, 0.0]), granularity="feature"))
+    assert keep.tolist() == [True, False, True] and isinstance(act, nn.ReLU)
+
+
+def test_a_folded_vit_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from alphakern.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _feature_gates(_timm("vit_tiny_patch16_224", depth=2), x.double()).float()
+    folded = fold(model, x, policy="all")
+    assert any(isinstance(m, SplitMLP) for m in folded.modules())
+    path = export_onnx(folded, x, tmp_path / "vit.onnx")
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x.numpy()})[0])
+    torch.testing.assert_close(got, _out(model, x), rtol=1e-4, atol=1e-4)
