@@ -113,7 +113,7 @@ class FoldGraph:
         name = f"folded_{self.count}"
         self.gm.add_submodule(name, new_module)
         last = gone[-1]
-        with self.gm.graph.inserting_before(last):
+        with self.gm.graph.inserting_before(gone[0]):  # before every reader, after the source
             new = self.gm.graph.call_module(name, (source,))
         new.meta = dict(last.meta)
         last.replace_all_uses_with(new)
@@ -215,25 +215,78 @@ def remove_identities(g: FoldGraph) -> None:
 # -- 2. BatchNorm into the layer before it -----------------------------------------------------
 def fold_batchnorms(g: FoldGraph) -> None:
     """Each BatchNorm (eval statistics) into the conv or linear before it, when that layer's
-    output has no other reader."""
+    output has no other reader — BatchNorm modules and functional ``F.batch_norm`` calls on a
+    module's statistics (timm's ``BatchNormAct2d`` reaches fx as one); every other BatchNorm is
+    named in ``not_merged`` with the reason."""
     for node in list(g.gm.graph.nodes):
         bn = g.module(node, (nn.BatchNorm1d, nn.BatchNorm2d))
+        if bn is None and node.op == "call_function" and node.target is F.batch_norm:
+            bn = _functional_bn(g, node)
+            if isinstance(bn, str):
+                g.note((node.name,), bn)
+                continue
         if bn is None:
             continue
         src = node.args[0]
         conv, lin = g.module(src, nn.Conv2d), g.module(src, nn.Linear)
         names = (getattr(src, "name", "?"), node.name)
-        if (conv is None and lin is None) or len(src.users) != 1:
-            g.info.not_merged.append((names, "batch norm not right after a conv/linear of its own"))
+        if (conv is None and lin is None) or [u for u in src.users if not _reads_metadata(u)] != [node]:
+            g.note(names, "batch norm not right after a conv/linear of its own")
             continue
         if not bn.track_running_stats or bn.running_mean is None:
-            g.info.not_merged.append((names, "batch norm without running statistics"))
+            g.note(names, "batch norm without running statistics")
             continue
         if lin is not None and (bn.num_features != lin.out_features or len(g.shape(src)) != 2):
-            g.info.not_merged.append((names, "batch norm over other features than the linear's"))
+            g.note(names, "batch norm over other features than the linear's")
             continue
         fused = fuse_conv_bn_eval(conv, bn) if conv is not None else fuse_linear_bn_eval(lin, bn)
+        for user in [u for u in src.users if u is not node]:  # x.ndim, x.shape: the BN's output has them
+            user.replace_input_with(src, node)
         g.replace([src, node], fused, src.args[0], "batch norm folded")
+
+
+_METADATA = {"ndim", "shape", "dtype", "device"}
+
+
+def _reads_metadata(node: fx.Node) -> bool:
+    """Does ``node`` read only a tensor's metadata (``x.ndim``, ``x.shape``, ``x.size()``, ...)?"""
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _METADATA
+    return node.op == "call_method" and node.target in ("size", "dim")
+
+
+_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+
+
+def _functional_bn(g: FoldGraph, node: fx.Node) -> nn.BatchNorm2d | str:
+    """An eval-mode BatchNorm2d holding the statistics and affine tensors an ``F.batch_norm`` call
+    reads from the model (copies), or why it cannot be folded."""
+    args = dict(zip(_BN_ARGS, node.args, strict=False))
+    args.update(node.kwargs)
+    if args.get("training", False):
+        return "a functional batch norm in training mode (batch statistics)"
+    tensors = {}
+    for key in ("running_mean", "running_var", "weight", "bias"):
+        a = args.get(key)
+        if a is None and key in ("weight", "bias"):
+            continue
+        if not (isinstance(a, fx.Node) and a.op == "get_attr"):
+            return f"a functional batch norm whose {key} is not a tensor of the model"
+        tensors[key] = _attr(g.gm, a.target)
+    mean = tensors["running_mean"]
+    bn = nn.BatchNorm2d(mean.numel(), eps=float(args.get("eps", 1e-5)))  # weight 1, bias 0 unless given
+    bn = bn.to(device=mean.device, dtype=mean.dtype).eval()
+    with torch.no_grad():
+        for key, t in tensors.items():
+            getattr(bn, key).copy_(t)
+    return bn
+
+
+def _attr(root: nn.Module, target: str) -> torch.Tensor:
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # -- 3. conv -> conv ---------------------------------------------------------------------------

@@ -404,3 +404,53 @@ def test_a_layer_whose_output_another_node_reads_is_not_merged():
     f = fold(m, x, policy="all")
     assert not f.fold_info.merged, f.fold_info.merged
     _close(f(x), m(x))
+
+
+def _random_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model
+
+
+def test_functional_batch_norms_fold_like_modules():
+    """timm's BatchNormAct2d reaches fx as F.batch_norm on the module's statistics: every one of
+    regnetx_002's 44 folds into its conv, exactly (float64)."""
+    timm = pytest.importorskip("timm")
+    with torch.no_grad():
+        model = _random_bn_statistics(timm.create_model("regnetx_002", pretrained=False, num_classes=10))
+    model = model.double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    folded = fold(model, x, policy="all")
+    merged = [what for _, what in folded.fold_info.merged if what.startswith("batch norm folded")]
+    assert len(merged) == 44
+    assert not any(n.op == "call_function" and n.target is F.batch_norm for n in folded.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-9, atol=1e-10)
+
+
+class _FunctionalBN(nn.Module):
+    def __init__(self, training: bool, after_add: bool) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.training_bn, self.after_add = training, after_add
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y + 1 if self.after_add else y
+        return F.batch_norm(y, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
+                            self.training_bn, 0.1, 1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "training,after_add,why",
+    [(True, False, "a functional batch norm in training mode"), (False, True, "not right after a conv")],
+)
+def test_batch_norms_not_folded_are_named_with_the_reason(training, after_add, why):
+    model = _FunctionalBN(training, after_add).eval()
+    folded = fold(model, torch.randn(2, 3, 8, 8), policy="all")
+    assert [w for _, w in folded.fold_info.not_merged if why in w], folded.fold_info.not_merged
