@@ -14,6 +14,12 @@
   the stem and in the first stride-2 stage (24 channels). Its SiLUs are gated (the SE block's
   sigmoid gate is not an activation ``linearize`` gates); one epoch of 40,000 images takes about
   9 minutes on the 2-core CPU with channel gates (0.85 s a step of 64, measured 2026-12-05).
+- ``vit``: torchvision's ``VisionTransformer`` sized for 32×32 CIFAR: patch 8 (16 patches and the
+  class token: 17 tokens), 6 layers of ViT-Tiny's width (hidden 192, 3 heads, MLP 768, GELU).
+  45.7 MMACs per image (``torch.utils.flop_counter``), 2.7M parameters; sized so an epoch of
+  40,000 images takes minutes on the 2-core CPU (README). With ``--granularity feature`` its GELUs
+  get a gate per hidden feature (what ``fold`` turns into narrow MLPs); ``--granularity channel``
+  gates each token instead (PriViT's per-token gates).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2", "efficientnet_b0")
+RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2", "efficientnet_b0", "vit")
 
 
 class _PadShortcut(nn.Module):
@@ -99,4 +105,9 @@ def relu_network(name: str, num_classes: int = 10) -> nn.Module:
         model.features[0][0].stride = (1, 1)  # the stem
         model.features[2][0].block[1][0].stride = (1, 1)  # the depthwise conv of the first stride-2 block
         return model
+    if name == "vit":
+        return torchvision.models.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=768,
+            num_classes=num_classes,
+        )  # fmt: skip
     raise ValueError(f"model must be one of cnn, {', '.join(RELU_NETWORKS)}, got {name!r}")

@@ -95,6 +95,7 @@ def fold_run(
         merged=[list(n) + [w] for n, w in info.merged],
         not_merged=[list(n) + [w] for n, w in info.not_merged],
         max_error=info.max_error,
+        mlps=info.mlps,
     )
     notes = []
     try:

@@ -230,3 +230,28 @@ def test_a_folded_vit_runs_in_onnxruntime(tmp_path):
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x.numpy()})[0])
     torch.testing.assert_close(got, _out(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_vit_trains_to_a_gelu_budget_with_feature_gates_and_its_run_folds(tmp_path):
+    """--model vit --granularity feature --budget 0.5 --budget-kind gelu, fine-tuned with --distill
+    from a GELU run; `alphakern fold RUN` folds its MLPs and keeps the test accuracy."""
+    import json
+
+    from alphakern.cli import main
+    from tests.cifar_fixtures import write_pickles
+    from tests.train_helpers import run, train_cfg
+
+    data = write_pickles(tmp_path / "cifar", n_per_batch=16, n_test=24)
+    common = dict(model="vit", epochs=1, log_every=2)
+    base = run(train_cfg(data, tmp_path / "gelu", activation="relu", **common))  # the GELU network
+    assert base.metrics["nonlinearities_before"] == {"gelu": 6 * 17 * 768}
+    gated = tmp_path / "gated"
+    cfg = train_cfg(data, gated, granularity="feature", budget=0.5, budget_kind="gelu", finetune_epochs=1,
+                    init=str(tmp_path / "gelu"), distill=True, **common)  # fmt: skip
+    trainer = run(cfg)
+    assert sum(trainer.metrics["nonlinearities_after"].values()) <= 0.5 * 6 * 17 * 768
+    assert main(["fold", str(gated), "--policy", "all", "--out", str(tmp_path / "f")]) == 0
+    result = json.loads((tmp_path / "f" / "fold.json").read_text())
+    assert result["test_acc_after"] == pytest.approx(result["test_acc_before"], abs=1e-9)
+    mixed = [r for r in result["mlps"] if 0 < r["kept"] < r["features"]]
+    assert mixed and all(r["form"] == "split" and r["macs_after"] < r["macs_before"] for r in mixed)
