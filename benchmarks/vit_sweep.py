@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""The ViT end to end on CIFAR-10 (issue 30, 4b): which GELUs a ViT needs, at equal epochs.
+
+1. the GELU ViT (``--model vit --activation relu``: no gates) trained ``--base-epochs``;
+2. every point from its weights with the SAME ``--search-epochs`` + ``--finetune-epochs`` and the
+   same distillation from it (KL, T = 4): the 100 % point (no gates; the trainer distils it in every
+   epoch, as it has no search phase), then for each budget (a share of the GELUs) gates per hidden
+   feature (``--granularity feature``: alphakern's) and per token (``--granularity channel``:
+   PriViT's), a GELU budget (``--budget-kind gelu``), the gates made exact to it, fine-tuned;
+3. each finished point folded (``alphakern.train.fold_run``: the MLPs whose features became linear
+   merged), its test accuracy before and after, MACs and latency from ``fold_report``, and the
+   share of GELUs each layer kept (from the run's checkpoint).
+
+Every run is a resumable run directory: run the script again after an interruption and it goes on
+where it stopped (finished runs are read back). Results: ``vit_sweep.json`` and ``vit_sweep.png``.
+
+    python benchmarks/vit_sweep.py --data-dir DATA                       # the full sweep (hours)
+    python benchmarks/vit_sweep.py --data-dir DATA --limit-train 256 --base-epochs 1 \\
+        --search-epochs 1 --finetune-epochs 1 --work /tmp/vs --out /tmp/vs  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from alphakern.train import TrainConfig, fold_run
+from alphakern.train.checkpoint import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget_sweep import train_to_end  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "vit_sweep"
+
+
+def kept_per_layer(run_dir: str) -> list[float]:
+    """The share of GELUs each gate kept after the cut (forward order of the gates' names)."""
+    keep = load_checkpoint(run_dir, map_location="cpu").get("keep") or {}
+    return [float(k.float().mean()) for _, k in sorted(keep.items())]
+
+
+def folded(run_dir: str) -> dict:
+    """fold_run's record of a finished run (cached in its directory as fold.json)."""
+    path = Path(run_dir) / "fold.json"
+    if not path.is_file():
+        fold_run(run_dir, policy="latency")
+    r = json.loads(path.read_text())
+    return dict(test_acc_folded=r.get("test_acc_after"), report=r["report"],
+                mlps=[{k: m[k] for k in ("gate", "form", "features", "kept", "macs_before", "macs_after")}
+                      for m in r.get("mlps", [])])  # fmt: skip
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    full = [p for p in result["points"] if p["granularity"] is None]
+    for gran, label in (
+        ("feature", "gates per hidden feature (alphakern)"),
+        ("channel", "gates per token (PriViT)"),
+    ):
+        pts = sorted((p for p in result["points"] if p["granularity"] == gran), key=lambda p: p["gelus"])
+        pts += full
+        ax.plot([p["gelus"] for p in pts], [p["test_acc"] for p in pts], marker="o", label=label)
+        for p in pts:
+            if p["granularity"] == gran:
+                bx.plot(range(1, len(p["kept_per_layer"]) + 1), p["kept_per_layer"], marker="o",
+                        label=f"{label.split(' (')[0]}, {p['fraction']:.0%}")  # fmt: skip
+    ax.axhline(
+        result["gelu_network"]["test_acc"], color="k", linestyle=":", label="GELU ViT before the points"
+    )
+    ax.set_xlabel("GELUs per image")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    bx.set_xlabel("gate (forward order)")
+    bx.set_ylabel("share of its GELUs kept")
+    bx.grid(True, alpha=0.3)
+    bx.legend(fontsize=7)
+    fig.suptitle("ViT (patch 8, 6 layers, width 192) on CIFAR-10, equal epochs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--work", default="runs/vit_sweep", help="run directories (resumable)")
+    p.add_argument("--out", default=str(RESULTS), help="where the JSON and PNG go")
+    p.add_argument("--budgets", default="0.5,0.25", help="shares of the network's GELUs")
+    p.add_argument("--granularities", default="feature,channel")
+    p.add_argument("--base-epochs", type=int, default=15)
+    p.add_argument("--search-epochs", type=int, default=5)
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    common = dict(data_dir=args.data_dir, model="vit", seed=args.seed, limit_train=args.limit_train,
+                  augment=True, log_every=200)  # fmt: skip
+    t0 = time.perf_counter()
+    base = TrainConfig(out=str(work / "gelu_base"), activation="relu", epochs=args.base_epochs, **common)
+    base_m = train_to_end(base)
+    equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
+    runs = [(None, 1.0, TrainConfig(out=str(work / "gelu_100"), activation="relu", **equal, **common))]
+    for gran in args.granularities.split(","):
+        for b in (float(v) for v in args.budgets.split(",")):
+            cfg = TrainConfig(out=str(work / f"{gran}_{b:g}"), granularity=gran, budget=b, budget_kind="gelu",
+                              **equal, **common)  # fmt: skip
+            runs.append((gran, b, cfg))
+    points = []
+    for gran, b, cfg in runs:
+        m = train_to_end(cfg)
+        point = dict(granularity=gran, fraction=b, run=cfg.out, test_acc=m["test_acc"],
+                     gelus=sum(m["nonlinearities_after"].values()), val_acc=m["epochs"][-1]["val_acc"],
+                     epochs=len(m["epochs"]))  # fmt: skip
+        if gran is not None:
+            point.update(kept_per_layer=kept_per_layer(cfg.out), **folded(cfg.out))
+        points.append(point)
+        result = dict(
+            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            machine=dict(
+                cpu=platform.processor() or platform.machine(),
+                threads=torch.get_num_threads(),
+                torch=torch.__version__,
+            ),  # fmt: skip
+            config=vars(args),
+            gelu_network=dict(
+                run=base.out, test_acc=base_m["test_acc"], gelus=sum(base_m["nonlinearities_before"].values())
+            ),  # fmt: skip
+            points=points,
+            complete=len(points) == len(runs),
+            seconds_this_call=time.perf_counter() - t0,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "vit_sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+        plot(result, out / "vit_sweep.png")
+    for pt in points:
+        name = pt["granularity"] or "GELU"
+        print(f"{name} {pt['fraction']:.0%}: {pt['gelus']} GELUs, test {pt['test_acc']:.2f}%")
+
+
+if __name__ == "__main__":
+    main()
