@@ -53,6 +53,19 @@ def train_to_end(cfg: TrainConfig) -> dict:
     return metrics
 
 
+def provenance(**machine) -> dict:
+    """When and where a sweep ran: the date (UTC) and the machine (CPU, threads, torch, and ``machine``)."""
+    return dict(
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        machine=dict(
+            cpu=platform.processor() or platform.machine(),
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            **machine,
+        ),  # fmt: skip
+    )
+
+
 def step_cost(args: argparse.Namespace, data_dir: str, rounds: int = 3, steps: int = 40) -> dict:
     """Seconds per training step with gates per channel and per layer (and plain ReLUs), rounds
     interleaved; the ratios are what to read, not the absolute times."""
@@ -173,13 +186,7 @@ def main() -> None:
             dict(fraction=b, run=cfg.out, budget=m["relu_budget"], soft_count_after_search=soft, **_point(m))
         )
     result = dict(
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        machine=dict(
-            cpu=platform.processor() or platform.machine(),
-            threads=torch.get_num_threads(),
-            device=full["device"],
-            torch=torch.__version__,
-        ),  # fmt: skip
+        **provenance(device=full["device"]),
         config=dict(vars(args), base_epochs=args.base_epochs),
         relu_network=dict(
             run=base.out, relu_count=base_metrics["relu_count_before"], test_acc=base_metrics["test_acc"]

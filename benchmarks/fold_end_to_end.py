@@ -21,14 +21,12 @@ resumable: run the script again after an interruption.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 from pathlib import Path
 
 import torch
 from bench_fold import ort_latency_ms
-from budget_sweep import train_to_end
+from budget_sweep import provenance, train_to_end
 from timing import cpu_time_interleaved
 
 import alphakern
@@ -110,12 +108,7 @@ def main() -> None:
               + f" | gated folded vs relu: x{ratio:.2f}, vs relu with BN folded: x{ratio_f:.2f}")  # fmt: skip
     reports = {k: fold_report(models[k], folded[k], x1, rounds=1) for k in models}
     result = dict(
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        machine=dict(
-            cpu=platform.processor() or platform.machine(),
-            threads=torch.get_num_threads(),
-            torch=torch.__version__,
-        ),  # fmt: skip
+        **provenance(),
         config=vars(args),
         runs={k: c.out for k, c in (("relu_base", base), ("relu", relu), ("gated", gated))},
         relu_count={k: m["relu_count_after"] for k, m in metrics.items()},

@@ -22,20 +22,16 @@ where it stopped (finished runs are read back). Results: ``vit_sweep.json`` and 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from alphakern.train import TrainConfig, fold_run
 from alphakern.train.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_sweep import train_to_end  # noqa: E402
+from budget_sweep import provenance, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vit_sweep"
 
@@ -129,12 +125,7 @@ def main() -> None:
             point.update(kept_per_layer=kept_per_layer(cfg.out), **folded(cfg.out))
         points.append(point)
         result = dict(
-            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            machine=dict(
-                cpu=platform.processor() or platform.machine(),
-                threads=torch.get_num_threads(),
-                torch=torch.__version__,
-            ),  # fmt: skip
+            **provenance(),
             config=vars(args),
             gelu_network=dict(
                 run=base.out, test_acc=base_m["test_acc"], gelus=sum(base_m["nonlinearities_before"].values())

@@ -192,3 +192,28 @@ def test_fold_end_to_end_smoke(tmp_path):
     assert data["structure"]["gated"]["after"]["depth"] < data["structure"]["gated"]["before"]["depth"]
     again = run_python(*args)  # every run is found finished: nothing trains again
     assert again.returncode == 0 and again.stdout.count("done before") == 3, again.stdout + again.stderr
+
+
+def test_quick_benchmark_of_feature_gates(tmp_path):
+    """--gates feature: the transformer rows (a (B, T, D) x), every provider checked first."""
+    out = tmp_path / "features.json"
+    proc = run_python("benchmarks/bench_activation.py", "--quick", "--device", "cpu", "--budget", "0.1",
+                      "--gates", "feature", "--activation", "gelu", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and {r["gates"] for r in rows} == {"feature"} and all(len(r["shape"]) == 3 for r in rows)
+    assert all(r["check"] == "ok" for r in rows), [r for r in rows if r["check"] != "ok"]
+    assert {"eager", "compile", "alphakern-torch"} <= {r["provider"] for r in rows}
+
+
+def test_mlp_fold_benchmark_smoke(tmp_path):
+    out = tmp_path / "mlp.json"
+    args = ["--quick", "--batches", "1", "--no-onnx", "--budget", "0.05", "--json", str(out)]
+    proc = run_python("benchmarks/bench_mlp_fold.py", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["meta"]["complete"]
+    rows = data["rows"]
+    assert {r["linear_share"] for r in rows} == {0.25, 0.5, 0.75, 1.0}
+    assert {r["form"] for r in rows} == {"gelu-mlp", "split", "concat", "fold(latency)"}
+    assert all(r["ms"] > 0 for r in rows)
