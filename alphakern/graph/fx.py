@@ -6,13 +6,21 @@ from __future__ import annotations
 from torch import fx, nn
 
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
+from alphakern.ops.core.activations import library_activation, ungated_reason
 
 
 class GateTracer(fx.Tracer):
-    """torch.fx's tracer with alphakern's gates as leaves (their call is one node)."""
+    """torch.fx's tracer with alphakern's gates and other libraries' activation modules (and
+    registered ones) as leaves: one node each — which linearize gates or names, fold and the
+    counts read — rather than the tensor ops inside them."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU)) or super().is_leaf_module(m, qualname)
+        return (
+            isinstance(m, (AlphaGate, FixedGate, FixedSlopeReLU))
+            or library_activation(m) is not None
+            or ungated_reason(m) is not None
+            or super().is_leaf_module(m, qualname)
+        )
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

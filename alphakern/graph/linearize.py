@@ -21,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from alphakern.graph.bn_fusion import fuse_bn as _fuse_bn
+from alphakern.graph.fx import GateTracer
 from alphakern.modules import AlphaGate, AlphaReLU, materialize
 from alphakern.ops.core.activations import (
     FUNCTION_FORMS,
@@ -31,7 +32,6 @@ from alphakern.ops.core.activations import (
     Activation,
     arg_reader,
     call_activation,
-    library_activation,
     module_activation,
     ungated_reason,
 )
@@ -53,18 +53,6 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
         return f"{node.target} ({type(modules[node.target]).__name__})"
     return f"{node.name} ({getattr(node.target, '__name__', node.target)})"
-
-
-class _Tracer(fx.Tracer):
-    """fx's tracer with the activation modules of other libraries (and registered ones) as leaves:
-    one node each, which linearize gates or names, rather than the tensor ops inside them."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (
-            library_activation(m) is not None
-            or ungated_reason(m) is not None
-            or super().is_leaf_module(m, qualname)
-        )
 
 
 def _other_activation(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
@@ -113,7 +101,9 @@ def linearize(
     make_gate(RELU)  # checks granularity and nu_step before any work
     try:
         root = copy.deepcopy(model)
-        gm = fx.GraphModule(root, _Tracer().trace(root), type(root).__name__)  # as fx.symbolic_trace names it
+        gm = fx.GraphModule(
+            root, GateTracer().trace(root), type(root).__name__
+        )  # as fx.symbolic_trace names it
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, control flow on proxies...)
         swapped = _swap_modules(copy.deepcopy(model), make_gate, kinds, reason=f"{type(e).__name__}: {e}")
         return swapped if example_input is None else _materialize_and_name_shared(swapped, example_input)
