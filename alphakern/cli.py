@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from alphakern.data import DATASETS
+from alphakern.graph.methods import METHODS
 from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
@@ -84,6 +85,11 @@ _TRAIN_FLAGS = {
         flags=["--granularity", "--gates"],
         choices=GRANULARITIES,
         help="one gate per layer (the study's), channel or element",
+    ),
+    "method": dict(
+        flags=["--method"],
+        choices=tuple(METHODS),
+        help="how the gates are learned and cut: alpha (alphakern's, default), snl, autorep, stage, random",
     ),
     "budget": dict(
         flags=["--budget"],

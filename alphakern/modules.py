@@ -36,6 +36,7 @@ class AlphaGate(LazyModuleMixin, nn.Module):
     """
 
     cls_to_become = None
+    fuses_with_bn = True  # BatchNormGate runs this gate's α terms (a method's own gate: False)
 
     def __init__(
         self,
@@ -70,7 +71,12 @@ class AlphaGate(LazyModuleMixin, nn.Module):
             raise ValueError(f"{type(self).__name__}: {e}") from None
         with torch.no_grad():
             self.gamma.materialize(shape, device=x.device)
-            self.gamma.zero_()
+            self.reset_gamma()
+
+    @torch.no_grad()
+    def reset_gamma(self) -> None:
+        """γ's starting value: 0 (α = ½ at ν = 0). A linearisation method's gate starts elsewhere."""
+        self.gamma.zero_()
 
     def step_nu(self) -> Tensor:
         """ν for this forward: advanced by nu_step in training mode (on the device), as is."""
@@ -89,11 +95,16 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         return gate(x, self.gamma, self.step_nu(), activation=act.name, negative_slope=act.negative_slope,
                     granularity=self.granularity, backend=self.backend)  # fmt: skip
 
+    def differentiable_alpha(self) -> Tensor:
+        """α per gate as a function of the trained parameter: what a penalty on the soft count
+        differentiates (a linearisation method's gate defines its own)."""
+        return alpha(self.gamma, self.nu)
+
     @property
     def alpha(self) -> Tensor:
         """The current α per gate (detached, γ's shape, on the module's device)."""
         with torch.no_grad():
-            return alpha(self.gamma, self.nu).detach()
+            return self.differentiable_alpha().detach()
 
     def extra_repr(self) -> str:
         # Printing reads a few numbers off the device; forward never does.

@@ -22,7 +22,7 @@ def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
 
 def _fusable(m: nn.Module | None, relu: bool) -> bool:
     if isinstance(m, AlphaGate):
-        return m.granularity in BN_GATE_GRANULARITIES
+        return m.fuses_with_bn and m.granularity in BN_GATE_GRANULARITIES
     return relu and type(m) is nn.ReLU
 
 

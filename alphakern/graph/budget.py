@@ -31,6 +31,7 @@ class GateSite:
     module: AlphaGate
     positions: int
     gates: int
+    shape: tuple[int, ...] = ()  # the gate's output per sample
 
     @property
     def relus(self) -> int:
@@ -61,13 +62,13 @@ def gate_sites(model: nn.Module, example_input: Tensor) -> list[GateSite]:
         if id(m) not in shapes:
             raise ValueError(f"gate {name} was not called by the forward of an example input")
         per_sample = int(np.prod(shapes[id(m)]))
-        sites.append(GateSite(name, m, per_sample // m.gamma.numel(), m.gamma.numel()))
+        sites.append(GateSite(name, m, per_sample // m.gamma.numel(), m.gamma.numel(), tuple(shapes[id(m)])))
     return sites
 
 
 def soft_count(sites: list[GateSite]) -> Tensor:
-    """Σ α × positions over every gate, differentiable in γ (α at each gate's current ν)."""
-    return sum(alpha(s.module.gamma, s.module.nu).float().sum() * s.positions for s in sites)
+    """Σ α × positions over every gate, differentiable in its parameter (α at each gate's current ν)."""
+    return sum(s.module.differentiable_alpha().float().sum() * s.positions for s in sites)
 
 
 def budget_penalty(sites: list[GateSite], total: int, weight: float, budget: int | None = None) -> Tensor:
@@ -99,12 +100,16 @@ def resolve_budget(budget: float, total: int) -> int:
     return count
 
 
-def keep_to_budget(sites: list[GateSite], budget: int) -> dict[str, Tensor]:
-    """Which gates stay ReLUs (bool, γ's shape per site): highest α first, each kept while it
-    fits in what is left of ``budget`` (ties in forward order), the rest linear. The kept
-    positions add up to at most the budget, and less only by less than a gate left out
-    (``gate_rules.kept_within_budget``)."""
-    alphas = [s.module.alpha.float().flatten().cpu().numpy() for s in sites]
+def keep_to_budget(
+    sites: list[GateSite], budget: int, scores: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """Which gates stay ReLUs (bool, γ's shape per site): highest α (or ``scores[name]``, γ's
+    shape) first, each kept while it fits in what is left of ``budget`` (ties in forward order), the
+    rest linear. The kept positions add up to at most the budget, and less only by less than a
+    gate left out (``gate_rules.kept_within_budget``)."""
+    alphas = [
+        (s.module.alpha if scores is None else scores[s.name]).double().flatten().cpu().numpy() for s in sites
+    ]
     a = np.concatenate(alphas) if alphas else np.zeros(0)
     pos = np.concatenate([np.full(s.gates, s.positions, dtype=np.int64) for s in sites]) if sites else a
     take = kept_within_budget(a, pos, budget)

@@ -13,16 +13,8 @@ from alphakern.cifar_nets import relu_network
 from alphakern.data import NUM_CLASSES
 from alphakern.folding import fold_padding, fold_units
 from alphakern.graph import apply_keep, fuse_bn, linearize, nonlinearity_count
-from alphakern.graph.budget import (
-    GateSite,
-    budget_penalty,
-    gate_sites,
-    keep_rounded,
-    keep_to_budget,
-    keep_to_budget_by_units,
-    l1_penalty,
-    resolve_budget,
-)
+from alphakern.graph.budget import GateSite, gate_sites, resolve_budget
+from alphakern.graph.methods import Alpha, Evaluate, Method, Scope, make_method
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.train.checkpoint import load_checkpoint
@@ -53,6 +45,7 @@ def build_model(
     model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
     for _, m in alpha_layers(model):
         m.nu.fill_(cfg.start_nu)
+    method_of(cfg).prepare(model)  # a method's own gates where linearize put AlphaGates
     if keep is not None:
         apply_keep(model, keep)
         if cfg.fold_padding:
@@ -76,7 +69,8 @@ def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Mo
         raise ValueError(f"--init {cfg.init}: a budget run (its gates are exact); start from a ReLU network")
     weights = {k: v for k, v in state["model"].items() if not k.endswith((".gamma", ".nu"))}
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.endswith((".gamma", ".nu"))]
+    gates = {name for name, _ in alpha_layers(model)}  # their state starts fresh (γ, ν, a method's own)
+    missing = [k for k in missing if k.rpartition(".")[0] not in gates]
     if missing or unexpected:
         raise ValueError(
             f"--init {cfg.init}: weights do not match this model (missing {missing[:3]}, "
@@ -87,6 +81,18 @@ def load_init(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Mo
     teacher = build_model(src, device, channels_last=False)
     teacher.load_state_dict(state["model"])
     return teacher.eval().requires_grad_(False)
+
+
+def method_of(cfg: TrainConfig, units: list[tuple[str, ...]] | None = None) -> Method:
+    """The run's linearisation method with its options from the config (``--penalty``: the
+    weight of its penalty, ``--gate-mode l1``/``--l1`` and fold units: alpha's)."""
+    if cfg.method == "alpha":
+        return Alpha(cfg.penalty, cfg.l1 if cfg.gate_mode == "l1" else None, units)
+    if cfg.method in ("snl", "autorep"):
+        return make_method(cfg.method, weight=cfg.penalty)
+    if cfg.method == "random":
+        return make_method("random", seed=cfg.seed)
+    return make_method(cfg.method)
 
 
 @dataclass
@@ -105,7 +111,7 @@ class Budget:
     kinds_before: dict[str, int]
     budget: int | None
     gate_budget: int | None
-    units: list[tuple[str, ...]] | None = None  # --fold-units: the gates kept or dropped together
+    method: Method | None = None  # what penalises the gates and cuts them (method_of)
 
     @property
     def relus_before(self) -> int:
@@ -129,38 +135,31 @@ class Budget:
         kinds = nonlinearity_count(model, example)
         if (cfg.budget is not None or cfg.penalty is not None) and not sites:
             raise ValueError(f"--budget/--penalty: the {cfg.model} has no learnable gates")
-        out = cls(cfg, sites, kinds, None, None)
+        out = cls(
+            cfg, sites, kinds, None, None, method_of(cfg, fold_units(model) if cfg.fold_units else None)
+        )
         if cfg.budget_kind is not None and not out.scoped:
             have = sorted({s.module.act.kind for s in sites})
             raise ValueError(
                 f"--budget-kind {cfg.budget_kind}: the {cfg.model} has no gates of it (its gates: {have})"
             )
-        if cfg.fold_units:
-            out.units = fold_units(model)
         if cfg.budget is not None:
             out.budget = resolve_budget(cfg.budget, out.scope_total)
             out.gate_budget = out.budget - (out.scope_total - sum(s.relus for s in out.scoped))
         return out
 
+    def scope(self) -> Scope:
+        """What the method's penalty and cut see."""
+        return Scope(self.scoped, self.scope_total, self.gate_budget, self.sites)
+
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
-        cfg, terms = self.cfg, []
-        if cfg.budget is not None or cfg.penalty is not None:
-            weight = cfg.penalty if cfg.penalty is not None else 1.0
-            terms.append(budget_penalty(self.scoped, self.scope_total, weight, self.gate_budget))
-        if cfg.gate_mode == "l1":
-            terms.append(l1_penalty(self.sites, cfg.l1))
-        return sum(terms) if terms else None
+        return self.method.penalty(self.scope())
 
-    def exact_keep(self) -> dict[str, torch.Tensor]:
-        """End of the search: which gates stay ReLUs — to the budget (highest α first) or, without
-        one, by rounding α at ½."""
-        if self.gate_budget is None:
-            return keep_rounded(self.sites)
-        if self.units is not None:
-            return keep_to_budget_by_units(self.sites, self.gate_budget, self.units)
-        scoped = {s.name for s in self.scoped}
-        return {
-            **keep_rounded([s for s in self.sites if s.name not in scoped]),
-            **keep_to_budget(self.scoped, self.gate_budget),
-        }
+    def exact_keep(
+        self, model: nn.Module | None = None, evaluate: Evaluate | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Which gates stay non-linear — the method's cut (alpha: to the budget, highest α first,
+        or without one by rounding α at ½); ``evaluate``: validation accuracy, for the methods
+        that measure what they cut."""
+        return self.method.keep(self.scope(), model, evaluate)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from alphakern.data import DATASETS
+from alphakern.graph.methods import METHODS
 from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
@@ -43,6 +44,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: the measured-faster default (see Trainer)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     fuse_bn: bool = False  # each BatchNorm2d → gate pair as one fused op (alphakern.fuse_bn)
+    method: str = "alpha"  # the linearisation method (alphakern.graph.methods)
     # training to a ReLU budget (alphakern.graph.budget): a penalty on the soft ReLU count in the search
     # epochs, then the gates made exact (to the budget) and `finetune_epochs` with them frozen
     budget: float | None = None  # a fraction <= 1 of the network's ReLUs, or a count
@@ -88,6 +90,7 @@ class TrainConfig:
             ("granularity", GRANULARITIES),
             ("dataset", DATASETS),
             ("gate_mode", GATE_MODES),
+            ("method", tuple(METHODS)),
         )
         for f, choices in checks:
             if getattr(self, f) not in choices:
@@ -97,6 +100,7 @@ class TrainConfig:
         if self.model != "cnn" and self.head != "logits":
             raise bad("head", f"logits for --model {self.model} (softmax reproduces the study's CNN only)")
         self._check_budget(bad)
+        self._check_method(bad)
         if self.backend is not None and self.backend not in BACKEND_CHOICES:
             raise bad("backend", f"one of {', '.join(BACKEND_CHOICES)}")
         if self.fuse_bn and self.activation not in ("alpha", "relu"):
@@ -156,6 +160,29 @@ class TrainConfig:
             raise ValueError("--distill needs --init RUN_DIR: the trained ReLU network to distil from")
         if self.distill and self.finetune_epochs == 0:
             raise ValueError("--distill acts in the fine-tuning epochs: give --finetune-epochs K (K >= 1)")
+
+    def _check_method(self, bad) -> None:
+        """A method other than alpha: a budget over every non-linearity, on learnable gates of a
+        granularity it has; the options that are alpha's refused by name."""
+        if self.method == "alpha":
+            return
+        method = METHODS[self.method]
+        if self.activation != "alpha":
+            raise bad(
+                "activation",
+                f"alpha with --method {self.method} (it puts its own gates where the ReLUs were)",
+            )
+        if self.budget is None:
+            raise ValueError(f"--method {self.method} cuts the network to a ReLU budget: give --budget")
+        if self.granularity not in method.granularities:
+            raise bad("granularity", f"one of {', '.join(method.granularities)} with --method {self.method}")
+        alphas = dict(budget_kind=None, fold_units=False, fuse_bn=False, gate_mode="schedule", nu_init=None)
+        for f, default in alphas.items():
+            if getattr(self, f) != default:
+                flag = "--" + f.replace("_", "-")
+                raise ValueError(f"{flag} belongs to --method alpha; --method {self.method} does not take it")
+        if self.penalty is not None and not method.learned:
+            raise ValueError(f"--penalty: --method {self.method} learns no gates, it has no penalty")
 
     @property
     def total_epochs(self) -> int:

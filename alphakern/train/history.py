@@ -39,7 +39,7 @@ class History:
                 return
             rows = []
             for m in layers:
-                a = alpha(m.gamma.detach(), m.nu)
+                a = m.differentiable_alpha().float()  # each method's gate its own α
                 rows.append(torch.stack([
                     m.gamma.detach().mean(), m.nu, a.mean(), a.std(correction=0),
                     (a > NONLINEAR_ABOVE).float().mean(), (a < LINEAR_BELOW).float().mean(),

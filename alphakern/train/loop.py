@@ -125,7 +125,7 @@ class Trainer:
         if cfg.sync_bn:
             self.model = convert_sync_batchnorm(self.model, self.device)
         self.layers = [m for _, m in alpha_layers(self.model)]
-        self.budget = Budget.of(cfg, self.model, self._example())
+        self.budget = Budget.of(cfg, self.model, self._example())  # with the method (--method)
         self.sites = list(self.budget.sites)  # the gates still learning (none once made exact)
         if data is None:
             data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
@@ -165,7 +165,8 @@ class Trainer:
         self.step_model = distributed.wrap(self.model, self.device)
         if self.cfg.compile:
             self.step_model = torch.compile(self.step_model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        groups = self.budget.method.parameter_groups(self.model, self.cfg.lr) if self.layers else None
+        self.optimizer = torch.optim.Adam(groups or self.model.parameters(), lr=self.cfg.lr)
 
     def _example(self) -> torch.Tensor:
         """One CIFAR-sized sample: what the ReLUs are counted on."""
@@ -176,9 +177,20 @@ class Trainer:
         return self.budget.penalty()
 
     def make_exact(self) -> None:
-        """End of the search: every gate becomes exactly a ReLU or the identity — to the budget
-        (highest α first) or, without one, by rounding α at ½ — and stays so (nothing left to learn)."""
-        self._freeze(self.budget.exact_keep())
+        """End of the search: every gate becomes exactly a ReLU or the identity — by the method's
+        cut (alpha: to the budget, highest α first, or without one by rounding α at ½) — and stays
+        so (nothing left to learn). What the cut measures, it measures on the validation split."""
+        self._freeze(self.budget.exact_keep(self.model, self.validation_accuracy))
+        self.metrics["cut_after_epoch"] = self.epoch
+
+    def validation_accuracy(self, model: nn.Module) -> float:
+        """``model``'s accuracy (%) on the validation split: what a method's choices may read."""
+        return evaluate(model, self.val_batches, self.cfg.amp)[1]
+
+    @property
+    def search_epochs(self) -> int:
+        """Epochs before the cut: the config's, or none for a method that learns no gates."""
+        return self.cfg.epochs if self.budget.method.learned else 0
 
     def _freeze(self, keep: dict[str, torch.Tensor]) -> None:
         """Make the gates exact per ``keep``: no gates left to follow, a fresh optimiser."""
@@ -210,6 +222,7 @@ class Trainer:
             metrics=self.metrics,
             hist=self.history.data,
             keep=self.keep,
+            method=self.budget.method.state_dict(),
             rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         ))  # fmt: skip
@@ -221,6 +234,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
+        if state.get("method"):  # a method with a schedule (SNL's λ)
+            self.budget.method.load_state_dict(state["method"])
         self.metrics = state["metrics"]
         self.metrics["config"] = self._config_record()
         self.history.data = state["hist"].cpu()
@@ -310,7 +325,7 @@ class Trainer:
         """Train the remaining epochs, then evaluate on the test set and report."""
         cfg = self.cfg
         while self.epoch < cfg.total_epochs:
-            if self.epoch >= cfg.epochs and cfg.discretizes and self.keep is None:
+            if self.epoch >= self.search_epochs and cfg.discretizes and self.keep is None:
                 self.make_exact()
             phase = "fine-tune" if self.keep is not None else "search"
             stats = self.train_epoch()
@@ -318,9 +333,11 @@ class Trainer:
             val_loss, val_acc = evaluate(self.model, self.val_batches, cfg.amp)
             self.epoch += 1
             stats.update(epoch=self.epoch, phase=phase, val_loss=val_loss, val_acc=val_acc)
+            cut_now = False
             if self.sites:
                 with torch.no_grad():
                     stats["soft_relu_count"] = float(soft_count(self.sites))
+                cut_now = self.budget.method.end_epoch(self.budget.scope())  # SNL: at the budget
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]
@@ -328,6 +345,8 @@ class Trainer:
                 for name, m in zip(self.history.layer_names, self.layers, strict=True):
                     self.gate_alphas[f"epoch{self.epoch}/{name}"] = m.alpha.float().cpu().numpy()
             self.metrics["epochs"].append(stats)
+            if cut_now and cfg.discretizes and self.keep is None:
+                self.make_exact()  # the epochs left fine-tune
             self.save()
             self.write_metrics()
             if self.progress:

@@ -217,3 +217,29 @@ def test_mlp_fold_benchmark_smoke(tmp_path):
     assert {r["linear_share"] for r in rows} == {0.25, 0.5, 0.75, 1.0}
     assert {r["form"] for r in rows} == {"gelu-mlp", "split", "concat", "fold(latency)"}
     assert all(r["ms"] > 0 for r in rows)
+
+
+def test_pareto_smoke(tmp_path):
+    """pareto.py on a tiny dataset: the ReLU network, the 100 % point and two methods at one budget,
+    every point at its budget with the same epochs, the plots written, and a second call finds
+    every run finished."""
+    from tests.cifar_fixtures import write_pickles
+
+    data = write_pickles(tmp_path / "cifar", n_per_batch=16, n_test=24)
+    args = ["benchmarks/pareto.py", "--data-dir", str(data), "--work", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "res"), "--base-epochs", "1", "--search-epochs", "1",
+            "--finetune-epochs", "1", "--budgets", "0.1", "--methods", "snl,random"]  # fmt: skip
+    proc = run_python(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads((tmp_path / "res" / "pareto.json").read_text())
+    assert r["complete"] and [p["method"] for p in r["points"]] == [None, "snl", "random"]
+    for p in r["points"]:
+        assert p["epochs"] == 2
+        if p["method"]:
+            assert p["relus"] <= p["relu_budget"] == 18841
+            assert set(p["kept_per_stage"]) == {"stage 1", "stage 2", "stage 3"}
+    assert r["points"][2]["cut_after_epoch"] == 0  # random: cut before the first epoch
+    for png in ("pareto.png", "pareto_stages.png"):
+        assert (tmp_path / "res" / png).stat().st_size > 1000
+    again = run_python(*args)
+    assert again.returncode == 0 and again.stdout.count("done before") == 4, again.stdout + again.stderr

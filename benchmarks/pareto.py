@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""The linearisation methods side by side at equal epochs (issue 31): accuracy vs ReLUs on CIFAR-10.
+
+1. one ReLU ResNet-20 trained ``--base-epochs`` (augmented): the network every point starts from;
+2. every point from its weights with the SAME ``--search-epochs`` + ``--finetune-epochs`` and the
+   same distillation from it (KL, T = 4, in every epoch without gates):
+   - the 100 % point: no gates, trained as long;
+   - each method (``alpha``, ``snl``, ``autorep``: learned gates per element; ``stage``,
+     ``random``: cut before the first epoch, every epoch fine-tunes) at each budget (a share of the
+     ReLUs), plus alphakern's gates per channel as their own row, and a second seed for the
+     25 % point of ``alpha`` and ``snl``;
+3. per point: test accuracy, ReLUs per image, and the share of its ReLUs each stage kept.
+
+Every choice a method makes reads the validation split; the test set is read once per point, at its
+end. Every run is a resumable run directory: run the script again after an interruption and it
+goes on where it stopped (finished runs are read back). Results: ``pareto.json``, ``pareto.png``
+(accuracy vs ReLUs, log x, a line per method) and ``pareto_stages.png`` (where each method keeps
+its ReLUs), rewritten after every point.
+
+    python benchmarks/pareto.py --data-dir DATA                                   # days on 2 cores
+    python benchmarks/pareto.py --data-dir DATA --limit-train 256 --base-epochs 1 --search-epochs 1 \\
+        --finetune-epochs 1 --budgets 0.25 --work /tmp/p --out /tmp/p          # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from alphakern.train import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget_sweep import provenance, train_to_end  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
+METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
+
+
+def kept_per_stage(metrics: dict) -> dict[str, float]:
+    """The share of each stage's ReLUs the point kept (from the run's ``relu_layers``). A stage is a
+    run of consecutive gates with the same ReLUs per image — in ResNet-20, one resolution (the
+    stem and 16 channels at 32², 32 at 16², 64 at 8²), as ``--method stage`` groups them."""
+    relus: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    last, stage = None, 0
+    for d in metrics.get("relu_layers", []):
+        if d["relus"] != last:
+            last, stage = d["relus"], stage + 1
+        s = f"stage {stage}"
+        relus[s] = relus.get(s, 0) + d["relus"]
+        kept[s] = kept.get(s, 0) + d["kept"]
+    return {s: kept[s] / relus[s] for s in relus}
+
+
+def label(p: dict) -> str:
+    row = p["method"] if p["granularity"] in (None, "element") else f"{p['method']} ({p['granularity']})"
+    return row if p["seed"] == 0 else f"{row}, seed {p['seed']}"
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = result["points"]
+    full = [p for p in points if p["method"] is None]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    rows = sorted({label(p) for p in points if p["method"] is not None and p["seed"] == 0})
+    for row in rows:
+        pts = sorted((p for p in points if p["method"] and label(p) == row), key=lambda p: p["relus"])
+        ax.plot([p["relus"] for p in pts], [p["test_acc"] for p in pts], marker="o", label=row)
+    for p in points:
+        if p["method"] and p["seed"] != 0:
+            ax.plot(p["relus"], p["test_acc"], "kx", ms=7)
+    for p in full:
+        ax.plot(p["relus"], p["test_acc"], "k*", ms=10, label="ReLU network, trained as long")
+    if any(p["seed"] != 0 for p in points):
+        ax.plot([], [], "kx", label="second seed")
+    ax.set_xscale("log")
+    ax.set_xlabel("ReLUs per image")
+    ax.set_ylabel("test accuracy (%)")
+    c = result["config"]
+    ax.set_title(
+        f"ResNet-20, CIFAR-10: {c['base_epochs']} epochs ReLU network, then {c['search_epochs']} + "
+        f"{c['finetune_epochs']} epochs per point",
+        fontsize=9,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(
+        1, max(1, len(result["config"]["budgets"].split(","))), figsize=(12, 4), sharey=True
+    )
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    for bx, b in zip(axes, (float(v) for v in result["config"]["budgets"].split(",")), strict=False):
+        pts = [p for p in points if p["method"] and p["fraction"] == b and p["seed"] == 0]
+        stages = sorted({s for p in pts for s in p["kept_per_stage"]})
+        width = 0.8 / max(1, len(pts))
+        for i, p in enumerate(pts):
+            xs = [j + i * width for j in range(len(stages))]
+            bx.bar(xs, [p["kept_per_stage"].get(s, 0.0) for s in stages], width, label=label(p))
+        bx.set_xticks([j + 0.4 - width / 2 for j in range(len(stages))], stages)
+        bx.set_title(f"budget {b:.0%} of the ReLUs", fontsize=9)
+        bx.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("share of the stage's ReLUs kept")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "pareto_stages.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--work", default="runs/pareto", help="run directories (resumable)")
+    p.add_argument("--out", default=str(RESULTS), help="where the JSON and PNGs go")
+    p.add_argument("--budgets", default="0.25,0.1,0.5", help="shares of the ReLUs, in the order run")
+    p.add_argument("--methods", default=",".join(METHOD_ORDER))
+    p.add_argument("--base-epochs", type=int, default=15)
+    p.add_argument("--search-epochs", type=int, default=6)
+    p.add_argument("--finetune-epochs", type=int, default=6)
+    p.add_argument("--limit-train", type=int, default=None)
+    args = p.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    common = dict(data_dir=args.data_dir, model="resnet20", limit_train=args.limit_train, augment=True,
+                  log_every=200)  # fmt: skip
+    t0 = time.perf_counter()
+    base = TrainConfig(
+        out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, seed=0, **common
+    )
+    base_m = train_to_end(base)
+    equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
+    budgets = [float(v) for v in args.budgets.split(",")]
+    methods = args.methods.split(",")
+    runs = [(None, None, 1.0, 0, TrainConfig(out=str(work / "relu_100"), activation="relu", seed=0, **equal,
+                                              **common))]  # fmt: skip
+
+    def point(method: str, gran: str, b: float, seed: int) -> tuple:
+        name = f"{method}_{gran}_{b:g}" + (f"_seed{seed}" if seed else "")
+        cfg = TrainConfig(out=str(work / name), method=method, granularity=gran, budget=b, seed=seed, **equal,
+                          **common)  # fmt: skip
+        return (method, gran, b, seed, cfg)
+
+    for b in budgets:
+        runs += [point(m, "element", b, 0) for m in methods]
+    if "alpha" in methods:
+        runs += [point("alpha", "channel", b, 0) for b in budgets]
+    runs += [point(m, "element", 0.25, 1) for m in ("alpha", "snl") if m in methods and 0.25 in budgets]
+    points = []
+    for method, gran, b, seed, cfg in runs:
+        m = train_to_end(cfg)
+        points.append(dict(
+            method=method, granularity=gran, fraction=b, seed=seed, run=cfg.out, test_acc=m["test_acc"],
+            relus=m["relu_count_after"], relu_budget=m.get("relu_budget"), val_acc=m["epochs"][-1]["val_acc"],
+            epochs=len(m["epochs"]), cut_after_epoch=m.get("cut_after_epoch"),
+            kept_per_stage=kept_per_stage(m),
+        ))  # fmt: skip
+        result = dict(
+            **provenance(),
+            config=vars(args),
+            relu_network=dict(run=base.out, test_acc=base_m["test_acc"], relus=base_m["relu_count_before"]),
+            points=points,
+            complete=len(points) == len(runs),
+            runs_left=[r[-1].out for r in runs[len(points) :]],
+            seconds_this_call=time.perf_counter() - t0,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
+        plot(result, out)
+    for pt in points:
+        print(f"{label(pt) if pt['method'] else 'ReLU 100%'} {pt['fraction']:.0%}: {pt['relus']} ReLUs, "
+              f"test {pt['test_acc']:.2f}%")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
