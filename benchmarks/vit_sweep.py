@@ -53,6 +53,45 @@ def folded(run_dir: str) -> dict:
                       for m in r.get("mlps", [])])  # fmt: skip
 
 
+def latency(work: Path, out: Path, batches: list[int], seconds: float) -> dict:
+    """The GELU ViT (the 100 % point's network) against each finished point folded: eager fp32
+    latency at each batch size (rounds interleaved, medians) and onnxruntime's (median of rounds).
+    Run it with the machine otherwise idle; written to ``vit_latency.json``."""
+    import torch
+    from bench_fold import ort_latency_ms
+    from timing import cpu_time_interleaved
+
+    import alphakern
+    from alphakern.graph import discretize
+    from alphakern.train import runs
+
+    models = {"gelu": discretize(runs.load_run(str(work / "gelu_100"), "cpu").model).eval()}
+    for d in sorted(work.glob("*_0.*")):
+        if (d / "fold.json").is_file():  # a finished point: its network folded at batch 64
+            net = discretize(runs.load_run(str(d), "cpu").model).eval()
+            models[d.name] = alphakern.fold(net, torch.randn(max(batches), 3, 32, 32), policy="latency")
+    result: dict = dict(**provenance(), models=list(models), eager_ms={}, onnxruntime_ms={})
+    for b in batches:
+        x = torch.randn(b, 3, 32, 32)
+        with torch.inference_mode():
+            fns = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+            for f in fns.values():
+                f()
+            q = cpu_time_interleaved(fns, budget_s=seconds, min_rounds=10, max_rounds=2000)
+        result["eager_ms"][b] = {k: v[0] for k, v in q.items()}
+        result["onnxruntime_ms"][b] = ort_latency_ms(models, x, rounds=50 if b == 1 else 10)
+        for kind in ("eager_ms", "onnxruntime_ms"):
+            t = result[kind][b]
+            if t:
+                print(
+                    f"batch {b} {kind}: "
+                    + ", ".join(f"{k} {v:.2f} ms (x{t['gelu'] / v:.2f})" for k, v in t.items())
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vit_latency.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -107,8 +146,14 @@ def main() -> None:
     )
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency", action="store_true", help="only time the finished points (machine idle)")
+    p.add_argument("--batches", default="1,64", help="batch sizes --latency times")
+    p.add_argument("--seconds", type=float, default=20.0, help="--latency's eager timing per batch size")
     args = p.parse_args()
     work, out = Path(args.work), Path(args.out)
+    if args.latency:
+        latency(work, out, [int(b) for b in args.batches.split(",")], args.seconds)
+        return
     common = dict(data_dir=args.data_dir, model="vit", seed=args.seed, limit_train=args.limit_train,
                   augment=True, lr=args.lr, log_every=200)  # fmt: skip
     t0 = time.perf_counter()
