@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -250,8 +251,34 @@ def test_the_vit_trains_to_a_gelu_budget_with_feature_gates_and_its_run_folds(tm
                     init=str(tmp_path / "gelu"), distill=True, **common)  # fmt: skip
     trainer = run(cfg)
     assert sum(trainer.metrics["nonlinearities_after"].values()) <= 0.5 * 6 * 17 * 768
-    assert main(["fold", str(gated), "--policy", "all", "--out", str(tmp_path / "f")]) == 0
+    onnx = ["--onnx", str(tmp_path / "onnx")] if _has("onnxruntime") and _has("onnxscript") else []
+    assert main(["fold", str(gated), "--policy", "all", "--out", str(tmp_path / "f"), *onnx]) == 0
     result = json.loads((tmp_path / "f" / "fold.json").read_text())
     assert result["test_acc_after"] == pytest.approx(result["test_acc_before"], abs=1e-9)
     mixed = [r for r in result["mlps"] if 0 < r["kept"] < r["features"]]
     assert mixed and all(r["form"] == "split" and r["macs_after"] < r["macs_before"] for r in mixed)
+    if onnx:  # --onnx: both networks exported, the same outputs in onnxruntime at another batch size
+        import onnxruntime as ort
+
+        x = torch.randn(3, 3, 32, 32).numpy()
+        outs = []
+        for name in ("unfolded", "folded"):
+            path = tmp_path / "onnx" / f"{name}.onnx"
+            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            outs.append(torch.from_numpy(s.run(None, {s.get_inputs()[0].name: x})[0]))
+        assert outs[0].shape == (3, 10)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+        import onnx
+
+        def params(name: str) -> int:  # what the file holds: the folded network's weights are fewer
+            graph = onnx.load(str(tmp_path / "onnx" / f"{name}.onnx")).graph
+            return sum(int(np.prod(t.dims)) for t in graph.initializer)
+
+        saved = result["report"]["before"]["params"] - result["report"]["after"]["params"]
+        assert saved > 0 and params("unfolded") - params("folded") > 0.9 * saved  # (plus a few constants)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
