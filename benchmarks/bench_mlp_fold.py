@@ -68,7 +68,11 @@ def ort_session(model: nn.Module, x: torch.Tensor):
     return lambda: s.run(None, {name: feed})
 
 
-def bench_case(d: int, batch: int, share: float, budget: float, onnx: bool) -> list[dict]:
+def bench_case(
+    d: int, batch: int, share: float, budget: float, onnx: bool, device: str = "cpu", dtype=torch.float32
+) -> list[dict]:
+    """One (d, batch, share) case: every form checked, then timed (CPU: interleaved perf_counter;
+    CUDA: events, each form in turn; folded in fp32, then cast to ``dtype``)."""
     l1, l2 = mlp(d)
     h = 4 * d
     keep = keep_pattern(h, share)
@@ -87,15 +91,20 @@ def bench_case(d: int, batch: int, share: float, budget: float, onnx: bool) -> l
     folded = alphakern.fold(gated, x, policy="latency")
     chosen = folded.fold_info.mlps[0]["form"] if folded.fold_info.mlps else None
     forms["fold(latency)"] = folded
+    forms = {k: m.to(device=device, dtype=dtype) for k, m in forms.items()}
+    gated, x = gated.to(device=device, dtype=dtype), x.to(device=device, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
     with torch.no_grad():
         want = gated(x)
         for name, m in forms.items():
             if name != "gelu-mlp":
                 err = (m(x) - want).abs().max().item()
-                if not err <= 1e-4 * want.abs().max().item():
+                if not err <= tol * want.abs().max().item():
                     raise AssertionError(f"{name} is not the discretised MLP: max error {err:.3g}")
     rows = []
     runtimes = {"eager": {k: (lambda m=m: m(x)) for k, m in forms.items()}}
+    if device != "cpu":
+        onnx = False  # onnxruntime's CPU provider: the CPU table's
     if onnx:
         runtimes["onnxruntime"] = {k: ort_session(m, x) for k, m in forms.items()}
     macs = {
@@ -105,10 +114,13 @@ def bench_case(d: int, batch: int, share: float, budget: float, onnx: bool) -> l
     }
     for runtime, fns in runtimes.items():
         with torch.inference_mode():
-            stats = timing.cpu_time_interleaved(fns, budget_s=budget)
+            if device == "cpu":
+                stats = timing.cpu_time_interleaved(fns, budget_s=budget)
+            else:
+                stats = {k: timing.gpu_time([f], rep_ms=1e3 * budget / len(fns)) for k, f in fns.items()}
         base = stats["gelu-mlp"][0]
         for name, (med, p20, p80) in stats.items():
-            rows.append(dict(d=d, hidden=h, batch=batch, tokens=TOKENS, linear_share=share,
+            rows.append(dict(d=d, hidden=h, batch=batch, tokens=TOKENS, linear_share=share, dtype=str(dtype),
                              kept=int(keep.sum()), runtime=runtime, form=name,
                              chosen=chosen if name == "fold(latency)" else None, ms=med, ms_p20=p20,
                              ms_p80=p80, speedup=base / med, macs_per_token=macs.get(name)))  # fmt: skip
@@ -123,17 +135,20 @@ def main(argv=None) -> int:
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per case and runtime")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: eager only, CUDA-event timing)")
+    p.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, float16")
     args = p.parse_args(argv)
+    dtypes = [getattr(torch, v) for v in args.dtypes.split(",")]
     dims = [int(v) for v in args.dims.split(",")] if args.dims else ([192] if args.quick else [192, 384, 768])
     batches = (
         [int(v) for v in args.batches.split(",")] if args.batches else ([1, 8] if args.quick else [1, 64])
     )
     budget = args.budget if args.budget is not None else (0.5 if args.quick else 3.0)
     onnx = not args.no_onnx
-    path = args.json or RESULTS / f"bench_mlp_fold_cpu{'-quick' if args.quick else ''}.json"
+    path = args.json or RESULTS / f"bench_mlp_fold_{args.device}{'-quick' if args.quick else ''}.json"
     meta = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device_name=device_name("cpu"), machine=platform.platform(), cpu_count=os.cpu_count(),
+        device_name=device_name(args.device), machine=platform.platform(), cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(), torch=torch.__version__, complete=False,
         timing="interleaved round-robin, perf_counter (median, p20, p80); speedup: gelu-mlp's / the form's",
     )  # fmt: skip
@@ -146,16 +161,18 @@ def main(argv=None) -> int:
         os.replace(tmp, path)
 
     print(f"MLP fold on {meta['device_name']}, torch {torch.__version__}, {meta['torch_threads']} threads")
-    for d in dims:
-        for batch in batches:
-            for share in (0.25, 0.5, 0.75, 1.0):
-                case = bench_case(d, batch, share, budget, onnx)
-                rows += case
-                save()
-                for r in case:
-                    chosen = f" (kept: {r['chosen']})" if r["form"] == "fold(latency)" else ""
-                    print(f"d={d:4d} batch={batch:3d} linear={share:4.0%} {r['runtime']:<12} {r['form']:<14}"
-                          f"{r['ms']:9.3f} ms  x{r['speedup']:5.2f}{chosen}")  # fmt: skip
+    for dtype in dtypes:
+        for d in dims:
+            for batch in batches:
+                for share in (0.25, 0.5, 0.75, 1.0):
+                    case = bench_case(d, batch, share, budget, onnx, args.device, dtype)
+                    rows += case
+                    save()
+                    for r in case:
+                        chosen = f" (kept: {r['chosen']})" if r["form"] == "fold(latency)" else ""
+                        print(f"{r['dtype']:<14} d={d:4d} batch={batch:3d} linear={share:4.0%} "
+                              f"{r['runtime']:<12} {r['form']:<14}{r['ms']:9.3f} ms  x{r['speedup']:5.2f}"
+                              f"{chosen}")  # fmt: skip
     meta["complete"] = True
     save()
     print(f"wrote {path}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one call of at most BUDGET_S seconds (default 350: the
 # device tool runs it from the repo root as `bash benchmarks/gpu_check.sh`; give it timeout_s 390).
-# Results land in $OUT (default benchmarks/results/gpu), 13 files:
+# Results land in $OUT (default benchmarks/results/gpu), 14 files:
 #   device.txt          GPU, driver, torch/triton/CUDA versions
 #   gpu_check.log       each step's start, exit status and the GPU tests' verbose output
 #   build.log           the CUDA extension's build (runs in the background from the start)
@@ -11,13 +11,14 @@
 #   bench_activations_gpu.json, .png  the gate of relu6, gelu, silu, hardswish (Triton, CUDA vs eager)
 #   bench_features_gpu.json, .png     gates per hidden feature at ViT/BERT MLP shapes (gelu, gelu_tanh, silu)
 #   bench_bn_gate_gpu.json            BatchNorm + gate fused (Triton, CUDA C++) vs eager
-#   fold_gpu.json                     alphakern.fold's speed-ups on the GPU (exact folds), last
+#   fold_gpu.json                     alphakern.fold's speed-ups on the GPU (exact folds)
+#   bench_mlp_fold_gpu.json           transformer MLPs folded (split, concat, fold's choice) vs the GELU MLP, last
 # Order: what matters most first (bench_train without its torch.compile variants: their compiles
 # alone would take its whole slot). Each step gets a slot from one shared deadline and is stopped
 # with SIGTERM (then SIGKILL) when its slot ends; every step keeps what it measured until then.
 # That machine has its own torch (2.11) in the system python3: no venv, nothing downloaded.
 # STEPS=a,b,... runs only those steps (names: triton-tests, cuda-tests, prelu, bench_activation, bench_train,
-# activations, features, bn_gate, fold; default all), e.g. a second call that re-checks the CUDA backend alone.
+# activations, features, bn_gate, fold, mlp_fold; default all), e.g. a second call that re-checks the CUDA backend alone.
 # The device tool returns at most 8 files from its $OUT: point OUT elsewhere and pack it, e.g.
 #   R=$OUT; export OUT=/tmp/gpu; bash benchmarks/gpu_check.sh; tar czf $R/gpu.tar.gz -C /tmp gpu
 # Dry run on a CPU: BUDGET_S=45 PY=.venv/bin/python OUT=/tmp/gpu bash benchmarks/gpu_check.sh
@@ -108,7 +109,11 @@ want bn_gate && run "$(slot 40 20)" $PY benchmarks/bench_bn_gate.py --part op --
   $([ -z "$SKIP" ] && echo --cuda-kernels) --json "$OUT/bench_bn_gate_gpu.json" >> "$OUT/bench.log" 2>&1
 step bench_fold
 # fold on the GPU: ResNet-20 and MobileNetV2 gate patterns, exact folds, eager latency (a row a fold)
-want fold && run "$(slot 30 3)" $PY benchmarks/bench_fold.py --device cuda --models resnet20,mobilenet_v2 --exact-only \
+want fold && run "$(slot 30 18)" $PY benchmarks/bench_fold.py --device cuda --models resnet20,mobilenet_v2 --exact-only \
   --no-onnx --rounds 10 --json "$OUT/fold_gpu.json" >> "$OUT/bench.log" 2>&1
+step bench_mlp_fold
+# the MLP fold at ViT-Ti/B widths, batch 1 and 64, fp32 and bf16 (CUDA events; every form checked first)
+want mlp_fold && run "$(slot 15 3)" $PY benchmarks/bench_mlp_fold.py --device cuda --dims 192,768 --dtypes float32,bfloat16 \
+  --budget 0.1 --json "$OUT/bench_mlp_fold_gpu.json" >> "$OUT/bench.log" 2>&1
 kill $BUILD 2>/dev/null
 step done

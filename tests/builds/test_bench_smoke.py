@@ -108,7 +108,7 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     log = (out / "gpu_check.log").read_text()
     steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "prelu check",
              "bench_activation", "bench_train", "bench_activation: other activations", "bench_bn_gate",
-             "bench_fold", "done"]  # fmt: skip
+             "bench_fold", "bench_mlp_fold", "done"]  # fmt: skip
     positions = [log.find(f"=== {s}") for s in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
     assert "torch" in (out / "device.txt").read_text()
@@ -208,7 +208,8 @@ def test_quick_benchmark_of_feature_gates(tmp_path):
 
 def test_mlp_fold_benchmark_smoke(tmp_path):
     out = tmp_path / "mlp.json"
-    args = ["--quick", "--batches", "1", "--no-onnx", "--budget", "0.05", "--json", str(out)]
+    args = ["--quick", "--batches", "1", "--no-onnx", "--budget", "0.05", "--dtypes", "float32,bfloat16",
+            "--json", str(out)]  # fmt: skip
     proc = run_python("benchmarks/bench_mlp_fold.py", *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
@@ -216,6 +217,7 @@ def test_mlp_fold_benchmark_smoke(tmp_path):
     rows = data["rows"]
     assert {r["linear_share"] for r in rows} == {0.25, 0.5, 0.75, 1.0}
     assert {r["form"] for r in rows} == {"gelu-mlp", "split", "concat", "fold(latency)"}
+    assert {r["dtype"] for r in rows} == {"torch.float32", "torch.bfloat16"}  # each checked, then timed
     assert all(r["ms"] > 0 for r in rows)
 
 
