@@ -60,6 +60,17 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         else:
             self.gamma = UninitializedParameter()
         self.register_buffer("nu", torch.tensor(0.0))
+        if granularity == "layer":
+            self._drop_lazy_hooks()
+
+    def _drop_lazy_hooks(self) -> None:
+        """Nothing to infer (a layer gate, or γ materialised by hand): LazyModuleMixin's hooks go, as
+        after its first forward — a hook left on a gate whose forward never runs (one fused with
+        its BatchNorm) would make every call unfused and the first compiled one fail its guards."""
+        if not self.has_uninitialized_params() and hasattr(self, "_initialize_hook"):
+            self._initialize_hook.remove()
+            self._load_hook.remove()
+            del self._initialize_hook, self._load_hook
 
     def initialize_parameters(self, x: Tensor) -> None:
         """γ = 0 of the granularity's shape for x, on x's device (called before the first forward)."""

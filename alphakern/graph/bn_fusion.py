@@ -41,7 +41,8 @@ def _fuse_pairs(gm: fx.GraphModule, relu: bool = False) -> fx.GraphModule:
         )
         if not ok:
             continue
-        set_module(gm, src.target, BatchNormGate(modules[src.target], gate, node.target))
+        modules[src.target] = BatchNormGate(modules[src.target], gate, node.target)  # fused once
+        set_module(gm, src.target, modules[src.target])
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
     gm.graph.lint()

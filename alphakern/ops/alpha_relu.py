@@ -14,17 +14,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alphakern.ops import backends
 from alphakern.ops.core.activations import RELU
-from alphakern.ops.core.checks import check_backend, check_grad, check_inputs
+from alphakern.ops.core.checks import check_inputs
 from alphakern.ops.gate import (
     ENV_VAR,
     GateFunction,
     auto_backend,
-    grads,
+    define_ops,
     on_feature_rows,
     resolve_backend,
-    setup_context,
 )
 
 __all__ = [
@@ -37,49 +35,8 @@ __all__ = [
 ]
 
 
-@torch.library.custom_op("alphakern::alpha_relu", mutates_args=())
-def alpha_relu_op(x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
-    """y = x + α·relu(−x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
-    granularity = check_inputs(x, gamma, nu)
-    return backends.get(backend).forward(x, gamma, nu, granularity, RELU)
-
-
-@alpha_relu_op.register_fake
-def _(x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> Tensor:
-    check_inputs(x, gamma, nu)
-    check_backend(backend)
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("alphakern::alpha_relu_backward", mutates_args=())
-def alpha_relu_backward_op(
-    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str
-) -> tuple[Tensor, Tensor]:
-    """(∂L/∂x, ∂L/∂γ) of alpha_relu for the upstream gradient ``dy``."""
-    granularity = check_inputs(x, gamma, nu)
-    check_grad(dy, x)
-    return backends.get(backend).backward(dy, x, gamma, nu, granularity, RELU)
-
-
-@alpha_relu_backward_op.register_fake
-def _(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, backend: str) -> tuple[Tensor, Tensor]:
-    check_inputs(x, gamma, nu)
-    check_grad(dy, x)
-    check_backend(backend)
-    return torch.empty_like(x), torch.empty_like(gamma)
-
-
-def _setup(ctx, inputs, output) -> None:
-    x, gamma, nu, backend = inputs
-    setup_context(ctx, x, gamma, nu, backend, RELU, None)
-
-
-def _grads(ctx, dy: Tensor):
-    dx, dgamma = grads(ctx, dy, lambda *t: alpha_relu_backward_op(*t, ctx.backend))
-    return dx, dgamma, None, None
-
-
-alpha_relu_op.register_autograd(_grads, setup_context=_setup)
+# y = x + α·relu(−x) and its (∂L/∂x, ∂L/∂γ): the gate's definition with f = relu, under its own name
+alpha_relu_op, alpha_relu_backward_op = define_ops("alpha_relu", activation_args=False)
 
 
 def alpha_relu(

@@ -46,50 +46,6 @@ def check_activation(backend: str, act: Activation) -> None:
         )
 
 
-def _act(activation: str, negative_slope: float) -> Activation:
-    return Activation(activation, negative_slope)
-
-
-@torch.library.custom_op("alphakern::gate", mutates_args=())
-def gate_op(
-    x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
-) -> Tensor:
-    """y = x + α·(f(x) − x) with α = σ((σ(γ) − ½)·ν), on the named backend."""
-    act = _act(activation, negative_slope)
-    granularity = check_inputs(x, gamma, nu)
-    check_activation(backend, act)
-    return backends.get(backend).forward(x, gamma, nu, granularity, act)
-
-
-@gate_op.register_fake
-def _(x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str) -> Tensor:
-    check_activation(check_backend(backend), _act(activation, negative_slope))
-    check_inputs(x, gamma, nu)
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("alphakern::gate_backward", mutates_args=())
-def gate_backward_op(
-    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
-) -> tuple[Tensor, Tensor]:
-    """(∂L/∂x, ∂L/∂γ) of gate for the upstream gradient ``dy``."""
-    act = _act(activation, negative_slope)
-    granularity = check_inputs(x, gamma, nu)
-    check_grad(dy, x)
-    check_activation(backend, act)
-    return backends.get(backend).backward(dy, x, gamma, nu, granularity, act)
-
-
-@gate_backward_op.register_fake
-def _(
-    dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, activation: str, negative_slope: float, backend: str
-) -> tuple[Tensor, Tensor]:
-    check_activation(check_backend(backend), _act(activation, negative_slope))
-    check_inputs(x, gamma, nu)
-    check_grad(dy, x)
-    return torch.empty_like(x), torch.empty_like(gamma)
-
-
 def setup_context(
     ctx, x: Tensor, gamma: Tensor, nu: Tensor, backend: str, act: Activation, granularity: str | None
 ):
@@ -162,18 +118,65 @@ def grads(ctx, dy: Tensor, backward_op=None) -> tuple[Tensor, Tensor]:
     return backward_op(dy, x, gamma, nu)
 
 
-def _gate_setup(ctx, inputs, output) -> None:
-    x, gamma, nu, activation, negative_slope, backend = inputs
-    setup_context(ctx, x, gamma, nu, backend, _act(activation, negative_slope), None)
+def define_ops(name: str, activation_args: bool):
+    """``alphakern::{name}`` and ``alphakern::{name}_backward`` — the checks, the backend call, the
+    fake kernels and the autograd — from this one definition, for the gate of any f
+    (``activation_args``: f's name and leaky_relu's slope travel as arguments: ``gate``) or of relu
+    alone (``alpha_relu``). The schemas are written here, once; the backend is the last argument."""
+    extra = ", str activation, float negative_slope" if activation_args else ""
+
+    def act_of(rest: tuple) -> Activation:
+        return Activation(rest[0], rest[1]) if activation_args else RELU
+
+    def forward(x: Tensor, gamma: Tensor, nu: Tensor, *rest) -> Tensor:
+        act, backend = act_of(rest), rest[-1]
+        granularity = check_inputs(x, gamma, nu)
+        check_activation(backend, act)
+        return backends.get(backend).forward(x, gamma, nu, granularity, act)
+
+    def forward_fake(x: Tensor, gamma: Tensor, nu: Tensor, *rest) -> Tensor:
+        check_activation(check_backend(rest[-1]), act_of(rest))
+        check_inputs(x, gamma, nu)
+        return torch.empty_like(x)
+
+    def backward(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, *rest) -> tuple[Tensor, Tensor]:
+        act, backend = act_of(rest), rest[-1]
+        granularity = check_inputs(x, gamma, nu)
+        check_grad(dy, x)
+        check_activation(backend, act)
+        return backends.get(backend).backward(dy, x, gamma, nu, granularity, act)
+
+    def backward_fake(dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, *rest) -> tuple[Tensor, Tensor]:
+        check_activation(check_backend(rest[-1]), act_of(rest))
+        check_inputs(x, gamma, nu)
+        check_grad(dy, x)
+        return torch.empty_like(x), torch.empty_like(gamma)
+
+    op = torch.library.custom_op(
+        f"alphakern::{name}", forward, mutates_args=(),
+        schema=f"(Tensor x, Tensor gamma, Tensor nu{extra}, str backend) -> Tensor",
+    )  # fmt: skip
+    op.register_fake(forward_fake)
+    backward_op = torch.library.custom_op(
+        f"alphakern::{name}_backward", backward, mutates_args=(),
+        schema=f"(Tensor dy, Tensor x, Tensor gamma, Tensor nu{extra}, str backend) -> (Tensor, Tensor)",
+    )  # fmt: skip
+    backward_op.register_fake(backward_fake)
+
+    def setup(ctx, inputs, output) -> None:
+        x, gamma, nu, *rest = inputs
+        setup_context(ctx, x, gamma, nu, rest[-1], act_of(rest), None)
+        ctx.op_args = tuple(rest)
+
+    def op_grads(ctx, dy: Tensor):
+        dx, dgamma = grads(ctx, dy, lambda *t: backward_op(*t, *ctx.op_args))
+        return (dx, dgamma, None, *(None for _ in ctx.op_args))
+
+    op.register_autograd(op_grads, setup_context=setup)
+    return op, backward_op
 
 
-def _gate_grads(ctx, dy: Tensor):
-    act = ctx.act
-    dx, dgamma = grads(ctx, dy, lambda *t: gate_backward_op(*t, act.name, act.negative_slope, ctx.backend))
-    return dx, dgamma, None, None, None, None
-
-
-gate_op.register_autograd(_gate_grads, setup_context=_gate_setup)
+gate_op, gate_backward_op = define_ops("gate", activation_args=True)
 
 
 class GateFunction(torch.autograd.Function):

@@ -196,3 +196,21 @@ def test_compiled_training_keeps_the_nu_each_forward_used():
     torch._dynamo.reset()
     with pytest.raises(Exception, match="EagerAlphaReLU cannot be trained under torch.compile"):
         torch.compile(alphakern.EagerAlphaReLU(), fullgraph=True)(torch.ones(3))
+
+
+def test_compile_fullgraph_as_the_first_call_in_a_fresh_process():
+    """A user's first call being a compiled one: backend "auto" is resolved while Dynamo traces
+    (whether the native CPU kernels are built is looked up then, not traced into the graph)."""
+    from tests.subproc import run_python
+
+    code = (
+        "import torch, alphakern\n"
+        "m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), alphakern.AlphaReLU(),\n"
+        "                        alphakern.AlphaGate(activation='gelu'))\n"
+        "m = alphakern.fuse_bn(m)  # the fused BatchNorm + gate resolves its backend too\n"
+        "f = torch.compile(m, fullgraph=True, backend='aot_eager')\n"
+        "f(torch.randn(2, 3, 8, 8)).sum().backward()\n"
+        "print('grad', all(g.gamma.grad is not None for g in (m.get_submodule('2'), m.get_submodule('3'))))\n"
+    )
+    proc = run_python("-c", code)
+    assert proc.returncode == 0 and "grad True" in proc.stdout, proc.stderr[-3000:]

@@ -302,6 +302,22 @@ def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeyp
     assert alphakern.nonlinearity_count(fused, x[:1]) == alphakern.nonlinearity_count(plain, x[:1])
 
 
+def test_fuse_bn_fuses_a_batchnorm_once_when_gates_follow_each_other():
+    """BN → gate → gate: the BN fuses with the first gate; the second, now reading the fused
+    module, is not fused a second time (which would drop the first gate)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), alphakern.AlphaReLU(),
+                      alphakern.AlphaGate(activation="gelu"))  # fmt: skip
+    with torch.no_grad():
+        m[2].gamma.fill_(-2.0)
+        m[2].nu.fill_(3.0)
+    fused = fuse_bn(copy.deepcopy(m))
+    fused_pairs = [g.gate_name for g in fused.modules() if isinstance(g, BatchNormGate)]
+    assert fused_pairs == ["2"]
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(fused.eval()(x), m.eval()(x), rtol=1e-5, atol=1e-5)
+
+
 def test_trainer_fuse_bn_runs_a_budget_and_resumes(tmp_path):
     """--fuse-bn: the same run as without it (the fused pairs' outputs within fp32 rounding), its
     gates made exact to the budget (the fused gates replaced like the others), a checkpoint that

@@ -118,6 +118,7 @@ class MethodGate(AlphaGate):
             g.gamma.materialize(m.gamma.shape, device=m.gamma.device)
         g.to(m.gamma.device)
         g.reset_gamma()
+        g._drop_lazy_hooks()
         return g
 
     def weight(self) -> Tensor:

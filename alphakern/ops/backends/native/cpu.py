@@ -97,6 +97,9 @@ def build(verbose: bool = False, notice: bool = False) -> str:
     return _loaded
 
 
+# torch.compile: looked up while Dynamo traces (a constant of the graph), never traced into it —
+# a user's first call may be a compiled one, and the lookup reads files and the CPU's capability
+@torch.compiler.assume_constant_result
 def available(warn: bool = True) -> bool:
     """True when the kernels are loaded or a current build is cached (then loads it); never compiles.
     Otherwise False, with a one-time warning saying how to build them."""

@@ -91,6 +91,7 @@ def build(verbose: bool = False) -> str:
     return _loaded
 
 
+@torch.compiler.assume_constant_result  # a constant of a compiled graph (as cpu.available)
 def available() -> bool:
     """A CUDA device and a toolkit to build for it (the build itself happens at first use)."""
     return torch.cuda.is_available() and _find_cuda_home() is not None
