@@ -84,7 +84,7 @@ _TRAIN_FLAGS = {
     "granularity": dict(
         flags=["--granularity", "--gates"],
         choices=GRANULARITIES,
-        help="one gate per layer (the study's), channel or element",
+        help="one gate per layer (the study's), channel, element or hidden feature (an MLP's last dim)",
     ),
     "method": dict(
         flags=["--method"],
