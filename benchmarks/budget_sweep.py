@@ -66,6 +66,15 @@ def provenance(**machine) -> dict:
     )
 
 
+def sweep_parser(doc: str, work: str, out: Path) -> argparse.ArgumentParser:
+    """The arguments every resumable sweep takes: the data, its run directories, where results go."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--work", default=work, help="run directories (resumable)")
+    p.add_argument("--out", default=str(out), help="where the results (JSON, plots) go")
+    return p
+
+
 def step_cost(args: argparse.Namespace, data_dir: str, rounds: int = 3, steps: int = 40) -> dict:
     """Seconds per training step with gates per channel and per layer (and plain ReLUs), rounds
     interleaved; the ratios are what to read, not the absolute times."""
@@ -141,10 +150,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--work", default="runs/budget_sweep", help="run directories (resumable)")
-    p.add_argument("--out", default=str(RESULTS), help="where the JSON and PNG go")
+    p = sweep_parser(__doc__, "runs/budget_sweep", RESULTS)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--granularity", default="channel")
     p.add_argument("--budgets", default="0.5,0.25,0.1", help="fractions of the network's ReLUs")

@@ -24,7 +24,6 @@ its ReLUs), rewritten after every point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 from alphakern.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_sweep import provenance, train_to_end  # noqa: E402
+from budget_sweep import provenance, sweep_parser, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
@@ -117,10 +116,7 @@ def plot(result: dict, out: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--work", default="runs/pareto", help="run directories (resumable)")
-    p.add_argument("--out", default=str(RESULTS), help="where the JSON and PNGs go")
+    p = sweep_parser(__doc__, "runs/pareto", RESULTS)
     p.add_argument("--budgets", default="0.25,0.1,0.5", help="shares of the ReLUs, in the order run")
     p.add_argument("--methods", default=",".join(METHOD_ORDER))
     p.add_argument("--base-epochs", type=int, default=15)

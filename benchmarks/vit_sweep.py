@@ -21,7 +21,6 @@ where it stopped (finished runs are read back). Results: ``vit_sweep.json`` and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,7 +30,7 @@ from alphakern.train import TrainConfig, fold_run
 from alphakern.train.checkpoint import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_sweep import provenance, train_to_end  # noqa: E402
+from budget_sweep import provenance, sweep_parser, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vit_sweep"
 
@@ -129,10 +128,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--work", default="runs/vit_sweep", help="run directories (resumable)")
-    p.add_argument("--out", default=str(RESULTS), help="where the JSON and PNG go")
+    p = sweep_parser(__doc__, "runs/vit_sweep", RESULTS)
     p.add_argument("--budgets", default="0.5,0.25", help="shares of the network's GELUs")
     p.add_argument("--granularities", default="feature,channel")
     p.add_argument("--base-epochs", type=int, default=15)

@@ -29,23 +29,10 @@ from alphakern.graph.methods import (
 from alphakern.modules import AlphaGate, AlphaReLU, alpha_layers, materialize
 from alphakern.train import TrainConfig, Trainer, load_checkpoint
 from tests.cifar_fixtures import write_pickles
+from tests.nets import Small
 from tests.train_helpers import run, train_cfg
 
 X = probe()
-
-
-class Small(nn.Module):
-    """Three ReLU sites: two at 32×32 (16 channels), one at 16×16 (8 channels)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8, 10)
-
-    def forward(self, x):
-        h = F.relu(self.c1(x))
-        h = torch.relu(h + 1)
-        return self.fc(self.c2(h).relu().mean((2, 3)))
 
 
 TOTAL = 2 * 16 * 32 * 32 + 8 * 16 * 16  # 34816 ReLUs per sample
