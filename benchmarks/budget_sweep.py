@@ -118,6 +118,14 @@ def step_cost(args: argparse.Namespace, data_dir: str, rounds: int = 3, steps: i
     )
 
 
+def accuracy_axes(ax, title: str) -> None:
+    """Test accuracy against ReLUs per image (log x): the sweeps' plots."""
+    ax.set_xscale("log")
+    ax.set_xlabel("ReLUs per image")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -134,15 +142,9 @@ def plot(result: dict, path: Path) -> None:
         )
     full = next(p for p in pts if p["fraction"] == 1.0)
     ax.axhline(full["test_acc"] - 2, color="gray", ls=":", label="ReLU network − 2 points")
-    ax.set_xscale("log")
-    ax.set_xlabel("ReLUs per image")
-    ax.set_ylabel("test accuracy (%)")
     c = result["config"]
-    ax.set_title(
-        f"{c['model']}, {c['granularity']} gates, CIFAR-10: {c['base_epochs']} epochs ReLU network, "
-        f"then {c['search_epochs']}+{c['finetune_epochs']} per point",
-        fontsize=9,
-    )
+    accuracy_axes(ax, f"{c['model']}, {c['granularity']} gates, CIFAR-10: {c['base_epochs']} epochs ReLU "
+                  f"network, then {c['search_epochs']}+{c['finetune_epochs']} per point")  # fmt: skip
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -32,7 +32,7 @@ from pathlib import Path
 from alphakern.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_sweep import provenance, sweep_parser, train_to_end  # noqa: E402
+from budget_sweep import accuracy_axes, provenance, sweep_parser, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
@@ -79,15 +79,9 @@ def plot(result: dict, out: Path) -> None:
         ax.plot(p["relus"], p["test_acc"], "k*", ms=10, label="ReLU network, trained as long")
     if any(p["seed"] != 0 for p in points):
         ax.plot([], [], "kx", label="second seed")
-    ax.set_xscale("log")
-    ax.set_xlabel("ReLUs per image")
-    ax.set_ylabel("test accuracy (%)")
     c = result["config"]
-    ax.set_title(
-        f"ResNet-20, CIFAR-10: {c['base_epochs']} epochs ReLU network, then {c['search_epochs']} + "
-        f"{c['finetune_epochs']} epochs per point",
-        fontsize=9,
-    )
+    accuracy_axes(ax, f"ResNet-20, CIFAR-10: {c['base_epochs']} epochs ReLU network, then "
+                  f"{c['search_epochs']} + {c['finetune_epochs']} epochs per point")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
