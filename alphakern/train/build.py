@@ -4,6 +4,7 @@ or an ``--init`` that does not fit is refused before any work."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from alphakern.data import NUM_CLASSES
 from alphakern.folding import fold_padding, fold_units
 from alphakern.graph import apply_keep, fuse_bn, linearize, nonlinearity_count
 from alphakern.graph.budget import GateSite, gate_sites, resolve_budget
-from alphakern.graph.methods import Alpha, Evaluate, Method, Scope, make_method
+from alphakern.graph.methods import METHODS, Alpha, Evaluate, Method, Scope, make_method
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
 from alphakern.train.checkpoint import load_checkpoint
@@ -45,7 +46,7 @@ def build_model(
     model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
     for _, m in alpha_layers(model):
         m.nu.fill_(cfg.start_nu)
-    method_of(cfg).prepare(model)  # a method's own gates where linearize put AlphaGates
+    METHODS[cfg.method].prepare(model)  # a method's own gates where linearize put AlphaGates
     if keep is not None:
         apply_keep(model, keep)
         if cfg.fold_padding:
@@ -148,13 +149,15 @@ class Budget:
             out.gate_budget = out.budget - (out.scope_total - sum(s.relus for s in out.scoped))
         return out
 
+    @functools.cached_property
     def scope(self) -> Scope:
-        """What the method's penalty and cut see."""
+        """What the method's penalty and cut see (fixed once the budget is set: built once, not
+        at every step's penalty)."""
         return Scope(self.scoped, self.scope_total, self.gate_budget, self.sites)
 
     def penalty(self) -> torch.Tensor | None:
         """The search epochs' penalty on the gates (None: none asked for)."""
-        return self.method.penalty(self.scope())
+        return self.method.penalty(self.scope)
 
     def exact_keep(
         self, model: nn.Module | None = None, evaluate: Evaluate | None = None
@@ -162,4 +165,4 @@ class Budget:
         """Which gates stay non-linear — the method's cut (alpha: to the budget, highest α first,
         or without one by rounding α at ½); ``evaluate``: validation accuracy, for the methods
         that measure what they cut."""
-        return self.method.keep(self.scope(), model, evaluate)
+        return self.method.keep(self.scope, model, evaluate)

@@ -337,7 +337,7 @@ class Trainer:
             if self.sites:
                 with torch.no_grad():
                     stats["soft_relu_count"] = float(soft_count(self.sites))
-                cut_now = self.budget.method.end_epoch(self.budget.scope())  # SNL: at the budget
+                cut_now = self.budget.method.end_epoch(self.budget.scope)  # SNL: at the budget
             # per layer: γ and α (means over the gates for per-channel/per-element gates)
             stats["gamma"] = [float(m.gamma.detach().float().mean()) for m in self.layers]
             stats["alpha"] = [float(m.alpha.float().mean()) for m in self.layers]

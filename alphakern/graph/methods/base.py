@@ -53,12 +53,13 @@ class Method:
     learned = True  # False: no search; the gates are cut before the first epoch
     granularities: tuple[str, ...] = ("layer", "channel", "element", "feature")
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    @classmethod
+    def prepare(cls, model: nn.Module) -> nn.Module:
         """``model`` (changed in place) with every AlphaGate replaced by this method's gate."""
-        if self.gate is None:
+        if cls.gate is None:
             return model
         for name, m in alpha_layers(model):
-            set_module(model, name, self.gate.like(m))
+            set_module(model, name, cls.gate.like(m))
         return model
 
     def penalty(self, scope: Scope) -> Tensor | None:
@@ -96,9 +97,10 @@ def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def split_groups(model: nn.Module, lr: float, gate_lr: float) -> list[dict]:
     """Two groups: the network's weights at ``lr``, the gates' parameters at ``gate_lr``."""
-    gates = {id(p) for p in gate_parameters(model)}
-    rest = [p for p in model.parameters() if id(p) not in gates]
-    return [dict(params=rest, lr=lr), dict(params=gate_parameters(model), lr=gate_lr)]
+    gates = gate_parameters(model)
+    ids = {id(p) for p in gates}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [dict(params=rest, lr=lr), dict(params=gates, lr=gate_lr)]
 
 
 class MethodGate(AlphaGate):

@@ -26,12 +26,16 @@ from alphakern.graph.discretize import apply_keep
 from alphakern.graph.methods.base import Evaluate, Method, Scope, cut_by_score
 
 
+def _resolution(s: GateSite) -> tuple[int, ...]:
+    """(H, W) of a gate acting on (C, H, W) per sample; () for any other output."""
+    return s.shape[1:] if len(s.shape) == 3 else ()
+
+
 def stages(sites: list[GateSite]) -> list[list[GateSite]]:
     """Runs of consecutive gates (forward order) whose outputs have the same spatial resolution."""
     out: list[list[GateSite]] = []
     for s in sites:
-        res = s.shape[1:] if len(s.shape) == 3 else ()
-        if out and (out[-1][-1].shape[1:] if len(out[-1][-1].shape) == 3 else ()) == res:
+        if out and _resolution(out[-1][-1]) == _resolution(s):
             out[-1].append(s)
         else:
             out.append([s])
@@ -56,7 +60,7 @@ class Stage(Method):
         everything = {s.name: torch.ones(s.module.gamma.shape, dtype=torch.bool) for s in scope.sites}
 
         def accuracy_without(names: set[str]) -> float:
-            keep = {n: (k & False) if n in names else k for n, k in everything.items()}
+            keep = {n: torch.zeros_like(k) if n in names else k for n, k in everything.items()}
             return evaluate(apply_keep(copy.deepcopy(model), keep))
 
         # least critical first: the stage whose loss costs the least validation accuracy
