@@ -83,6 +83,7 @@ def bn_gate(
     activation: str = "relu",
     negative_slope: float = 0.01,
     approximate: str = "none",
+    residual: Tensor | None = None,
     weight: Tensor | None = None,
     bias: Tensor | None = None,
     running_mean: Tensor | None = None,
@@ -97,8 +98,15 @@ def bn_gate(
     native CPU kernels, Triton on CUDA, the CUDA C++ kernels with backend="cuda"), the composition
     elsewhere. The running statistics, when
     given, are updated in place in training (unbiased variance, ``momentum`` the factor of the
-    update), as F.batch_norm does. Differentiable w.r.t. x, weight, bias and γ."""
+    update), as F.batch_norm does. With a ``residual`` (x's shape, dtype and device) the gate takes
+    BN(x) + residual: ``bn_add_gate``. Differentiable w.r.t. x, residual, weight, bias and γ."""
     act = Activation.of(activation, negative_slope, approximate)
-    return _bn.bn_gate(x, gamma, nu, act, weight=weight, bias=bias, running_mean=running_mean,
-                       running_var=running_var, training=training, momentum=momentum, eps=eps,
-                       backend=backend)  # fmt: skip
+    return _bn.bn_gate(x, gamma, nu, act, residual=residual, weight=weight, bias=bias,
+                       running_mean=running_mean, running_var=running_var, training=training,
+                       momentum=momentum, eps=eps, backend=backend)  # fmt: skip
+
+
+def bn_add_gate(x: Tensor, residual: Tensor, gamma: Tensor, nu: Tensor, **kwargs) -> Tensor:
+    """gate(F.batch_norm(x, ...) + residual, γ, ν) as one fused op: the tail of a residual block
+    (BN → add(skip) → activation). Keyword arguments as ``bn_gate``'s."""
+    return bn_gate(x, gamma, nu, residual=residual, **kwargs)

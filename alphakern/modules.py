@@ -223,8 +223,14 @@ class BatchNormGate(nn.BatchNorm2d):
         return g.gamma, g.step_nu(), g.act, g.backend
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._plain():
-            return self.gate(super().forward(x))
+        return self._bn_gate(x, None)
+
+    def _bn_gate(self, x: Tensor, residual: Tensor | None) -> Tensor:
+        """G(BN(x) [+ residual]): fused, or the BN, the add and the gate one after the other."""
+        like_x = residual is None or (residual.shape == x.shape and residual.dtype == x.dtype)
+        if self._plain() or not like_x:  # a broadcast residual: the plain add
+            z = super().forward(x)
+            return self.gate(z if residual is None else z + residual)
         self._check_input_dim(x)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -235,7 +241,7 @@ class BatchNormGate(nn.BatchNorm2d):
         keep = not self.training or self.track_running_stats
         gamma, nu, act, backend = self._gate_args()
         return bn_gate(
-            x, gamma, nu, activation=act.name, negative_slope=act.negative_slope,
+            x, gamma, nu, activation=act.name, negative_slope=act.negative_slope, residual=residual,
             weight=self.weight, bias=self.bias,
             running_mean=self.running_mean if keep else None, running_var=self.running_var if keep else None,
             training=use_batch, momentum=factor, eps=self.eps, backend=backend,
@@ -243,6 +249,16 @@ class BatchNormGate(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", gate={self.gate_name or type(self.gate).__name__}"
+
+
+class BatchNormAddGate(BatchNormGate):
+    """A ``BatchNormGate`` with the residual add between the BN and the gate: forward(x, r) =
+    gate(BN(x) + r), one fused op (``alphakern.bn_add_gate``) — what ``fuse_bn`` makes of the tail
+    of a residual block (BN → add(skip) → activation). The same state-dict contract as
+    BatchNormGate's; a residual of another shape or dtype than x (a broadcast add) runs unfused."""
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self._bn_gate(x, residual)
 
 
 _FIXED_GRANULARITIES = ("channel", "element", "feature")  # a layer gate becomes f's module or nn.Identity

@@ -203,19 +203,22 @@ def gate_dgamma_scale(name, x, gamma, nu, dy, granularity=None):
     return total * chain
 
 
-def bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5):
-    """(y, dx, dw, db, dγ, scales of dw/db/dγ) in float64: nn.BatchNorm2d's formula, then
-    α·f(z) + (1 − α)·z."""
+def bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5, residual=None):
+    """(y, dx, dw, db, dγ, scales of dw/db/dγ, dr) in float64: nn.BatchNorm2d's formula, the
+    residual added (dr None without one), then α·f(z) + (1 − α)·z."""
     x64 = x.detach().double().requires_grad_()
     w64, b64, g64 = (t.detach().double().requires_grad_() for t in (w, b, gamma))
+    r64 = None if residual is None else residual.detach().double().requires_grad_()
     z = F.batch_norm(x64, rm.double().clone(), rv.double().clone(), w64, b64, training, 0.1, eps)
+    z = z if r64 is None else z + r64
     s = torch.sigmoid(g64)
     za = (s - 0.5) * nu.double()
     a, om = torch.sigmoid(za), torch.sigmoid(-za)
     view = (lambda t: t.reshape(())) if gamma.numel() == 1 else (lambda t: t.reshape(1, -1, 1, 1))
     fz = f64(name, z)
     y = view(a) * fz + view(om) * z
-    dx, dw, db, dg = torch.autograd.grad(y, (x64, w64, b64, g64), dy.double())
+    wrt = (x64, w64, b64, g64) + (() if r64 is None else (r64,))
+    dx, dw, db, dg, *dr = torch.autograd.grad(y, wrt, dy.double())
     with torch.no_grad():
         x64 = x.double()
         mean, var = (x64.mean((0, 2, 3)), x64.var((0, 2, 3), unbiased=False)) if training else (rm, rv)
@@ -226,4 +229,4 @@ def bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training, eps=1e-5):
         ref_dz = dy.double().abs() * (view(om) + view(a) * 4)  # |dz| bound (|f'| ≤ 1.2 here)
         dws = (ref_dz * xh.abs()).sum((0, 2, 3))
         dbs = ref_dz.sum((0, 2, 3))
-    return y.detach(), dx, dw, db, dg, (dws, dbs, dgs)
+    return y.detach(), dx, dw, db, dg, (dws, dbs, dgs), (dr[0] if dr else None)

@@ -1,10 +1,12 @@
-"""BatchNorm followed by the gate, as one op: y = G_α,f(BN(x)), the gate per layer or per BN channel.
+"""BatchNorm followed by the gate, as one op: y = G_α,f(BN(x)), the gate per layer or per BN channel —
+or, with a residual r, y = G_α,f(BN(x) + r): the tail of a ResNet block (BN → add(skip) → gate).
 
 Every gate alphakern puts into a CNN sits right after a BatchNorm (conv → BN → gate), and eager
 PyTorch runs the two as separate passes over the activation. Fused, the gate rides on the passes
 BN makes anyway (``backends/native/bn_gate.py``, ``backends/triton/bn_gate.py``): training
 forward = statistics + one normalise-and-gate pass; backward = one reduction over x and dy that
-also sums the gate's term (z recomputed, never stored) + one apply pass. The running statistics
+also sums the gate's term (z recomputed, never stored) + one apply pass (that also writes ∂L/∂r,
+which is the gradient at BN(x) + r). The running statistics
 are updated exactly as ``nn.BatchNorm2d`` updates them (momentum or cumulative average, unbiased
 variance).
 
@@ -54,6 +56,7 @@ def resolve(backend: str | None, x: Tensor, granularity: str) -> str:
 @torch.library.custom_op("alphakern::bn_gate", mutates_args=())
 def bn_gate_op(
     x: Tensor,
+    residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
     running_mean: Tensor | None,
@@ -69,13 +72,27 @@ def bn_gate_op(
     """(y, mean, biased var): the statistics used (the batch's, or copies of the running ones)."""
     fused = FUSED[backend]
     mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
-    y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, Activation(activation, negative_slope))
+    y = fused.forward(
+        x, residual, weight, bias, mean, invstd, gamma, nu, Activation(activation, negative_slope)
+    )
     return y, mean, var
 
 
 @bn_gate_op.register_fake
 def _(
-    x, weight, bias, running_mean, running_var, gamma, nu, training, eps, activation, negative_slope, backend
+    x,
+    residual,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    gamma,
+    nu,
+    training,
+    eps,
+    activation,
+    negative_slope,
+    backend,
 ):
     c = x.shape[1]
     return torch.empty_like(x), x.new_empty((c,), dtype=torch.float32), x.new_empty((c,), dtype=torch.float32)
@@ -85,6 +102,7 @@ def _(
 def bn_gate_backward_op(
     dy: Tensor,
     x: Tensor,
+    residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
     mean: Tensor,
@@ -96,18 +114,31 @@ def bn_gate_backward_op(
     activation: str,
     negative_slope: float,
     backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(∂L/∂x, ∂L/∂weight, ∂L/∂bias in fp32, ∂L/∂γ)."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂residual — empty without one: an op returns tensors —, ∂L/∂weight, ∂L/∂bias in
+    fp32, ∂L/∂γ)."""
     act = Activation(activation, negative_slope)
     invstd = torch.rsqrt(var + eps)
-    return FUSED[backend].backward(dy, x, weight, bias, mean, invstd, gamma, nu, training, act)
+    dx, dr, *rest = FUSED[backend].backward(
+        dy, x, residual, weight, bias, mean, invstd, gamma, nu, training, act
+    )
+    return dx, x.new_empty((0,)) if dr is None else dr, *rest
 
 
 @bn_gate_backward_op.register_fake
-def _(dy, x, weight, bias, mean, var, gamma, nu, training, eps, activation, negative_slope, backend):
+def _(
+    dy, x, residual, weight, bias, mean, var, gamma, nu, training, eps, activation, negative_slope, backend
+):
     c = x.shape[1]
     f32 = dict(dtype=torch.float32)
-    return torch.empty_like(x), x.new_empty((c,), **f32), x.new_empty((c,), **f32), torch.empty_like(gamma)
+    dr = x.new_empty((0,)) if residual is None else torch.empty_like(x)
+    return (
+        torch.empty_like(x),
+        dr,
+        x.new_empty((c,), **f32),
+        x.new_empty((c,), **f32),
+        torch.empty_like(gamma),
+    )
 
 
 def _cast(g: Tensor, like_t: Tensor | None) -> Tensor | None:
@@ -115,18 +146,19 @@ def _cast(g: Tensor, like_t: Tensor | None) -> Tensor | None:
 
 
 def _setup(ctx, inputs, output) -> None:
-    x, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope, backend = inputs
+    x, residual, weight, bias, _, _, gamma, nu, training, eps, activation, negative_slope, backend = inputs
     _, mean, var = output
-    ctx.save_for_backward(x, weight, bias, mean, var, gamma, nu)
+    ctx.save_for_backward(x, residual, weight, bias, mean, var, gamma, nu)
     ctx.training, ctx.eps, ctx.op_args = training, eps, (activation, negative_slope, backend)
 
 
 def _grads(ctx, dy: Tensor, _dmean, _dvar):
-    x, weight, bias, mean, var, gamma, nu = ctx.saved_tensors
-    dx, dw, db, dg = bn_gate_backward_op(
-        dy, x, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.op_args
+    x, residual, weight, bias, mean, var, gamma, nu = ctx.saved_tensors
+    dx, dr, dw, db, dg = bn_gate_backward_op(
+        dy, x, residual, weight, bias, mean, var, gamma, nu, ctx.training, ctx.eps, *ctx.op_args
     )
-    return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None, None
+    dr = None if residual is None else dr
+    return dx, dr, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None, None
 
 
 bn_gate_op.register_autograd(_grads, setup_context=_setup)
@@ -136,11 +168,13 @@ class _BNGateFunction(torch.autograd.Function):
     """The fused kernels in eager mode without custom_op's per-call dispatch (as ops.gate's)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, gamma, nu, training, eps, act, backend):
+    def forward(
+        ctx, x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act, backend
+    ):
         fused = FUSED[backend]
         mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
-        y = fused.forward(x, weight, bias, mean, invstd, gamma, nu, act)
-        ctx.save_for_backward(x, weight, bias, mean, invstd, gamma, nu)
+        y = fused.forward(x, residual, weight, bias, mean, invstd, gamma, nu, act)
+        ctx.save_for_backward(x, residual, weight, bias, mean, invstd, gamma, nu)
         ctx.training, ctx.act, ctx.fused = training, act, fused
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -149,11 +183,11 @@ class _BNGateFunction(torch.autograd.Function):
     def backward(ctx, dy, _dmean, _dvar):
         if torch.is_grad_enabled():
             raise RuntimeError("bn_gate's fused backward is first-order only; use backend='torch'")
-        x, weight, bias, mean, invstd, gamma, nu = ctx.saved_tensors
-        dx, dw, db, dg = ctx.fused.backward(
-            dy, x, weight, bias, mean, invstd, gamma, nu, ctx.training, ctx.act
+        x, residual, weight, bias, mean, invstd, gamma, nu = ctx.saved_tensors
+        dx, dr, dw, db, dg = ctx.fused.backward(
+            dy, x, residual, weight, bias, mean, invstd, gamma, nu, ctx.training, ctx.act
         )
-        return dx, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None
+        return dx, dr, _cast(dw, weight), _cast(db, bias), None, None, dg, None, None, None, None, None
 
 
 def _update_running(
@@ -165,12 +199,29 @@ def _update_running(
         running_var.mul_(1 - factor).add_(var.to(running_var.dtype), alpha=factor * count / (count - 1))
 
 
+def _check_bn_args(x: Tensor, residual: Tensor | None, weight: Tensor | None, bias: Tensor | None) -> None:
+    """A residual like x (shape, dtype, device) — the fused kernels add it element by element —
+    and BN's affine parameters both or neither, as nn.BatchNorm has them."""
+    if residual is not None:
+        if not isinstance(residual, Tensor):
+            raise TypeError(f"residual must be a Tensor or None, got {type(residual).__name__}")
+        if residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+            raise ValueError(
+                f"residual must have x's shape {tuple(x.shape)}, dtype {x.dtype} and device {x.device}, "
+                f"got {tuple(residual.shape)}, {residual.dtype} on {residual.device}"
+            )
+    if (weight is None) != (bias is None):
+        given, missing = ("weight", "bias") if bias is None else ("bias", "weight")
+        raise ValueError(f"{given} given without {missing}: BatchNorm's affine parameters come as a pair")
+
+
 def bn_gate(
     x: Tensor,
     gamma: Tensor,
     nu: Tensor,
     act: Activation,
     *,
+    residual: Tensor | None = None,
     weight: Tensor | None = None,
     bias: Tensor | None = None,
     running_mean: Tensor | None = None,
@@ -180,10 +231,11 @@ def bn_gate(
     eps: float = 1e-5,
     backend: str | None = None,
 ) -> Tensor:
-    """G_α,f(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)):
+    """G_α,f(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) [+ residual]):
     the running statistics (when given) are updated in place in training, as F.batch_norm does;
     ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None)."""
     granularity = check_inputs(x, gamma, nu)
+    _check_bn_args(x, residual, weight, bias)
     if training and x.numel() // max(x.shape[1], 1) == 1:
         # F.batch_norm's own check: no variance from one value per channel
         raise ValueError(
@@ -192,12 +244,14 @@ def bn_gate(
     name = resolve(backend, x, granularity)
     if name == "torch" or x.numel() == 0:  # an empty batch: F.batch_norm's empty answer
         z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        z = z if residual is None else z + residual
         gate_backend = None if backend in (None, "auto") else backend
         return gate_op_entry(z, gamma, nu, act, gate_backend)
     use_batch = training or running_mean is None
     if torch.compiler.is_compiling():
         y, mean, var = bn_gate_op(
             x,
+            residual,
             weight,
             bias,
             running_mean,
@@ -212,7 +266,7 @@ def bn_gate(
         )
     else:
         y, mean, var = _BNGateFunction.apply(
-            x, weight, bias, running_mean, running_var, gamma, nu, use_batch, eps, act, name
+            x, residual, weight, bias, running_mean, running_var, gamma, nu, use_batch, eps, act, name
         )
     if training and running_mean is not None:
         _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])

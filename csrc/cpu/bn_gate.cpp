@@ -2,7 +2,8 @@
 // y = z + alpha (f(z) - z) per gate (one per layer, or one per BN channel). Schemas and fake kernels:
 // alphakern/ops/backends/native/schema.py; the op and its autograd: alphakern/ops/bn_gate.py.
 //
-//   bn_stats(x) -> (mean, var)                  per channel, fp32 results of fp64 sums of x, x^2
+//   bn_stats(x) -> (mean, var)                  per channel, fp32 results of fp64 sums of d, d^2,
+//                                               d = x - k (k: common/bn_shift.h)
 //   bn_gate_fwd(x, mean, invstd, w, b, slopes) -> y
 //   bn_gate_bwd_reduce(dy, x, ...) -> [3, C]     sums of dz, dz * xhat, dy * (f(z) - z) per channel
 //   bn_gate_bwd_apply(dy, x, ..., ca, cb) -> dx  dx = w invstd (dz - ca - xhat cb)
@@ -19,6 +20,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../common/bn_shift.h"
 #include "../common/checks.h"
 #include "vec_io.h"
 
@@ -89,12 +91,14 @@ Shape shape_of(const at::Tensor& x) {
 //   kFwd: v <- y;   kReduce: out[0..2] += dz, dz * xhat, dy * h(z);   kApply: g <- dx.
 enum Mode { kFwd, kReduce, kApply };
 
-template <Mode M, int N, int ACT>
-inline void step(fVec* v, fVec* g, const Lane* L, const fVec& ns, fVec* out) {
+// RES: s = z + r (the residual in r) is gated instead of z, and kApply also leaves dr = ds in r.
+template <Mode M, int N, int ACT, bool RES = false>
+inline void step(fVec* v, fVec* g, fVec* r, const Lane* L, const fVec& ns, fVec* out) {
   fVec z[N], s[N], xh[N];
   for (int k = 0; k < N; ++k) {
     xh[k] = (v[k] - L[k].m) * L[k].is;
     z[k] = xh[k] * L[k].w + L[k].b;
+    if constexpr (RES) z[k] = z[k] + r[k];
     s[k] = L[k].s;
   }
   if constexpr (M == kFwd) {
@@ -109,6 +113,7 @@ inline void step(fVec* v, fVec* g, const Lane* L, const fVec& ns, fVec* out) {
         out[1] = out[1] + g[k] * xh[k];
         out[2] = out[2] + c[k];
       } else {
+        if constexpr (RES) r[k] = g[k];
         g[k] = L[k].w * L[k].is * (g[k] - L[k].ca - xh[k] * L[k].cb);
       }
     }
@@ -123,24 +128,38 @@ inline double lanes_sum(const fVec& v) {
   return s;
 }
 
+// The tensors of one pass: x, dy (kReduce, kApply), the residual r and its gradient dr (RES,
+// kApply), out (kFwd: y, kApply: dx); every one laid out as x.
+template <typename T>
+struct Ptrs {
+  const T *x, *dy, *r;
+  T *out, *dr;
+  Ptrs at(int64_t off) const {
+    auto o = [off](auto* p) { return p ? p + off : p; };
+    return {x + off, o(dy), o(r), o(out), o(dr)};
+  }
+};
+
 // "rows": one row of n elements of one channel; kReduce adds its three sums into tot.
-template <Mode M, typename T, int ACT>
-void row(const T* x, const T* dy, T* out, int64_t n, const Lane& L1, float neg, double* tot) {
+template <Mode M, typename T, int ACT, bool RES>
+void row(const Ptrs<T>& q, int64_t n, const Lane& L1, float neg, double* tot) {
   using io = Io<T>;
   constexpr int N = io::kN;
   Lane L[N];
   for (int k = 0; k < N; ++k) L[k] = L1;
   const fVec ns(neg);
-  fVec v[N], g[N], acc[3] = {fVec(0.f), fVec(0.f), fVec(0.f)};
+  fVec v[N], g[N], r[N], acc[3] = {fVec(0.f), fVec(0.f), fVec(0.f)};
   int64_t i = 0, since = 0;
   for (; i < n; i += io::kStep) {
     // 0: a full step; in a tail, lanes past the row hold dy = 0, so they add dz = 0 and dy * h = 0
     const int64_t t = n - i < io::kStep ? n - i : 0;
-    t ? io::load(x + i, v, t) : io::load(x + i, v);
-    if constexpr (M != kFwd) t ? io::load(dy + i, g, t) : io::load(dy + i, g);
-    step<M, N, ACT>(v, g, L, ns, acc);
-    if constexpr (M == kFwd) t ? io::store(out + i, v, t) : io::store(out + i, v);
-    if constexpr (M == kApply) t ? io::store(out + i, g, t) : io::store(out + i, g);
+    t ? io::load(q.x + i, v, t) : io::load(q.x + i, v);
+    if constexpr (M != kFwd) t ? io::load(q.dy + i, g, t) : io::load(q.dy + i, g);
+    if constexpr (RES) t ? io::load(q.r + i, r, t) : io::load(q.r + i, r);
+    step<M, N, ACT, RES>(v, g, r, L, ns, acc);
+    if constexpr (M == kFwd) t ? io::store(q.out + i, v, t) : io::store(q.out + i, v);
+    if constexpr (M == kApply) t ? io::store(q.out + i, g, t) : io::store(q.out + i, g);
+    if constexpr (M == kApply && RES) t ? io::store(q.dr + i, r, t) : io::store(q.dr + i, r);
     if constexpr (M == kReduce) {
       if ((since += io::kStep) >= kFlush) {
         for (int j = 0; j < 3; ++j) tot[j] += lanes_sum(acc[j]), acc[j] = fVec(0.f);
@@ -155,32 +174,35 @@ void row(const T* x, const T* dy, T* out, int64_t n, const Lane& L1, float neg, 
 
 // "cols": rows [r0, r1) of C channels; kReduce adds per-channel sums into tot[3][C] (fp32 runs of
 // at most kFlush rows, then fp64).
-template <Mode M, typename T, int ACT>
-void col_rows(const T* x, const T* dy, T* out, int64_t r0, int64_t r1, int64_t C, const Params& p, float neg,
-              double* tot, float* acc) {
+template <Mode M, typename T, int ACT, bool RES>
+void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params& p, float neg, double* tot,
+              float* acc) {
   using io = Io<T>;
   constexpr int N = io::kN;
   const fVec ns(neg);
   if constexpr (M == kReduce) std::fill(acc, acc + 3 * C, 0.f);
   int64_t since = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t base = r * C;
+  for (int64_t row = r0; row < r1; ++row) {
+    const Ptrs<T> at_row = q.at(row * C);
+    const T *x = at_row.x, *dy = at_row.dy, *res = at_row.r;
+    T *out = at_row.out, *dr = at_row.dr;
     for (int64_t c = 0; c < C; c += io::kStep) {
       const int64_t t = C - c < io::kStep ? C - c : 0;
-      fVec v[N], g[N], sums[3];
+      fVec v[N], g[N], r[N], sums[3];
       Lane L[N];
       for (int k = 0; k < N; ++k) {
         const int64_t cnt = t ? part(t, k) : fVec::size();
         L[k] = lane_at(p, c + k * fVec::size(), cnt);
       }
-      t ? io::load(x + base + c, v, t) : io::load(x + base + c, v);
-      if constexpr (M != kFwd) t ? io::load(dy + base + c, g, t) : io::load(dy + base + c, g);
+      t ? io::load(x + c, v, t) : io::load(x + c, v);
+      if constexpr (M != kFwd) t ? io::load(dy + c, g, t) : io::load(dy + c, g);
+      if constexpr (RES) t ? io::load(res + c, r, t) : io::load(res + c, r);
       if constexpr (M == kReduce) {
         // per vector k its own channels: sum per k, not across k
         for (int k = 0; k < N; ++k) {
-          fVec vk[1] = {v[k]}, gk[1] = {g[k]};
+          fVec vk[1] = {v[k]}, gk[1] = {g[k]}, rk[1] = {r[k]};
           for (int j = 0; j < 3; ++j) sums[j] = fVec(0.f);
-          step<M, 1, ACT>(vk, gk, &L[k], ns, sums);
+          step<M, 1, ACT, RES>(vk, gk, rk, &L[k], ns, sums);
           const int64_t cnt = t ? part(t, k) : fVec::size(), at = c + k * fVec::size();
           for (int j = 0; j < 3; ++j) {
             float* a = acc + j * C + at;
@@ -190,13 +212,14 @@ void col_rows(const T* x, const T* dy, T* out, int64_t r0, int64_t r1, int64_t C
           }
         }
       } else {
-        step<M, N, ACT>(v, g, L, ns, sums);
-        if constexpr (M == kFwd) t ? io::store(out + base + c, v, t) : io::store(out + base + c, v);
-        if constexpr (M == kApply) t ? io::store(out + base + c, g, t) : io::store(out + base + c, g);
+        step<M, N, ACT, RES>(v, g, r, L, ns, sums);
+        if constexpr (M == kFwd) t ? io::store(out + c, v, t) : io::store(out + c, v);
+        if constexpr (M == kApply) t ? io::store(out + c, g, t) : io::store(out + c, g);
+        if constexpr (M == kApply && RES) t ? io::store(dr + c, r, t) : io::store(dr + c, r);
       }
     }
     if constexpr (M == kReduce) {
-      if (++since >= kFlush || r + 1 == r1) {
+      if (++since >= kFlush || row + 1 == r1) {
         for (int64_t j = 0; j < 3 * C; ++j) tot[j] += acc[j], acc[j] = 0.f;
         since = 0;
       }
@@ -205,8 +228,8 @@ void col_rows(const T* x, const T* dy, T* out, int64_t r0, int64_t r1, int64_t C
 }
 
 // Runs mode M over x; kReduce returns the [3, C] fp64 sums (dz, dz * xhat, dy * h per channel).
-template <Mode M, typename T, int ACT>
-std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const Params& p, float neg) {
+template <Mode M, typename T, int ACT, bool RES>
+std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, float neg) {
   const int64_t C = sh.C;
   std::vector<double> sums(M == kReduce ? 3 * C : 0, 0.0);
   if (!sh.cols) {
@@ -217,8 +240,7 @@ std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const 
           double tot[3] = {0.0, 0.0, 0.0};
           const Lane L = lane_of(p, c);
           for (int64_t n = 0; n < n_batch; ++n) {
-            const int64_t off = (n * C + c) * sh.S;
-            row<M, T, ACT>(x + off, dy + off, nullptr, sh.S, L, neg, tot);
+            row<M, T, ACT, RES>(q.at((n * C + c) * sh.S), sh.S, L, neg, tot);
           }
           for (int j = 0; j < 3; ++j) sums[j * C + c] = tot[j];
         }
@@ -226,8 +248,7 @@ std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const 
     } else {
       run_items(sh.R, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {
-          const int64_t off = r * sh.S;
-          row<M, T, ACT>(x + off, dy ? dy + off : nullptr, out + off, sh.S, lane_of(p, r % C), neg, nullptr);
+          row<M, T, ACT, RES>(q.at(r * sh.S), sh.S, lane_of(p, r % C), neg, nullptr);
         }
       });
     }
@@ -239,8 +260,8 @@ std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const 
   run_items(chunks, sh.R * C, [&](int64_t lo, int64_t hi) {
     std::vector<float> acc(M == kReduce ? 3 * C : 0);
     for (int64_t k = lo; k < hi; ++k) {
-      col_rows<M, T, ACT>(x, dy, out, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
-                          M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
+      col_rows<M, T, ACT, RES>(q, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
+                               M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
     }
   });
   for (int64_t k = 0; k < (M == kReduce ? chunks : 0); ++k) {
@@ -249,17 +270,22 @@ std::vector<double> run(const Shape& sh, const T* x, const T* dy, T* out, const 
   return sums;
 }
 
-// -- statistics: fp64 sums of x and x^2 per channel, over fp32 runs of at most kFlush elements --
+// -- statistics: fp64 sums of d = x - k and d^2 per channel, over fp32 runs of at most kFlush
+// elements; the shift k (common/bn_shift.h) keeps var = E[d^2] - E[d]^2 free of cancellation.
 
 template <typename T>
-void stats_row(const T* x, int64_t n, double* tot) {
+void stats_row(const T* x, int64_t n, float shift, double* tot) {
   using io = Io<T>;
   fVec v[io::kN], s(0.f), q(0.f);
+  const fVec k0(shift), zero(0.f);
   int64_t since = 0;
   for (int64_t i = 0; i < n; i += io::kStep) {
     const int64_t t = n - i < io::kStep ? n - i : 0;
     t ? io::load(x + i, v, t) : io::load(x + i, v);
-    for (int k = 0; k < io::kN; ++k) s = s + v[k], q = q + v[k] * v[k];
+    for (int k = 0; k < io::kN; ++k) {
+      const fVec d = t ? fVec::set(zero, v[k] - k0, part(t, k)) : v[k] - k0;  // lanes past the row: 0
+      s = s + d, q = q + d * d;
+    }
     if ((since += io::kStep) >= kFlush) {
       tot[0] += lanes_sum(s), tot[1] += lanes_sum(q), s = q = fVec(0.f);
       since = 0;
@@ -269,7 +295,7 @@ void stats_row(const T* x, int64_t n, double* tot) {
 }
 
 template <typename T>
-std::vector<double> stats(const Shape& sh, const T* x) {
+std::vector<double> stats(const Shape& sh, const T* x, const float* shift) {
   const int64_t C = sh.C;
   std::vector<double> sums(2 * C, 0.0);
   if (!sh.cols) {
@@ -277,7 +303,7 @@ std::vector<double> stats(const Shape& sh, const T* x) {
     run_items(C, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c) {
         double tot[2] = {0.0, 0.0};
-        for (int64_t n = 0; n < n_batch; ++n) stats_row<T>(x + (n * C + c) * sh.S, sh.S, tot);
+        for (int64_t n = 0; n < n_batch; ++n) stats_row<T>(x + (n * C + c) * sh.S, sh.S, shift[c], tot);
         sums[c] = tot[0], sums[C + c] = tot[1];
       }
     });
@@ -303,7 +329,8 @@ std::vector<double> stats(const Shape& sh, const T* x) {
             const int64_t cnt = t ? part(t, k) : fVec::size(), at = c + k * fVec::size();
             if (cnt == 0) continue;
             float *s = acc.data() + at, *q = acc.data() + C + at;
-            const fVec ns = ld(s, 0, cnt) + v[k], nq = ld(q, 0, cnt) + v[k] * v[k];
+            const fVec d = v[k] - ld(shift, at, cnt);
+            const fVec ns = ld(s, 0, cnt) + d, nq = ld(q, 0, cnt) + d * d;
             cnt < fVec::size() ? ns.store(s, cnt) : ns.store(s);
             cnt < fVec::size() ? nq.store(q, cnt) : nq.store(q);
           }
@@ -345,71 +372,131 @@ std::tuple<at::Tensor, at::Tensor> bn_stats_cpu(const at::Tensor& x) {
   const int64_t count = sh.C ? x.numel() / sh.C : 0;
   TORCH_CHECK(count > 0, "bn_stats: x has no values per channel, got shape ", x.sizes());
   std::vector<double> sums;
+  const at::Tensor k = bn_shift(x);
+  const float* shift = k.const_data_ptr<float>();
   dispatch(x.scalar_type(), 0, [&](auto tag, auto) {
     using T = decltype(tag);
-    sums = stats<T>(sh, x.const_data_ptr<T>());
+    sums = stats<T>(sh, x.const_data_ptr<T>(), shift);
   });
   at::Tensor mean = at::empty({sh.C}, x.options().dtype(at::kFloat));
   at::Tensor var = at::empty({sh.C}, x.options().dtype(at::kFloat));
   for (int64_t c = 0; c < sh.C; ++c) {
-    const double m = sums[c] / count;
-    mean.mutable_data_ptr<float>()[c] = static_cast<float>(m);
+    const double m = sums[c] / count;  // E[x - k]
+    mean.mutable_data_ptr<float>()[c] = static_cast<float>(shift[c] + m);
     var.mutable_data_ptr<float>()[c] = static_cast<float>(std::max(0.0, sums[sh.C + c] / count - m * m));
   }
   return {mean, var};
 }
 
-at::Tensor bn_gate_fwd_cpu(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
-                           const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
-                           double neg) {
-  const Params p = params_of(x, mean, invstd, w, b, slopes);
+// The residual of the bn_add_gate ops: x's shape, dtype and strides (the kernels index both alike).
+void check_residual(const at::Tensor& r, const at::Tensor& x) {
+  check_x(r, "residual", kB);
+  TORCH_CHECK(r.sizes() == x.sizes() && r.scalar_type() == x.scalar_type() && r.strides() == x.strides(),
+              "bn_add_gate: residual must have x's shape ", x.sizes(), ", dtype ", x.scalar_type(),
+              " and strides ", x.strides(), ", got ", r.sizes(), " ", r.scalar_type(), " strides ",
+              r.strides());
+}
+
+// Runs mode M over x (dy, r, out, dr may be undefined): with a residual r the gated value is z + r.
+template <Mode M>
+std::vector<double> launch(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& r, at::Tensor& out,
+                           at::Tensor& dr, const Params& p, int64_t act, double neg) {
   const Shape sh = shape_of(x);
-  at::Tensor y = at::empty_like(x);
-  if (x.numel() == 0) return y;
+  std::vector<double> sums(M == kReduce ? 3 * sh.C : 0, 0.0);
+  if (x.numel() == 0) return sums;
   dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using T = decltype(tag);
-    run<kFwd, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), nullptr, y.mutable_data_ptr<T>(), p,
-                                        static_cast<float>(neg));
+    auto cptr = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
+    auto mptr = [](at::Tensor& t) { return t.defined() ? t.mutable_data_ptr<T>() : nullptr; };
+    const Ptrs<T> q{x.const_data_ptr<T>(), cptr(dy), cptr(r), mptr(out), mptr(dr)};
+    constexpr int A = decltype(code)::value;
+    sums = r.defined() ? run<M, T, A, true>(sh, q, p, static_cast<float>(neg))
+                       : run<M, T, A, false>(sh, q, p, static_cast<float>(neg));
   });
+  return sums;
+}
+
+at::Tensor fwd(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean, const at::Tensor& invstd,
+               const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
+  const Params p = params_of(x, mean, invstd, w, b, slopes);
+  if (r.defined()) check_residual(r, x);
+  at::Tensor y = at::empty_like(x), none;
+  launch<kFwd>(x, none, r, y, none, p, act, neg);
   return y;
 }
 
-at::Tensor bn_gate_bwd_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                  const at::Tensor& slopes, int64_t act, double neg) {
+at::Tensor bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                      const at::Tensor& slopes, int64_t act, double neg) {
   const Params p = params_of(x, mean, invstd, w, b, slopes);
   check_bn_grad(dy, x, kB);
-  const Shape sh = shape_of(x);
-  std::vector<double> sums(3 * sh.C, 0.0);
-  if (x.numel() > 0) {
-    dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
-      using T = decltype(tag);
-      sums = run<kReduce, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
-                                                    nullptr, p, static_cast<float>(neg));
-    });
-  }
-  return at::tensor(sums, x.options().dtype(at::kDouble)).reshape({3, sh.C});
+  if (r.defined()) check_residual(r, x);
+  at::Tensor none;
+  const std::vector<double> sums = launch<kReduce>(x, dy, r, none, none, p, act, neg);
+  return at::tensor(sums, x.options().dtype(at::kDouble)).reshape({3, x.size(1)});
 }
 
-at::Tensor bn_gate_bwd_apply_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                 const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                 const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
-                                 int64_t act, double neg) {
+std::tuple<at::Tensor, at::Tensor> bwd_apply(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                                             const at::Tensor& mean, const at::Tensor& invstd,
+                                             const at::Tensor& w, const at::Tensor& b,
+                                             const at::Tensor& slopes, const at::Tensor& ca,
+                                             const at::Tensor& cb, int64_t act, double neg) {
   Params p = params_of(x, mean, invstd, w, b, slopes);
   check_bn_grad(dy, x, kB);
   check_channel_param(ca, "ca", x);
   check_channel_param(cb, "cb", x);
   p.ca = ca.const_data_ptr<float>();
   p.cb = cb.const_data_ptr<float>();
-  const Shape sh = shape_of(x);
-  at::Tensor dx = at::empty_like(x);
-  if (x.numel() == 0) return dx;
-  dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
-    using T = decltype(tag);
-    run<kApply, T, decltype(code)::value>(sh, x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
-                                          dx.mutable_data_ptr<T>(), p, static_cast<float>(neg));
-  });
-  return dx;
+  at::Tensor dx = at::empty_like(x), dr;
+  if (r.defined()) {
+    check_residual(r, x);
+    dr = at::empty_like(x);
+  }
+  launch<kApply>(x, dy, r, dx, dr, p, act, neg);
+  return {dx, dr};
+}
+
+// -- the ops: bn_gate_* (y = G(z)) and bn_add_gate_* (y = G(z + r)) ---------------------------------
+
+at::Tensor bn_gate_fwd_cpu(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                           const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                           double neg) {
+  return fwd(x, at::Tensor(), mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                  const at::Tensor& slopes, int64_t act, double neg) {
+  return bwd_reduce(dy, x, at::Tensor(), mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_apply_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                 const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                 const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
+                                 int64_t act, double neg) {
+  return std::get<0>(bwd_apply(dy, x, at::Tensor(), mean, invstd, w, b, slopes, ca, cb, act, neg));
+}
+
+at::Tensor bn_add_gate_fwd_cpu(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                               const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                               const at::Tensor& slopes, int64_t act, double neg) {
+  return fwd(x, r, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_add_gate_bwd_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                                      const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                                      const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                                      double neg) {
+  return bwd_reduce(dy, x, r, mean, invstd, w, b, slopes, act, neg);
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_add_gate_bwd_apply_cpu(const at::Tensor& dy, const at::Tensor& x,
+                                                             const at::Tensor& r, const at::Tensor& mean,
+                                                             const at::Tensor& invstd, const at::Tensor& w,
+                                                             const at::Tensor& b, const at::Tensor& slopes,
+                                                             const at::Tensor& ca, const at::Tensor& cb,
+                                                             int64_t act, double neg) {
+  return bwd_apply(dy, x, r, mean, invstd, w, b, slopes, ca, cb, act, neg);
 }
 
 }  // namespace
@@ -419,6 +506,9 @@ TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
   m.impl("bn_gate_fwd", &bn_gate_fwd_cpu);
   m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cpu);
   m.impl("bn_gate_bwd_apply", &bn_gate_bwd_apply_cpu);
+  m.impl("bn_add_gate_fwd", &bn_add_gate_fwd_cpu);
+  m.impl("bn_add_gate_bwd_reduce", &bn_add_gate_bwd_reduce_cpu);
+  m.impl("bn_add_gate_bwd_apply", &bn_add_gate_bwd_apply_cpu);
 }
 
 }  // namespace alphakern

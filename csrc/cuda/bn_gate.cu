@@ -1,7 +1,8 @@
 // CUDA kernels of BatchNorm fused with the gate (the op: alphakern/ops/bn_gate.py; the contract of
-// alphakern_C::bn_stats / bn_gate_fwd / bn_gate_bwd_reduce / bn_gate_bwd_apply, as the CPU kernels in
-// csrc/cpu/bn_gate.cpp). z = (x - mean) * invstd * w + b is recomputed from x in every pass, never
-// stored; the element math is the gate kernels' (elementwise.cuh).
+// alphakern_C::bn_stats / bn_gate_fwd / bn_gate_bwd_reduce / bn_gate_bwd_apply and their bn_add_gate_*
+// forms with a residual r, as the CPU kernels in csrc/cpu/bn_gate.cpp). z = (x - mean) * invstd * w + b
+// (+ r: RES) is recomputed from x in every pass, never stored; the apply pass of RES also writes
+// dr = dz. The element math is the gate kernels' (elementwise.cuh).
 //
 // x is seen as
 //   "rows" [N*C, S] (contiguous NCHW): a warp per (row, segment of at most kSeg elements), one
@@ -16,6 +17,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../common/bn_shift.h"
 #include "../common/cuda_utils.cuh"
 #include "elementwise.cuh"
 
@@ -51,7 +53,9 @@ struct Channel {
 template <int MODE>
 __device__ __forceinline__ Channel channel(const Params& p, int64_t c) {
   Channel ch{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-  if constexpr (MODE != kStats) {
+  if constexpr (MODE == kStats) {
+    ch.mean = p.mean[c];  // the shift k: the statistics sum d = x - k and d^2
+  } else {
     ch = {p.mean[c], p.invstd[c], p.w[c], p.b[c], p.om[c], 0.0f, 0.0f};
     if constexpr (MODE == kApply) {
       ch.ca = p.ca[c];
@@ -62,16 +66,18 @@ __device__ __forceinline__ Channel channel(const Params& p, int64_t c) {
 }
 
 // One element: its output (fwd: y, apply: dx) or its terms added into acc (stats: x, x^2; reduce:
-// dz, dz * xhat, dy * (f(z) - z)).
-template <int MODE, int ACT>
-__device__ __forceinline__ float element(float x, float dy, const Channel& ch, float neg, float* acc) {
+// dz, dz * xhat, dy * (f(z) - z)). RES: z + r is gated, and apply leaves dz in dr.
+template <int MODE, int ACT, bool RES>
+__device__ __forceinline__ float element(float x, float dy, float r, float& dr, const Channel& ch, float neg,
+                                         float* acc) {
   if constexpr (MODE == kStats) {
-    acc[0] += x;
-    acc[1] += x * x;
+    const float d = x - ch.mean;
+    acc[0] += d;
+    acc[1] += d * d;
     return 0.0f;
   } else {
     const float xh = (x - ch.mean) * ch.invstd;
-    const float z = xh * ch.w + ch.b;
+    const float z = RES ? xh * ch.w + ch.b + r : xh * ch.w + ch.b;
     if constexpr (MODE == kFwd) {
       return gate_y<ACT>(z, ch.om, neg);
     } else {
@@ -83,6 +89,7 @@ __device__ __forceinline__ float element(float x, float dy, const Channel& ch, f
         acc[2] += contrib;
         return 0.0f;
       } else {
+        if constexpr (RES) dr = dz;
         return ch.w * ch.invstd * (dz - ch.ca - xh * ch.cb);
       }
     }
@@ -94,30 +101,44 @@ constexpr bool kReads = MODE == kReduce || MODE == kApply;  // dy
 template <int MODE>
 constexpr bool kWrites = MODE == kFwd || MODE == kApply;
 
+// The tensors of a pass, each laid out as x: dy (reduce, apply), out (fwd: y, apply: dx), the
+// residual r and its gradient dr (RES; dr written by apply).
+template <typename T>
+struct Ptrs {
+  const T* __restrict__ x;
+  const T* __restrict__ dy;
+  const T* __restrict__ r;
+  T* __restrict__ out;
+  T* __restrict__ dr;
+};
+
 // VEC consecutive elements at x + at (a multiple of VEC), through one 16-byte access when VEC > 1.
-template <typename T, int VEC, int MODE, int ACT>
-__device__ __forceinline__ void vector(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
-                                       int64_t at, const Channel* ch, int ch_stride, float neg, float* acc) {
-  const Packed<T, VEC> xin = *reinterpret_cast<const Packed<T, VEC>*>(x + at);
-  Packed<T, VEC> gin;
-  if constexpr (kReads<MODE>) gin = *reinterpret_cast<const Packed<T, VEC>*>(dy + at);
-  Packed<T, VEC> res;
+template <typename T, int VEC, int MODE, int ACT, bool RES>
+__device__ __forceinline__ void vector(const Ptrs<T>& q, int64_t at, const Channel* ch, int ch_stride,
+                                       float neg, float* acc) {
+  const Packed<T, VEC> xin = *reinterpret_cast<const Packed<T, VEC>*>(q.x + at);
+  Packed<T, VEC> gin, rin, res, dres;
+  if constexpr (kReads<MODE>) gin = *reinterpret_cast<const Packed<T, VEC>*>(q.dy + at);
+  if constexpr (RES) rin = *reinterpret_cast<const Packed<T, VEC>*>(q.r + at);
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
     const float g = kReads<MODE> ? to_f(gin.v[k]) : 0.0f;
-    const float v =
-        element<MODE, ACT>(to_f(xin.v[k]), g, ch[k * ch_stride], neg, acc + k * ch_stride * kSums<MODE>);
+    const float rv = RES ? to_f(rin.v[k]) : 0.0f;
+    float dr = 0.0f;
+    const float v = element<MODE, ACT, RES>(to_f(xin.v[k]), g, rv, dr, ch[k * ch_stride], neg,
+                                            acc + k * ch_stride * kSums<MODE>);
     if constexpr (kWrites<MODE>) res.v[k] = from_f<T>(v);
+    if constexpr (RES && MODE == kApply) dres.v[k] = from_f<T>(dr);
   }
-  if constexpr (kWrites<MODE>) *reinterpret_cast<Packed<T, VEC>*>(out + at) = res;
+  if constexpr (kWrites<MODE>) *reinterpret_cast<Packed<T, VEC>*>(q.out + at) = res;
+  if constexpr (RES && MODE == kApply) *reinterpret_cast<Packed<T, VEC>*>(q.dr + at) = dres;
 }
 
 // "rows": unit u = (row r, segment s) per warp; SV vectors per row (S = SV * VEC), nseg segments.
-template <typename T, int VEC, int MODE, int ACT>
+template <typename T, int VEC, int MODE, int ACT, bool RES>
 __global__ void __launch_bounds__(kThreads)
-    bn_rows_kernel(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
-                   float* __restrict__ partials, Params p, int64_t units, int64_t nseg, int64_t C, int64_t SV,
-                   float neg) {
+    bn_rows_kernel(Ptrs<T> q, float* __restrict__ partials, Params p, int64_t units, int64_t nseg, int64_t C,
+                   int64_t SV, float neg) {
   constexpr int NS = kSums<MODE>;
   constexpr int64_t kSegV = kSeg / VEC;
   const int lane = threadIdx.x & 31;
@@ -130,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < (NS > 0 ? NS : 1); ++j) acc[j] = 0.0f;
     const int64_t end = (s + 1) * kSegV < SV ? (s + 1) * kSegV : SV;
     for (int64_t j = s * kSegV + lane; j < end; j += 32) {
-      vector<T, VEC, MODE, ACT>(x, dy, out, VEC * (r * SV + j), &ch, 0, neg, acc);
+      vector<T, VEC, MODE, ACT, RES>(q, VEC * (r * SV + j), &ch, 0, neg, acc);
     }
     if constexpr (NS > 0) {
 #pragma unroll
@@ -146,11 +167,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // "cols": thread (ro, cv) owns channels cv*VEC.. of the rows ro, ro + rows_per_iter, ... of its
 // block's row range; CV = C / VEC vectors per row.
-template <typename T, int VEC, int MODE, int ACT>
+template <typename T, int VEC, int MODE, int ACT, bool RES>
 __global__ void __launch_bounds__(kThreads)
-    bn_cols_kernel(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ out,
-                   float* __restrict__ partials, Params p, int64_t M, int64_t CV, int rows_per_iter,
-                   int64_t rows_per_block, float neg) {
+    bn_cols_kernel(Ptrs<T> q, float* __restrict__ partials, Params p, int64_t M, int64_t CV,
+                   int rows_per_iter, int64_t rows_per_block, float neg) {
   constexpr int NS = kSums<MODE>;
   __shared__ float red[NS > 0 ? kThreads * VEC * NS : 1];
   int ro = 0;
@@ -175,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t r0 = static_cast<int64_t>(blockIdx.x) * rows_per_block;
     const int64_t r1 = r0 + rows_per_block < M ? r0 + rows_per_block : M;
     for (int64_t r = r0 + ro; r < r1; r += rows_per_iter) {
-      vector<T, VEC, MODE, ACT>(x, dy, out, VEC * (r * CV + cv), ch, 1, neg, acc);
+      vector<T, VEC, MODE, ACT, RES>(q, VEC * (r * CV + cv), ch, 1, neg, acc);
     }
   }
   if constexpr (NS > 0) {
@@ -220,10 +240,9 @@ Shape shape_of(const at::Tensor& x) {
   return {cl, N, C, S};
 }
 
-// Runs MODE over x; returns the fp64 sums [NS, C] (an undefined tensor for fwd/apply).
-template <int MODE>
-at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const Params& p, int64_t act,
-               double neg) {
+template <int MODE, bool RES>
+at::Tensor run_as(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const Params& p, int64_t act,
+                  double neg, const at::Tensor* r, at::Tensor* dr) {
   constexpr int NS = kSums<MODE>;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Shape sh = shape_of(x);
@@ -235,7 +254,11 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     const T* dyp = dy ? reinterpret_cast<const T*>(dy->const_data_ptr()) : nullptr;
     T* op = out ? reinterpret_cast<T*>(out->mutable_data_ptr()) : nullptr;
-    const bool aligned = aligned16(xp) && (!dyp || aligned16(dyp)) && (!op || aligned16(op));
+    const T* rp = r ? reinterpret_cast<const T*>(r->const_data_ptr()) : nullptr;
+    T* drp = dr ? reinterpret_cast<T*>(dr->mutable_data_ptr()) : nullptr;
+    const Ptrs<T> q{xp, dyp, rp, op, drp};
+    const bool aligned = aligned16(xp) && (!dyp || aligned16(dyp)) && (!op || aligned16(op)) &&
+                         (!rp || aligned16(rp)) && (!drp || aligned16(drp));
     float* pp = nullptr;
     if (sh.cl) {
       const int64_t M = sh.N * sh.S;
@@ -253,11 +276,11 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
       }
       const dim3 grid(static_cast<unsigned>(used), static_cast<unsigned>(col_blocks));
       if (vec) {
-        bn_cols_kernel<T, V, MODE, F>
-            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, M, CV, rows_per_iter, per_block, ng);
+        bn_cols_kernel<T, V, MODE, F, RES>
+            <<<grid, kThreads, 0, stream>>>(q, pp, p, M, CV, rows_per_iter, per_block, ng);
       } else {
-        bn_cols_kernel<T, 1, MODE, F>
-            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, M, CV, rows_per_iter, per_block, ng);
+        bn_cols_kernel<T, 1, MODE, F, RES>
+            <<<grid, kThreads, 0, stream>>>(q, pp, p, M, CV, rows_per_iter, per_block, ng);
       }
     } else {
       const bool vec = sh.S % V == 0 && aligned;
@@ -272,14 +295,14 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
       const int64_t needed = (units + kWarps - 1) / kWarps;
       if (vec) {
         const int grid = static_cast<int>(
-            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, V, MODE, F>>(kThreads)));
-        bn_rows_kernel<T, V, MODE, F>
-            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, units, nseg, sh.C, SV, ng);
+            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, V, MODE, F, RES>>(kThreads)));
+        bn_rows_kernel<T, V, MODE, F, RES>
+            <<<grid, kThreads, 0, stream>>>(q, pp, p, units, nseg, sh.C, SV, ng);
       } else {
         const int grid = static_cast<int>(
-            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, 1, MODE, F>>(kThreads)));
-        bn_rows_kernel<T, 1, MODE, F>
-            <<<grid, kThreads, 0, stream>>>(xp, dyp, op, pp, p, units, nseg, sh.C, SV, ng);
+            std::min<int64_t>(needed, 32 * wave_blocks<bn_rows_kernel<T, 1, MODE, F, RES>>(kThreads)));
+        bn_rows_kernel<T, 1, MODE, F, RES>
+            <<<grid, kThreads, 0, stream>>>(q, pp, p, units, nseg, sh.C, SV, ng);
       }
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -292,6 +315,17 @@ at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const
     // IntArrayRef spelled out: a bare {0, 2} also converts to a DimnameList (ambiguous in torch 2.11)
     return sh.cl ? d.sum(0) : d.sum(at::IntArrayRef{0, 2}).t().contiguous();
   }
+}
+
+// Runs MODE over x (dy, out, r, dr: null where the pass has none); returns the fp64 sums [NS, C] (an
+// undefined tensor for fwd/apply).
+template <int MODE>
+at::Tensor run(const at::Tensor& x, const at::Tensor* dy, at::Tensor* out, const Params& p, int64_t act,
+               double neg, const at::Tensor* r = nullptr, at::Tensor* dr = nullptr) {
+  if constexpr (MODE != kStats) {  // the statistics read x alone: no residual instantiation
+    if (r) return run_as<MODE, true>(x, dy, out, p, act, neg, r, dr);
+  }
+  return run_as<MODE, false>(x, dy, out, p, act, neg, r, dr);
 }
 
 Params params_of(const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
@@ -310,31 +344,36 @@ Params params_of(const at::Tensor& mean, const at::Tensor& invstd, const at::Ten
 // x: [N, C, ...] contiguous or channels_last, CUDA, fp32/fp16/bf16, checked by the caller (ops.cpp);
 // the per-channel tensors fp32 [C] on x's device; dy and out laid out as x.
 std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x) {
-  const Params p{};
+  // the shift k per channel (common/bn_shift.h): var = E[d^2] - E[d]^2 of d = x - k, no cancellation
+  const at::Tensor shift = bn_shift(x);
+  Params p{};
+  p.mean = shift.const_data_ptr<float>();
   const at::Tensor sums = run<kStats>(x, nullptr, nullptr, p, 0, 0.0);
   const double count = static_cast<double>(x.numel() / x.size(1));
-  const at::Tensor mean = sums[0] / count;
-  const at::Tensor var = (sums[1] / count - mean * mean).clamp_min(0.0);
-  return {mean.to(at::kFloat), var.to(at::kFloat)};
+  const at::Tensor m = sums[0] / count;
+  const at::Tensor var = (sums[1] / count - m * m).clamp_min(0.0);
+  return {(shift.to(at::kDouble) + m).to(at::kFloat), var.to(at::kFloat)};
 }
 
+// r: the residual (bn_add_gate_*), null for bn_gate_*; dr its gradient, written where r is given.
 void launch_bn_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& mean, const at::Tensor& invstd,
                         const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
-                        double neg) {
-  run<kFwd>(x, nullptr, &y, params_of(mean, invstd, w, b, slopes), act, neg);
+                        double neg, const at::Tensor* r) {
+  run<kFwd>(x, nullptr, &y, params_of(mean, invstd, w, b, slopes), act, neg, r);
 }
 
 at::Tensor launch_bn_gate_bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                     const at::Tensor& slopes, int64_t act, double neg) {
-  return run<kReduce>(x, &dy, nullptr, params_of(mean, invstd, w, b, slopes), act, neg);
+                                     const at::Tensor& slopes, int64_t act, double neg, const at::Tensor* r) {
+  return run<kReduce>(x, &dy, nullptr, params_of(mean, invstd, w, b, slopes), act, neg, r);
 }
 
 void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                               const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
                               const at::Tensor& b, const at::Tensor& slopes, const at::Tensor& ca,
-                              const at::Tensor& cb, int64_t act, double neg) {
-  run<kApply>(x, &dy, &dx, params_of(mean, invstd, w, b, slopes, &ca, &cb), act, neg);
+                              const at::Tensor& cb, int64_t act, double neg, const at::Tensor* r,
+                              at::Tensor* dr) {
+  run<kApply>(x, &dy, &dx, params_of(mean, invstd, w, b, slopes, &ca, &cb), act, neg, r, dr);
 }
 
 }  // namespace alphakern

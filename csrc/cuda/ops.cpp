@@ -29,18 +29,20 @@ void launch_gates_rows_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor&
 at::Tensor launch_gates_rows_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                                  const at::Tensor& slopes, int64_t C, int64_t B, int64_t act, double neg);
 
-// BatchNorm + gate (bn_gate.cu): x [N, C, ...] contiguous or channels_last; per-channel fp32 [C].
+// BatchNorm + gate (bn_gate.cu): x [N, C, ...] contiguous or channels_last; per-channel fp32 [C]; r
+// (bn_add_gate_*: the residual, laid out as x; null for bn_gate_*) and dr, its gradient.
 std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x);
 void launch_bn_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& mean, const at::Tensor& invstd,
                         const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
-                        double neg);
+                        double neg, const at::Tensor* r);
 at::Tensor launch_bn_gate_bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
                                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                     const at::Tensor& slopes, int64_t act, double neg);
+                                     const at::Tensor& slopes, int64_t act, double neg, const at::Tensor* r);
 void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx,
                               const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
                               const at::Tensor& b, const at::Tensor& slopes, const at::Tensor& ca,
-                              const at::Tensor& cb, int64_t act, double neg);
+                              const at::Tensor& cb, int64_t act, double neg, const at::Tensor* r,
+                              at::Tensor* dr);
 
 namespace {
 
@@ -148,32 +150,45 @@ std::tuple<at::Tensor, at::Tensor> bn_stats_cuda(const at::Tensor& x) {
   return launch_bn_stats(x);
 }
 
-at::Tensor bn_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
-                            const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
-                            double neg) {
+void check_bn_residual(const at::Tensor* r, const at::Tensor& x) {
+  if (!r) return;
+  check_x(*r, "residual", kB);
+  TORCH_CHECK(r->sizes() == x.sizes() && r->scalar_type() == x.scalar_type() && r->strides() == x.strides(),
+              "bn_add_gate: residual must have x's shape ", x.sizes(), ", dtype ", x.scalar_type(),
+              " and strides ", x.strides(), ", got ", r->sizes(), " ", r->scalar_type(), " strides ",
+              r->strides());
+}
+
+// y = G(z) (r null) or G(z + r)
+at::Tensor fwd(const at::Tensor& x, const at::Tensor* r, const at::Tensor& mean, const at::Tensor& invstd,
+               const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
   check_bn_params(x,
                   {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
+  check_bn_residual(r, x);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty_like(x);
-  if (x.numel() > 0) launch_bn_gate_fwd(x, y, mean, invstd, w, b, slopes, act, neg);
+  if (x.numel() > 0) launch_bn_gate_fwd(x, y, mean, invstd, w, b, slopes, act, neg, r);
   return y;
 }
 
-at::Tensor bn_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                   const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                   const at::Tensor& slopes, int64_t act, double neg) {
+at::Tensor bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor* r, const at::Tensor& mean,
+                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                      const at::Tensor& slopes, int64_t act, double neg) {
   check_bn_params(x,
                   {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
   check_bn_grad(dy, x, kB);
+  check_bn_residual(r, x);
   const c10::cuda::CUDAGuard guard(x.device());
   if (x.numel() == 0) return at::zeros({3, x.size(1)}, x.options().dtype(at::kDouble));
-  return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg);
+  return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg, r);
 }
 
-at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
-                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
-                                  const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
-                                  int64_t act, double neg) {
+// (dx, dr): dr undefined without r
+std::tuple<at::Tensor, at::Tensor> bwd_apply(const at::Tensor& dy, const at::Tensor& x, const at::Tensor* r,
+                                             const at::Tensor& mean, const at::Tensor& invstd,
+                                             const at::Tensor& w, const at::Tensor& b,
+                                             const at::Tensor& slopes, const at::Tensor& ca,
+                                             const at::Tensor& cb, int64_t act, double neg) {
   check_bn_params(x, {{&mean, "mean"},
                       {&invstd, "invstd"},
                       {&w, "weight"},
@@ -182,10 +197,54 @@ at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, con
                       {&ca, "ca"},
                       {&cb, "cb"}});
   check_bn_grad(dy, x, kB);
+  check_bn_residual(r, x);
   const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor dx = at::empty_like(x);
-  if (x.numel() > 0) launch_bn_gate_bwd_apply(dy, x, dx, mean, invstd, w, b, slopes, ca, cb, act, neg);
-  return dx;
+  at::Tensor dx = at::empty_like(x), dr;
+  if (r) dr = at::empty_like(x);
+  if (x.numel() > 0)
+    launch_bn_gate_bwd_apply(dy, x, dx, mean, invstd, w, b, slopes, ca, cb, act, neg, r, r ? &dr : nullptr);
+  return {dx, dr};
+}
+
+at::Tensor bn_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                            const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                            double neg) {
+  return fwd(x, nullptr, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                   const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                   const at::Tensor& slopes, int64_t act, double neg) {
+  return bwd_reduce(dy, x, nullptr, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                  const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
+                                  int64_t act, double neg) {
+  return std::get<0>(bwd_apply(dy, x, nullptr, mean, invstd, w, b, slopes, ca, cb, act, neg));
+}
+
+at::Tensor bn_add_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                                const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                const at::Tensor& slopes, int64_t act, double neg) {
+  return fwd(x, &r, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_add_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                                       const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                                       const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                                       double neg) {
+  return bwd_reduce(dy, x, &r, mean, invstd, w, b, slopes, act, neg);
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_add_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                              const at::Tensor& r, const at::Tensor& mean,
+                                                              const at::Tensor& invstd, const at::Tensor& w,
+                                                              const at::Tensor& b, const at::Tensor& slopes,
+                                                              const at::Tensor& ca, const at::Tensor& cb,
+                                                              int64_t act, double neg) {
+  return bwd_apply(dy, x, &r, mean, invstd, w, b, slopes, ca, cb, act, neg);
 }
 
 }  // namespace
@@ -195,6 +254,9 @@ TORCH_LIBRARY_IMPL(alphakern_C, CUDA, m) {
   m.impl("bn_gate_fwd", &bn_gate_fwd_cuda);
   m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cuda);
   m.impl("bn_gate_bwd_apply", &bn_gate_bwd_apply_cuda);
+  m.impl("bn_add_gate_fwd", &bn_add_gate_fwd_cuda);
+  m.impl("bn_add_gate_bwd_reduce", &bn_add_gate_bwd_reduce_cuda);
+  m.impl("bn_add_gate_bwd_apply", &bn_add_gate_bwd_apply_cuda);
   m.impl("alpha_relu_fwd", &alpha_relu_fwd_cuda);
   m.impl("alpha_relu_bwd", &alpha_relu_bwd_cuda);
   m.impl("gates_cols_fwd", &gates_cols_fwd_cuda);

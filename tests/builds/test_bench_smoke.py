@@ -171,6 +171,19 @@ def test_bn_gate_benchmark_smoke(tmp_path):
     assert len(steps) == 6 and all(v > 0 for v in steps.values())
 
 
+def test_step_benchmark_smoke(tmp_path):
+    """bench_step (plain networks, no trainer): the four variants of both models timed, the fused
+    ones with every BN fused (ResNet-20: 10 BN → gate pairs and 9 BN → add → gate tails)."""
+    out = tmp_path / "step.json"
+    proc = run_python("benchmarks/bench_step.py", "--rounds", "1", "--steps", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    for model, fused in (("cnn", 3), ("resnet20", 19)):
+        steps = data[model]["median_step_ms"]
+        assert len(steps) == 4 and all(v > 0 for v in steps.values()), steps
+        assert data[model]["fused_bns"] == {"relu, fused BN": fused, "channel gates, fused BN": fused}
+
+
 def test_fold_end_to_end_smoke(tmp_path):
     """fold_end_to_end on a tiny dataset: three runs trained and resumed-as-done on a second call,
     both networks folded without changing their test accuracy, four latencies per batch size."""

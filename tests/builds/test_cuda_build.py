@@ -70,7 +70,8 @@ DTYPES = (("f", 4), ("6__half", 8), ("13__nv_bfloat16", 8))  # mangled T, elemen
 
 
 def _act(name: str) -> int:
-    return int(re.search(r"Li(\d)EEEv", name).group(1))
+    """f's code, the last int template argument (bn_gate.cu's kernels end with a bool after it)."""
+    return int(re.search(r"Li(\d)E(Lb\dE)?EEv", name).group(1))
 
 
 def _check_math(entries: dict[str, str]) -> None:
@@ -155,8 +156,9 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
 def test_bn_gate_kernels_ptx_and_registers(tmp_path):
     """bn_gate.cu for sm_90 (one compile, its PTX kept): every instantiation — layout (rows, cols) x
-    mode x dtype x (vectorised, scalar) x f, the statistics once per dtype — exists; the vectorised
-    ones load (and, fwd/apply, store) 16 bytes; no atomics; no approximate math beyond expf's. No
+    mode x dtype x (vectorised, scalar) x f x (with a residual or not), the statistics once per
+    dtype — exists; the vectorised ones load (and, fwd/apply, store) 16 bytes, the residual's too
+    (and apply's dr); no atomics; no approximate math beyond expf's. No
     spills but the few bytes some smooth/hardswish instantiations save around IEEE division's
     out-of-line slow path (f ≥ gelu_tanh; at most 16 bytes)."""
     proc = _nvcc(tmp_path, "-cubin", "-o", "b.cubin", "-Xptxas", "-v", "-keep", "-keep-dir", str(tmp_path),
@@ -167,14 +169,15 @@ def test_bn_gate_kernels_ptx_and_registers(tmp_path):
     for layout in ("bn_rows_kernel", "bn_cols_kernel"):
         for dtype, vec in DTYPES:
             for mode in modes:
-                for act in [0] if mode == 0 else ACT_CODES:
-                    (name,) = [
-                        n for n in entries if layout in n and f"I{dtype}Li{vec}ELi{mode}ELi{act}EE" in n
-                    ]
-                    assert re.search(r"ld\.global(\.nc)?\.v4", entries[name]), name
+                for act, res in [(0, 0)] if mode == 0 else [(a, r) for a in ACT_CODES for r in (0, 1)]:
+                    key = f"I{dtype}Li{vec}ELi{mode}ELi{act}ELb{res}EE"
+                    (name,) = [n for n in entries if layout in n and key in n]
+                    loads = len(re.findall(r"ld\.global(\.nc)?\.v4", entries[name]))
+                    assert loads >= 1 + (mode > 1) + res, (name, loads)  # x, dy, r
                     if mode in (1, 3):
-                        assert re.search(r"st\.global\.v4", entries[name]), name
-    assert len(entries) == 2 * 3 * 2 * (1 + 3 * 7), len(entries)
+                        stores = len(re.findall(r"st\.global\.v4", entries[name]))
+                        assert stores >= 1 + (mode == 3 and res), (name, stores)  # y or dx, dr
+    assert len(entries) == 2 * 3 * 2 * (1 + 3 * 7 * 2), len(entries)
     _check_math(entries)
     usage = _usage(proc.stderr)
     assert len(usage) == len(entries), proc.stderr[-2000:]

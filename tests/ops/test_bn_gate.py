@@ -11,12 +11,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 import alphakern
 from alphakern.functional import bn_gate
 from alphakern.graph import fuse_bn, unfuse_bn
-from alphakern.modules import AlphaGate, BatchNormGate, materialize
+from alphakern.modules import AlphaGate, BatchNormAddGate, BatchNormGate, materialize
 from alphakern.ops.bn_gate import bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS
 from tests.reference import (
@@ -88,25 +88,70 @@ def test_fused_over_many_channel_blocks_and_row_chunks(backend, shape, layout, g
     _check_fused(backend, "silu", granularity, torch.float32, layout, training, shape)
 
 
-def _check_fused(backend, name, granularity, dtype, layout, training, shape):
+def _residual(shape, dtype, layout, dev, r_layout=None):
+    """A residual of the block's scale (its sum with BN(x) crosses every f's kinks), laid out as
+    ``r_layout`` (default x's)."""
+    r, _ = make(shape, dtype, "cpu", r_layout or layout, 9)
+    return r.to(dev)
+
+
+def _add_cases() -> list:
+    """Every f × granularity × dtype on the native kernels; under the Triton interpreter (slow)
+    every f per channel in fp32, and fp16/bf16 for one f at both granularities."""
+    cases = []
+    for bp in BACKENDS:
+        (backend,) = bp.values
+        for name in ACTIVATIONS:
+            for granularity in ("layer", "channel"):
+                for dtype in DTYPES:
+                    lean = dtype == torch.float32 and granularity == "channel" or name == "silu"
+                    if backend == "triton" and not lean:
+                        continue
+                    case_id = f"{backend}-{name}-{granularity}-{dtype}"
+                    cases.append(pytest.param(backend, name, granularity, dtype, marks=bp.marks, id=case_id))
+    return cases
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("backend,name,granularity,dtype", _add_cases())
+def test_fused_add_matches_float64_bn_add_then_gate(backend, name, granularity, dtype, layout, training):
+    """bn_add_gate: G(BN(x) + r) and its gradients, ∂L/∂r included, against float64."""
+    _check_fused(backend, name, granularity, dtype, layout, training, SHAPE, residual=True)
+
+
+@pytest.mark.parametrize("shape,layout", BLOCK_SHAPES, ids=[f"{s}-{lay}" for s, lay in BLOCK_SHAPES])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_add_over_many_blocks_and_a_residual_in_another_layout(backend, shape, layout):
+    other = "contiguous" if layout == "channels_last" else "channels_last"
+    _check_fused(backend, "gelu", "channel", torch.float32, layout, True, shape, True, r_layout=other)
+
+
+def _check_fused(backend, name, granularity, dtype, layout, training, shape, residual=False, r_layout=None):
     dev = device_for(backend)
     x, dy, gamma, nu, w, b, rm, rv = (t.to(dev) for t in _setup(granularity, dtype, layout, 0, shape))
+    r = _residual(shape, dtype, layout, dev, r_layout) if residual else None
     xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
+    rg = None if r is None else r.clone().requires_grad_()
     rm1, rv1 = rm.clone(), rv.clone()
-    y = bn_gate(xg, gg, nu, weight=wg, bias=bg, running_mean=rm1, running_var=rv1, training=training,
-                backend=backend, **_public(name))  # fmt: skip
+    y = bn_gate(xg, gg, nu, residual=rg, weight=wg, bias=bg, running_mean=rm1, running_var=rv1,
+                training=training, backend=backend, **_public(name))  # fmt: skip
     y.backward(dy)
     x, dy, gamma, nu, w, b, rm, rv, y, rm1, rv1 = (
         t.cpu() for t in (x, dy, gamma, nu, w, b, rm, rv, y, rm1, rv1)
     )
-    for t in (xg, gg, wg, bg):
+    for t in (xg, gg, wg, bg) + (() if rg is None else (rg,)):
         t.grad = t.grad.cpu()
-    ref = bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training)
-    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = ref
+    r = None if r is None else r.cpu()
+    ref = bn_gate_reference(name, x, dy, gamma, nu, w, b, rm, rv, training, residual=r)
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs), rdr = ref
     assert y.dtype == xg.grad.dtype == dtype and y.stride() == x.stride() and xg.grad.stride() == x.stride()
     rt = _rtol(dtype)
     _close(y, ry, "y", rt, 64 * EPS32 * ry.abs().max())
     _close(xg.grad, rdx, "dx", rt, 256 * EPS32 * rdx.abs().max())
+    if rg is not None:  # ∂L/∂r is the gate's backward at BN(x) + r, laid out as r
+        assert rg.grad.dtype == dtype and rg.grad.stride() == r.stride()
+        _close(rg.grad, rdr, "dresidual", rt, 64 * EPS32 * rdr.abs().max())
     _close(wg.grad, rdw, "dweight", 0, 64 * EPS32 * dws + rt * rdw.abs())
     _close(bg.grad, rdb, "dbias", 0, 64 * EPS32 * dbs + rt * rdb.abs())
     _close(gg.grad, rdg, "dgamma", 0, 64 * EPS32 * dgs + rt * rdg.abs())
@@ -140,7 +185,9 @@ def test_cuda_kernels_on_long_wide_and_ragged_shapes(shape, layout, dtype):
     xg, gg, wg, bg = (t.cuda().requires_grad_() for t in (x, gamma, w, b))
     y = bn_gate(xg, gg, nu.cuda(), weight=wg, bias=bg, activation="silu", backend="cuda")
     y.backward(dy.cuda())
-    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs) = bn_gate_reference("silu", x, dy, gamma, nu, w, b, rm, rv, True)
+    ry, rdx, rdw, rdb, rdg, (dws, dbs, dgs), _ = bn_gate_reference(
+        "silu", x, dy, gamma, nu, w, b, rm, rv, True
+    )
     rt = _rtol(dtype)  # the tolerances of the test above
     _close(y.cpu(), ry, "y", rt, 64 * EPS32 * ry.abs().max())
     _close(xg.grad.cpu(), rdx, "dx", rt, 256 * EPS32 * rdx.abs().max())
@@ -200,6 +247,65 @@ def test_batchnorm_errors_and_empty_batch():
         assert y.shape == empty.shape and empty.grad.shape == empty.shape
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_statistics_keep_their_digits_when_the_mean_dwarfs_the_spread(backend, layout):
+    """mean 300, std 0.01: E[x²] − E[x]² in fp32 sums would lose every digit of the variance (the
+    output was 40–95 % off before the statistics summed x − k); within fp32 rounding of float64."""
+    dev = device_for(backend)
+    x, dy, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, layout, 2, (4, 16, 3, 3))
+    x = LAYOUTS[layout](300 + (x - 0.7) * 0.01)
+    xg = x.to(dev).requires_grad_()
+    y = bn_gate(
+        xg, gamma.to(dev), nu.to(dev), weight=w.to(dev), bias=b.to(dev), activation="silu", backend=backend
+    )
+    y.backward(dy.to(dev))
+    ry, rdx, *_ = bn_gate_reference("silu", x, dy, gamma, nu, w, b, rm, rv, True)
+    # the mean rounded to fp32 is off by up to 300·2⁻²⁴ ≈ 2e-3 of the spread
+    _close(y.cpu(), ry, "y", 0, 2e-3 * ry.abs().max())
+    _close(xg.grad.cpu(), rdx, "dx", 0, 2e-3 * rdx.abs().max())
+
+
+def test_bn_add_gate_errors_name_the_argument():
+    x, _, gamma, nu, w, b, _, _ = _setup("channel", torch.float32, "contiguous")
+    bad = {
+        "shape": torch.zeros(3, 21, 4, 6),
+        "dtype": torch.zeros(3, 21, 4, 7, dtype=torch.float16),
+        "device": torch.zeros(3, 21, 4, 7, device="meta"),
+    }
+    for r in bad.values():
+        with pytest.raises(ValueError, match=r"residual must have x's shape \(3, 21, 4, 7\), dtype"):
+            alphakern.bn_add_gate(x, r, gamma, nu, weight=w, bias=b)
+    with pytest.raises(TypeError, match="residual must be a Tensor or None, got float"):
+        alphakern.bn_add_gate(x, 1.0, gamma, nu, weight=w, bias=b)
+    for kw, missing in (
+        (dict(weight=w), "weight given without bias"),
+        (dict(bias=b), "bias given without weight"),
+    ):
+        with pytest.raises(ValueError, match=missing):
+            alphakern.bn_add_gate(x, x, gamma, nu, **kw)
+    # the native ops' own checks, for callers of torch.ops.alphakern_C directly
+    ops = torch.ops.alphakern_C
+    c = torch.ones(21)
+    with pytest.raises(RuntimeError, match="bn_add_gate: residual must have x's shape"):
+        ops.bn_add_gate_fwd(x, x[:, :, :, :6].contiguous(), c, c, c, c, c)
+    with pytest.raises(RuntimeError, match="residual must be float32, float16 or bfloat16"):
+        ops.bn_add_gate_fwd(x, x.double(), c, c, c, c, c)
+
+
+def test_bn_add_gate_without_affine_and_with_the_composition_backend():
+    """weight = bias = None (BN without affine) and the "torch" backend: the same function."""
+    x, dy, gamma, nu, _, _, rm, rv = _setup("channel", torch.float32, "channels_last")
+    r = _residual(x.shape, x.dtype, "channels_last", "cpu")
+    got = alphakern.bn_add_gate(x, r, gamma, nu, activation="hardswish", backend="cpu")
+    want = alphakern.bn_add_gate(x, r, gamma, nu, activation="hardswish", backend="torch")
+    ref = bn_gate_reference(
+        "hardswish", x, dy, gamma, nu, torch.ones(21), torch.zeros(21), rm, rv, True, residual=r
+    )[0]
+    _close(got, ref, "y", 8 * EPS32, 64 * EPS32 * ref.abs().max())
+    _close(want, ref, "y (torch)", 8 * EPS32, 64 * EPS32 * ref.abs().max())
+
+
 def test_element_gates_and_float64_run_the_composition():
     x, dy, _, nu, w, b, rm, rv = _setup("channel", torch.float32, "contiguous")
     gamma = torch.rand(x.shape[1:]) - 0.5
@@ -212,25 +318,29 @@ def test_element_gates_and_float64_run_the_composition():
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_deterministic_and_independent_of_the_thread_count(backend, layout):
+@pytest.mark.parametrize("residual", [False, True], ids=["bn_gate", "bn_add_gate"])
+def test_deterministic_and_independent_of_the_thread_count(backend, layout, residual):
     x, dy, gamma, nu, w, b, _, _ = (t.to(device_for(backend)) for t in _setup("layer", torch.float32, layout))
     big = (8, 4, 8, 8) if backend == "cpu" else (2, 1, 2, 2)  # big enough for threads (interpreter: small)
     x, dy = (LAYOUTS[layout](t.repeat(*big)) for t in (x, dy))
     w, b = w.repeat(big[1]), b.repeat(big[1])
+    r = _residual(x.shape, x.dtype, layout, x.device) if residual else None
 
     def run(threads):
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             xg, gg, wg, bg = (t.clone().requires_grad_() for t in (x, gamma, w, b))
-            bn_gate(xg, gg, nu, weight=wg, bias=bg, activation="gelu", backend=backend).backward(dy)
-            return xg.grad, gg.grad, wg.grad, bg.grad
+            rg = None if r is None else r.clone().requires_grad_()
+            kw = dict(residual=rg, weight=wg, bias=bg, activation="gelu", backend=backend)
+            bn_gate(xg, gg, nu, **kw).backward(dy)
+            return xg.grad, gg.grad, wg.grad, bg.grad, (None if rg is None else rg.grad)
         finally:
             torch.set_num_threads(before)
 
     first = run(2)
     for again in (run(2), run(1)):
-        assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+        assert all(a is b or torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -238,10 +348,12 @@ def test_opcheck(backend):
     x, dy, gamma, nu, w, b, rm, rv = (
         t.to(device_for(backend)) for t in _setup("channel", torch.float32, "channels_last")
     )
+    r = _residual(x.shape, x.dtype, "channels_last", x.device).requires_grad_()
     for training in (True, False):
-        args = (x, w.requires_grad_(), b.requires_grad_(), rm, rv, gamma.requires_grad_(), nu, training, 1e-5,
-                "silu", 0.01, backend)  # fmt: skip
-        torch.library.opcheck(bn_gate_op, args)
+        for residual in (None, r):
+            args = (x, residual, w.requires_grad_(), b.requires_grad_(), rm, rv, gamma.requires_grad_(), nu,
+                    training, 1e-5, "silu", 0.01, backend)  # fmt: skip
+            torch.library.opcheck(bn_gate_op, args)
 
 
 def test_compile_fullgraph():
@@ -272,7 +384,8 @@ def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeyp
             g.gamma.uniform_(-1, 1)
     fused = fuse_bn(copy.deepcopy(base))
     n_fused = sum(isinstance(m, BatchNormGate) for m in fused.modules())
-    assert n_fused == 10  # the stem's and each block's first BN; the second feeds the residual add
+    n_tails = sum(isinstance(m, BatchNormAddGate) for m in fused.modules())
+    assert (n_fused, n_tails) == (19, 9)  # every BN: 10 BN → gate pairs, 9 blocks' BN → add → gate
     assert list(fused.state_dict()) == list(base.state_dict())
     assert [n for n, _ in alphakern.alpha_layers(fused)] == [n for n, _ in alphakern.alpha_layers(base)]
     x = torch.randn(4, 3, 32, 32)
@@ -280,11 +393,11 @@ def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeyp
 
     calls = []
     kernel = native.forward
-    monkeypatch.setattr(native, "forward", lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(native, "forward", lambda *a: calls.append(a[1] is not None) or kernel(*a))
     for m in (base, fused):
         m.train()
         m(x).logsumexp(1).sum().backward()
-    assert len(calls) == 10  # the fused kernels ran, once per pair
+    assert len(calls) == 19 and sum(calls) == 9  # the fused kernels ran, once per BN, 9 with a residual
     torch.testing.assert_close(fused(x), base(x), rtol=1e-4, atol=1e-4)
     for (name, p), q in zip(base.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
@@ -334,7 +447,7 @@ def test_trainer_fuse_bn_runs_a_budget_and_resumes(tmp_path):
         c = train_cfg(data, tmp_path / str(fuse), model="resnet20", granularity="channel", budget=0.5,
                       epochs=1, finetune_epochs=1, batch_size=16, fuse_bn=fuse)  # fmt: skip
         t = Trainer(c, progress=False)
-        assert sum(isinstance(m, BatchNormGate) for m in t.model.modules()) == (10 if fuse else 0)
+        assert sum(isinstance(m, BatchNormGate) for m in t.model.modules()) == (19 if fuse else 0)
         t.run()
         runs[fuse] = json.loads((tmp_path / str(fuse) / "metrics.json").read_text())
         if fuse:
@@ -345,6 +458,26 @@ def test_trainer_fuse_bn_runs_a_budget_and_resumes(tmp_path):
     assert runs[True]["relu_count_after"] <= runs[True]["relu_budget"] == runs[False]["relu_budget"]
     with pytest.raises(ValueError, match="--activation must be alpha or relu with --fuse-bn"):
         train_cfg(data, tmp_path / "x", activation="alpha-eager", fuse_bn=True)
+
+
+def _pool_as(model: nn.Module, oracle: nn.Module) -> None:
+    """The oracle's max-pools route their gradients where ``model``'s (run first) did: a window of
+    near-equal values can pick another argmax in fp32 than in fp64, which sends a whole
+    gradient element elsewhere — a difference of the pooling's, not of the op under test."""
+    picked: list[Tensor] = []
+
+    def record(m, inputs, out):
+        _, idx = F.max_pool2d(inputs[0], m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)
+        picked.append(idx)
+
+    def replay(m, inputs, out):
+        x, idx = inputs[0], picked.pop(0)
+        return x.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
+
+    pools = [[m for m in net.modules() if isinstance(m, nn.MaxPool2d)] for net in (model, oracle)]
+    for mine, theirs in zip(*pools, strict=True):  # in forward order, as both register them
+        mine.register_forward_hook(record)
+        theirs.register_forward_hook(replay)
 
 
 @pytest.mark.parametrize("model", ["cnn", "resnet20"])
@@ -358,11 +491,12 @@ def test_fused_bn_relu_is_the_relu_network(model, tmp_path):
     torch.manual_seed(0)
     base = AlphaCNN("relu", "logits") if model == "cnn" else relu_network("resnet20")
     fused = fuse_bn(copy.deepcopy(base), relu=True)
-    assert sum(isinstance(m, BatchNormGate) for m in fused.modules()) == (3 if model == "cnn" else 10)
+    assert sum(isinstance(m, BatchNormGate) for m in fused.modules()) == (3 if model == "cnn" else 19)
     assert list(fused.state_dict()) == list(base.state_dict())
     x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
     ref = copy.deepcopy(base).double()  # the gradients' oracle: eager fp32 BN drifts by ~1e-3 over
-    for m, inp in ((base, x), (fused, x), (ref, x.double())):  # ResNet-20's 20 layers, the fused op not
+    _pool_as(fused, ref)  # ResNet-20's 20 layers, the fused op not
+    for m, inp in ((base, x), (fused, x), (ref, x.double())):
         m.train()(inp).logsumexp(1).sum().backward()
     for (name, p), q in zip(ref.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad.double(), p.grad, rtol=1e-4, atol=1e-5, msg=name)
@@ -372,3 +506,95 @@ def test_fused_bn_relu_is_the_relu_network(model, tmp_path):
     base.eval(), fused.eval()
     torch.testing.assert_close(fused(x), base(x), rtol=1e-4, atol=1e-4)
     assert alphakern.relu_count(fused, x[:1]) == alphakern.relu_count(base, x[:1]) > 0
+
+
+def _resnets() -> list:
+    import timm
+    import torchvision
+
+    return [
+        pytest.param(
+            lambda: torchvision.models.resnet18(num_classes=10), (8, 9), id="torchvision-basicblock"
+        ),
+        pytest.param(
+            lambda: torchvision.models.resnet50(num_classes=10, width_per_group=16),
+            (16, 33),
+            id="torchvision-bottleneck",
+        ),
+        # timm's blocks put disabled drop_block/aa/drop_path (nn.Identity) between BN, add and act
+        pytest.param(lambda: timm.create_model("resnet18", num_classes=10), (8, 9), id="timm-resnet"),
+    ]
+
+
+def _smooth(model: nn.Module) -> nn.Module:
+    """The model with SiLU for ReLU: gates without a kink, so that fp32 and fp64 agree to rounding
+    (at a kink, a sum an ulp either side of 0 changes the gradient by α·dy: with a few values per
+    channel, percents of a BN's gradients)."""
+    for m in list(model.modules()):
+        for child, sub in list(m.named_children()):
+            if type(sub) is nn.ReLU:
+                setattr(m, child, nn.SiLU())
+    return model
+
+
+@pytest.mark.parametrize("make_model,counts", _resnets())
+def test_fuse_bn_fuses_each_residual_tail_against_float64(make_model, counts):
+    """fuse_bn on torchvision's BasicBlock and Bottleneck ResNets and timm's: every BN → add(skip)
+    → gate tail one BatchNormAddGate, every other BN → gate pair one BatchNormGate; the outputs and
+    every gradient within fp32 rounding of the float64 network's (each tensor within 1e-4 of its
+    largest value; eager fp32 is off by up to 1.6e-2 here); unfuse_bn gives the unfused network
+    back (the same outputs, bit for bit)."""
+    torch.manual_seed(0)
+    base = alphakern.linearize(_smooth(make_model()), granularity="channel")
+    materialize(base, (2, 3, 64, 64))
+    with torch.no_grad():
+        for _, g in alphakern.alpha_layers(base):
+            g.gamma.uniform_(-1, 1)
+    fused = fuse_bn(copy.deepcopy(base))
+    tails = sum(isinstance(m, BatchNormAddGate) for m in fused.modules())
+    assert (tails, sum(type(m) is BatchNormGate for m in fused.modules())) == counts
+    assert list(fused.state_dict()) == list(base.state_dict())
+    x = torch.randn(4, 3, 64, 64).to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(base).double()
+    _pool_as(fused, ref)  # the stem's max-pool
+    outs = {}
+    for key, m, inp in (("fused", fused, x), ("ref", ref, x.double())):
+        outs[key] = m.train()(inp)
+        outs[key].logsumexp(1).sum().backward()
+    torch.testing.assert_close(outs["fused"].double(), outs["ref"], rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(ref.named_parameters(), fused.parameters(), strict=True):
+        err = (q.grad.double() - p.grad).abs().max()
+        assert err <= 1e-4 * p.grad.abs().max(), f"{name}: {err:.3g} of {p.grad.abs().max():.3g}"
+    back = unfuse_bn(copy.deepcopy(fused)).eval()
+    assert not any(isinstance(m, BatchNormGate) for m in back.modules())
+    base.load_state_dict(fused.state_dict())  # the running statistics the step moved
+    torch.testing.assert_close(back(x), base.eval()(x), rtol=0, atol=0)
+
+
+def test_fuse_bn_leaves_adds_that_are_not_a_residual_tail():
+    """Not fused: a BN whose output is also read elsewhere, an add read twice, and a broadcast
+    add (a [C, 1, 1] tensor) runs unfused inside the fused module, with the same result."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.bn2 = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+            self.g1, self.g2, self.g3 = (AlphaGate(granularity="channel") for _ in range(3))
+            self.register_buffer("shift", torch.randn(4, 1, 1))
+
+        def forward(self, x):
+            h = self.conv(x)
+            a = self.bn(h)
+            s = a + h
+            y = self.g1(s) + s  # the add's sum read twice: no fusion
+            z = self.g2(a + y)  # the BN read twice: no fusion
+            return self.g3(self.bn2(z) + self.shift)  # broadcast: fused, run unfused
+
+    torch.manual_seed(0)
+    m = Net()
+    materialize(m, (2, 3, 5, 5))
+    fused = fuse_bn(copy.deepcopy(m))
+    kinds = [type(mod).__name__ for mod in fused.modules() if isinstance(mod, BatchNormGate)]
+    assert kinds == ["BatchNormAddGate"]
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(fused.train()(x), m.train()(x), rtol=1e-5, atol=1e-5)

@@ -23,6 +23,8 @@ def _cases():
     gen = torch.Generator().manual_seed(3)
     mean, invstd, w, b, ca, cb = (torch.randn(3, generator=gen) for _ in range(6))
     bn = (x4, mean, invstd.abs(), w, b, slopes6[:3].contiguous())
+    r4 = make((2, 3, 4, 5), torch.float32, "cpu", layout="channels_last", seed=10)[0]
+    bn_add = (x4, r4, *bn[1:])
     return {
         "alpha_relu_fwd": (x, g, nu),
         "alpha_relu_bwd": (dy, x, g, nu),
@@ -35,6 +37,9 @@ def _cases():
         "bn_gate_fwd": bn,
         "bn_gate_bwd_reduce": (dy4, *bn),
         "bn_gate_bwd_apply": (dy4, *bn, ca, cb),
+        "bn_add_gate_fwd": bn_add,
+        "bn_add_gate_bwd_reduce": (dy4, *bn_add),
+        "bn_add_gate_bwd_apply": (dy4, *bn_add, ca, cb),
     }
 
 

@@ -24,6 +24,16 @@ def as_x(t: Tensor, x: Tensor) -> Tensor:
     return t if t.stride() == x.stride() else like(t, torch.empty_like(x))
 
 
+def shift(x: Tensor) -> Tensor:
+    """The shift k per channel as contiguous fp32 [C], as csrc/common/bn_shift.h's: the statistics
+    sum d = x − k and d², whose E[d²] − E[d]² keeps its digits when |mean| ≫ std (E[x²] − E[x]²
+    over fp32 partial sums loses them all there). k is the mean of a corner of x (8 samples, 4
+    positions per spatial dimension): |k − mean| is of the order of std."""
+    corner = x[(slice(0, 8), slice(None)) + (slice(0, 4),) * (x.dim() - 2)]
+    dims = (0, *range(2, x.dim()))
+    return corner.double().mean(dims).float().contiguous()
+
+
 def affine(weight: Tensor | None, bias: Tensor | None, c: int, ref: Tensor) -> tuple[Tensor, Tensor]:
     """BN's weight and bias as contiguous fp32 [C] (ones and zeros without affine)."""
     w = ref.new_ones(c, dtype=torch.float32) if weight is None else weight.detach().float().contiguous()

@@ -2,7 +2,8 @@
 csrc/cuda/bn_gate.cu for CUDA ones (one schema, ``schema.py``): the per-channel fp32 parameters
 they take, and the forward/backward of the fused op on them.
 
-Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
+With a residual r (``bn_add_gate_*``) the gated value is s = z + r, and the apply pass also writes
+∂L/∂r = ds. Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
 (``bn_gate_bwd_reduce``: Σ dz, Σ dz·x̂ and the gate's Σ dy·(f(z) − z) per channel in one pass over x
 and dy, z recomputed from x and the batch statistics; ``bn_gate_bwd_apply``). Eval: one pass each
 way, with the running statistics.
@@ -61,6 +62,7 @@ def statistics(
 
 def forward(
     x: Tensor,
+    residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
     mean: Tensor,
@@ -71,12 +73,16 @@ def forward(
 ) -> Tensor:
     ops = _ops(x)  # built before gate_terms is called
     xd, w, b, slopes, _ = _kernel_inputs(x, weight, bias, gamma, nu)
-    return bn.as_x(ops.bn_gate_fwd(xd, mean, invstd, w, b, slopes, act.code, act.negative_slope), x)
+    f = (act.code, act.negative_slope)
+    if residual is None:
+        return bn.as_x(ops.bn_gate_fwd(xd, mean, invstd, w, b, slopes, *f), x)
+    return bn.as_x(ops.bn_add_gate_fwd(xd, like(residual, xd), mean, invstd, w, b, slopes, *f), x)
 
 
 def backward(
     dy: Tensor,
     x: Tensor,
+    residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
     mean: Tensor,
@@ -85,13 +91,22 @@ def backward(
     nu: Tensor,
     training: bool,
     act: Activation,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(∂L/∂x, ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients in fp32 (ones/zeros' when None)."""
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """(∂L/∂x, ∂L/∂residual (None without one), ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients
+    in fp32 (ones/zeros' when None)."""
     ops = _ops(x)
     xd, w, b, slopes, dadg = _kernel_inputs(x, weight, bias, gamma, nu)
     dyd = like(dy, xd)
     f = (act.code, act.negative_slope)
-    sums = ops.bn_gate_bwd_reduce(dyd, xd, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
-    ca, cb = bn.centring(sums, training, x.numel() // max(x.shape[1], 1), mean)
-    dx = ops.bn_gate_bwd_apply(dyd, xd, mean, invstd, w, b, slopes, ca, cb, *f)
-    return (bn.as_x(dx, x), *bn.affine_and_gate_grads(sums, gamma, dadg))
+    count = x.numel() // max(x.shape[1], 1)
+    if residual is None:
+        sums = ops.bn_gate_bwd_reduce(dyd, xd, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
+        ca, cb = bn.centring(sums, training, count, mean)
+        dx, dr = ops.bn_gate_bwd_apply(dyd, xd, mean, invstd, w, b, slopes, ca, cb, *f), None
+    else:
+        rd = like(residual, xd)
+        sums = ops.bn_add_gate_bwd_reduce(dyd, xd, rd, mean, invstd, w, b, slopes, *f)
+        ca, cb = bn.centring(sums, training, count, mean)
+        dx, dr = ops.bn_add_gate_bwd_apply(dyd, xd, rd, mean, invstd, w, b, slopes, ca, cb, *f)
+        dr = bn.as_x(dr, x)
+    return (bn.as_x(dx, x), dr, *bn.affine_and_gate_grads(sums, gamma, dadg))

@@ -22,6 +22,13 @@ per-channel tensors fp32 [C] (slopes: 1 − α per channel, repeated for a layer
     bn_gate_bwd_apply(dy, x, mean, invstd, weight, bias, slopes, ca, cb) -> dx
                                                            dx = w·invstd·(dz − ca − x̂·cb)
 
+BatchNorm + residual add + gate (``ops.bn_gate`` with a residual): the same with s = z + r gated in
+place of z (r laid out as x), and the apply pass also writing ∂L/∂r = ds.
+
+    bn_add_gate_fwd(x, residual, mean, invstd, weight, bias, slopes) -> y            y = G(z + r)
+    bn_add_gate_bwd_reduce(dy, x, residual, ...) -> [3, C] fp64     Σ ds, Σ ds·x̂, Σ dy·(f(s) − s)
+    bn_add_gate_bwd_apply(dy, x, residual, ..., ca, cb) -> (dx, dr)
+
 Every kernel op also takes ``act`` and ``neg`` (default 0: f = relu, R_α itself): the gate
 x + α·(f(x) − x) of the activation with that code (``ops.core.activations.CODES``) and, for
 leaky_relu, that negative slope. slopes are 1 − α per gate in fp32 (computed in fp64); the
@@ -54,6 +61,18 @@ SCHEMAS = {
     "bn_gate_bwd_apply": (
         "(Tensor dy, Tensor x, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, "
         f"Tensor ca, Tensor cb, {_ACT}) -> Tensor"
+    ),
+    "bn_add_gate_fwd": (
+        "(Tensor x, Tensor residual, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, "
+        f"{_ACT}) -> Tensor"
+    ),
+    "bn_add_gate_bwd_reduce": (
+        "(Tensor dy, Tensor x, Tensor residual, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, "
+        f"Tensor slopes, {_ACT}) -> Tensor"
+    ),
+    "bn_add_gate_bwd_apply": (
+        "(Tensor dy, Tensor x, Tensor residual, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, "
+        f"Tensor slopes, Tensor ca, Tensor cb, {_ACT}) -> (Tensor, Tensor)"
     ),
     "cpu_capability": "() -> str",
 }
@@ -134,3 +153,20 @@ def _(dy, x, mean, invstd, weight, bias, slopes, act: int = 0, neg: float = 0.01
 @torch.library.register_fake(f"{NAMESPACE}::bn_gate_bwd_apply")
 def _(dy, x, mean, invstd, weight, bias, slopes, ca, cb, act: int = 0, neg: float = 0.01) -> Tensor:
     return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_add_gate_fwd")
+def _(x, residual, mean, invstd, weight, bias, slopes, act: int = 0, neg: float = 0.01) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_add_gate_bwd_reduce")
+def _(dy, x, residual, mean, invstd, weight, bias, slopes, act: int = 0, neg: float = 0.01) -> Tensor:
+    return x.new_empty((3, x.shape[1]), dtype=torch.float64)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_add_gate_bwd_apply")
+def _(
+    dy, x, residual, mean, invstd, weight, bias, slopes, ca, cb, act: int = 0, neg: float = 0.01
+) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(x)

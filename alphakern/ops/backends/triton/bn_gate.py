@@ -62,37 +62,45 @@ if triton is not None:
 
     @triton.jit
     def _stats_kernel(
-        x_ptr, part_ptr, M, C, S, n_sb,
+        x_ptr, shift_ptr, part_ptr, M, C, S, n_sb,
         CL: tl.constexpr, AX: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr,
     ):  # fmt: skip
+        """Σd, Σd² of d = x − k (k: the channel's shift) per channel of the tile."""
         p0, p1 = tl.program_id(0), tl.program_id(1)
         offs, mask, c = _tile(p0, p1, M, C, S, n_sb, CL, BM, BC)
+        k = _bc(tl.load(shift_ptr + c, mask=c < C, other=0.0), CL)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - k, 0.0)
         base = part_ptr + p0.to(tl.int64) * 2 * C
-        tl.store(base + c, tl.sum(x, axis=AX), mask=c < C)
-        tl.store(base + C + c, tl.sum(x * x, axis=AX), mask=c < C)
+        tl.store(base + c, tl.sum(d, axis=AX), mask=c < C)
+        tl.store(base + C + c, tl.sum(d * d, axis=AX), mask=c < C)
 
     @triton.jit
     def _fwd_kernel(
-        x_ptr, y_ptr, mean_ptr, invstd_ptr, w_ptr, b_ptr, a_ptr, om_ptr, M, C, S, n_sb,
+        x_ptr, r_ptr, y_ptr, mean_ptr, invstd_ptr, w_ptr, b_ptr, a_ptr, om_ptr, M, C, S, n_sb,
         CL: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
+        RES: tl.constexpr,
     ):  # fmt: skip
+        """RES: the residual at r_ptr is added before the gate."""
         offs, mask, c = _tile(tl.program_id(0), tl.program_id(1), M, C, S, n_sb, CL, BM, BC)
         mean, invstd, w, b = _load_params(mean_ptr, invstd_ptr, w_ptr, b_ptr, c, C, CL)
         a = _bc(tl.load(a_ptr + c, mask=c < C, other=0.0), CL)
         om = _bc(tl.load(om_ptr + c, mask=c < C, other=1.0), CL)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         z = (x - mean) * invstd * w + b
+        if RES:
+            z += tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(y_ptr + offs, _y(z, a, om, ACT, NEG).to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _bwd_kernel(
-        dy_ptr, x_ptr, dx_ptr, part_ptr, mean_ptr, invstd_ptr, w_ptr, b_ptr, a_ptr, om_ptr, ca_ptr, cb_ptr,
-        M, C, S, n_sb,
+        dy_ptr, x_ptr, r_ptr, dx_ptr, dr_ptr, part_ptr, mean_ptr, invstd_ptr, w_ptr, b_ptr, a_ptr, om_ptr,
+        ca_ptr, cb_ptr, M, C, S, n_sb,
         CL: tl.constexpr, AX: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr,
-        NEG: tl.constexpr, APPLY: tl.constexpr,
+        NEG: tl.constexpr, APPLY: tl.constexpr, RES: tl.constexpr,
     ):  # fmt: skip
-        """APPLY = False: the partial sums of dz, dz·x̂ and dy·(f(z) − z); True: dx."""
+        """APPLY = False: the partial sums of dz, dz·x̂ and dy·(f(z) − z); True: dx. RES: z + r is
+        gated (r at r_ptr), and APPLY also writes dr = dz."""
         p0 = tl.program_id(0)
         offs, mask, c = _tile(p0, tl.program_id(1), M, C, S, n_sb, CL, BM, BC)
         mean, invstd, w, b = _load_params(mean_ptr, invstd_ptr, w_ptr, b_ptr, c, C, CL)
@@ -102,8 +110,12 @@ if triton is not None:
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # 0 off the tile: adds 0
         xh = (x - mean) * invstd
         z = xh * w + b
+        if RES:
+            z += tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dz = _dx(z, dy, a, om, ACT, NEG)
         if APPLY:
+            if RES:
+                tl.store(dr_ptr + offs, dz.to(dr_ptr.dtype.element_ty), mask=mask)
             ca = _bc(tl.load(ca_ptr + c, mask=c < C, other=0.0), CL)
             cb = _bc(tl.load(cb_ptr + c, mask=c < C, other=0.0), CL)
             dx = w * invstd * (dz - ca - xh * cb)
@@ -160,34 +172,38 @@ def statistics(
     check_runnable(x)
     p = _Plan(x)
     part = torch.empty(p.grid[0], 2, p.C, device=x.device, dtype=torch.float32)
+    shift = bn.shift(x)
     with device_ctx(x):
-        _stats_kernel[p.grid](p.x, part, *p.geo, AX=0 if p.cl else 1, **p.meta)
+        _stats_kernel[p.grid](p.x, shift, part, *p.geo, AX=0 if p.cl else 1, **p.meta)
     sums = part.double().sum(0)  # a fixed-order sum of the programs' partials
     count = x.numel() // p.C
-    mean = sums[0] / count
-    var = (sums[1] / count - mean * mean).clamp_min(0)
-    return mean.float(), var.float(), torch.rsqrt(var + eps).float()
+    m = sums[0] / count  # E[x − k]
+    var = (sums[1] / count - m * m).clamp_min(0)
+    return (shift.double() + m).float(), var.float(), torch.rsqrt(var + eps).float()
 
 
 def forward(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, invstd: Tensor,
-    gamma: Tensor, nu: Tensor, act: Activation,
+    x: Tensor, residual: Tensor | None, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+    invstd: Tensor, gamma: Tensor, nu: Tensor, act: Activation,
 ) -> Tensor:  # fmt: skip
     check_runnable(x)
     p = _Plan(x)
     w, b = bn.affine(weight, bias, p.C, x)
     a, om, _ = _weights(gamma, nu, p.C)
     y = torch.empty_like(p.x)
+    r = p.x if residual is None else like(residual, p.x)  # RES=False never reads it
     with device_ctx(x):
-        _fwd_kernel[p.grid](p.x, y, mean, invstd, w, b, a, om, *p.geo, **p.meta, **constexprs(act))
+        args = (p.x, r, y, mean, invstd, w, b, a, om, *p.geo)
+        _fwd_kernel[p.grid](*args, **p.meta, **constexprs(act), RES=residual is not None)
     return bn.as_x(y, x)
 
 
 def backward(
-    dy: Tensor, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, invstd: Tensor,
-    gamma: Tensor, nu: Tensor, training: bool, act: Activation,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """(∂L/∂x, ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients in fp32."""
+    dy: Tensor, x: Tensor, residual: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+    mean: Tensor, invstd: Tensor, gamma: Tensor, nu: Tensor, training: bool, act: Activation,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(∂L/∂x, ∂L/∂residual (None without one), ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients
+    in fp32."""
     check_runnable(x)
     p = _Plan(x)
     dyd = like(dy, p.x)
@@ -196,11 +212,14 @@ def backward(
     part = torch.empty(p.grid[0], 3, p.C, device=x.device, dtype=torch.float32)
     f = constexprs(act)
     dx = torch.empty_like(p.x)
+    res = residual is not None
+    r, dr = (like(residual, p.x), torch.empty_like(p.x)) if res else (p.x, dx)  # unread, unwritten
     zeros = torch.zeros_like(mean)
+    kw = dict(AX=0 if p.cl else 1, RES=res, **p.meta, **f)
     with device_ctx(x):
-        args = (dyd, p.x, dx, part, mean, invstd, w, b, a, om)
-        _bwd_kernel[p.grid](*args, zeros, zeros, *p.geo, AX=0 if p.cl else 1, APPLY=False, **p.meta, **f)
+        args = (dyd, p.x, r, dx, dr, part, mean, invstd, w, b, a, om)
+        _bwd_kernel[p.grid](*args, zeros, zeros, *p.geo, APPLY=False, **kw)
         sums = part.double().sum(0)  # [3, C]: Σ dz, Σ dz·x̂, Σ dy·(f(z) − z)
         ca, cb = bn.centring(sums, training, x.numel() // max(p.C, 1), mean)
-        _bwd_kernel[p.grid](*args, ca, cb, *p.geo, AX=0 if p.cl else 1, APPLY=True, **p.meta, **f)
-    return (bn.as_x(dx, x), *bn.affine_and_gate_grads(sums, gamma, dadg))
+        _bwd_kernel[p.grid](*args, ca, cb, *p.geo, APPLY=True, **kw)
+    return (bn.as_x(dx, x), bn.as_x(dr, x) if res else None, *bn.affine_and_gate_grads(sums, gamma, dadg))
