@@ -356,17 +356,34 @@ def test_opcheck(backend):
             torch.library.opcheck(bn_gate_op, args)
 
 
+class _Block(nn.Module):
+    """conv → BN → ReLU, then conv → BN → add(skip) → ReLU: a pair and a tail for fuse_bn."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU()
+        self.conv2, self.bn2, self.act2 = nn.Conv2d(5, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU()
+
+    def forward(self, x):
+        h = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(h)) + h)
+
+
 def test_compile_fullgraph():
-    m = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU())
-    m = alphakern.linearize(m, granularity="channel", fuse_bn=True)
+    m = alphakern.linearize(_Block(), granularity="channel", fuse_bn=True)
     materialize(m, (2, 3, 8, 8))
-    assert sum(isinstance(mod, BatchNormGate) for mod in m.modules()) == 1
+    assert sum(isinstance(mod, BatchNormGate) for mod in m.modules()) == 2
+    assert sum(isinstance(mod, BatchNormAddGate) for mod in m.modules()) == 1
     xin = torch.randn(4, 3, 8, 8)
     eager = copy.deepcopy(m).eval()
     compiled = torch.compile(copy.deepcopy(m).eval(), fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(xin), eager(xin), rtol=0, atol=0)
-    train = torch.compile(copy.deepcopy(m).train(), fullgraph=True, backend="aot_eager")
-    train(xin).sum().backward()
+    plain, twin = copy.deepcopy(m).train(), copy.deepcopy(m).train()
+    train = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    for net in (train, plain):
+        net(xin).square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeypatch):
