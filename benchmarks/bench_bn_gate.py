@@ -64,30 +64,37 @@ def _inputs(shape, granularity: str, device: str):
 def providers(
     act: str, granularity: str, device: str, compile_: bool = True, cuda_kernels: bool = False
 ) -> dict:
-    """name -> fn(x, gamma, nu, w, b, rm, rv): y (training-mode BN, then the gate); the fused op on
-    the native CPU kernels or on Triton (CUDA); with ``cuda_kernels`` also on csrc/'s CUDA kernels."""
+    """name -> fn(x, r, gamma, nu, w, b, rm, rv): y (training-mode BN, the residual r added when
+    it is not None, then the gate); the fused op on the native CPU kernels or on Triton (CUDA);
+    with ``cuda_kernels`` also on csrc/'s CUDA kernels."""
     f = F_OF[act]
     fused = "cpu" if device == "cpu" else "triton"
 
-    def expr(x, gamma, nu, w, b, rm, rv):
+    def bn(x, r, w, b, rm, rv):
         z = F.batch_norm(x, rm, rv, w, b, True)
+        return z if r is None else z + r
+
+    def expr(x, r, gamma, nu, w, b, rm, rv):
+        z = bn(x, r, w, b, rm, rv)
         a = alpha(gamma, nu)
         a = a if gamma.dim() == 0 else a.view(1, -1, 1, 1)
         return z + a * (f(z) - z)
 
+    def fused_on(backend: str):
+        return lambda x, r, g, nu, w, b, rm, rv: bn_gate(
+            x, g, nu, activation=act, residual=r, weight=w, bias=b, running_mean=rm, running_var=rv,
+            backend=backend,
+        )  # fmt: skip
+
     out = {
-        "fused": lambda x, g, nu, w, b, rm, rv: bn_gate(
-            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend=fused
-        ),
-        "eager BN + alphakern gate": lambda x, g, nu, w, b, rm, rv: alphakern.gate(
-            F.batch_norm(x, rm, rv, w, b, True), g, nu, activation=act
+        "fused": fused_on(fused),
+        "eager BN + alphakern gate": lambda x, r, g, nu, w, b, rm, rv: alphakern.gate(
+            bn(x, r, w, b, rm, rv), g, nu, activation=act
         ),
         "eager BN + expression": expr,
     }
     if cuda_kernels and device != "cpu":
-        out["fused (CUDA C++)"] = lambda x, g, nu, w, b, rm, rv: bn_gate(
-            x, g, nu, activation=act, weight=w, bias=b, running_mean=rm, running_var=rv, backend="cuda"
-        )
+        out["fused (CUDA C++)"] = fused_on("cuda")
     if compile_:
         out["compile(BN + expression)"] = torch.compile(expr, dynamic=False)
     return out
@@ -102,11 +109,14 @@ def _case(
     device: str,
     compile_: bool,
     cuda_kernels: bool,
+    residual: bool = False,
 ) -> list[dict]:
-    """Both modes of one (shape, f, gate granularity): the providers' medians, fused first."""
+    """Both modes of one (shape, f, gate granularity, with a residual or not): the providers'
+    medians, fused first."""
     x, dy, gamma, nu, w, b = _inputs(shape, granularity, device)
+    r = torch.randn_like(dy).requires_grad_() if residual else None
     rm, rv = torch.zeros(shape[1], device=device), torch.ones(shape[1], device=device)
-    args = (x, gamma, nu, w, b, rm, rv)
+    args = (x, r, gamma, nu, w, b, rm, rv)
     bw = copy_bandwidth_gbs(device, x.numel() * x.element_size())  # at this size: caches alike
     provs = providers(act, granularity, device, compile_, cuda_kernels)
 
@@ -115,12 +125,13 @@ def _case(
             fn(*args)
 
     def fwd_bwd(fn):
-        for t in (x, gamma, w, b):
-            t.grad = None
+        for t in (x, r, gamma, w, b):
+            if t is not None:
+                t.grad = None
         fn(*args).backward(dy)
 
     with torch.no_grad():  # every provider computes the same y before any is timed
-        ys = {k: fn(x, gamma, nu, w, b, rm.clone(), rv.clone()) for k, fn in provs.items()}
+        ys = {k: fn(x, r, gamma, nu, w, b, rm.clone(), rv.clone()) for k, fn in provs.items()}
         want = ys["eager BN + expression"]
         bad = [k for k, y in ys.items() if not torch.allclose(y, want, rtol=1e-4, atol=1e-4)]
     check = "ok" if not bad else f"differs: {bad}"
@@ -133,18 +144,20 @@ def _case(
             t = cpu_time_interleaved(fns, budget_s=budget_s)
         else:  # CUDA events around each call
             t = {k: gpu_time([fn]) for k, fn in fns.items()}
-        passes = 3 if mode == "fwd" else 8  # tensor-sized reads + writes of the fused op
+        # tensor-sized reads + writes of the fused op: x (+ r), y; + dy, x (+ r); + dy, x (+ r), dx (+ dr)
+        passes = (3 if mode == "fwd" else 8) + (1 if mode == "fwd" else 4) * residual
         fused_ms = t["fused"][0]
         gbs = passes * x.numel() * x.element_size() / fused_ms / 1e6
         row = dict(
-            model=model, shape=list(shape), activation=act, gates=granularity, mode=mode,
+            model=model, shape=list(shape), activation=act, gates=granularity, residual=residual, mode=mode,
             ms={k: v[0] for k, v in t.items()},
             speedup={k: v[0] / fused_ms for k, v in t.items() if k != "fused"},
             fused_gbs=gbs, copy_gbs=bw, bandwidth_share=gbs / bw, check=check,
         )  # fmt: skip
         rows.append(row)
         sp = ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
-        print(f"{model} {tuple(shape)} {act} {granularity} {mode}: fused {fused_ms:.2f} ms "
+        tail = " + residual" if residual else ""
+        print(f"{model} {tuple(shape)} {act} {granularity}{tail} {mode}: fused {fused_ms:.2f} ms "
               f"({gbs / bw:.0%} of copy bandwidth); fused vs {sp}", flush=True)  # fmt: skip
     return rows
 
@@ -165,6 +178,10 @@ def op_part(
             for act in acts:
                 for granularity in ("layer", "channel"):
                     rows += _case(model, shape, act, granularity, budget_s, device, compile_, cuda_kernels)
+    # the tails of ResNet-20's blocks: BN → add(skip) → gate (bn_add_gate), channel gates
+    for shape in SHAPES["resnet20"][:1] if quick else SHAPES["resnet20"]:
+        for act in acts:
+            rows += _case("resnet20", shape, act, "channel", budget_s, device, compile_, cuda_kernels, True)
     return rows
 
 
