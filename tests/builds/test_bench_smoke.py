@@ -106,8 +106,8 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     assert elapsed < 100 + 15, elapsed  # the budget plus the SIGKILL grace of one step
     out = tmp_path / "out"
     log = (out / "gpu_check.log").read_text()
-    steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "prelu check",
-             "bench_activation", "bench_train", "bench_activation: other activations", "bench_bn_gate",
+    steps = ["device", "build-cuda", "gpu tests: triton", "waiting", "gpu tests: cuda", "bench_bn_gate",
+             "prelu check", "bench_activation", "bench_train", "bench_activation: other activations",
              "bench_fold", "bench_mlp_fold", "done"]  # fmt: skip
     positions = [log.find(f"=== {s}") for s in steps]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), log
