@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.alphakern-installed
 
-.PHONY: bench test lint checkstyle venv native clean
+.PHONY: bench test lint checkstyle venv native clean mutants
 
 venv: $(STAMP)
 
@@ -39,6 +39,14 @@ checkstyle: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/clang-format --dry-run -Werror $(CSRC)
+
+# Mutation testing (mutmut) of the Python files changed since BASE (default HEAD~1), or of FILES,
+# against TESTS (default tests/) narrowed by K (a pytest -k expression), in a scratch copy under
+# build/mutants (the tree is never edited; a second run resumes). Prints the score. E.g.
+#   make mutants FILES=alphakern/ops/core/batchnorm.py TESTS=tests/ops/test_bn_gate.py K="not triton"
+mutants: native
+	$(PY) .ci/mutants.py --base $(or $(BASE),HEAD~1) $(if $(FILES),--files $(FILES)) \
+	  $(if $(TESTS),--tests $(TESTS)) $(if $(K),-k "$(K)")
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -266,6 +266,59 @@ def test_statistics_keep_their_digits_when_the_mean_dwarfs_the_spread(backend, l
     _close(xg.grad.cpu(), rdx, "dx", 0, 2e-3 * rdx.abs().max())
 
 
+@pytest.mark.parametrize("view", ["strided", "permuted"])
+def test_inputs_neither_contiguous_nor_channels_last(view):
+    """A strided slice and an H/W-swapped layout: the kernels take a dense copy, and y, dx and dr
+    come back laid out as ``empty_like`` of x and the residual say, with the float64 values."""
+    x, dy, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, "contiguous", 4, (3, 21, 7, 8))
+    r = _residual(x.shape, x.dtype, "contiguous", "cpu")
+    if view == "strided":
+        x, dy, r = (torch.cat([t, t], 3)[..., ::2] for t in (x, dy, r))
+    else:
+        x, dy, r = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (x, dy, r))
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    xg, rg = (torch.empty_like(t).copy_(t).requires_grad_() for t in (x, r))
+    y = bn_gate(xg, gamma, nu, residual=rg, weight=w, bias=b, activation="gelu", backend="cpu")
+    y.backward(dy)
+    ry, rdx, *_, rdr = bn_gate_reference("gelu", x, dy, gamma, nu, w, b, rm, rv, True, residual=r)
+    assert y.stride() == torch.empty_like(x).stride()
+    _close(y, ry, "y", 8 * EPS32, 64 * EPS32 * ry.abs().max())
+    _close(xg.grad, rdx, "dx", 8 * EPS32, 256 * EPS32 * rdx.abs().max())
+    _close(rg.grad, rdr, "dresidual", 8 * EPS32, 64 * EPS32 * rdr.abs().max())
+
+
+def test_kernels_read_contiguous_and_channels_last_inputs_in_place():
+    """No copy of x for the kernels when it is contiguous or channels_last (4-D), one contiguous
+    copy otherwise (bandwidth: a copy is a whole extra pass)."""
+    from alphakern.ops.core.batchnorm import kernel_layout
+
+    x = torch.randn(3, 5, 4, 6)
+    cl = x.to(memory_format=torch.channels_last)
+    for t, want_cl in ((x, False), (cl, True), (x.reshape(3, 5, 24), False)):
+        got, is_cl = kernel_layout(t)
+        assert got is t and is_cl is want_cl
+    odd = x.transpose(2, 3)
+    got, is_cl = kernel_layout(odd)
+    assert got.is_contiguous() and not is_cl and torch.equal(got, odd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_without_affine_in_half_precision_and_a_float64_default_dtype(dtype):
+    """BN without affine on fp16/bf16 x, also under torch.set_default_dtype(float64) (a user's
+    setting): the kernels get fp32 ones and zeros, and the result is the composition's."""
+    x, _, gamma, nu, _, _, _, _ = _setup("channel", dtype, "channels_last")
+    want = bn_gate(x.float(), gamma, nu, activation="silu", backend="torch")
+    before = torch.get_default_dtype()
+    try:
+        for default in (torch.float32, torch.float64):
+            torch.set_default_dtype(default)
+            got = bn_gate(x, gamma, nu, activation="silu", backend="cpu")
+            assert got.dtype == dtype
+            _close(got, want.double(), str(default), _rtol(dtype), 64 * EPS32 * want.abs().max())
+    finally:
+        torch.set_default_dtype(before)
+
+
 def test_bn_add_gate_errors_name_the_argument():
     x, _, gamma, nu, w, b, _, _ = _setup("channel", torch.float32, "contiguous")
     bad = {
