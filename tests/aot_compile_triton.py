@@ -215,20 +215,22 @@ def main() -> None:
 
 
 def bn_gate_kernels(arch: int) -> dict:
-    """BatchNorm + gate (fp32, relu and silu) at the reference CNN's 64 channels: channels_last
-    (tiles of 32 rows x 64 channels) and NCHW with 32x32 planes (2 channels x 1024); the launch's
-    own 4 warps. C and S carry the divisibility hint the JIT infers for multiples of 16."""
+    """BatchNorm + gate (fp32, relu and silu; with a residual — RES — and without) at the reference
+    CNN's 64 channels: channels_last (tiles of 32 rows x 64 channels) and NCHW with 32x32 planes
+    (2 channels x 1024); the launch's own 4 warps. C and S carry the divisibility hint the JIT
+    infers for multiples of 16."""
     ptr = "*fp32"
     geo = {"M": "i32", "C": "i32", "S": "i32", "n_sb": "i32"}
     params = {k: ptr for k in ("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr", "a_ptr", "om_ptr")}
     tile = {"CL": "constexpr", "AX": "constexpr", "BM": "constexpr", "BC": "constexpr"}
     no_ax = {k: v for k, v in tile.items() if k != "AX"}
     sigs = {
-        "stats": (BN._stats_kernel, {"x_ptr": ptr, "part_ptr": ptr, **geo, **tile}, 2),
-        "fwd": (BN._fwd_kernel, {"x_ptr": ptr, "y_ptr": ptr, **params, **geo, **no_ax, **ACT_ARGS}, 8),
-        "bwd": (BN._bwd_kernel, {"dy_ptr": ptr, "x_ptr": ptr, "dx_ptr": ptr, "part_ptr": ptr, **params,
-                                 "ca_ptr": ptr, "cb_ptr": ptr, **geo, **tile, **ACT_ARGS,
-                                 "APPLY": "constexpr"}, 12),
+        "stats": (BN._stats_kernel, {"x_ptr": ptr, "shift_ptr": ptr, "part_ptr": ptr, **geo, **tile}, 3),
+        "fwd": (BN._fwd_kernel, {"x_ptr": ptr, "r_ptr": ptr, "y_ptr": ptr, **params, **geo, **no_ax,
+                                 **ACT_ARGS, "RES": "constexpr"}, 9),
+        "bwd": (BN._bwd_kernel, {"dy_ptr": ptr, "x_ptr": ptr, "r_ptr": ptr, "dx_ptr": ptr, "dr_ptr": ptr,
+                                 "part_ptr": ptr, **params, "ca_ptr": ptr, "cb_ptr": ptr, **geo, **tile,
+                                 **ACT_ARGS, "APPLY": "constexpr", "RES": "constexpr"}, 14),
     }  # fmt: skip
     out = {}
     for layout, cx in (
@@ -238,6 +240,8 @@ def bn_gate_kernels(arch: int) -> dict:
         for act in (0, 5):  # relu, silu
             for kind, (fn, sig, n_ptrs) in sigs.items():
                 variants = [{"APPLY": False}, {"APPLY": True}] if kind == "bwd" else [{}]
+                if kind != "stats":
+                    variants = [{**v, "RES": res} for v in variants for res in (False, True)]
                 for v in variants:
                     if kind == "stats" and act:
                         continue
@@ -246,7 +250,8 @@ def bn_gate_kernels(arch: int) -> dict:
                         block.update(ACT=act, NEG=0.0)
                     # pointers and C, S aligned; geometry starts at index n_ptrs
                     aligned = (*range(n_ptrs), n_ptrs + 1, n_ptrs + 2)
-                    name = f"{layout}_{kind}{'_apply' if v.get('APPLY') else ''}_{'silu' if act else 'relu'}"
+                    mode = ("_apply" if v.get("APPLY") else "") + ("_res" if v.get("RES") else "")
+                    name = f"{layout}_{kind}{mode}_{'silu' if act else 'relu'}"
                     out[name] = report(compile_ptx(fn, sig, aligned, arch, block, 4), arch)
     return out
 
