@@ -80,6 +80,15 @@ inline void check_bn_grad(const at::Tensor& dy, const at::Tensor& x, const Backe
   TORCH_CHECK(dy.strides() == x.strides(), "bn_gate: dy must have x's strides");
 }
 
+// The bn_add_gate ops' residual: x's shape, dtype and strides (the kernels index both alike).
+inline void check_bn_residual(const at::Tensor& r, const at::Tensor& x, const Backend& b) {
+  check_x(r, "residual", b);
+  TORCH_CHECK(r.sizes() == x.sizes() && r.scalar_type() == x.scalar_type() && r.strides() == x.strides(),
+              "bn_add_gate: residual must have x's shape ", x.sizes(), ", dtype ", x.scalar_type(),
+              " and strides ", x.strides(), ", got ", r.sizes(), " ", r.scalar_type(), " strides ",
+              r.strides());
+}
+
 // `t` laid out exactly like the dense tensor `ref` (copied only when the strides differ).
 inline at::Tensor like(const at::Tensor& t, const at::Tensor& ref) {
   if (t.strides() == ref.strides() && t.is_non_overlapping_and_dense()) return t;

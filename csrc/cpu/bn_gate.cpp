@@ -388,15 +388,6 @@ std::tuple<at::Tensor, at::Tensor> bn_stats_cpu(const at::Tensor& x) {
   return {mean, var};
 }
 
-// The residual of the bn_add_gate ops: x's shape, dtype and strides (the kernels index both alike).
-void check_residual(const at::Tensor& r, const at::Tensor& x) {
-  check_x(r, "residual", kB);
-  TORCH_CHECK(r.sizes() == x.sizes() && r.scalar_type() == x.scalar_type() && r.strides() == x.strides(),
-              "bn_add_gate: residual must have x's shape ", x.sizes(), ", dtype ", x.scalar_type(),
-              " and strides ", x.strides(), ", got ", r.sizes(), " ", r.scalar_type(), " strides ",
-              r.strides());
-}
-
 // Runs mode M over x (dy, r, out, dr may be undefined): with a residual r the gated value is z + r.
 template <Mode M>
 std::vector<double> launch(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& r, at::Tensor& out,
@@ -419,7 +410,7 @@ std::vector<double> launch(const at::Tensor& x, const at::Tensor& dy, const at::
 at::Tensor fwd(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean, const at::Tensor& invstd,
                const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
   const Params p = params_of(x, mean, invstd, w, b, slopes);
-  if (r.defined()) check_residual(r, x);
+  if (r.defined()) check_bn_residual(r, x, kB);
   at::Tensor y = at::empty_like(x), none;
   launch<kFwd>(x, none, r, y, none, p, act, neg);
   return y;
@@ -430,7 +421,7 @@ at::Tensor bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tenso
                       const at::Tensor& slopes, int64_t act, double neg) {
   const Params p = params_of(x, mean, invstd, w, b, slopes);
   check_bn_grad(dy, x, kB);
-  if (r.defined()) check_residual(r, x);
+  if (r.defined()) check_bn_residual(r, x, kB);
   at::Tensor none;
   const std::vector<double> sums = launch<kReduce>(x, dy, r, none, none, p, act, neg);
   return at::tensor(sums, x.options().dtype(at::kDouble)).reshape({3, x.size(1)});
@@ -449,7 +440,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_apply(const at::Tensor& dy, const at::Ten
   p.cb = cb.const_data_ptr<float>();
   at::Tensor dx = at::empty_like(x), dr;
   if (r.defined()) {
-    check_residual(r, x);
+    check_bn_residual(r, x, kB);
     dr = at::empty_like(x);
   }
   launch<kApply>(x, dy, r, dx, dr, p, act, neg);

@@ -150,21 +150,12 @@ std::tuple<at::Tensor, at::Tensor> bn_stats_cuda(const at::Tensor& x) {
   return launch_bn_stats(x);
 }
 
-void check_bn_residual(const at::Tensor* r, const at::Tensor& x) {
-  if (!r) return;
-  check_x(*r, "residual", kB);
-  TORCH_CHECK(r->sizes() == x.sizes() && r->scalar_type() == x.scalar_type() && r->strides() == x.strides(),
-              "bn_add_gate: residual must have x's shape ", x.sizes(), ", dtype ", x.scalar_type(),
-              " and strides ", x.strides(), ", got ", r->sizes(), " ", r->scalar_type(), " strides ",
-              r->strides());
-}
-
 // y = G(z) (r null) or G(z + r)
 at::Tensor fwd(const at::Tensor& x, const at::Tensor* r, const at::Tensor& mean, const at::Tensor& invstd,
                const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
   check_bn_params(x,
                   {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
-  check_bn_residual(r, x);
+  if (r) check_bn_residual(*r, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty_like(x);
   if (x.numel() > 0) launch_bn_gate_fwd(x, y, mean, invstd, w, b, slopes, act, neg, r);
@@ -177,7 +168,7 @@ at::Tensor bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tenso
   check_bn_params(x,
                   {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
   check_bn_grad(dy, x, kB);
-  check_bn_residual(r, x);
+  if (r) check_bn_residual(*r, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   if (x.numel() == 0) return at::zeros({3, x.size(1)}, x.options().dtype(at::kDouble));
   return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg, r);
@@ -197,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_apply(const at::Tensor& dy, const at::Ten
                       {&ca, "ca"},
                       {&cb, "cb"}});
   check_bn_grad(dy, x, kB);
-  check_bn_residual(r, x);
+  if (r) check_bn_residual(*r, x, kB);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor dx = at::empty_like(x), dr;
   if (r) dr = at::empty_like(x);

@@ -50,6 +50,11 @@ def _kernel_inputs(
     return xd, w, b, om.reshape(-1).expand(c).contiguous(), dadg
 
 
+def _residual_args(residual: Tensor | None, xd: Tensor) -> tuple[Tensor, ...]:
+    """The bn_add_gate ops' extra argument: the residual laid out as xd (none for bn_gate's)."""
+    return () if residual is None else (like(residual, xd),)
+
+
 def statistics(
     x: Tensor, training: bool, running_mean: Tensor | None, running_var: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,10 +78,9 @@ def forward(
 ) -> Tensor:
     ops = _ops(x)  # built before gate_terms is called
     xd, w, b, slopes, _ = _kernel_inputs(x, weight, bias, gamma, nu)
-    f = (act.code, act.negative_slope)
-    if residual is None:
-        return bn.as_x(ops.bn_gate_fwd(xd, mean, invstd, w, b, slopes, *f), x)
-    return bn.as_x(ops.bn_add_gate_fwd(xd, like(residual, xd), mean, invstd, w, b, slopes, *f), x)
+    fwd = ops.bn_gate_fwd if residual is None else ops.bn_add_gate_fwd
+    y = fwd(xd, *_residual_args(residual, xd), mean, invstd, w, b, slopes, act.code, act.negative_slope)
+    return bn.as_x(y, x)
 
 
 def backward(
@@ -99,14 +103,14 @@ def backward(
     dyd = like(dy, xd)
     f = (act.code, act.negative_slope)
     count = x.numel() // max(x.shape[1], 1)
-    if residual is None:
-        sums = ops.bn_gate_bwd_reduce(dyd, xd, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
-        ca, cb = bn.centring(sums, training, count, mean)
-        dx, dr = ops.bn_gate_bwd_apply(dyd, xd, mean, invstd, w, b, slopes, ca, cb, *f), None
-    else:
-        rd = like(residual, xd)
-        sums = ops.bn_add_gate_bwd_reduce(dyd, xd, rd, mean, invstd, w, b, slopes, *f)
-        ca, cb = bn.centring(sums, training, count, mean)
-        dx, dr = ops.bn_add_gate_bwd_apply(dyd, xd, rd, mean, invstd, w, b, slopes, ca, cb, *f)
-        dr = bn.as_x(dr, x)
+    reduce, apply = (
+        (ops.bn_gate_bwd_reduce, ops.bn_gate_bwd_apply)
+        if residual is None
+        else (ops.bn_add_gate_bwd_reduce, ops.bn_add_gate_bwd_apply)
+    )
+    rs = _residual_args(residual, xd)
+    sums = reduce(dyd, xd, *rs, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
+    ca, cb = bn.centring(sums, training, count, mean)
+    out = apply(dyd, xd, *rs, mean, invstd, w, b, slopes, ca, cb, *f)  # dx, or (dx, dr) with a residual
+    dx, dr = (out, None) if residual is None else (out[0], bn.as_x(out[1], x))
     return (bn.as_x(dx, x), dr, *bn.affine_and_gate_grads(sums, gamma, dadg))
