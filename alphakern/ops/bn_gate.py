@@ -70,10 +70,9 @@ def bn_gate_op(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, mean, biased var): the statistics used (the batch's, or copies of the running ones)."""
-    fused = FUSED[backend]
-    mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
-    y = fused.forward(
-        x, residual, weight, bias, mean, invstd, gamma, nu, Activation(activation, negative_slope)
+    act = Activation(activation, negative_slope)
+    y, mean, var, _ = FUSED[backend].forward(
+        x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act
     )
     return y, mean, var
 
@@ -158,8 +157,9 @@ class _BNGateFunction(torch.autograd.Function):
         ctx, x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act, backend
     ):
         fused = FUSED[backend]
-        mean, var, invstd = fused.statistics(x, training, running_mean, running_var, eps)
-        y = fused.forward(x, residual, weight, bias, mean, invstd, gamma, nu, act)
+        y, mean, var, invstd = fused.forward(
+            x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act
+        )
         ctx.save_for_backward(x, residual, weight, bias, mean, invstd, gamma, nu)
         ctx.training, ctx.act, ctx.fused = training, act, fused
         ctx.mark_non_differentiable(mean, var)

@@ -20,7 +20,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../common/bn_shift.h"
+#include "../common/alpha_terms.h"
+#include "../common/bn_gate_host.h"
 #include "../common/checks.h"
 #include "vec_io.h"
 
@@ -30,6 +31,7 @@
 #include <vector>
 
 namespace alphakern {
+
 namespace {
 
 constexpr const Backend& kB = kCpuBackend;
@@ -366,18 +368,47 @@ Params params_of(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& 
           nullptr};
 }
 
+// bn_shift (common/bn_shift.h: the mean of x's corner, 8 samples by 4 positions per spatial
+// dimension) as one fp64 loop, where its eight small tensor ops cost as much as the statistics of
+// a ResNet-20 activation at batch 64.
+template <typename T>
+std::vector<float> corner_means(const at::Tensor& x) {
+  const int64_t C = x.size(1), nb = std::min<int64_t>(x.size(0), 8), dims = x.dim() - 2;
+  std::vector<int64_t> ext(dims), idx(dims, 0);
+  int64_t per = nb;
+  for (int64_t d = 0; d < dims; ++d) per *= (ext[d] = std::min<int64_t>(x.size(d + 2), 4));
+  std::vector<double> acc(C, 0.0);
+  const T* p = x.const_data_ptr<T>();
+  const int64_t sn = x.stride(0), sc = x.stride(1);
+  for (int64_t n = 0; n < nb && per > 0; ++n) {
+    std::fill(idx.begin(), idx.end(), 0);
+    while (true) {
+      int64_t off = n * sn;
+      for (int64_t d = 0; d < dims; ++d) off += idx[d] * x.stride(d + 2);
+      for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(static_cast<float>(p[off + c * sc]));
+      int64_t d = dims - 1;  // the next position, last dimension fastest
+      for (; d >= 0 && ++idx[d] == ext[d]; --d) idx[d] = 0;
+      if (d < 0) break;
+    }
+  }
+  std::vector<float> k(C);
+  for (int64_t c = 0; c < C; ++c) k[c] = static_cast<float>(acc[c] / static_cast<double>(per));
+  return k;
+}
+
 std::tuple<at::Tensor, at::Tensor> bn_stats_cpu(const at::Tensor& x) {
   check_x(x, "x", kB);
   const Shape sh = shape_of(x);
   const int64_t count = sh.C ? x.numel() / sh.C : 0;
   TORCH_CHECK(count > 0, "bn_stats: x has no values per channel, got shape ", x.sizes());
   std::vector<double> sums;
-  const at::Tensor k = bn_shift(x);
-  const float* shift = k.const_data_ptr<float>();
+  std::vector<float> k;
   dispatch(x.scalar_type(), 0, [&](auto tag, auto) {
     using T = decltype(tag);
-    sums = stats<T>(sh, x.const_data_ptr<T>(), shift);
+    k = corner_means<T>(x);
+    sums = stats<T>(sh, x.const_data_ptr<T>(), k.data());
   });
+  const float* shift = k.data();
   at::Tensor mean = at::empty({sh.C}, x.options().dtype(at::kFloat));
   at::Tensor var = at::empty({sh.C}, x.options().dtype(at::kFloat));
   for (int64_t c = 0; c < sh.C; ++c) {
@@ -490,9 +521,148 @@ std::tuple<at::Tensor, at::Tensor> bn_add_gate_bwd_apply_cpu(const at::Tensor& d
   return bwd_apply(dy, x, r, mean, invstd, w, b, slopes, ca, cb, act, neg);
 }
 
+// -- the whole op, one call per direction ---------------------------------------------------------
+// What common/bn_gate_host.h composes from tensor ops for CUDA, here on host arrays: the per-channel
+// parameters, alpha terms, statistics, centring and parameter gradients are a few hundred scalars,
+// and as ~30 ATen ops they cost more than the kernels on ResNet-20's 8x8 activations.
+
+// A per-channel input as fp32 values: t itself when fp32 and contiguous, else a converted copy; an
+// absent one (BN without affine) is `fill` C times.
+struct Channels {
+  at::Tensor held;
+  std::vector<float> own;
+  const float* p;
+  Channels(const std::optional<at::Tensor>& t, int64_t C, float fill, const char* name) {
+    if (!t) {
+      own.assign(C, fill);
+      p = own.data();
+      return;
+    }
+    TORCH_CHECK(t->numel() == C && t->device().is_cpu() && at::isFloatingType(t->scalar_type()),
+                "bn_gate: ", name, " must be a floating CPU tensor of ", C, " values (x's channels), got ",
+                t->scalar_type(), " of shape ", t->sizes(), " on ", t->device());
+    held = t->scalar_type() == at::kFloat && t->is_contiguous() ? *t : t->to(at::kFloat).contiguous();
+    p = held.const_data_ptr<float>();
+  }
+};
+
+// 1 - alpha per channel (a layer gate's repeated) and dalpha/dgamma per gate (common/alpha_terms.h).
+struct Slopes {
+  std::vector<float> om;
+  std::vector<double> dadg;
+  Slopes(const at::Tensor& gamma, const at::Tensor& nu, int64_t C) {
+    TORCH_CHECK(gamma.device().is_cpu() && at::isFloatingType(gamma.scalar_type()) &&
+                    (gamma.numel() == 1 || gamma.numel() == C),
+                "bn_gate: gamma must be a floating CPU tensor of 1 or ", C, " values (x's channels), got ",
+                gamma.scalar_type(), " of shape ", gamma.sizes(), " on ", gamma.device());
+    check_scalar(nu, "nu", gamma.device());
+    const at::Tensor g =
+        gamma.scalar_type() == at::kDouble ? gamma.contiguous() : gamma.to(at::kDouble).contiguous();
+    const double n = nu.item<double>();
+    const double* gp = g.const_data_ptr<double>();
+    om.resize(C);
+    dadg.resize(g.numel());
+    for (int64_t i = 0; i < g.numel(); ++i) {
+      const Terms t = alpha_terms(gp[i], n);
+      dadg[i] = t.dadg;
+      om[i] = t.om;
+    }
+    if (g.numel() == 1) std::fill(om.begin(), om.end(), om[0]);
+  }
+};
+
+at::Tensor channel_tensor(const at::Tensor& x, int64_t C) {
+  return at::empty({C}, x.options().dtype(at::kFloat));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_cpu(
+    const at::Tensor& x, const std::optional<at::Tensor>& residual, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+    const std::optional<at::Tensor>& running_var, const at::Tensor& gamma, const at::Tensor& nu,
+    bool training, double eps, int64_t act, double neg) {
+  check_x(x, "x", kB);
+  const at::Tensor xd = bn_host::kernel_layout(x), r = bn_host::residual_of(residual, xd);
+  if (r.defined()) check_bn_residual(r, xd, kB);
+  const Shape sh = shape_of(xd);
+  const int64_t C = sh.C;
+  at::Tensor mean = channel_tensor(x, C), var = channel_tensor(x, C), invstd = channel_tensor(x, C);
+  float *m = mean.mutable_data_ptr<float>(), *v = var.mutable_data_ptr<float>();
+  if (training) {
+    const auto [bm, bv] = bn_stats_cpu(xd);
+    std::copy_n(bm.const_data_ptr<float>(), C, m);
+    std::copy_n(bv.const_data_ptr<float>(), C, v);
+  } else {
+    TORCH_CHECK(running_mean && running_var,
+                "bn_gate: running_mean and running_var are needed outside training");
+    const Channels rm(running_mean, C, 0.f, "running_mean"), rv(running_var, C, 1.f, "running_var");
+    std::copy_n(rm.p, C, m);
+    std::copy_n(rv.p, C, v);
+  }
+  float* is = invstd.mutable_data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) is[c] = 1.f / std::sqrt(v[c] + static_cast<float>(eps));  // torch.rsqrt's
+  const Channels w(weight, C, 1.f, "weight"), b(bias, C, 0.f, "bias");
+  const Slopes s(gamma, nu, C);
+  const Params p{m, is, w.p, b.p, s.om.data(), nullptr, nullptr};
+  at::Tensor y = at::empty_like(xd), none;
+  launch<kFwd>(xd, none, r, y, none, p, act, neg);
+  return {bn_host::as_x(y, x), mean, var, invstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_backward_cpu(
+    const at::Tensor& dy, const at::Tensor& x, const std::optional<at::Tensor>& residual,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, const at::Tensor& mean,
+    const at::Tensor& invstd, const at::Tensor& gamma, const at::Tensor& nu, bool training, int64_t act,
+    double neg) {
+  check_x(x, "x", kB);
+  const at::Tensor xd = bn_host::kernel_layout(x), r = bn_host::residual_of(residual, xd);
+  const at::Tensor dyd = bn_host::laid_out(dy, xd, "dy");
+  check_bn_grad(dyd, xd, kB);
+  if (r.defined()) check_bn_residual(r, xd, kB);
+  const Shape sh = shape_of(xd);
+  const int64_t C = sh.C;
+  check_channel_param(mean, "mean", xd);
+  check_channel_param(invstd, "invstd", xd);
+  const Channels w(weight, C, 1.f, "weight"), b(bias, C, 0.f, "bias");
+  const Slopes s(gamma, nu, C);
+  Params p{
+      mean.const_data_ptr<float>(), invstd.const_data_ptr<float>(), w.p, b.p, s.om.data(), nullptr, nullptr};
+  at::Tensor none;
+  const std::vector<double> sums = launch<kReduce>(xd, dyd, r, none, none, p, act, neg);  // [3, C]
+  // dx = w invstd (dz - ca - xhat cb): ca, cb the batch means of dz and dz xhat in training, 0 in eval
+  std::vector<float> ca(C, 0.f), cb(C, 0.f);
+  if (training) {
+    const double count = static_cast<double>(std::max<int64_t>(x.numel() / std::max<int64_t>(C, 1), 1));
+    for (int64_t c = 0; c < C; ++c)
+      ca[c] = static_cast<float>(sums[c] / count), cb[c] = static_cast<float>(sums[C + c] / count);
+  }
+  p.ca = ca.data();
+  p.cb = cb.data();
+  at::Tensor dx = at::empty_like(xd), dr = r.defined() ? at::empty_like(xd) : at::Tensor();
+  launch<kApply>(xd, dyd, r, dx, dr, p, act, neg);
+  at::Tensor dw = channel_tensor(x, C), db = channel_tensor(x, C);
+  for (int64_t c = 0; c < C; ++c) {
+    dw.mutable_data_ptr<float>()[c] = static_cast<float>(sums[C + c]);
+    db.mutable_data_ptr<float>()[c] = static_cast<float>(sums[c]);
+  }
+  // dgamma: the gate's sums times dalpha/dgamma; a layer gate sums its channels in index order
+  at::Tensor dg64 = at::empty(gamma.sizes(), gamma.options().dtype(at::kDouble));
+  double* dg = dg64.mutable_data_ptr<double>();
+  if (gamma.numel() == 1) {
+    double tot = 0.0;
+    for (int64_t c = 0; c < C; ++c) tot += sums[2 * C + c];
+    dg[0] = tot * s.dadg[0];
+  } else {
+    for (int64_t c = 0; c < C; ++c) dg[c] = sums[2 * C + c] * s.dadg[c];
+  }
+  return {bn_host::as_x(dx, x), residual ? bn_host::as_x(dr, x) : x.new_empty({0}), dw, db,
+          dg64.to(gamma.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
+  m.impl("bn_gate", &bn_gate_cpu);
+  m.impl("bn_gate_backward", &bn_gate_backward_cpu);
   m.impl("bn_stats", &bn_stats_cpu);
   m.impl("bn_gate_fwd", &bn_gate_fwd_cpu);
   m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cpu);

@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../common/bn_gate_host.h"
 #include "../common/checks.h"
 
 #include <initializer_list>
@@ -238,9 +239,42 @@ std::tuple<at::Tensor, at::Tensor> bn_add_gate_bwd_apply_cuda(const at::Tensor& 
   return bwd_apply(dy, x, &r, mean, invstd, w, b, slopes, ca, cb, act, neg);
 }
 
+// The whole op, one call per direction (common/bn_gate_host.h). The alpha terms are
+// ops/core/alpha.py's alpha_terms, op for op, on gamma's device.
+struct CudaPasses {
+  static std::tuple<at::Tensor, at::Tensor> stats(const at::Tensor& x) { return bn_stats_cuda(x); }
+  static std::tuple<at::Tensor, at::Tensor> terms(const at::Tensor& gamma, const at::Tensor& nu) {
+    at::Tensor g = gamma.to(at::kDouble);
+    if (g.numel() == 1) g = g.reshape({});
+    const at::Tensor n = nu.to(at::kDouble).reshape({}), s = at::sigmoid(g), z = (s - 0.5) * n;
+    const at::Tensor a = at::sigmoid(z), om = at::sigmoid(-z);
+    return {om.to(at::kFloat), a * om * n * s * at::sigmoid(-g)};
+  }
+  static at::Tensor fwd(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                        const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& slopes, int64_t act, double neg) {
+    return alphakern::fwd(x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, act, neg);
+  }
+  static at::Tensor reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                           const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
+    return bwd_reduce(dy, x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, act, neg);
+  }
+  static std::tuple<at::Tensor, at::Tensor> apply(const at::Tensor& dy, const at::Tensor& x,
+                                                  const at::Tensor& r, const at::Tensor& mean,
+                                                  const at::Tensor& invstd, const at::Tensor& w,
+                                                  const at::Tensor& b, const at::Tensor& slopes,
+                                                  const at::Tensor& ca, const at::Tensor& cb, int64_t act,
+                                                  double neg) {
+    return bwd_apply(dy, x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, ca, cb, act, neg);
+  }
+};
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alphakern_C, CUDA, m) {
+  m.impl("bn_gate", &bn_host::forward<CudaPasses>);
+  m.impl("bn_gate_backward", &bn_host::backward<CudaPasses>);
   m.impl("bn_stats", &bn_stats_cuda);
   m.impl("bn_gate_fwd", &bn_gate_fwd_cuda);
   m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cuda);

@@ -25,7 +25,13 @@ def _cases():
     bn = (x4, mean, invstd.abs(), w, b, slopes6[:3].contiguous())
     r4 = make((2, 3, 4, 5), torch.float32, "cpu", layout="channels_last", seed=10)[0]
     bn_add = (x4, r4, *bn[1:])
+    # the whole op: a channel γ, the residual, affine and running statistics (opcheck runs it in
+    # training; the running statistics are read, not updated)
+    gc = torch.randn(3, generator=gen)
+    whole = (x4, r4, w, b, mean, invstd.abs(), gc, nu)
     return {
+        "bn_gate": (*whole, True, 1e-5),
+        "bn_gate_backward": (dy4, x4, r4, w, b, mean, invstd.abs(), gc, nu, True),
         "alpha_relu_fwd": (x, g, nu),
         "alpha_relu_bwd": (dy, x, g, nu),
         "gates_cols_fwd": (xf, slopes6, 4, 6),

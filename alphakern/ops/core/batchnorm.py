@@ -1,7 +1,8 @@
-"""What the fused BatchNorm + gate backends (``backends/native/bn_gate.py``,
-``backends/triton/bn_gate.py``) share around their kernels: the layouts they take, the fp32
-per-channel parameters, the eval statistics, and the backward's host arithmetic on the per-channel
-sums [Σ dz, Σ dz·x̂, Σ dy·(f(z) − z)]."""
+"""The host side of the fused BatchNorm + gate around the Triton kernels
+(``backends/triton/bn_gate.py``): the layouts they take, the fp32 per-channel parameters, the eval
+statistics, and the backward's arithmetic on the per-channel sums [Σ dz, Σ dz·x̂, Σ dy·(f(z) − z)].
+The native backends do the same in C++, inside their one call per direction
+(csrc/common/bn_gate_host.h for CUDA, csrc/cpu/bn_gate.cpp on host arrays)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
 """The native kernels of BatchNorm + gate seen from Python — csrc/cpu/bn_gate.cpp for CPU tensors,
-csrc/cuda/bn_gate.cu for CUDA ones (one schema, ``schema.py``): the per-channel fp32 parameters
-they take, and the forward/backward of the fused op on them.
+csrc/cuda/bn_gate.cu for CUDA ones (one schema, ``schema.py``): the fused op's forward and backward,
+each ONE native call (``alphakern_C::bn_gate``, ``bn_gate_backward``), whose host side
+(csrc/common/bn_gate_host.h) lays out x, makes the fp32 per-channel parameters and the α terms, and
+runs the passes — in Python those were ~30 small tensor ops per call, as costly as the kernels'
+savings on ResNet-20's small activations.
 
-With a residual r (``bn_add_gate_*``) the gated value is s = z + r, and the apply pass also writes
-∂L/∂r = ds. Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
+With a residual r the gated value is s = z + r, and the apply pass also writes ∂L/∂r = ds.
+Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
 (``bn_gate_bwd_reduce``: Σ dz, Σ dz·x̂ and the gate's Σ dy·(f(z) − z) per channel in one pass over x
 and dy, z recomputed from x and the batch statistics; ``bn_gate_bwd_apply``). Eval: one pass each
 way, with the running statistics.
@@ -14,11 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alphakern.ops.backends.native import cpu, cuda, glue
-from alphakern.ops.core import batchnorm as bn
+from alphakern.ops.backends.native import cpu, cuda
 from alphakern.ops.core.activations import Activation
-from alphakern.ops.core.alpha import alpha_terms
-from alphakern.ops.core.layout import like
 
 DTYPES = cpu.DTYPES
 
@@ -33,54 +33,25 @@ def _ops(x: Tensor):
     return torch.ops.alphakern_C
 
 
-def _kernel_inputs(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, gamma: Tensor, nu: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(x in the kernels' layout, weight and bias as fp32 [C], 1 − α per channel in fp32 — a layer
-    gate's repeated —, dα/dγ in fp64 in γ's shape). The α terms: the CPU gate ops' (glue's
-    ``cpu_gate_terms``), on a GPU the same fp64 formula in torch (ops.core.alpha)."""
-    xd, _ = bn.kernel_layout(x)
-    c = x.shape[1]
-    w, b = bn.affine(weight, bias, c, x)
-    if gamma.is_cuda:
-        _, om, dadg = alpha_terms(gamma, nu)
-        om = om.float()
-    else:
-        om, dadg = glue.cpu_gate_terms(torch.ops.alphakern_C, gamma.detach(), nu.detach())
-    return xd, w, b, om.reshape(-1).expand(c).contiguous(), dadg
-
-
-def _residual_args(residual: Tensor | None, xd: Tensor) -> tuple[Tensor, ...]:
-    """The bn_add_gate ops' extra argument: the residual laid out as xd (none for bn_gate's)."""
-    return () if residual is None else (like(residual, xd),)
-
-
-def statistics(
-    x: Tensor, training: bool, running_mean: Tensor | None, running_var: Tensor | None, eps: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean, biased var, invstd) in fp32: of the batch (training) or the running ones."""
-    if not training:
-        return bn.running(running_mean, running_var, eps)
-    mean, var = _ops(x).bn_stats(bn.kernel_layout(x)[0])
-    return mean, var, torch.rsqrt(var + eps)
-
-
 def forward(
     x: Tensor,
     residual: Tensor | None,
     weight: Tensor | None,
     bias: Tensor | None,
-    mean: Tensor,
-    invstd: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
     gamma: Tensor,
     nu: Tensor,
+    training: bool,
+    eps: float,
     act: Activation,
-) -> Tensor:
-    ops = _ops(x)  # built before gate_terms is called
-    xd, w, b, slopes, _ = _kernel_inputs(x, weight, bias, gamma, nu)
-    fwd = ops.bn_gate_fwd if residual is None else ops.bn_add_gate_fwd
-    y = fwd(xd, *_residual_args(residual, xd), mean, invstd, w, b, slopes, act.code, act.negative_slope)
-    return bn.as_x(y, x)
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, biased var, invstd), the statistics fp32: the batch's (training) or copies of the
+    running ones."""
+    return _ops(x).bn_gate(
+        x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act.code,
+        act.negative_slope,
+    )  # fmt: skip
 
 
 def backward(
@@ -98,19 +69,7 @@ def backward(
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
     """(∂L/∂x, ∂L/∂residual (None without one), ∂L/∂weight, ∂L/∂bias, ∂L/∂γ); the affine gradients
     in fp32 (ones/zeros' when None)."""
-    ops = _ops(x)
-    xd, w, b, slopes, dadg = _kernel_inputs(x, weight, bias, gamma, nu)
-    dyd = like(dy, xd)
-    f = (act.code, act.negative_slope)
-    count = x.numel() // max(x.shape[1], 1)
-    reduce, apply = (
-        (ops.bn_gate_bwd_reduce, ops.bn_gate_bwd_apply)
-        if residual is None
-        else (ops.bn_add_gate_bwd_reduce, ops.bn_add_gate_bwd_apply)
+    dx, dr, dw, db, dg = _ops(x).bn_gate_backward(
+        dy, x, residual, weight, bias, mean, invstd, gamma, nu, training, act.code, act.negative_slope
     )
-    rs = _residual_args(residual, xd)
-    sums = reduce(dyd, xd, *rs, mean, invstd, w, b, slopes, *f)  # [3, C] fp64
-    ca, cb = bn.centring(sums, training, count, mean)
-    out = apply(dyd, xd, *rs, mean, invstd, w, b, slopes, ca, cb, *f)  # dx, or (dx, dr) with a residual
-    dx, dr = (out, None) if residual is None else (out[0], bn.as_x(out[1], x))
-    return (bn.as_x(dx, x), dr, *bn.affine_and_gate_grads(sums, gamma, dadg))
+    return dx, None if residual is None else dr, dw, db, dg

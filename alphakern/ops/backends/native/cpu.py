@@ -31,7 +31,14 @@ from alphakern.ops.core.activations import RELU, Activation
 NAME = "cpu"
 LIBRARY = "alphakern_cpu"
 SOURCES = ("cpu/gate.cpp", "cpu/bn_gate.cpp")
-HEADERS = ("common/checks.h", "common/alpha_terms.h", "common/act_codes.h", "cpu/act_math.h", "cpu/vec_io.h")
+HEADERS = (
+    "common/checks.h",
+    "common/alpha_terms.h",
+    "common/act_codes.h",
+    "common/bn_gate_host.h",
+    "cpu/act_math.h",
+    "cpu/vec_io.h",
+)
 ACTIVATIONS = activations.ACTIVATIONS  # every f: a template argument of the one kernel source
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _loaded: str | None = None

@@ -32,6 +32,8 @@ HEADERS = (
     "common/checks.h",
     "common/alpha_terms.h",
     "common/act_codes.h",
+    "common/bn_gate_host.h",
+    "common/bn_shift.h",
     "common/cuda_utils.cuh",
 )
 _loaded: str | None = None

@@ -12,8 +12,18 @@ only register kernels for them (``TORCH_LIBRARY_IMPL``), as torchao does: either
                                                            and dα/dγ in fp64, from one fp64 pass
     cpu_capability() -> str                                (CPU) the SIMD level it was built for
 
-BatchNorm + gate (CPU; the op is ``ops.bn_gate``): x [N, C, ...] contiguous or channels_last, the
-per-channel tensors fp32 [C] (slopes: 1 − α per channel, repeated for a layer gate).
+BatchNorm [+ residual] + gate, the whole op in one call per direction (``ops.bn_gate`` calls
+these; csrc/common/bn_gate_host.h composes the passes below): x [N, C, ...] any layout, the
+optional tensors as nn.BatchNorm2d has them, γ and ν the gate's.
+
+    bn_gate(x, residual?, weight?, bias?, running_mean?, running_var?, gamma, nu, training, eps)
+        -> (y, mean, var, invstd)                          the batch's statistics in training, else
+                                                           copies of the running ones (not updated)
+    bn_gate_backward(dy, x, residual?, weight?, bias?, mean, invstd, gamma, nu, training)
+        -> (dx, dr, dweight, dbias, dgamma)                dr empty [0] without a residual
+
+Its passes (per-channel tensors fp32 [C]; slopes: 1 − α per channel, repeated for a layer gate;
+x contiguous or channels_last):
 
     bn_stats(x) -> (mean, var)                             biased, from fp64 sums of x and x²
     bn_gate_fwd(x, mean, invstd, weight, bias, slopes) -> y          y = G(z), z = x̂·w + b
@@ -50,6 +60,15 @@ SCHEMAS = {
     "gates_rows_fwd": f"(Tensor x, Tensor slopes, int C, int B, {_ACT}) -> Tensor",
     "gates_rows_bwd": f"(Tensor dy, Tensor x, Tensor slopes, int C, int B, {_ACT}) -> (Tensor, Tensor)",
     "gate_terms": "(Tensor gamma, Tensor nu) -> (Tensor, Tensor)",
+    "bn_gate": (
+        "(Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+        f"Tensor? running_var, Tensor gamma, Tensor nu, bool training, float eps, {_ACT}) "
+        "-> (Tensor, Tensor, Tensor, Tensor)"
+    ),
+    "bn_gate_backward": (
+        "(Tensor dy, Tensor x, Tensor? residual, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, "
+        f"Tensor gamma, Tensor nu, bool training, {_ACT}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+    ),
     "bn_stats": "(Tensor x) -> (Tensor, Tensor)",
     "bn_gate_fwd": (
         f"(Tensor x, Tensor mean, Tensor invstd, Tensor weight, Tensor bias, Tensor slopes, {_ACT}) -> Tensor"
@@ -132,6 +151,21 @@ def _(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
 def ops():
     """The namespace the libraries register into (``torch.ops.alphakern_C``)."""
     return getattr(torch.ops, NAMESPACE)
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_gate")
+def _(x, residual, weight, bias, running_mean, running_var, gamma, nu, training, eps, act=0, neg=0.01):
+    c = x.shape[1]
+    return torch.empty_like(x), *(x.new_empty((c,), dtype=torch.float32) for _ in range(3))
+
+
+@torch.library.register_fake(f"{NAMESPACE}::bn_gate_backward")
+def _(dy, x, residual, weight, bias, mean, invstd, gamma, nu, training, act=0, neg=0.01):
+    c = x.shape[1]
+    dr = x.new_empty((0,)) if residual is None else torch.empty_like(x)
+    f32 = dict(dtype=torch.float32)
+    dw, db = x.new_empty((c,), **f32), x.new_empty((c,), **f32)
+    return torch.empty_like(x), dr, dw, db, torch.empty_like(gamma)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::bn_stats")

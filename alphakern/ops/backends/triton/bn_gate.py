@@ -163,13 +163,12 @@ def available() -> bool:
     return triton is not None
 
 
-def statistics(
+def _statistics(
     x: Tensor, training: bool, running_mean: Tensor | None, running_var: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(mean, biased var, invstd) in fp32: of the batch (training) or the running ones."""
     if not training:
         return bn.running(running_mean, running_var, eps)
-    check_runnable(x)
     p = _Plan(x)
     part = torch.empty(p.grid[0], 2, p.C, device=x.device, dtype=torch.float32)
     shift = bn.shift(x)
@@ -183,10 +182,14 @@ def statistics(
 
 
 def forward(
-    x: Tensor, residual: Tensor | None, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-    invstd: Tensor, gamma: Tensor, nu: Tensor, act: Activation,
-) -> Tensor:  # fmt: skip
+    x: Tensor, residual: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+    running_mean: Tensor | None, running_var: Tensor | None, gamma: Tensor, nu: Tensor, training: bool,
+    eps: float, act: Activation,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(y, mean, biased var, invstd), the statistics fp32: the batch's (training) or copies of the
+    running ones."""
     check_runnable(x)
+    mean, var, invstd = _statistics(x, training, running_mean, running_var, eps)
     p = _Plan(x)
     w, b = bn.affine(weight, bias, p.C, x)
     a, om, _ = _weights(gamma, nu, p.C)
@@ -195,7 +198,7 @@ def forward(
     with device_ctx(x):
         args = (p.x, r, y, mean, invstd, w, b, a, om, *p.geo)
         _fwd_kernel[p.grid](*args, **p.meta, **constexprs(act), RES=residual is not None)
-    return bn.as_x(y, x)
+    return bn.as_x(y, x), mean, var, invstd
 
 
 def backward(
