@@ -110,6 +110,14 @@ def cpu_time_interleaved(
     return {k: quantiles(v) for k, v in samples.items()}
 
 
+def compiled(fn, **kwargs):
+    """torch.compile(fn) with dynamo's caches cleared first. A benchmark compiles the same function
+    (one code object) for case after case, and past dynamo's recompile limit (8) dynamo silently
+    runs it eagerly: the "compile" column would time eager PyTorch from the ninth variant on."""
+    torch._dynamo.reset()
+    return torch.compile(fn, **kwargs)
+
+
 def copy_bandwidth_gbs(device: str, nbytes: int) -> float:
     """Measured copy bandwidth (bytes read + written per second) on ``device``, in GB/s."""
     n = nbytes // 4

@@ -158,7 +158,7 @@ def main() -> None:
     for arch in map(int, sys.argv[1:] or ["90"]):
         for dt in ("fp32", "fp16", "bf16"):
             fwd = compile_ptx(
-                T._alpha_relu_fwd_kernel,
+                T._layer_gate_fwd_kernel,
                 {
                     "x_ptr": f"*{dt}",
                     "y_ptr": f"*{dt}",
@@ -174,7 +174,7 @@ def main() -> None:
                 num_warps=T.NUM_WARPS,
             )
             bwd = compile_ptx(
-                T._alpha_relu_bwd_kernel,
+                T._layer_gate_bwd_kernel,
                 {
                     "dy_ptr": f"*{dt}",
                     "x_ptr": f"*{dt}",
@@ -273,8 +273,8 @@ def activation_kernels(arch: int) -> dict:
         act = Activation(name, 0.2)
         cx = {"ACT": act.code, "NEG": act.negative_slope if name == "leaky_relu" else 0.0}
         for kind, fn, sig, aligned, block in (
-            ("fwd", T._alpha_relu_fwd_kernel, fwd_sig, (0, 1), T.FWD_BLOCK),
-            ("bwd", T._alpha_relu_bwd_kernel, bwd_sig, (0, 1, 2), T.BWD_BLOCK),
+            ("fwd", T._layer_gate_fwd_kernel, fwd_sig, (0, 1), T.FWD_BLOCK),
+            ("bwd", T._layer_gate_bwd_kernel, bwd_sig, (0, 1, 2), T.BWD_BLOCK),
         ):
             ptx = compile_ptx(fn, sig, aligned, arch, {"BLOCK_SIZE": block, **cx}, T.NUM_WARPS)
             out[f"{name}_{kind}"] = report(ptx, arch)

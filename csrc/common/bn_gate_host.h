@@ -1,5 +1,5 @@
 // The fused BatchNorm + gate op in one native call per direction -- alphakern_C::bn_gate (forward)
-// and alphakern_C::bn_gate_backward -- around a backend's passes P (csrc/cuda/ops.cpp; the CPU
+// and alphakern_C::bn_gate_backward -- around a backend's passes P (csrc/cuda/bn_gate.cu; the CPU
 // library does the same on host arrays, csrc/cpu/bn_gate.cpp, and shares the layout helpers): the kernels'
 // layout of x, the fp32 per-channel parameters, the alpha terms, the statistics, the centring of the backward
 // and the affine and gate gradients. This host arithmetic ran in Python as ~30 small tensor ops per call; on

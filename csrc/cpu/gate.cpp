@@ -302,7 +302,7 @@ Terms terms(const at::Tensor& gamma, const at::Tensor& nu) {
   return alpha_terms(gamma.item<double>(), nu.item<double>());
 }
 
-at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu, int64_t act,
+at::Tensor layer_gate_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& nu, int64_t act,
                               double neg) {
   check_x(x, "x", kB);
   check_scalar(gamma, "gamma", x.device());
@@ -318,7 +318,7 @@ at::Tensor alpha_relu_fwd_cpu(const at::Tensor& x, const at::Tensor& gamma, cons
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> alpha_relu_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> layer_gate_bwd_cpu(const at::Tensor& dy, const at::Tensor& x,
                                                       const at::Tensor& gamma, const at::Tensor& nu,
                                                       int64_t act, double neg) {
   check_x(x, "x", kB);
@@ -455,8 +455,8 @@ TORCH_LIBRARY_IMPL(alphakern_C, CompositeImplicitAutograd, m) {
 
 TORCH_LIBRARY_IMPL(alphakern_C, CPU, m) {
   m.impl("gate_terms", &gate_terms_cpu);
-  m.impl("alpha_relu_fwd", &alpha_relu_fwd_cpu);
-  m.impl("alpha_relu_bwd", &alpha_relu_bwd_cpu);
+  m.impl("layer_gate_fwd", &layer_gate_fwd_cpu);
+  m.impl("layer_gate_bwd", &layer_gate_bwd_cpu);
   m.impl("gates_cols_fwd", &gates_cols_fwd_cpu);
   m.impl("gates_cols_bwd", &gates_cols_bwd_cpu);
   m.impl("gates_rows_fwd", &gates_rows_fwd_cpu);

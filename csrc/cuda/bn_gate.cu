@@ -15,9 +15,13 @@
 // pointer is aligned and the inner dimension divides into vectors.
 
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
 
+#include "../common/bn_gate_host.h"
 #include "../common/bn_shift.h"
+#include "../common/checks.h"
 #include "../common/cuda_utils.cuh"
 #include "elementwise.cuh"
 
@@ -341,7 +345,7 @@ Params params_of(const at::Tensor& mean, const at::Tensor& invstd, const at::Ten
 
 }  // namespace
 
-// x: [N, C, ...] contiguous or channels_last, CUDA, fp32/fp16/bf16, checked by the caller (ops.cpp);
+// x: [N, C, ...] contiguous or channels_last, CUDA, fp32/fp16/bf16, checked by the ops below;
 // the per-channel tensors fp32 [C] on x's device; dy and out laid out as x.
 std::tuple<at::Tensor, at::Tensor> launch_bn_stats(const at::Tensor& x) {
   // the shift k per channel (common/bn_shift.h): var = E[d^2] - E[d]^2 of d = x - k, no cancellation
@@ -374,6 +378,165 @@ void launch_bn_gate_bwd_apply(const at::Tensor& dy, const at::Tensor& x, at::Ten
                               const at::Tensor& cb, int64_t act, double neg, const at::Tensor* r,
                               at::Tensor* dr) {
   run<kApply>(x, &dy, &dx, params_of(mean, invstd, w, b, slopes, &ca, &cb), act, neg, r, dr);
+}
+
+// -- the ops: checks, device guard, allocation, then the launchers above ----------------------------
+
+namespace {
+
+constexpr const Backend& kB = kCudaBackend;
+
+// -- BatchNorm + gate -------------------------------------------------------------------------
+void check_bn_x(const at::Tensor& x) {
+  check_x(x, "x", kB);
+  TORCH_CHECK(x.dim() >= 2, "bn_gate: x must have a batch and a channel dimension, got shape ", x.sizes());
+}
+
+void check_bn_params(const at::Tensor& x,
+                     std::initializer_list<std::pair<const at::Tensor*, const char*>> ts) {
+  check_bn_x(x);
+  for (auto [t, name] : ts) check_channel_param(*t, name, x);
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_stats_cuda(const at::Tensor& x) {
+  check_bn_x(x);
+  const int64_t count = x.size(1) ? x.numel() / x.size(1) : 0;
+  TORCH_CHECK(count > 0, "bn_stats: x has no values per channel, got shape ", x.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  return launch_bn_stats(x);
+}
+
+// y = G(z) (r null) or G(z + r)
+at::Tensor fwd(const at::Tensor& x, const at::Tensor* r, const at::Tensor& mean, const at::Tensor& invstd,
+               const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
+  check_bn_params(x,
+                  {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
+  if (r) check_bn_residual(*r, x, kB);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() > 0) launch_bn_gate_fwd(x, y, mean, invstd, w, b, slopes, act, neg, r);
+  return y;
+}
+
+at::Tensor bwd_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor* r, const at::Tensor& mean,
+                      const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                      const at::Tensor& slopes, int64_t act, double neg) {
+  check_bn_params(x,
+                  {{&mean, "mean"}, {&invstd, "invstd"}, {&w, "weight"}, {&b, "bias"}, {&slopes, "slopes"}});
+  check_bn_grad(dy, x, kB);
+  if (r) check_bn_residual(*r, x, kB);
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (x.numel() == 0) return at::zeros({3, x.size(1)}, x.options().dtype(at::kDouble));
+  return launch_bn_gate_bwd_reduce(dy, x, mean, invstd, w, b, slopes, act, neg, r);
+}
+
+// (dx, dr): dr undefined without r
+std::tuple<at::Tensor, at::Tensor> bwd_apply(const at::Tensor& dy, const at::Tensor& x, const at::Tensor* r,
+                                             const at::Tensor& mean, const at::Tensor& invstd,
+                                             const at::Tensor& w, const at::Tensor& b,
+                                             const at::Tensor& slopes, const at::Tensor& ca,
+                                             const at::Tensor& cb, int64_t act, double neg) {
+  check_bn_params(x, {{&mean, "mean"},
+                      {&invstd, "invstd"},
+                      {&w, "weight"},
+                      {&b, "bias"},
+                      {&slopes, "slopes"},
+                      {&ca, "ca"},
+                      {&cb, "cb"}});
+  check_bn_grad(dy, x, kB);
+  if (r) check_bn_residual(*r, x, kB);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor dx = at::empty_like(x), dr;
+  if (r) dr = at::empty_like(x);
+  if (x.numel() > 0)
+    launch_bn_gate_bwd_apply(dy, x, dx, mean, invstd, w, b, slopes, ca, cb, act, neg, r, r ? &dr : nullptr);
+  return {dx, dr};
+}
+
+at::Tensor bn_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& invstd,
+                            const at::Tensor& w, const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                            double neg) {
+  return fwd(x, nullptr, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                   const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                   const at::Tensor& slopes, int64_t act, double neg) {
+  return bwd_reduce(dy, x, nullptr, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean,
+                                  const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                  const at::Tensor& slopes, const at::Tensor& ca, const at::Tensor& cb,
+                                  int64_t act, double neg) {
+  return std::get<0>(bwd_apply(dy, x, nullptr, mean, invstd, w, b, slopes, ca, cb, act, neg));
+}
+
+at::Tensor bn_add_gate_fwd_cuda(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                                const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                                const at::Tensor& slopes, int64_t act, double neg) {
+  return fwd(x, &r, mean, invstd, w, b, slopes, act, neg);
+}
+
+at::Tensor bn_add_gate_bwd_reduce_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                                       const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                                       const at::Tensor& b, const at::Tensor& slopes, int64_t act,
+                                       double neg) {
+  return bwd_reduce(dy, x, &r, mean, invstd, w, b, slopes, act, neg);
+}
+
+std::tuple<at::Tensor, at::Tensor> bn_add_gate_bwd_apply_cuda(const at::Tensor& dy, const at::Tensor& x,
+                                                              const at::Tensor& r, const at::Tensor& mean,
+                                                              const at::Tensor& invstd, const at::Tensor& w,
+                                                              const at::Tensor& b, const at::Tensor& slopes,
+                                                              const at::Tensor& ca, const at::Tensor& cb,
+                                                              int64_t act, double neg) {
+  return bwd_apply(dy, x, &r, mean, invstd, w, b, slopes, ca, cb, act, neg);
+}
+
+// The whole op, one call per direction (common/bn_gate_host.h). The alpha terms are
+// ops/core/alpha.py's alpha_terms, op for op, on gamma's device.
+struct CudaPasses {
+  static std::tuple<at::Tensor, at::Tensor> stats(const at::Tensor& x) { return bn_stats_cuda(x); }
+  static std::tuple<at::Tensor, at::Tensor> terms(const at::Tensor& gamma, const at::Tensor& nu) {
+    at::Tensor g = gamma.to(at::kDouble);
+    if (g.numel() == 1) g = g.reshape({});
+    const at::Tensor n = nu.to(at::kDouble).reshape({}), s = at::sigmoid(g), z = (s - 0.5) * n;
+    const at::Tensor a = at::sigmoid(z), om = at::sigmoid(-z);
+    return {om.to(at::kFloat), a * om * n * s * at::sigmoid(-g)};
+  }
+  static at::Tensor fwd(const at::Tensor& x, const at::Tensor& r, const at::Tensor& mean,
+                        const at::Tensor& invstd, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& slopes, int64_t act, double neg) {
+    return alphakern::fwd(x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, act, neg);
+  }
+  static at::Tensor reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& r,
+                           const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+                           const at::Tensor& b, const at::Tensor& slopes, int64_t act, double neg) {
+    return bwd_reduce(dy, x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, act, neg);
+  }
+  static std::tuple<at::Tensor, at::Tensor> apply(const at::Tensor& dy, const at::Tensor& x,
+                                                  const at::Tensor& r, const at::Tensor& mean,
+                                                  const at::Tensor& invstd, const at::Tensor& w,
+                                                  const at::Tensor& b, const at::Tensor& slopes,
+                                                  const at::Tensor& ca, const at::Tensor& cb, int64_t act,
+                                                  double neg) {
+    return bwd_apply(dy, x, r.defined() ? &r : nullptr, mean, invstd, w, b, slopes, ca, cb, act, neg);
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alphakern_C, CUDA, m) {
+  m.impl("bn_gate", &bn_host::forward<CudaPasses>);
+  m.impl("bn_gate_backward", &bn_host::backward<CudaPasses>);
+  m.impl("bn_stats", &bn_stats_cuda);
+  m.impl("bn_gate_fwd", &bn_gate_fwd_cuda);
+  m.impl("bn_gate_bwd_reduce", &bn_gate_bwd_reduce_cuda);
+  m.impl("bn_gate_bwd_apply", &bn_gate_bwd_apply_cuda);
+  m.impl("bn_add_gate_fwd", &bn_add_gate_fwd_cuda);
+  m.impl("bn_add_gate_bwd_reduce", &bn_add_gate_bwd_reduce_cuda);
+  m.impl("bn_add_gate_bwd_apply", &bn_add_gate_bwd_apply_cuda);
 }
 
 }  // namespace alphakern

@@ -57,7 +57,7 @@ struct alignas(16) Vec {
 
 template <typename T, int ACT>
 __global__ void __launch_bounds__(kThreads)
-    alpha_relu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu, int64_t n,
+    layer_gate_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, Scalar gamma, Scalar nu, int64_t n,
                           bool vectorized, float neg) {
   constexpr int N = 16 / sizeof(T);
   const float om = load_terms(gamma, nu).om;
@@ -98,7 +98,7 @@ __device__ __forceinline__ float block_sum(float v) {
 
 template <typename T, int ACT>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<ACT>)
-    alpha_relu_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
+    layer_gate_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                           float* __restrict__ partials, Scalar gamma, Scalar nu, int64_t n, bool vectorized,
                           float neg) {
   constexpr int N = 16 / sizeof(T);
@@ -164,26 +164,26 @@ Scalar scalar_arg(const at::Tensor& t) {  // the op passes fp32 or fp64 1-elemen
 
 // x, y: dense tensors of equal strides; gamma, nu: 1-element fp32/fp64 tensors on x's device;
 // act, neg: f's code and leaky_relu's slope.
-void launch_alpha_relu_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma, const at::Tensor& nu,
+void launch_layer_gate_fwd(const at::Tensor& x, at::Tensor& y, const at::Tensor& gamma, const at::Tensor& nu,
                            int64_t act, double neg) {
   const int64_t n = x.numel();
   if (n == 0) return;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "alpha_relu_fwd", act, [&] {
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "layer_gate_fwd", act, [&] {
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* yp = reinterpret_cast<T*>(y.mutable_data_ptr());
     const bool vec = aligned16(xp) && aligned16(yp);
     // one full wave of resident blocks
     const int grid = static_cast<int>(std::min<int64_t>(
-        blocks_needed(n, vec ? 16 / sizeof(T) : 1), wave_blocks<alpha_relu_fwd_kernel<T, ACT>>(kThreads)));
-    alpha_relu_fwd_kernel<T, ACT><<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n,
+        blocks_needed(n, vec ? 16 / sizeof(T) : 1), wave_blocks<layer_gate_fwd_kernel<T, ACT>>(kThreads)));
+    layer_gate_fwd_kernel<T, ACT><<<grid, kThreads, 0, stream>>>(xp, yp, scalar_arg(gamma), scalar_arg(nu), n,
                                                                  vec, static_cast<float>(neg));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 // dy, x, dx: dense tensors of equal strides; dgamma: a 1-element fp32 or fp64 tensor.
-void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx, at::Tensor& dgamma,
+void launch_layer_gate_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor& dx, at::Tensor& dgamma,
                            const at::Tensor& gamma, const at::Tensor& nu, int64_t act, double neg) {
   const int64_t n = x.numel();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -191,7 +191,7 @@ void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor
     dgamma.zero_();
     return;
   }
-  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "alpha_relu_bwd", act, [&] {
+  ALPHAKERN_DISPATCH_ACT(x.scalar_type(), "layer_gate_bwd", act, [&] {
     const T* dyp = reinterpret_cast<const T*>(dy.const_data_ptr());
     const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
     T* dxp = reinterpret_cast<T*>(dx.mutable_data_ptr());
@@ -199,7 +199,7 @@ void launch_alpha_relu_bwd(const at::Tensor& dy, const at::Tensor& x, at::Tensor
     const int grid =
         static_cast<int>(std::min<int64_t>(blocks_needed(n, vec ? 16 / sizeof(T) : 1), kMaxBwdBlocks));
     at::Tensor partials = at::empty({grid}, x.options().dtype(at::kFloat));
-    alpha_relu_bwd_kernel<T, ACT>
+    layer_gate_bwd_kernel<T, ACT>
         <<<grid, kThreads, 0, stream>>>(dyp, xp, dxp, partials.mutable_data_ptr<float>(), scalar_arg(gamma),
                                         scalar_arg(nu), n, vec, static_cast<float>(neg));
     C10_CUDA_KERNEL_LAUNCH_CHECK();

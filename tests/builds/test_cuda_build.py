@@ -97,7 +97,7 @@ def check_layer_ptx(tmp_path, csrc=None):
     _nvcc(tmp_path, "-ptx", "-o", "k.ptx", csrc=csrc)
     entries = _entries((tmp_path / "k.ptx").read_text())
     elementwise = {n: t for n, t in entries.items() if "fwd_kernel" in n or "bwd_kernel" in n}
-    for kind in ("alpha_relu_fwd_kernel", "alpha_relu_bwd_kernel"):
+    for kind in ("layer_gate_fwd_kernel", "layer_gate_bwd_kernel"):
         for dtype, _ in DTYPES:
             for act in ACT_CODES:
                 (name,) = [n for n in elementwise if kind in n and f"I{dtype}Li{act}EE" in n]

@@ -76,11 +76,11 @@ OPS = torch.ops.alphakern_C if hasattr(torch.ops, "alphakern_C") else None
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: OPS.alpha_relu_fwd(torch.zeros(3, dtype=torch.float64), torch.zeros(1), torch.zeros(1)),
+        (lambda: OPS.layer_gate_fwd(torch.zeros(3, dtype=torch.float64), torch.zeros(1), torch.zeros(1)),
          "x must be float32, float16 or bfloat16, got Double"),
-        (lambda: OPS.alpha_relu_fwd(torch.zeros(3), torch.zeros(2), torch.zeros(1)),
+        (lambda: OPS.layer_gate_fwd(torch.zeros(3), torch.zeros(2), torch.zeros(1)),
          "gamma must be a 1-element floating tensor"),
-        (lambda: OPS.alpha_relu_bwd(torch.zeros(4), torch.zeros(3), torch.zeros(1), torch.zeros(1)),
+        (lambda: OPS.layer_gate_bwd(torch.zeros(4), torch.zeros(3), torch.zeros(1), torch.zeros(1)),
          "dy must have x's shape"),
         (lambda: OPS.gates_cols_fwd(torch.zeros(6), torch.zeros(4), 2, 3),
          "slopes must be 3 contiguous fp32 values"),

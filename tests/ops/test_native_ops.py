@@ -32,8 +32,8 @@ def _cases():
     return {
         "bn_gate": (*whole, True, 1e-5),
         "bn_gate_backward": (dy4, x4, r4, w, b, mean, invstd.abs(), gc, nu, True),
-        "alpha_relu_fwd": (x, g, nu),
-        "alpha_relu_bwd": (dy, x, g, nu),
+        "layer_gate_fwd": (x, g, nu),
+        "layer_gate_bwd": (dy, x, g, nu),
         "gates_cols_fwd": (xf, slopes6, 4, 6),
         "gates_cols_bwd": (dyf, xf, slopes6, 4, 6),
         "gates_rows_fwd": (xf, slopes2, 2, 3),

@@ -26,7 +26,7 @@ LIBRARY = "alphakern_cuda"
 ACTIVATIONS = activations.ACTIVATIONS  # every f: a template argument of the one kernel source
 DTYPES = KERNEL_DTYPES
 DEFAULT_ARCH_LIST = "8.0;9.0"
-SOURCES = ("cuda/ops.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu", "cuda/bn_gate.cu")
+SOURCES = ("cuda/gate.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu", "cuda/bn_gate.cu")
 HEADERS = (
     "cuda/elementwise.cuh",
     "common/checks.h",

@@ -61,7 +61,7 @@ def forward(
     """y through ``ops`` (the namespace of ``schema``); f's code and slope go with every call."""
     f = (act.code, act.negative_slope)
     if granularity == "layer":
-        return ops.alpha_relu_fwd(x, gamma, nu, *f)
+        return ops.layer_gate_fwd(x, gamma, nu, *f)
     xd = dense_input(x)  # the kernels allocate the (flat) output: no empty_like here
     if x.numel() == 0:
         return torch.empty_like(xd)
@@ -87,7 +87,7 @@ def backward(
     """(∂L/∂x, ∂L/∂γ) through ``ops``."""
     f = (act.code, act.negative_slope)
     if granularity == "layer":
-        return ops.alpha_relu_bwd(dy, x, gamma, nu, *f)
+        return ops.layer_gate_bwd(dy, x, gamma, nu, *f)
     xd = dense_input(x)
     if x.numel() == 0:
         return torch.empty_like(xd), torch.zeros_like(gamma)

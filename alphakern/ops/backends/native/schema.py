@@ -2,8 +2,8 @@
 kernels, so torch.compile and opcheck can trace every one. The C++ libraries (csrc/cpu, csrc/cuda)
 only register kernels for them (``TORCH_LIBRARY_IMPL``), as torchao does: either builds alone.
 
-    alpha_relu_fwd(x, gamma, nu) -> y                      one gate: gamma, nu 1-element tensors
-    alpha_relu_bwd(dy, x, gamma, nu) -> (dx, dgamma)
+    layer_gate_fwd(x, gamma, nu) -> y                      one gate: gamma, nu 1-element tensors
+    layer_gate_bwd(dy, x, gamma, nu) -> (dx, dgamma)
     gates_cols_fwd(x, slopes, A, G) -> y                   x flat [A, G], gate = column, slopes [G]
     gates_cols_bwd(dy, x, slopes, A, G) -> (dx, sums)      sums[g] = Σ dy·(f(x) − x) in column g
     gates_rows_fwd(x, slopes, C, B) -> y                   x flat [A, C, B], gate = c, slopes [C]
@@ -53,8 +53,8 @@ from torch import Tensor
 NAMESPACE = "alphakern_C"
 _ACT = "int act=0, float neg=0.01"  # f: its code (ops.core.activations.CODES; 0 = relu), leaky's slope
 SCHEMAS = {
-    "alpha_relu_fwd": f"(Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> Tensor",
-    "alpha_relu_bwd": f"(Tensor dy, Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> (Tensor, Tensor)",
+    "layer_gate_fwd": f"(Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> Tensor",
+    "layer_gate_bwd": f"(Tensor dy, Tensor x, Tensor gamma, Tensor nu, {_ACT}) -> (Tensor, Tensor)",
     "gates_cols_fwd": f"(Tensor x, Tensor slopes, int A, int G, {_ACT}) -> Tensor",
     "gates_cols_bwd": f"(Tensor dy, Tensor x, Tensor slopes, int A, int G, {_ACT}) -> (Tensor, Tensor)",
     "gates_rows_fwd": f"(Tensor x, Tensor slopes, int C, int B, {_ACT}) -> Tensor",
@@ -106,12 +106,12 @@ def _sums(x: Tensor, n: int) -> Tensor:
     return x.new_empty((n,), dtype=torch.float64 if x.device.type == "cpu" else torch.float32)
 
 
-@torch.library.register_fake(f"{NAMESPACE}::alpha_relu_fwd")
+@torch.library.register_fake(f"{NAMESPACE}::layer_gate_fwd")
 def _(x: Tensor, gamma: Tensor, nu: Tensor, act: int = 0, neg: float = 0.01) -> Tensor:
     return torch.empty_like(x)
 
 
-@torch.library.register_fake(f"{NAMESPACE}::alpha_relu_bwd")
+@torch.library.register_fake(f"{NAMESPACE}::layer_gate_bwd")
 def _(
     dy: Tensor, x: Tensor, gamma: Tensor, nu: Tensor, act: int = 0, neg: float = 0.01
 ) -> tuple[Tensor, Tensor]:

@@ -49,7 +49,7 @@ if triton is not None:
             tl.store(y_ptr + offs, y)
 
     @triton.jit
-    def _alpha_relu_fwd_kernel(
+    def _layer_gate_fwd_kernel(
         x_ptr, y_ptr, gamma_ptr, nu_ptr, n_elements,
         BLOCK_SIZE: tl.constexpr, ACT: tl.constexpr, NEG: tl.constexpr,
     ):  # fmt: skip
@@ -82,7 +82,7 @@ if triton is not None:
         return _dsum(x, dy, ACT, NEG)
 
     @triton.jit
-    def _alpha_relu_bwd_kernel(
+    def _layer_gate_bwd_kernel(
         dy_ptr,
         x_ptr,
         dx_ptr,
@@ -132,7 +132,7 @@ def forward(x: torch.Tensor, gamma: torch.Tensor, nu: torch.Tensor, act: Activat
         return y
     with device_ctx(x):
         grid = (triton.cdiv(n, FWD_BLOCK),)
-        _alpha_relu_fwd_kernel[grid](
+        _layer_gate_fwd_kernel[grid](
             flat(xd), flat(y), gamma, nu, n, BLOCK_SIZE=FWD_BLOCK, num_warps=NUM_WARPS, **constexprs(act)
         )
     return y
@@ -161,7 +161,7 @@ def backward(
     partials = torch.empty(n_programs, device=x.device, dtype=torch.float32)
     dgamma = torch.empty_like(gamma)
     with device_ctx(x):
-        _alpha_relu_bwd_kernel[(n_programs,)](
+        _layer_gate_bwd_kernel[(n_programs,)](
             flat(dyd),
             flat(xd),
             flat(dx),
