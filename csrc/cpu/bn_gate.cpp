@@ -94,7 +94,8 @@ Shape shape_of(const at::Tensor& x) {
 enum Mode { kFwd, kReduce, kApply };
 
 // RES: s = z + r (the residual in r) is gated instead of z, and kApply also leaves dr = ds in r.
-template <Mode M, int N, int ACT, bool RES = false>
+// BLEND (kFwd): some gate is saturated, so the forward keeps act_math.h's exact-blend form.
+template <Mode M, int N, int ACT, bool RES = false, bool BLEND = true>
 inline void step(fVec* v, fVec* g, fVec* r, const Lane* L, const fVec& ns, fVec* out) {
   fVec z[N], s[N], xh[N];
   for (int k = 0; k < N; ++k) {
@@ -104,7 +105,7 @@ inline void step(fVec* v, fVec* g, fVec* r, const Lane* L, const fVec& ns, fVec*
     s[k] = L[k].s;
   }
   if constexpr (M == kFwd) {
-    fwd_math<N, ACT>(z, s, ns);
+    fwd_math<N, ACT, BLEND>(z, s, ns);
     for (int k = 0; k < N; ++k) v[k] = z[k];
   } else {
     fVec c[N];
@@ -143,7 +144,7 @@ struct Ptrs {
 };
 
 // "rows": one row of n elements of one channel; kReduce adds its three sums into tot.
-template <Mode M, typename T, int ACT, bool RES>
+template <Mode M, typename T, int ACT, bool RES, bool BLEND>
 void row(const Ptrs<T>& q, int64_t n, const Lane& L1, float neg, double* tot) {
   using io = Io<T>;
   constexpr int N = io::kN;
@@ -158,7 +159,7 @@ void row(const Ptrs<T>& q, int64_t n, const Lane& L1, float neg, double* tot) {
     t ? io::load(q.x + i, v, t) : io::load(q.x + i, v);
     if constexpr (M != kFwd) t ? io::load(q.dy + i, g, t) : io::load(q.dy + i, g);
     if constexpr (RES) t ? io::load(q.r + i, r, t) : io::load(q.r + i, r);
-    step<M, N, ACT, RES>(v, g, r, L, ns, acc);
+    step<M, N, ACT, RES, BLEND>(v, g, r, L, ns, acc);
     if constexpr (M == kFwd) t ? io::store(q.out + i, v, t) : io::store(q.out + i, v);
     if constexpr (M == kApply) t ? io::store(q.out + i, g, t) : io::store(q.out + i, g);
     if constexpr (M == kApply && RES) t ? io::store(q.dr + i, r, t) : io::store(q.dr + i, r);
@@ -176,7 +177,7 @@ void row(const Ptrs<T>& q, int64_t n, const Lane& L1, float neg, double* tot) {
 
 // "cols": rows [r0, r1) of C channels; kReduce adds per-channel sums into tot[3][C] (fp32 runs of
 // at most kFlush rows, then fp64).
-template <Mode M, typename T, int ACT, bool RES>
+template <Mode M, typename T, int ACT, bool RES, bool BLEND>
 void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params& p, float neg, double* tot,
               float* acc) {
   using io = Io<T>;
@@ -214,7 +215,7 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
           }
         }
       } else {
-        step<M, N, ACT, RES>(v, g, r, L, ns, sums);
+        step<M, N, ACT, RES, BLEND>(v, g, r, L, ns, sums);
         if constexpr (M == kFwd) t ? io::store(out + c, v, t) : io::store(out + c, v);
         if constexpr (M == kApply) t ? io::store(out + c, g, t) : io::store(out + c, g);
         if constexpr (M == kApply && RES) t ? io::store(dr + c, r, t) : io::store(dr + c, r);
@@ -230,7 +231,7 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
 }
 
 // Runs mode M over x; kReduce returns the [3, C] fp64 sums (dz, dz * xhat, dy * h per channel).
-template <Mode M, typename T, int ACT, bool RES>
+template <Mode M, typename T, int ACT, bool RES, bool BLEND>
 std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, float neg) {
   const int64_t C = sh.C;
   std::vector<double> sums(M == kReduce ? 3 * C : 0, 0.0);
@@ -242,7 +243,7 @@ std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, floa
           double tot[3] = {0.0, 0.0, 0.0};
           const Lane L = lane_of(p, c);
           for (int64_t n = 0; n < n_batch; ++n) {
-            row<M, T, ACT, RES>(q.at((n * C + c) * sh.S), sh.S, L, neg, tot);
+            row<M, T, ACT, RES, BLEND>(q.at((n * C + c) * sh.S), sh.S, L, neg, tot);
           }
           for (int j = 0; j < 3; ++j) sums[j * C + c] = tot[j];
         }
@@ -250,7 +251,7 @@ std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, floa
     } else {
       run_items(sh.R, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {
-          row<M, T, ACT, RES>(q.at(r * sh.S), sh.S, lane_of(p, r % C), neg, nullptr);
+          row<M, T, ACT, RES, BLEND>(q.at(r * sh.S), sh.S, lane_of(p, r % C), neg, nullptr);
         }
       });
     }
@@ -262,8 +263,8 @@ std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, floa
   run_items(chunks, sh.R * C, [&](int64_t lo, int64_t hi) {
     std::vector<float> acc(M == kReduce ? 3 * C : 0);
     for (int64_t k = lo; k < hi; ++k) {
-      col_rows<M, T, ACT, RES>(q, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
-                               M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
+      col_rows<M, T, ACT, RES, BLEND>(q, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
+                                      M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
     }
   });
   for (int64_t k = 0; k < (M == kReduce ? chunks : 0); ++k) {
@@ -432,8 +433,15 @@ std::vector<double> launch(const at::Tensor& x, const at::Tensor& dy, const at::
     auto mptr = [](at::Tensor& t) { return t.defined() ? t.mutable_data_ptr<T>() : nullptr; };
     const Ptrs<T> q{x.const_data_ptr<T>(), cptr(dy), cptr(r), mptr(out), mptr(dr)};
     constexpr int A = decltype(code)::value;
-    sums = r.defined() ? run<M, T, A, true>(sh, q, p, static_cast<float>(neg))
-                       : run<M, T, A, false>(sh, q, p, static_cast<float>(neg));
+    const float ng = static_cast<float>(neg);
+    if constexpr (M == kFwd && A != 0) {
+      if (!saturated(p.slope, sh.C)) {  // no gate at alpha = 0 or 1: the blend-free forward, same bits
+        sums =
+            r.defined() ? run<M, T, A, true, false>(sh, q, p, ng) : run<M, T, A, false, false>(sh, q, p, ng);
+        return;
+      }
+    }
+    sums = r.defined() ? run<M, T, A, true, true>(sh, q, p, ng) : run<M, T, A, false, true>(sh, q, p, ng);
   });
   return sums;
 }

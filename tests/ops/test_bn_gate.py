@@ -266,6 +266,33 @@ def test_statistics_keep_their_digits_when_the_mean_dwarfs_the_spread(backend, l
     _close(xg.grad.cpu(), rdx, "dx", 0, 2e-3 * rdx.abs().max())
 
 
+@pytest.mark.parametrize("activation", ["gelu", "silu", "hardswish"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saturated_gates_are_exactly_f_or_the_identity_even_at_inf(backend, activation):
+    """ν = inf: α is exactly 1 (γ > 0) or 0 (γ < 0), so y is f(z) or z itself — also where z = ±inf,
+    where a·f(z) + (1 − a)·z without the kernels' blends would give 0·inf = NaN. The kernels may drop
+    those blends only when no gate of the call is saturated; this call has nothing but saturated
+    gates."""
+    dev = device_for(backend)
+    c = 4
+    x = torch.linspace(-6, 6, 2 * c * 3 * 3).reshape(2, c, 3, 3)
+    x[0, :, 0, 0], x[1, :, 1, 1] = float("inf"), float("-inf")
+    gamma, nu = torch.tensor([1.0, -1.0, 2.0, -2.0]), torch.tensor(float("inf"))
+    w, b = torch.linspace(0.5, 2.0, c), torch.linspace(-1.0, 1.0, c)
+    rm, rv = torch.linspace(-0.5, 0.5, c), torch.linspace(0.5, 2.0, c)
+    y = bn_gate(
+        x.to(dev), gamma.to(dev), nu.to(dev), activation=activation, weight=w.to(dev), bias=b.to(dev),
+        running_mean=rm.to(dev), running_var=rv.to(dev), training=False, backend=backend,
+    ).cpu()  # fmt: skip
+    view = (1, c, 1, 1)
+    z = (x.double() - rm.double().view(view)) * torch.rsqrt(rv.double().view(view) + 1e-5)
+    z = z * w.double().view(view) + b.double().view(view)
+    f = {"gelu": F.gelu, "silu": F.silu, "hardswish": F.hardswish}[activation]
+    want = torch.where((gamma > 0).view(view), f(z), z)  # f(−inf) is NaN for gelu and silu, as torch's
+    assert want.isinf().sum() >= 3  # +inf through f, ±inf through the identity
+    torch.testing.assert_close(y.double(), want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("view", ["strided", "permuted"])
 def test_inputs_neither_contiguous_nor_channels_last(view):
     """A strided slice and an H/W-swapped layout: the kernels take a dense copy, and y, dx and dr
