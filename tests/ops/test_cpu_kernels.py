@@ -88,8 +88,24 @@ OPS = torch.ops.alphakern_C if hasattr(torch.ops, "alphakern_C") else None
          "x must be flat and contiguous"),
         (lambda: OPS.gates_rows_fwd(torch.zeros(7), torch.zeros(3), 3, 1),
          "7 elements do not split into 3 gates x 1"),
+        # the whole fused BN op: a residual or dy that would only broadcast is refused, not copied
+        (lambda: OPS.bn_gate(torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 1, 1), None, None, None, None,
+                             torch.zeros(3), torch.tensor(1.0), True, 1e-5),
+         r"residual must have x's shape \[2, 3, 4, 4\]"),
+        (lambda: OPS.bn_gate_backward(torch.zeros(1, 3, 4, 4),  # a layout copy would broadcast it
+                                      torch.zeros(2, 3, 4, 4).to(memory_format=torch.channels_last),
+                                      None, None, None, torch.zeros(3), torch.ones(3), torch.zeros(3),
+                                      torch.tensor(1.0), True),
+         "dy must have x's shape"),
+        (lambda: OPS.bn_gate(torch.zeros(2, 3, 4, 4), None, None, None, None, None,
+                             torch.zeros(2), torch.tensor(1.0), True, 1e-5),
+         "gamma must be a floating CPU tensor of 1 or 3 values"),
+        (lambda: OPS.bn_gate(torch.zeros(2, 3, 4, 4), None, torch.ones(4), None, None, None,
+                             torch.zeros(3), torch.tensor(1.0), True, 1e-5),
+         "weight must be a floating CPU tensor of 3 values"),
     ],
-    ids=["dtype", "gamma", "dy-shape", "slopes", "not-flat", "split"],
+    ids=["dtype", "gamma", "dy-shape", "slopes", "not-flat", "split", "bn-residual-broadcast",
+         "bn-dy-broadcast", "bn-gamma", "bn-weight"],
 )  # fmt: skip
 def test_the_kernels_check_their_arguments(call, message):
     with pytest.raises(RuntimeError, match=message):
