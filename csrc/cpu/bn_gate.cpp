@@ -564,8 +564,7 @@ struct Slopes {
                 "bn_gate: gamma must be a floating CPU tensor of 1 or ", C, " values (x's channels), got ",
                 gamma.scalar_type(), " of shape ", gamma.sizes(), " on ", gamma.device());
     check_scalar(nu, "nu", gamma.device());
-    const at::Tensor g =
-        gamma.scalar_type() == at::kDouble ? gamma.contiguous() : gamma.to(at::kDouble).contiguous();
+    const at::Tensor g = gamma.to(at::kDouble).contiguous();  // gamma itself when already so
     const double n = nu.item<double>();
     const double* gp = g.const_data_ptr<double>();
     om.resize(C);
@@ -593,19 +592,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_cpu(
   if (r.defined()) check_bn_residual(r, xd, kB);
   const Shape sh = shape_of(xd);
   const int64_t C = sh.C;
-  at::Tensor mean = channel_tensor(x, C), var = channel_tensor(x, C), invstd = channel_tensor(x, C);
-  float *m = mean.mutable_data_ptr<float>(), *v = var.mutable_data_ptr<float>();
+  at::Tensor mean, var, invstd = channel_tensor(x, C);
   if (training) {
-    const auto [bm, bv] = bn_stats_cpu(xd);
-    std::copy_n(bm.const_data_ptr<float>(), C, m);
-    std::copy_n(bv.const_data_ptr<float>(), C, v);
-  } else {
+    std::tie(mean, var) = bn_stats_cpu(xd);
+  } else {  // copies of the running statistics: an op's outputs never alias its inputs
     TORCH_CHECK(running_mean && running_var,
                 "bn_gate: running_mean and running_var are needed outside training");
     const Channels rm(running_mean, C, 0.f, "running_mean"), rv(running_var, C, 1.f, "running_var");
-    std::copy_n(rm.p, C, m);
-    std::copy_n(rv.p, C, v);
+    mean = channel_tensor(x, C), var = channel_tensor(x, C);
+    std::copy_n(rm.p, C, mean.mutable_data_ptr<float>());
+    std::copy_n(rv.p, C, var.mutable_data_ptr<float>());
   }
+  const float *m = mean.const_data_ptr<float>(), *v = var.const_data_ptr<float>();
   float* is = invstd.mutable_data_ptr<float>();
   for (int64_t c = 0; c < C; ++c) is[c] = 1.f / std::sqrt(v[c] + static_cast<float>(eps));  // torch.rsqrt's
   const Channels w(weight, C, 1.f, "weight"), b(bias, C, 0.f, "bias");
@@ -648,10 +646,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_b
   at::Tensor dx = at::empty_like(xd), dr = r.defined() ? at::empty_like(xd) : at::Tensor();
   launch<kApply>(xd, dyd, r, dx, dr, p, act, neg);
   at::Tensor dw = channel_tensor(x, C), db = channel_tensor(x, C);
-  for (int64_t c = 0; c < C; ++c) {
-    dw.mutable_data_ptr<float>()[c] = static_cast<float>(sums[C + c]);
-    db.mutable_data_ptr<float>()[c] = static_cast<float>(sums[c]);
-  }
+  float *dwp = dw.mutable_data_ptr<float>(), *dbp = db.mutable_data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c)
+    dwp[c] = static_cast<float>(sums[C + c]), dbp[c] = static_cast<float>(sums[c]);
   // dgamma: the gate's sums times dalpha/dgamma; a layer gate sums its channels in index order
   at::Tensor dg64 = at::empty(gamma.sizes(), gamma.options().dtype(at::kDouble));
   double* dg = dg64.mutable_data_ptr<double>();

@@ -1,9 +1,10 @@
 """The native kernels of BatchNorm + gate seen from Python — csrc/cpu/bn_gate.cpp for CPU tensors,
 csrc/cuda/bn_gate.cu for CUDA ones (one schema, ``schema.py``): the fused op's forward and backward,
-each ONE native call (``alphakern_C::bn_gate``, ``bn_gate_backward``), whose host side
-(csrc/common/bn_gate_host.h) lays out x, makes the fp32 per-channel parameters and the α terms, and
-runs the passes — in Python those were ~30 small tensor ops per call, as costly as the kernels'
-savings on ResNet-20's small activations.
+each ONE native call (``alphakern_C::bn_gate``, ``bn_gate_backward``), whose host side (on host
+arrays in csrc/cpu/bn_gate.cpp; as tensor ops in csrc/common/bn_gate_host.h for CUDA) lays out x,
+makes the fp32 per-channel parameters and the α terms, and runs the passes — in Python those
+were ~30 small tensor ops per call, as costly as the kernels' savings on ResNet-20's small
+activations.
 
 With a residual r the gated value is s = z + r, and the apply pass also writes ∂L/∂r = ds.
 Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
