@@ -103,7 +103,9 @@ def plot(result: dict, out: Path) -> None:
         bx.set_title(f"budget {b:.0%} of the ReLUs", fontsize=9)
         bx.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("share of the stage's ReLUs kept")
-    axes[-1].legend(fontsize=7)
+    filled = [bx for bx in axes if bx.get_legend_handles_labels()[0]]  # budgets not run yet stay empty
+    if filled:
+        filled[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "pareto_stages.png", dpi=110)
     plt.close(fig)
