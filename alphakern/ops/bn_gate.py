@@ -207,19 +207,20 @@ def bn_gate(
     nu: Tensor,
     act: Activation,
     *,
-    residual: Tensor | None = None,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    running_mean: Tensor | None = None,
-    running_var: Tensor | None = None,
-    training: bool = True,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    backend: str | None = None,
+    residual: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    backend: str | None,
 ) -> Tensor:
     """G_α,f(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) [+ residual]):
     the running statistics (when given) are updated in place in training, as F.batch_norm does;
-    ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None)."""
+    ``momentum`` is the factor of this update (nn.BatchNorm passes 1/num_batches for None). Every
+    argument is given: the defaults live in one place, ``alphakern.functional.bn_gate``."""
     granularity = check_inputs(x, gamma, nu)
     _check_bn_args(x, residual, weight, bias)
     if training and x.numel() // max(x.shape[1], 1) == 1:

@@ -165,6 +165,23 @@ def _check_fused(backend, name, granularity, dtype, layout, training, shape, res
     _close(rv1, want_v, "running_var", 1e-6, 1e-6)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("residual", [False, True], ids=["bn_gate", "bn_add_gate"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_registered_op_compile_runs_matches_float64(backend, residual, training, monkeypatch):
+    """The path torch.compile takes — alphakern::bn_gate and its registered autograd, not the eager
+    autograd.Function — run eagerly against float64 (test_compile_fullgraph reaches it only
+    through dynamo, and only against the eager path)."""
+    from alphakern.ops import bn_gate as op_module
+
+    def eager_path(*_):
+        raise AssertionError("the eager autograd.Function ran")
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(op_module._BNGateFunction, "apply", eager_path)
+    _check_fused(backend, "leaky_relu", "channel", torch.float32, "channels_last", training, SHAPE, residual)
+
+
 # the CUDA kernels' other paths: NCHW rows longer than a warp's segment (4096) and of an odd length
 # (scalar loads), channels_last rows wider than a block (C > 1024: two column blocks) and of C not
 # a multiple of the vector width, many row blocks
@@ -245,6 +262,53 @@ def test_batchnorm_errors_and_empty_batch():
                     backend="cpu")  # fmt: skip
         y.sum().backward()
         assert y.shape == empty.shape and empty.grad.shape == empty.shape
+
+
+def test_one_value_per_channel_is_refused_even_with_one_channel():
+    gamma, nu = torch.tensor(0.5), torch.tensor(3.0)
+    for shape in ((1, 1, 1, 1), (1, 1)):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+            bn_gate(torch.randn(shape), gamma, nu, backend="cpu")
+    bn_gate(torch.randn(2, 1, 1, 1), gamma, nu, backend="cpu")  # two values: fine
+
+
+def test_fused_backward_is_first_order_and_says_so():
+    x, _, gamma, nu, w, b, _, _ = _setup("channel", torch.float32, "contiguous")
+    x = x.requires_grad_()
+    y = bn_gate(x, gamma, nu, weight=w, bias=b, backend="cpu")
+    with pytest.raises(
+        RuntimeError, match="^bn_gate's fused backward is first-order only; use backend='torch'$"
+    ):
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
+
+
+def test_the_composition_takes_momentum_eps_and_the_gate_on_the_named_backend(monkeypatch):
+    """backend="torch" (and element gates on any backend): F.batch_norm with the caller's momentum
+    and eps, then the gate on the backend the caller named ("auto" for None)."""
+    from alphakern.ops import bn_gate as op_module
+
+    seen = []
+    gate_entry = op_module.gate_op_entry
+
+    def spy(z, gamma, nu, act, backend):
+        seen.append(backend)
+        return gate_entry(z, gamma, nu, act, backend)
+
+    monkeypatch.setattr(op_module, "gate_op_entry", spy)
+    x, _, gamma, nu, w, b, rm, rv = _setup("channel", torch.float32, "contiguous")
+    rm_got, rv_got, rm_want, rv_want = rm.clone(), rv.clone(), rm.clone(), rv.clone()
+    got = bn_gate(x, gamma, nu, weight=w, bias=b, running_mean=rm_got, running_var=rv_got, momentum=0.3,
+                  eps=0.5, activation="silu", backend="torch")  # fmt: skip
+    z = F.batch_norm(x, rm_want, rv_want, w, b, True, 0.3, 0.5)
+    want = alphakern.gate(z, gamma, nu, activation="silu", backend="torch")
+    assert seen == ["torch"]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close((rm_got, rv_got), (rm_want, rv_want), rtol=0, atol=0)
+    element = torch.rand(x.shape[1:]) - 0.5
+    for backend, gate_backend in ((None, None), ("auto", None), ("torch", "torch")):
+        seen.clear()
+        bn_gate(x, element, nu, weight=w, bias=b, backend=backend)
+        assert seen == [gate_backend], backend
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -374,16 +438,23 @@ def test_bn_add_gate_errors_name_the_argument():
 
 
 def test_bn_add_gate_without_affine_and_with_the_composition_backend():
-    """weight = bias = None (BN without affine) and the "torch" backend: the same function."""
+    """weight = bias = None (BN without affine) and the "torch" backend: the same function, and the
+    fused backward's ∂L/∂x, ∂L/∂r and ∂L/∂γ without BN's parameters."""
     x, dy, gamma, nu, _, _, rm, rv = _setup("channel", torch.float32, "channels_last")
     r = _residual(x.shape, x.dtype, "channels_last", "cpu")
-    got = alphakern.bn_add_gate(x, r, gamma, nu, activation="hardswish", backend="cpu")
+    xg, rg, gg = (t.clone().requires_grad_() for t in (x, r, gamma))
+    got = alphakern.bn_add_gate(xg, rg, gg, nu, activation="hardswish", backend="cpu")
+    got.backward(dy)
     want = alphakern.bn_add_gate(x, r, gamma, nu, activation="hardswish", backend="torch")
-    ref = bn_gate_reference(
-        "hardswish", x, dy, gamma, nu, torch.ones(21), torch.zeros(21), rm, rv, True, residual=r
-    )[0]
-    _close(got, ref, "y", 8 * EPS32, 64 * EPS32 * ref.abs().max())
-    _close(want, ref, "y (torch)", 8 * EPS32, 64 * EPS32 * ref.abs().max())
+    ones, zeros = torch.ones(21), torch.zeros(21)
+    ry, rdx, _, _, rdg, (_, _, dgs), rdr = bn_gate_reference(
+        "hardswish", x, dy, gamma, nu, ones, zeros, rm, rv, True, residual=r
+    )
+    _close(got, ry, "y", 8 * EPS32, 64 * EPS32 * ry.abs().max())
+    _close(want, ry, "y (torch)", 8 * EPS32, 64 * EPS32 * ry.abs().max())
+    _close(xg.grad, rdx, "dx", 8 * EPS32, 256 * EPS32 * rdx.abs().max())
+    _close(rg.grad, rdr, "dresidual", 8 * EPS32, 64 * EPS32 * rdr.abs().max())
+    _close(gg.grad, rdg, "dgamma", 0, 64 * EPS32 * dgs + 8 * EPS32 * rdg.abs())
 
 
 def test_element_gates_and_float64_run_the_composition():

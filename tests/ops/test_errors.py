@@ -229,3 +229,37 @@ def test_what_auto_means_for_bn_gate(monkeypatch):
     assert auto_bn_gate_backend(cuda_x, "channel") == "torch"
     monkeypatch.setattr(native_bn, "available", lambda device="cpu": False)
     assert auto_bn_gate_backend(x, "channel") == "torch"
+
+
+def test_bn_gate_backend_choice_follows_the_device_and_names_what_it_takes(monkeypatch):
+    """resolve: a named fused backend only for the tensors it takes (with what it takes in the
+    error), "torch" as named, "auto" by ops.dispatch; Triton takes CPU tensors only under the
+    interpreter (these tests run under it, so it is switched off here)."""
+    from alphakern.ops import dispatch
+    from alphakern.ops.bn_gate import resolve
+
+    x = torch.zeros(2, 3, 4, 4)
+    assert resolve("torch", x, "channel") == "torch"
+    assert resolve("cpu", x, "layer") == "cpu"
+    assert (
+        resolve(None, x, "channel")
+        == resolve("auto", x, "channel")
+        == dispatch.auto_bn_gate_backend(x, "channel")
+    )
+    with pytest.raises(ValueError, match=r"^backend must be one of \['auto', .*got 'gpu'$"):
+        resolve("gpu", x, "channel")
+    with pytest.raises(ValueError, match=r"^bn_gate backend='cuda' takes fp32/fp16/bf16 CUDA tensors with "
+                       r"a gate per layer or channel, got torch.float32 on cpu with channel gates; "
+                       r"use backend='auto'$"):  # fmt: skip
+        resolve("cuda", x, "channel")
+    element = r"^bn_gate backend='cpu' takes fp32/fp16/bf16 CPU tensors with a gate per layer or channel, "
+    with pytest.raises(ValueError, match=element + "got torch.float32 on cpu with element gates"):
+        resolve("cpu", x, "element")
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    assert resolve("cpu", x, "channel") == "cpu"
+    with pytest.raises(ValueError, match=r"^bn_gate backend='triton' takes fp32/fp16/bf16 CUDA tensors "
+                       r"\(CPU ones under TRITON_INTERPRET=1\) with a gate per layer or channel, got "
+                       r"torch.float32 on cpu with channel gates; use backend='auto'$"):  # fmt: skip
+        resolve("triton", x, "channel")
+    monkeypatch.setattr(dispatch, "INTERPRET", True)
+    assert resolve("triton", x, "channel") == "triton"
