@@ -415,3 +415,177 @@ def test_methods_work_on_any_linearized_model():
         keep = method.keep(scope, model)
         apply_keep(model, keep)
         assert relu_count(model, X) <= total // 3
+
+
+# -- what a mutation run of the methods found untested ---------------------------------------------
+
+
+@pytest.mark.parametrize("granularity", ["element", "channel"])
+def test_snl_counts_and_keeps_masks_above_the_threshold_only_and_stops_at_exactly_the_budget(granularity):
+    method = SNL()
+    model = _prepared(method, granularity=granularity)
+    scope = _scope(model, 0)
+    first, *rest = scope.sites
+    with torch.no_grad():
+        first.module.gamma.fill_(1e-2)  # at the threshold: not counted (their ``alpha > threshold``)
+        for s in rest:
+            s.module.gamma.fill_(0.5)
+    count = sum(s.relus for s in rest)
+    assert method.count(scope) == count
+    assert method.end_epoch(Scope(scope.sites, scope.total, count, scope.sites))  # at the budget: cut
+    assert not method.end_epoch(Scope(scope.sites, scope.total, count - 1, scope.sites))
+    keep = method.keep(Scope(scope.sites, scope.total, TOTAL, scope.sites), model)
+    assert not keep[first.name].any() and all(keep[s.name].all() for s in rest)
+
+
+def test_autorep_hinge_weighs_a_gate_by_the_positions_it_covers():
+    """Channel gates: a mask covers H·W positions, so the density counts it that many times."""
+    method = AutoReP()
+    model = _prepared(method, granularity="channel")
+    scope = _scope(model, TOTAL // 4)
+    assert any(s.positions > 1 for s in scope.sites)
+    with torch.no_grad():
+        scope.sites[0].module.mask.zero_()  # 16·32·32 of the 34816 dropped
+    density = (TOTAL - 16 * 32 * 32) / TOTAL
+    assert float(method.penalty(scope).detach()) == pytest.approx(10.0 * (density - 0.25), rel=1e-6)
+
+
+def test_stage_ranks_by_validation_not_forward_order_and_leaves_the_model_alone():
+    """The 32² stage least critical here, and within it the second layer more critical than the
+    first: the forward order would say the opposite. A budget that ends at a stage's edge thins no
+    layer (no layer is measured); the network keyed by ``keep`` is a copy."""
+    model = _prepared(Stage())
+    names = [s.name for s in gate_sites(model, X)]
+    before = copy.deepcopy(model.state_dict())
+    seen = []
+
+    def validation(m):
+        linear = {n for n, mod in m.named_modules() if isinstance(mod, nn.Identity)}
+        seen.append(linear)
+        return 90.0 - 40.0 * (names[2] in linear) - 10.0 * (names[1] in linear) - 1.0 * (names[0] in linear)
+
+    method = Stage()
+    keep = method.keep(_scope(model, 8 * 16 * 16 + 100), model, validation)
+    assert keep[names[2]].all() and not keep[names[0]].any() and int(keep[names[1]].sum()) == 100
+    assert method.culled == [names[:2]]
+    assert seen == [set(names[:2]), {names[2]}, {names[0]}, {names[1]}]
+    assert all(isinstance(m, AlphaGate) for m in (model.get_submodule(n) for n in names))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    seen.clear()
+    method = Stage()
+    keep = method.keep(_scope(model, 8 * 16 * 16), model, validation)  # the 16² stage exactly
+    assert keep[names[2]].all() and not keep[names[0]].any() and not keep[names[1]].any()
+    assert method.culled == [names[:2]] and len(seen) == 2
+
+
+def test_stage_keeps_the_most_critical_of_three_stages():
+    class Three(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = (
+                nn.Conv2d(3, 4, 3, padding=1),
+                nn.Conv2d(4, 4, 3, 2, 1),
+                nn.Conv2d(4, 4, 3, 2, 1),
+            )
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x).relu()).relu()).relu().mean((2, 3))
+
+    x = torch.zeros(1, 3, 8, 8)
+    model = materialize(linearize(Three(), granularity="element"), (1, 3, 8, 8))
+    sites = gate_sites(model, x)
+    names = [s.name for s in sites]
+    assert [s.relus for s in sites] == [256, 64, 16]
+
+    def validation(m):  # criticality: the 4² stage most, then 8², then 2²
+        linear = {n for n, mod in m.named_modules() if isinstance(mod, nn.Identity)}
+        return 90.0 - 30.0 * (names[1] in linear) - 20.0 * (names[0] in linear) - 10.0 * (names[2] in linear)
+
+    keep = Stage().keep(Scope(sites, 336, 64, sites), model, validation)
+    assert [int(keep[n].sum()) for n in names] == [0, 64, 0]
+    keep = Stage().keep(Scope(sites, 336, 64 + 256, sites), model, validation)
+    assert [int(keep[n].sum()) for n in names] == [256, 64, 0]
+
+
+def test_stage_refusals_name_what_is_missing():
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.a(x).relu()
+
+    model = materialize(linearize(Flat(), granularity="element"), (1, 8))
+    sites = gate_sites(model, torch.zeros(1, 8))
+    with pytest.raises(
+        ValueError, match=r"^--method stage culls whole stages, .* one resolution \(8,\): it has"
+    ):
+        Stage().keep(Scope(sites, 8, 4, sites), model, lambda m: 0.0)
+    missing = r"^--method stage measures each stage's criticality on the validation split: give evaluate$"
+    with pytest.raises(ValueError, match=missing):
+        Stage().keep(Scope(sites, 8, 4, sites), model)
+
+
+def test_alpha_keeps_rounded_without_a_budget_and_whole_units_with_them():
+    from alphakern.graph.methods import Alpha
+
+    torch.manual_seed(0)
+    model = materialize(linearize(Small(), granularity="layer"))
+    sites = gate_sites(model, X)
+    names = [s.name for s in sites]
+    with torch.no_grad():
+        for s, g in zip(sites, (2.0, -2.0, 0.5), strict=True):  # α above, below, above ½ at ν = 1
+            s.module.gamma.fill_(g)
+            s.module.nu.fill_(50.0)
+    keep = Alpha().keep(Scope(sites, TOTAL, None, sites), model)
+    assert [bool(keep[n]) for n in names] == [True, False, True]
+    units = [(names[0], names[1])]  # one unit: mean α ≈ ½, below the third gate's
+    budget = sites[2].relus + sites[0].relus
+    keep = Alpha(units=units).keep(Scope(sites, TOTAL, budget, sites), model)
+    assert [bool(keep[n]) for n in names] == [False, False, True]  # the unit does not fit whole
+    keep = Alpha(units=units).keep(Scope(sites, TOTAL, TOTAL, sites), model)
+    assert all(bool(keep[n]) for n in names)
+
+
+def test_autorep_weight_is_the_hinge_weight_and_its_cut_spends_the_budget_on_kept_elements():
+    model = _prepared(AutoReP())
+    scope = _scope(model, TOTAL // 2)
+    assert float(AutoReP(weight=2.0).penalty(scope).detach()) == pytest.approx(2.0 * 0.5, rel=1e-6)
+    sites = scope.sites
+    with torch.no_grad():
+        for s in sites:  # half the elements dropped, those with the LARGEST aux: the score must
+            high = torch.rand(s.module.mask.shape) < 0.5  # still rank every kept element first
+            s.module.mask.copy_((~high).float())
+            s.module.gamma.copy_(torch.where(high, 5.0, -5.0))
+    kept_masks = sum(int(s.module.mask.sum()) * s.positions for s in sites)
+    budget = kept_masks // 2
+    keep = AutoReP().keep(_scope(model, budget), model)
+    assert sum(int(keep[s.name].sum()) for s in sites) == budget  # element gates land exactly
+
+
+@pytest.mark.parametrize("method", [SNL, AutoReP])
+def test_method_gates_keep_the_gates_backend_and_the_inputs_dtype(method):
+    gate = method.gate.like(AlphaGate(granularity="layer", backend="cpu"))
+    assert gate.backend == "cpu"
+    assert set(dict(gate.named_buffers())) >= ({"mask"} if method is AutoReP else set())
+    x = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16)
+    assert gate(x).dtype == torch.bfloat16
+
+
+def test_stage_sees_no_stages_in_token_features():
+    """Gates on (tokens, features): an MLP's widths differ, but there is one resolution."""
+
+    class TokenMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(8, 32), nn.Linear(32, 8)
+
+        def forward(self, x):
+            return self.down(self.up(x).relu()).relu()
+
+    x = torch.zeros(1, 5, 8)
+    model = materialize(linearize(TokenMLP(), granularity="element"), (1, 5, 8))
+    sites = gate_sites(model, x)
+    assert [s.shape for s in sites] == [(5, 32), (5, 8)]
+    assert len(stages(sites)) == 1
