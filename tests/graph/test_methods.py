@@ -478,24 +478,17 @@ def test_stage_ranks_by_validation_not_forward_order_and_leaves_the_model_alone(
     assert method.culled == [names[:2]] and len(seen) == 2
 
 
-def test_stage_keeps_the_most_critical_of_three_stages():
-    class Three(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b, self.c = (
-                nn.Conv2d(3, 4, 3, padding=1),
-                nn.Conv2d(4, 4, 3, 2, 1),
-                nn.Conv2d(4, 4, 3, 2, 1),
-            )
+def test_stage_keeps_the_most_critical_of_three_stages_and_leaves_an_eager_model_alone():
+    """Gates nested in an eager model (no fx): measuring a stage must not touch the model."""
 
-        def forward(self, x):
-            return self.c(self.b(self.a(x).relu()).relu()).relu().mean((2, 3))
+    def block(cin, stride):
+        return nn.Sequential(nn.Conv2d(cin, 4, 3, stride, 1), AlphaReLU(granularity="element"))
 
+    model = materialize(nn.Sequential(block(3, 1), block(4, 2), block(4, 2)), (1, 3, 8, 8))
     x = torch.zeros(1, 3, 8, 8)
-    model = materialize(linearize(Three(), granularity="element"), (1, 3, 8, 8))
     sites = gate_sites(model, x)
     names = [s.name for s in sites]
-    assert [s.relus for s in sites] == [256, 64, 16]
+    assert names == ["0.1", "1.1", "2.1"] and [s.relus for s in sites] == [256, 64, 16]
 
     def validation(m):  # criticality: the 4² stage most, then 8², then 2²
         linear = {n for n, mod in m.named_modules() if isinstance(mod, nn.Identity)}
@@ -505,6 +498,7 @@ def test_stage_keeps_the_most_critical_of_three_stages():
     assert [int(keep[n].sum()) for n in names] == [0, 64, 0]
     keep = Stage().keep(Scope(sites, 336, 64 + 256, sites), model, validation)
     assert [int(keep[n].sum()) for n in names] == [256, 64, 0]
+    assert all(isinstance(model.get_submodule(n), AlphaReLU) for n in names)
 
 
 def test_stage_refusals_name_what_is_missing():
@@ -522,6 +516,8 @@ def test_stage_refusals_name_what_is_missing():
         ValueError, match=r"^--method stage culls whole stages, .* one resolution \(8,\): it has"
     ):
         Stage().keep(Scope(sites, 8, 4, sites), model, lambda m: 0.0)
+    with pytest.raises(ValueError, match=r"one resolution \(\): it has no stages to cull$"):
+        Stage().keep(Scope([], 8, 4, []), model, lambda m: 0.0)  # no gates at all
     missing = r"^--method stage measures each stage's criticality on the validation split: give evaluate$"
     with pytest.raises(ValueError, match=missing):
         Stage().keep(Scope(sites, 8, 4, sites), model)
@@ -589,3 +585,7 @@ def test_stage_sees_no_stages_in_token_features():
     sites = gate_sites(model, x)
     assert [s.shape for s in sites] == [(5, 32), (5, 8)]
     assert len(stages(sites)) == 1
+    from types import SimpleNamespace
+
+    rows_halved = [SimpleNamespace(shape=(4, 8, 4)), SimpleNamespace(shape=(4, 4, 4))]  # a (2, 1) stride
+    assert len(stages(rows_halved)) == 2
