@@ -1,6 +1,7 @@
 """Training to a ReLU budget: soft count, penalties, exact discretisation, the trainer's two phases,
 --init/--distill, --gate-mode l1, and the errors that come before any training."""
 
+import copy
 import json
 
 import pytest
@@ -453,3 +454,84 @@ def test_budget_by_units_ranks_a_unit_by_its_mean_alpha(alphas, kept):
     sites = [GateSite(n, _gate_at(a), 10, 1) for n, a in zip("abc", alphas, strict=True)]
     keep = keep_to_budget_by_units(sites, 20, [("a", "b")])
     assert {n for n, k in keep.items() if bool(k)} == kept
+
+
+# -- what a mutation run of budget, discretize and counting found untested -------------------------
+
+
+def test_resolve_budget_reads_numbers_above_one_as_whole_counts():
+    assert resolve_budget(2, 1000) == 2 and resolve_budget(2.0, 1000) == 2
+    with pytest.raises(ValueError, match=r"^--budget above 1 is a ReLU count and must be whole, got 1.5$"):
+        resolve_budget(1.5, 1000)
+
+
+def test_keep_to_budget_of_no_gates_keeps_nothing():
+    assert keep_to_budget([], 10) == {}
+
+
+def _set(model, gammas, nu=50.0):
+    with torch.no_grad():
+        for (_, m), g in zip(alpha_layers(model), gammas, strict=True):
+            m.gamma.fill_(g)
+            m.nu.fill_(nu)
+    return model
+
+
+def test_discretize_keeps_an_undecided_layer_gate_and_goes_on_past_it():
+    model = _set(materialize(linearize(Small(), granularity="layer")), (0.0, 2.0, -2.0))  # α ½, 1, 0
+    names = [n for n, _ in alpha_layers(model)]
+    out = discretize(model)
+    mods = dict(out.named_modules())
+    assert isinstance(mods[names[0]], AlphaReLU)
+    assert isinstance(mods[names[1]], nn.ReLU) and isinstance(mods[names[2]], nn.Identity)
+    assert [n for n, _ in alpha_layers(model)] == names  # the model itself is left alone
+
+
+@pytest.mark.parametrize("granularity", ["channel", "element"])
+def test_discretize_fixes_undecided_gates_per_channel_or_element_at_their_alpha(granularity):
+    model = _set(materialize(linearize(Small(), granularity=granularity)), (0.0, 0.0, 0.0), nu=1.0)
+    out = discretize(model)
+    fixed = [m for m in out.modules() if isinstance(m, FixedSlopeReLU)]
+    assert len(fixed) == 3 and not list(alpha_layers(out))
+    want = 1 - alpha_layers(model)[0][1].alpha
+    for m in fixed:
+        torch.testing.assert_close(m.slope, torch.full_like(m.slope, float(want.flatten()[0])))
+    torch.testing.assert_close(out(X), model(X))
+
+
+def test_discretize_to_budget_and_apply_keep_refusals():
+    model = _gated("layer")
+    names = [n for n, _ in alpha_layers(model)]
+    out = discretize_to_budget(model, X, 20000)
+    assert [n for n, _ in alpha_layers(model)] == names and not list(alpha_layers(out))
+    with pytest.raises(ValueError, match=r"^c1 is not an AlphaGate of this model$"):
+        apply_keep(model, {"c1": torch.tensor(True)})
+    sites = gate_sites(_gated("channel"), X)
+    with pytest.raises(ValueError, match=r"^keeping gates by fold units needs gates per layer "
+                       r"\(--granularity layer\)$"):  # fmt: skip
+        keep_to_budget_by_units(sites, 100, [])
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel", "element"])
+def test_counts_are_whole_numbers(granularity):
+    from alphakern.graph.counting import nonlinearity_count
+
+    model = _gated(granularity)
+    assert type(relu_count(model, X)) is int
+    kept = apply_keep(
+        copy.deepcopy(model), {n: torch.rand(m.gamma.shape) < 0.5 for n, m in alpha_layers(model)}
+    )
+    assert type(relu_count(kept, X)) is int
+    assert all(type(v) is int for v in nonlinearity_count(Small(), X).values())
+
+
+def test_discretize_and_its_budget_form_leave_an_eager_model_alone():
+    """Gates nested in an eager model (fx models rebuild their module dict on copy; these do not)."""
+
+    def block(cin):
+        return nn.Sequential(nn.Conv2d(cin, 4, 3, padding=1), AlphaReLU())
+
+    model = _set(materialize(nn.Sequential(block(3), block(4)), (1, 3, 8, 8)), (2.0, -2.0))
+    for out in (discretize(model), discretize_to_budget(model, torch.randn(1, 3, 8, 8), 256)):
+        assert not list(alpha_layers(out))
+        assert [type(model.get_submodule(n)) for n in ("0.1", "1.1")] == [AlphaReLU, AlphaReLU]
