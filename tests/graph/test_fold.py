@@ -454,3 +454,12 @@ def test_batch_norms_not_folded_are_named_with_the_reason(training, after_add, w
     model = _FunctionalBN(training, after_add).eval()
     folded = fold(model, torch.randn(2, 3, 8, 8), policy="all")
     assert [w for _, w in folded.fold_info.not_merged if why in w], folded.fold_info.not_merged
+
+
+def test_fold_padding_leaves_a_padding_it_cannot_move_alone():
+    """A reflect-padded or dilated conv keeps its padding (moving it would change the values)."""
+    for odd in (dict(padding_mode="reflect"), dict(dilation=2, padding=(2, 2))):
+        m = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.Identity(), nn.Conv2d(6, 4, 3, **{"padding": 1, **odd})
+        )
+        assert fold_padding(m) == [] and m[0].padding == (1, 1) and m[2].padding == odd.get("padding", (1, 1))

@@ -232,3 +232,105 @@ def test_cut_by_units_keeps_whole_units_within_the_budget_by_mean_alpha(data):
             used += cost[u]
         else:  # left out only because it did not fit after the higher-ranked units kept
             assert cost[u] > budget - used, (u, cost[u], budget, used)
+
+
+@st.composite
+def any_convs(draw):
+    """Convs of every kind the merges may be handed, foldable or not."""
+    cin, cout = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    return nn.Conv2d(cin, cout, k, stride=s, padding=p, bias=draw(st.booleans())), draw(st.integers(0, 2**16))
+
+
+BREAKS = ["none", "channels", "stride", "even kernel", "padding"]
+
+
+@st.composite
+def skip_cases(draw, breaks):
+    """A conv that a skip merge takes (odd kernel, 'same' padding), then at most one thing broken."""
+    c = draw(st.integers(1, 3))
+    k = (2 * draw(st.integers(0, 2)) + 1, 2 * draw(st.integers(0, 2)) + 1)
+    args = dict(in_channels=c, out_channels=c, kernel_size=k, stride=1, padding=(k[0] // 2, k[1] // 2))
+    broken = draw(st.sampled_from(breaks))
+    axis = draw(st.integers(0, 1))
+    if broken == "channels":
+        args["out_channels"] = c + 1
+    elif broken == "stride":
+        args["stride"] = (2, 1) if axis == 0 else (1, 2)
+    elif broken == "even kernel":
+        args["kernel_size"] = (k[0] + 1, k[1]) if axis == 0 else (k[0], k[1] + 1)
+    elif broken == "padding":
+        args["padding"] = (k[0] // 2 + 1, k[1] // 2) if axis == 0 else (k[0] // 2, k[1] // 2 + 1)
+    return nn.Conv2d(**args, bias=draw(st.booleans())), broken, draw(st.integers(0, 2**16))
+
+
+def _x(c: int, seed: int) -> torch.Tensor:
+    return torch.randn(2, c, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@SETTINGS
+@given(skip_cases(BREAKS))
+def test_with_identity_merges_exactly_what_it_can_and_refuses_each_thing_it_cannot(case):
+    conv, broken, seed = case
+    conv = _randomize(conv, seed)
+    merged = with_identity(conv)
+    assert (merged is not None) == (broken == "none"), broken
+    if merged is not None:
+        _close(
+            merged(_x(conv.in_channels, seed)), conv(_x(conv.in_channels, seed)) + _x(conv.in_channels, seed)
+        )
+
+
+SHORTCUT_BREAKS = ["none", "kernel", "padding", "stride", "in", "out", "mode", "body"]
+
+
+@SETTINGS
+@given(skip_cases(["none"]), st.sampled_from(SHORTCUT_BREAKS), st.integers(1, 2))
+def test_with_shortcut_merges_exactly_what_it_can_and_refuses_each_thing_it_cannot(case, broken, stride):
+    body, _, seed = case
+    c, k, p = body.in_channels, body.kernel_size, body.padding
+    if broken == "body":  # a body whose padding is not 'same'
+        p = (p[0] + 1, p[1])
+    body = nn.Conv2d(c, c, k, stride=stride, padding=p, bias=body.bias is not None)
+    short = dict(in_channels=c, out_channels=c, kernel_size=1, stride=stride, padding=0, padding_mode="zeros")
+    change = {
+        "kernel": dict(kernel_size=3), "padding": dict(padding=1), "stride": dict(stride=3 - stride),
+        "in": dict(in_channels=c + 1), "out": dict(out_channels=c + 1), "mode": dict(padding_mode="reflect"),
+    }  # fmt: skip
+    short.update(change.get(broken, {}))
+    body, short = _randomize(body, seed), _randomize(nn.Conv2d(**short), seed + 1)
+    merged = with_shortcut(body, short)
+    assert (merged is not None) == (broken == "none"), broken
+    if merged is not None:
+        _close(merged(_x(c, seed)), body(_x(c, seed)) + short(_x(c, seed)))
+
+
+@SETTINGS
+@given(any_convs(), st.sampled_from([1, 2]), st.integers(5, 9), st.integers(5, 9))
+def test_conv_out_and_macs_are_what_the_conv_computes(case, groups, h, w):
+    """Against the conv itself: its output's shape, and torch's FLOP counter (2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alphakern.folding.algebra import conv_macs, conv_out
+
+    conv, _ = case
+    conv = nn.Conv2d(conv.in_channels * groups, conv.out_channels * groups, conv.kernel_size, conv.stride,
+                     conv.padding, groups=groups)  # fmt: skip
+    x = torch.zeros(1, conv.in_channels, h, w)
+    with FlopCounterMode(display=False) as counter:
+        y = conv(x)
+    assert conv_out(conv, (h, w)) == tuple(y.shape[2:])
+    assert conv_macs(conv, tuple(y.shape[1:])) * 2 == counter.get_total_flops()
+
+
+def test_conv_problem_names_padding_that_is_not_zeros_and_dilation():
+    from alphakern.folding.chains import conv_problem
+
+    assert conv_problem(nn.Conv2d(2, 2, 3, padding=1)) is None
+    assert conv_problem(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")) == (
+        "padding (1, 1) (reflect) is left alone"
+    )
+    assert conv_problem(nn.Conv2d(2, 2, 3, padding="same")) == "padding 'same' (zeros) is left alone"
+    assert conv_problem(nn.Conv2d(2, 2, 3, dilation=2)) == "dilation (2, 2) is left alone"
