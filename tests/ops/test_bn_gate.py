@@ -766,3 +766,39 @@ def test_fuse_bn_leaves_adds_that_are_not_a_residual_tail():
     assert kinds == ["BatchNormAddGate"]
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(fused.train()(x), m.train()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_bn_fuses_only_what_it_takes():
+    """A tail written skip + BN(x) fuses like BN(x) + skip; a product, a difference or a method
+    call with the skip is not a residual add; element gates and linearisation methods' gates stay
+    unfused; plain ReLUs fuse only with relu=True, and other modules after a BN never do."""
+    from alphakern.graph.methods import SNL
+
+    class Net(nn.Module):
+        def __init__(self, combine, act=None):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.act, self.combine = act or AlphaGate(granularity="channel"), combine
+
+        def forward(self, x):
+            return self.act(self.combine(self.bn(self.conv(x)), x))
+
+    def tails(m):
+        return sum(
+            isinstance(mod, BatchNormAddGate) for mod in fuse_bn(materialize(m, (2, 3, 4, 4))).modules()
+        )
+
+    assert tails(Net(lambda b, s: s + b)) == 1 == tails(Net(lambda b, s: b + s))
+    for combine in (torch.mul, torch.sub, lambda b, s: b.add(s, alpha=2), lambda b, s: b - s):
+        torch.manual_seed(0)
+        assert tails(Net(combine)) == 0
+    element = alphakern.linearize(Net(torch.add, nn.ReLU()), granularity="element")
+    assert tails(element) == 0
+    snl = SNL.prepare(materialize(alphakern.linearize(Net(torch.add, nn.ReLU()), granularity="channel")))
+    assert not any(isinstance(m, BatchNormGate) for m in fuse_bn(snl).modules())
+    plain = nn.Sequential(
+        nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.SiLU()
+    )  # fmt: skip
+    assert not any(isinstance(m, BatchNormGate) for m in fuse_bn(copy.deepcopy(plain)).modules())
+    kinds = [type(m) for m in fuse_bn(copy.deepcopy(plain), relu=True).modules()]
+    assert kinds.count(BatchNormGate) == 1 and nn.SiLU in kinds and nn.BatchNorm2d in kinds
