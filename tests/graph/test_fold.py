@@ -463,3 +463,13 @@ def test_fold_padding_leaves_a_padding_it_cannot_move_alone():
             nn.Conv2d(3, 6, 3, padding=1), nn.Identity(), nn.Conv2d(6, 4, 3, **{"padding": 1, **odd})
         )
         assert fold_padding(m) == [] and m[0].padding == (1, 1) and m[2].padding == odd.get("padding", (1, 1))
+
+
+def test_fold_leaves_a_training_eager_model_in_training_mode():
+    """fold traces an eval-mode copy: the caller's modules keep their mode (a shallow copy's eval()
+    would reach them through the shared module dict)."""
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Identity(), nn.Conv2d(4, 2, 1)
+    ).train()
+    fold(m, torch.randn(2, 3, 6, 6), policy="all")
+    assert all(sub.training for sub in m.modules())
