@@ -263,3 +263,27 @@ def test_bn_gate_backend_choice_follows_the_device_and_names_what_it_takes(monke
         resolve("triton", x, "channel")
     monkeypatch.setattr(dispatch, "INTERPRET", True)
     assert resolve("triton", x, "channel") == "triton"
+
+
+def test_what_auto_means_on_a_gpu_and_off_the_interpreter(monkeypatch):
+    """ops.dispatch's rules for the cases this CPU-only suite never meets: the gate's "auto" on CUDA
+    (Triton for its dtypes), the fused op's runs on CUDA tensors, and the fused CPU op chosen by
+    its own name even when Triton does not take CPU tensors."""
+    from types import SimpleNamespace
+
+    from alphakern.ops import dispatch
+    from alphakern.ops.backends.native import bn_gate as native_bn
+
+    monkeypatch.setattr(alpha_relu_triton, "available", lambda: True)
+    assert dispatch.auto_backend("cuda", torch.float32) == "triton"
+    assert dispatch.auto_backend("cuda", torch.float64) == "torch"  # not a Triton dtype
+    cuda_x = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+    assert dispatch.bn_gate_runs("triton", cuda_x, "channel") and dispatch.bn_gate_runs(
+        "cuda", cuda_x, "layer"
+    )
+    assert not dispatch.bn_gate_runs("cpu", cuda_x, "layer")
+    monkeypatch.setattr(dispatch, "INTERPRET", False)
+    monkeypatch.setattr(native_bn, "available", lambda device="cpu": True)
+    x = torch.zeros(2, 3, 4, 4)
+    assert not dispatch.bn_gate_runs("triton", x, "channel")
+    assert dispatch.auto_bn_gate_backend(x, "channel") == "cpu"
