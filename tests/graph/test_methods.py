@@ -216,10 +216,16 @@ def test_stage_refuses_a_model_without_stages_and_a_missing_validation():
 
     model = materialize(linearize(Flat(), granularity="element"), (1, 8))
     sites = gate_sites(model, torch.zeros(1, 8))
-    scope = Scope(sites, 16, 8, sites)
-    with pytest.raises(ValueError, match="no stages"):
-        Stage().keep(scope, model, lambda m: 0.0)
-    with pytest.raises(ValueError, match="validation"):
+    one_resolution = (
+        r"^--method stage culls whole stages, .* one resolution \(8,\): it has no stages to cull$"
+    )
+    for gates in (sites, sites[:1]):  # two gates at one resolution, and a single gate
+        with pytest.raises(ValueError, match=one_resolution):
+            Stage().keep(Scope(gates, 16, 8, gates), model, lambda m: 0.0)
+    with pytest.raises(ValueError, match=r"one resolution \(\): it has no stages to cull$"):
+        Stage().keep(Scope([], 16, 8, []), model, lambda m: 0.0)  # no gates at all
+    missing = r"^--method stage measures each stage's criticality on the validation split: give evaluate$"
+    with pytest.raises(ValueError, match=missing):
         Stage().keep(_scope(_prepared(Stage()), 100), model)
 
 
@@ -499,28 +505,6 @@ def test_stage_keeps_the_most_critical_of_three_stages_and_leaves_an_eager_model
     keep = Stage().keep(Scope(sites, 336, 64 + 256, sites), model, validation)
     assert [int(keep[n].sum()) for n in names] == [256, 64, 0]
     assert all(isinstance(model.get_submodule(n), AlphaReLU) for n in names)
-
-
-def test_stage_refusals_name_what_is_missing():
-    class Flat(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(8, 8)
-
-        def forward(self, x):
-            return self.a(x).relu()
-
-    model = materialize(linearize(Flat(), granularity="element"), (1, 8))
-    sites = gate_sites(model, torch.zeros(1, 8))
-    with pytest.raises(
-        ValueError, match=r"^--method stage culls whole stages, .* one resolution \(8,\): it has"
-    ):
-        Stage().keep(Scope(sites, 8, 4, sites), model, lambda m: 0.0)
-    with pytest.raises(ValueError, match=r"one resolution \(\): it has no stages to cull$"):
-        Stage().keep(Scope([], 8, 4, []), model, lambda m: 0.0)  # no gates at all
-    missing = r"^--method stage measures each stage's criticality on the validation split: give evaluate$"
-    with pytest.raises(ValueError, match=missing):
-        Stage().keep(Scope(sites, 8, 4, sites), model)
 
 
 def test_alpha_keeps_rounded_without_a_budget_and_whole_units_with_them():
