@@ -278,9 +278,8 @@ def test_with_identity_merges_exactly_what_it_can_and_refuses_each_thing_it_cann
     merged = with_identity(conv)
     assert (merged is not None) == (broken == "none"), broken
     if merged is not None:
-        _close(
-            merged(_x(conv.in_channels, seed)), conv(_x(conv.in_channels, seed)) + _x(conv.in_channels, seed)
-        )
+        x = _x(conv.in_channels, seed)
+        _close(merged(x), conv(x) + x)
 
 
 SHORTCUT_BREAKS = ["none", "kernel", "padding", "stride", "in", "out", "mode", "body"]
@@ -304,7 +303,8 @@ def test_with_shortcut_merges_exactly_what_it_can_and_refuses_each_thing_it_cann
     merged = with_shortcut(body, short)
     assert (merged is not None) == (broken == "none"), broken
     if merged is not None:
-        _close(merged(_x(c, seed)), body(_x(c, seed)) + short(_x(c, seed)))
+        x = _x(c, seed)
+        _close(merged(x), body(x) + short(x))
 
 
 @SETTINGS
