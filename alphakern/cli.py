@@ -132,6 +132,11 @@ _TRAIN_FLAGS = {
         help="schedule: nu grows by --nu-step; l1: nu fixed at --nu-init plus --l1 * mean alpha",
     ),
     "nu_init": dict(flags=["--nu-init"], type=float, help="nu at the start (0; 10 with --gate-mode l1)"),
+    "alpha_init": dict(
+        flags=["--alpha-init"],
+        type=float,
+        help="alpha at the start, gamma set for it at --nu-init (default gamma = 0: alpha = 1/2)",
+    ),
     "l1": dict(flags=["--l1"], type=float, help="weight of the mean-alpha penalty in --gate-mode l1 (0.01)"),
     "backend": dict(flags=["--backend"], choices=BACKEND_CHOICES),
     "amp": dict(flags=["--amp"], action=argparse.BooleanOptionalAction, help="bf16 autocast (CUDA)"),

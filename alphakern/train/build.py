@@ -18,6 +18,7 @@ from alphakern.graph.budget import GateSite, gate_sites, resolve_budget
 from alphakern.graph.methods import METHODS, Alpha, Evaluate, Method, Scope, make_method
 from alphakern.models import AlphaCNN
 from alphakern.modules import alpha_layers, materialize
+from alphakern.ops.core.alpha import gamma_for
 from alphakern.train.checkpoint import load_checkpoint
 from alphakern.train.config import TrainConfig
 
@@ -44,8 +45,12 @@ def build_model(
         if cfg.activation == "alpha":
             model = linearize(model, granularity=cfg.granularity, nu_step=nu_step, backend=cfg.backend)
     model = materialize(model.to(device))  # per-channel/per-element γ exist before the optimiser
+    gamma = None if cfg.alpha_init is None else gamma_for(cfg.alpha_init, cfg.start_nu)
     for _, m in alpha_layers(model):
         m.nu.fill_(cfg.start_nu)
+        if gamma is not None:
+            with torch.no_grad():
+                m.gamma.fill_(gamma)
     METHODS[cfg.method].prepare(model)  # a method's own gates where linearize put AlphaGates
     if keep is not None:
         apply_keep(model, keep)

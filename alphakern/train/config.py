@@ -12,6 +12,7 @@ from alphakern.graph.methods import METHODS
 from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
+from alphakern.ops.core.alpha import gamma_for
 
 GATE_MODES = ("schedule", "l1")
 NU_INIT_L1 = 10.0  # --gate-mode l1 without --nu-init: α = σ((σ(γ) − ½)·10) spans 0.007..0.993
@@ -57,6 +58,7 @@ class TrainConfig:
     init: str | None = None  # run directory whose trained weights start this run
     gate_mode: str = "schedule"  # "l1": ν fixed at nu_init (no schedule) + l1 · mean α
     nu_init: float | None = None  # ν at the start (default 0; 10 in l1 mode)
+    alpha_init: float | None = None  # α at the start (γ set for it at nu_init); None: γ = 0, α = ½
     l1: float = 0.01
     limit_train: int | None = None
     val_fraction: float = 0.2
@@ -138,6 +140,14 @@ class TrainConfig:
                 raise ValueError("--budget-kind scopes --budget/--penalty: give one of them")
         gated = self.activation in ("alpha", "alpha-eager")
         wants = [f for f in ("budget", "penalty") if getattr(self, f) is not None]
+        if self.alpha_init is not None:
+            wants.append("alpha_init")
+            if not _finite(self.alpha_init) or not 0 < self.alpha_init < 1:
+                raise bad("alpha_init", "between 0 and 1")
+            try:
+                gamma_for(self.alpha_init, self.start_nu)
+            except ValueError as e:
+                raise ValueError(f"--alpha-init with --nu-init: {e}") from None
         if self.gate_mode == "l1":
             wants.append("gate_mode")
             if self.nu_init == 0:
@@ -176,7 +186,8 @@ class TrainConfig:
             raise ValueError(f"--method {self.method} cuts the network to a ReLU budget: give --budget")
         if self.granularity not in method.granularities:
             raise bad("granularity", f"one of {', '.join(method.granularities)} with --method {self.method}")
-        alphas = dict(budget_kind=None, fold_units=False, fuse_bn=False, gate_mode="schedule", nu_init=None)
+        alphas = dict(budget_kind=None, fold_units=False, fuse_bn=False, gate_mode="schedule", nu_init=None,
+                      alpha_init=None)  # fmt: skip
         for f, default in alphas.items():
             if getattr(self, f) != default:
                 flag = "--" + f.replace("_", "-")

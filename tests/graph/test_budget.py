@@ -226,6 +226,21 @@ def test_init_copies_weights_and_distill_uses_the_relu_network(data_dir, relu_ru
         assert float(_distill(t.teacher(x), t.teacher, x)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_alpha_init_starts_every_gate_there_from_a_relu_network(data_dir, relu_run, tmp_path):
+    t = Trainer(cfg(data_dir, tmp_path / "s", budget=0.5, epochs=1, finetune_epochs=1, init=str(relu_run),
+                    granularity="channel", nu_init=20.0, alpha_init=0.95), progress=False)  # fmt: skip
+    layers = alpha_layers(t.model)
+    assert layers
+    for name, m in layers:  # --init copied the weights, not γ or ν: the gates start at α = 0.95
+        assert float(m.nu) == 20.0, name
+        a = torch.sigmoid((torch.sigmoid(m.gamma.detach().double()) - 0.5) * 20.0)  # the formula
+        torch.testing.assert_close(a, torch.full_like(a, 0.95), rtol=0, atol=1e-7)
+        assert m.gamma.requires_grad
+    free = Trainer(cfg(data_dir, tmp_path / "h", budget=0.5, epochs=1, finetune_epochs=1, init=str(relu_run),
+                       granularity="channel", nu_init=20.0), progress=False)  # fmt: skip
+    assert all(float(m.alpha.max()) == 0.5 for _, m in alpha_layers(free.model))  # without it, γ = 0
+
+
 def test_gate_mode_l1_holds_nu_and_pulls_alpha_down(data_dir, tmp_path):
     # lr 0.05: 16 Adam steps move γ far enough to see the pull
     common = dict(model="cnn", granularity="layer", gate_mode="l1", epochs=2, nu_init=4.0, lr=0.05)
@@ -257,6 +272,14 @@ def test_cifar100_trains_with_100_classes(tmp_path):
         (["--gate-mode", "l2"], "argument --gate-mode: invalid choice: 'l2'"),
         (["--distill", "--finetune-epochs", "1"], "--distill needs --init RUN_DIR"),
         (["--gate-mode", "l1", "--nu-init", "0"], "--nu-init must be positive with --gate-mode l1"),
+        (["--alpha-init", "1"], "--alpha-init must be between 0 and 1, got 1.0"),
+        (
+            ["--alpha-init", "0.95"],
+            "alpha = 0.95 is out of reach at nu = 0: alpha = σ((σ(γ) − ½)·nu) spans "
+            "(0.5, 0.5); start nu above 5.889",
+        ),
+        (["--alpha-init", "0.05", "--nu-init", "5"], "spans (0.07586, 0.9241); start nu above 5.889"),
+        (["--alpha-init", "0.9", "--nu-init", "10", "--activation", "relu"], "--alpha-init needs learnable"),
         (["--budget", "0.5", "--activation", "relu"], "--budget needs learnable gates"),
         (["--finetune-epochs", "-1"], "--finetune-epochs must be a non-negative integer"),
         (["--init", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),

@@ -384,6 +384,11 @@ def test_no_method_reads_the_test_set_before_the_run_ends(name, data_dir, relu_r
         ),
         (dict(method="random", budget=0.5, granularity="element", penalty=1.0), "learns no gates"),
         (dict(method="random", budget=0.5, granularity="element", gate_mode="l1"), "--gate-mode belongs"),
+        (
+            dict(method="snl", budget=0.5, granularity="element", nu_init=20.0, alpha_init=0.9),
+            "--nu-init belongs",
+        ),
+        (dict(method="autorep", budget=0.5, granularity="element", alpha_init=0.5), "--alpha-init belongs"),
         (dict(method="nope"), "--method must be one of alpha, snl, autorep, stage, random"),
     ],
 )

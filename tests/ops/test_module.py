@@ -152,3 +152,32 @@ def test_eager_module_matches_fused_per_gate(granularity):
     fused(x).square().sum().backward()
     eager(x).square().sum().backward()
     torch.testing.assert_close(fused.gamma.grad, eager.gamma.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "a, nu", [(0.5, 0.0), (0.5, 7.0), (0.95, 20.0), (0.05, 20.0), (0.999, 20.0), (0.2, 3.0)]
+)
+def test_gamma_for_inverts_the_alpha_formula(a, nu):
+    from alphakern.ops.core.alpha import gamma_for
+
+    g = torch.tensor(gamma_for(a, nu), dtype=torch.float64)
+    got = torch.sigmoid((torch.sigmoid(g) - 0.5) * nu)  # the formula, in float64
+    assert float(got) == pytest.approx(a, rel=0, abs=1e-12)
+    assert (float(g) > 0) == (a > 0.5) and (a != 0.5 or float(g) == 0.0)
+
+
+@pytest.mark.parametrize(
+    "a, nu, message",
+    [
+        (0.0, 10.0, "alpha must lie strictly between 0 and 1, got 0.0"),
+        (1.0, 10.0, "alpha must lie strictly between 0 and 1, got 1.0"),
+        (0.9, 0.0, "alpha = 0.9 is out of reach at nu = 0: .* spans \\(0.5, 0.5\\); start nu above 4.394"),
+        (0.99, 9.0, "spans \\(0.01099, 0.989\\); start nu above 9.19"),
+        (0.01, 9.0, "spans \\(0.01099, 0.989\\); start nu above 9.19"),
+    ],
+)
+def test_gamma_for_refuses_what_the_formula_cannot_reach(a, nu, message):
+    from alphakern.ops.core.alpha import gamma_for
+
+    with pytest.raises(ValueError, match=message):
+        gamma_for(a, nu)

@@ -7,6 +7,8 @@ terms in ``csrc/common/alpha_terms.h`` and the Triton kernels in ``backends/trit
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -14,6 +16,24 @@ from torch import Tensor
 def alpha(gamma: Tensor, nu: Tensor) -> Tensor:
     """α = σ((σ(γ) − ½)·ν), in γ's dtype, differentiable w.r.t. γ."""
     return torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu)
+
+
+def gamma_for(a: float, nu: float) -> float:
+    """The γ at which α(γ, ν) = ``a``: logit(½ + logit(a)/ν). At ν = 0 every γ gives ½, and
+    |logit(a)| must stay below ν/2 (σ(γ) − ½ lies in (−½, ½)); otherwise a ValueError."""
+    if not 0 < a < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {a!r}")
+    if a == 0.5:
+        return 0.0
+    z = math.log(a / (1 - a))
+    if not abs(z) < nu / 2:
+        reach = 1 / (1 + math.exp(-nu / 2)) if nu > 0 else 0.5
+        raise ValueError(
+            f"alpha = {a:g} is out of reach at nu = {nu:g}: alpha = σ((σ(γ) − ½)·nu) spans "
+            f"({1 - reach:.4g}, {reach:.4g}); start nu above {2 * abs(z):.4g}"
+        )
+    s = 0.5 + z / nu
+    return math.log(s / (1 - s))
 
 
 def alpha_terms(gamma: Tensor, nu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
