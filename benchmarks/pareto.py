@@ -8,14 +8,17 @@
    - each method (``alpha``, ``snl``, ``autorep``: learned gates per element; ``stage``,
      ``random``: cut before the first epoch, every epoch fine-tunes) at each budget (a share of the
      ReLUs), plus alphakern's gates per channel as their own row, and a second seed for the
-     25 % point of ``alpha`` and ``snl``;
+     25 % point of ``alpha`` and ``snl``. ``alpha`` starts its gates at α = ``--alpha-init`` (ν =
+     ``--alpha-nu-init``) with the hinge weight ``--alpha-penalty``, chosen on the validation split
+     by ``alpha_start.py``; its 25 % point with the seed study's start (α = ½, weight 1) is a row
+     of its own;
 3. per point: test accuracy, ReLUs per image, and the share of its ReLUs each stage kept.
 
 Every choice a method makes reads the validation split; the test set is read once per point, at its
 end. Every run is a resumable run directory: run the script again after an interruption and it
 goes on where it stopped (finished runs are read back). Results: ``pareto.json``, ``pareto.png``
 (accuracy vs ReLUs, log x, a line per method) and ``pareto_stages.png`` (where each method keeps
-its ReLUs), rewritten after every point.
+its ReLUs), rewritten after every point; each run's metrics (its epochs' curves) in ``runs/NAME.json``.
 
     python benchmarks/pareto.py --data-dir DATA                                   # days on 2 cores
     python benchmarks/pareto.py --data-dir DATA --limit-train 256 --base-epochs 1 --search-epochs 1 \\
@@ -36,6 +39,10 @@ from budget_sweep import accuracy_axes, provenance, sweep_parser, train_to_end  
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
+SEED_START = "seed's start"  # alpha with the seed study's start (α = ½) and weight 1: its own row
+# alpha's start and hinge weight: the best validation accuracy of the network cut to the 25 % budget
+# after the 6 search epochs in results/pareto/alpha_start.json (weights 10, 30, 100 at α = 0.95, ν = 20)
+ALPHA_START = dict(alpha_init=0.95, nu_init=20.0, penalty=30.0)
 
 
 def kept_per_stage(metrics: dict) -> dict[str, float]:
@@ -56,6 +63,7 @@ def kept_per_stage(metrics: dict) -> dict[str, float]:
 
 def label(p: dict) -> str:
     row = p["method"] if p["granularity"] in (None, "element") else f"{p['method']} ({p['granularity']})"
+    row += f", {p['variant']}" if p.get("variant") else ""
     return row if p["seed"] == 0 else f"{row}, seed {p['seed']}"
 
 
@@ -119,6 +127,10 @@ def main() -> None:
     p.add_argument("--search-epochs", type=int, default=6)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--limit-train", type=int, default=None)
+    # alpha's start and hinge weight, chosen on the validation split by benchmarks/alpha_start.py
+    p.add_argument("--alpha-init", type=float, default=ALPHA_START["alpha_init"])
+    p.add_argument("--alpha-nu-init", type=float, default=ALPHA_START["nu_init"])
+    p.add_argument("--alpha-penalty", type=float, default=ALPHA_START["penalty"])
     args = p.parse_args()
     work, out = Path(args.work), Path(args.out)
     common = dict(data_dir=args.data_dir, model="resnet20", limit_train=args.limit_train, augment=True,
@@ -132,24 +144,30 @@ def main() -> None:
     budgets = [float(v) for v in args.budgets.split(",")]
     methods = args.methods.split(",")
     runs = [(None, None, 1.0, 0, TrainConfig(out=str(work / "relu_100"), activation="relu", seed=0, **equal,
-                                              **common))]  # fmt: skip
+                                              **common), None)]  # fmt: skip
 
-    def point(method: str, gran: str, b: float, seed: int) -> tuple:
-        name = f"{method}_{gran}_{b:g}" + (f"_seed{seed}" if seed else "")
+    start = dict(alpha_init=args.alpha_init, nu_init=args.alpha_nu_init, penalty=args.alpha_penalty)
+
+    def point(method: str, gran: str, b: float, seed: int, variant: str | None = None) -> tuple:
+        name = f"{method}{'_seedstart' if variant else ''}_{gran}_{b:g}" + (f"_seed{seed}" if seed else "")
+        own = start if method == "alpha" and variant is None else {}
         cfg = TrainConfig(out=str(work / name), method=method, granularity=gran, budget=b, seed=seed, **equal,
-                          **common)  # fmt: skip
-        return (method, gran, b, seed, cfg)
+                          **common, **own)  # fmt: skip
+        return (method, gran, b, seed, cfg, variant)
 
     for b in budgets:
         runs += [point(m, "element", b, 0) for m in methods]
     if "alpha" in methods:
         runs += [point("alpha", "channel", b, 0) for b in budgets]
     runs += [point(m, "element", 0.25, 1) for m in ("alpha", "snl") if m in methods and 0.25 in budgets]
+    if "alpha" in methods and 0.25 in budgets:  # the seed study's start (γ = 0, ν = 0) and weight 1
+        runs.append(point("alpha", "element", 0.25, 0, variant=SEED_START))
     points = []
-    for method, gran, b, seed, cfg in runs:
+    for method, gran, b, seed, cfg, variant in runs:
         m = train_to_end(cfg)
         points.append(dict(
-            method=method, granularity=gran, fraction=b, seed=seed, run=cfg.out, test_acc=m["test_acc"],
+            method=method, variant=variant, granularity=gran, fraction=b, seed=seed, run=cfg.out,
+            test_acc=m["test_acc"],
             relus=m["relu_count_after"], relu_budget=m.get("relu_budget"), val_acc=m["epochs"][-1]["val_acc"],
             epochs=len(m["epochs"]), cut_after_epoch=m.get("cut_after_epoch"),
             kept_per_stage=kept_per_stage(m),
@@ -160,10 +178,11 @@ def main() -> None:
             relu_network=dict(run=base.out, test_acc=base_m["test_acc"], relus=base_m["relu_count_before"]),
             points=points,
             complete=len(points) == len(runs),
-            runs_left=[r[-1].out for r in runs[len(points) :]],
+            runs_left=[r[4].out for r in runs[len(points) :]],
             seconds_this_call=time.perf_counter() - t0,
         )
-        out.mkdir(parents=True, exist_ok=True)
+        (out / "runs").mkdir(parents=True, exist_ok=True)  # each run's curves, committed (not its checkpoint)
+        (out / "runs" / f"{Path(cfg.out).name}.json").write_text(json.dumps(m, indent=1) + "\n")
         (out / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
         plot(result, out)
     for pt in points:
