@@ -10,7 +10,7 @@
      ReLUs), plus alphakern's gates per channel as their own row, and a second seed for the
      25 % point of ``alpha`` and ``snl``. ``alpha`` starts its gates at α = ``--alpha-init`` (ν =
      ``--alpha-nu-init``) with the hinge weight ``--alpha-penalty``, chosen on the validation split
-     by ``alpha_start.py``; its 25 % point with the seed study's start (α = ½, weight 1) is a row
+     by ``search_probe.py``; its 25 % point with the seed study's start (α = ½, weight 1) is a row
      of its own;
 3. per point: test accuracy, ReLUs per image, and the share of its ReLUs each stage kept.
 
@@ -41,7 +41,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
 SEED_START = "seed's start"  # alpha with the seed study's start (α = ½) and weight 1: its own row
 # alpha's start and hinge weight: the best validation accuracy of the network cut to the 25 % budget
-# after the 6 search epochs in results/pareto/alpha_start.json (weights 10, 30, 100 at α = 0.95, ν = 20)
+# after the 6 search epochs in results/pareto/search_probe_alpha.json (weights 10, 30, 100 at α = 0.95, ν = 20)
 ALPHA_START = dict(alpha_init=0.95, nu_init=20.0, penalty=30.0)
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     p.add_argument("--search-epochs", type=int, default=6)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--limit-train", type=int, default=None)
-    # alpha's start and hinge weight, chosen on the validation split by benchmarks/alpha_start.py
+    # alpha's start and hinge weight, chosen on the validation split by benchmarks/search_probe.py
     p.add_argument("--alpha-init", type=float, default=ALPHA_START["alpha_init"])
     p.add_argument("--alpha-nu-init", type=float, default=ALPHA_START["nu_init"])
     p.add_argument("--alpha-penalty", type=float, default=ALPHA_START["penalty"])

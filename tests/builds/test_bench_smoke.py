@@ -296,3 +296,34 @@ def test_vit_sweep_smoke(tmp_path):
         assert all(v > 0 for v in lat["eager_ms"][b].values())
         ort = lat["onnxruntime_ms"][b]
         assert ort is None or set(ort) == {"gelu", "feature_0.5"}
+
+
+@pytest.fixture(scope="module")
+def relu_resnet(tmp_path_factory):
+    """A tiny dataset and a ResNet-20 ReLU run on it: what the search probe starts from."""
+    from tests.cifar_fixtures import write_pickles
+
+    root = tmp_path_factory.mktemp("probe")
+    data = write_pickles(root / "cifar", n_per_batch=16, n_test=24)
+    proc = run_python("-m", "alphakern", "train", "--data-dir", str(data), "--out", str(root / "relu"),
+                      "--model", "resnet20", "--activation", "relu", "--epochs", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return data, root / "relu"
+
+
+@pytest.mark.parametrize("method", ["alpha", "snl"])
+def test_search_probe_smoke(method, relu_resnet, tmp_path):
+    """search_probe.py on a tiny dataset: one row per search epoch and weight (SNL may stop at
+    the budget), the method's cut scored on validation, alpha's start recorded."""
+    data, relu = relu_resnet
+    out = tmp_path / "probe.json"
+    proc = run_python("benchmarks/search_probe.py", "--data-dir", str(data), "--init", str(relu),
+                      "--method", method, "--penalties", "1,1000", "--epochs", "2",
+                      "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert [p["penalty"] for p in r["probes"]] == [1.0, 1000.0]
+    for p in r["probes"]:
+        assert 1 <= len(p["epochs"]) <= 2 and all(0 <= e["val_acc_cut"] <= 100 for e in p["epochs"])
+        start = (0.95, 20.0) if method == "alpha" else (None, None)
+        assert (p.get("alpha_init"), p.get("nu_init")) == start
