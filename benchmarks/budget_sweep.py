@@ -31,14 +31,22 @@ from alphakern.train import METRICS, TrainConfig, Trainer
 RESULTS = Path(__file__).resolve().parent / "results" / "budget_sweep"
 
 
-def train_to_end(cfg: TrainConfig) -> dict:
-    """Train ``cfg`` to its end (resuming a checkpoint, skipping a finished run); its metrics."""
+def finished(cfg: TrainConfig) -> dict | None:
+    """The metrics of ``cfg``'s run if it ran all its epochs and was tested, else None."""
     done = Path(cfg.out) / METRICS
     if done.is_file():
         metrics = json.loads(done.read_text())
         if "test_acc" in metrics and len(metrics["epochs"]) == cfg.total_epochs:
-            print(f"{cfg.out}: done before ({metrics['test_acc']:.2f}%)")
             return metrics
+    return None
+
+
+def train_to_end(cfg: TrainConfig) -> dict:
+    """Train ``cfg`` to its end (resuming a checkpoint, skipping a finished run); its metrics."""
+    metrics = finished(cfg)
+    if metrics is not None:
+        print(f"{cfg.out}: done before ({metrics['test_acc']:.2f}%)")
+        return metrics
     trainer = Trainer(cfg, progress=False)
     if (Path(cfg.out) / "checkpoint.pt").is_file():
         trainer.load()

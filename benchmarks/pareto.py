@@ -9,16 +9,17 @@
      ``random``: cut before the first epoch, every epoch fine-tunes) at each budget (a share of the
      ReLUs), plus alphakern's gates per channel as their own row, and a second seed for the
      25 % point of ``alpha`` and ``snl``. ``alpha`` starts its gates at α = ``--alpha-init`` (ν =
-     ``--alpha-nu-init``) with the hinge weight ``--alpha-penalty``, chosen on the validation split
-     by ``search_probe.py``; its 25 % point with the seed study's start (α = ½, weight 1) is a row
-     of its own;
+     ``--alpha-nu-init``) with the hinge weight ``--alpha-penalty``, ``snl`` its λ at
+     ``--snl-penalty``, each chosen on the validation split by ``search_probe.py``; their 25 %
+     points with their own defaults (the seed study's start α = ½ and weight 1; SNL's λ = 1e-5)
+     are rows of their own;
 3. per point: test accuracy, ReLUs per image, and the share of its ReLUs each stage kept.
 
 Every choice a method makes reads the validation split; the test set is read once per point, at its
 end. Every run is a resumable run directory: run the script again after an interruption and it
 goes on where it stopped (finished runs are read back). Results: ``pareto.json``, ``pareto.png``
 (accuracy vs ReLUs, log x, a line per method) and ``pareto_stages.png`` (where each method keeps
-its ReLUs), rewritten after every point; each run's metrics (its epochs' curves) in ``runs/NAME.json``.
+its ReLUs), rewritten after every point; each run's metrics (its epochs' curves) in ``run_metrics/NAME.json``.
 
     python benchmarks/pareto.py --data-dir DATA                                   # days on 2 cores
     python benchmarks/pareto.py --data-dir DATA --limit-train 256 --base-epochs 1 --search-epochs 1 \\
@@ -35,14 +36,16 @@ from pathlib import Path
 from alphakern.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget_sweep import accuracy_axes, provenance, sweep_parser, train_to_end  # noqa: E402
+from budget_sweep import accuracy_axes, finished, provenance, sweep_parser, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
-SEED_START = "seed's start"  # alpha with the seed study's start (α = ½) and weight 1: its own row
-# alpha's start and hinge weight: the best validation accuracy of the network cut to the 25 % budget
-# after the 6 search epochs in results/pareto/search_probe_alpha.json (weights 10, 30, 100 at α = 0.95, ν = 20)
-ALPHA_START = dict(alpha_init=0.95, nu_init=20.0, penalty=30.0)
+# the settings chosen on the validation split (search_probe.py, results/pareto/search_probe_*.json: the
+# best validation accuracy of the network cut to the 25 % budget after the 6 search epochs), and the
+# row each method's own defaults keep at 25 % (its run directory's suffix and its label)
+DEFAULTS_ROW = {"alpha": ("seedstart", "seed's start"), "snl": ("authors", "authors' λ")}
+ALPHA_START = dict(alpha_init=0.95, nu_init=20.0, penalty=30.0)  # of weights 10, 30, 100 at α = 0.95, ν = 20
+SNL_PENALTY = None  # None: its authors' λ = 1e-5 (search_probe_snl.json, when run, chooses on validation)
 
 
 def kept_per_stage(metrics: dict) -> dict[str, float]:
@@ -119,6 +122,14 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def save_run(out: Path, run: str, metrics: dict) -> None:
+    """A run's metrics as committed (``out/run_metrics/NAME.json``), not its checkpoint: everything
+    but the per-step gate history (megabytes per run; the epochs keep each layer's mean γ and α)."""
+    (out / "run_metrics").mkdir(parents=True, exist_ok=True)
+    record = {k: v for k, v in metrics.items() if k != "history"}
+    (out / "run_metrics" / f"{Path(run).name}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def main() -> None:
     p = sweep_parser(__doc__, "runs/pareto", RESULTS)
     p.add_argument("--budgets", default="0.25,0.1,0.5", help="shares of the ReLUs, in the order run")
@@ -127,10 +138,12 @@ def main() -> None:
     p.add_argument("--search-epochs", type=int, default=6)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--limit-train", type=int, default=None)
+    p.add_argument("--report", action="store_true", help="train nothing: write the finished points' results")
     # alpha's start and hinge weight, chosen on the validation split by benchmarks/search_probe.py
     p.add_argument("--alpha-init", type=float, default=ALPHA_START["alpha_init"])
     p.add_argument("--alpha-nu-init", type=float, default=ALPHA_START["nu_init"])
     p.add_argument("--alpha-penalty", type=float, default=ALPHA_START["penalty"])
+    p.add_argument("--snl-penalty", type=float, default=SNL_PENALTY, help="SNL's starting λ (None: theirs)")
     args = p.parse_args()
     work, out = Path(args.work), Path(args.out)
     common = dict(data_dir=args.data_dir, model="resnet20", limit_train=args.limit_train, augment=True,
@@ -139,18 +152,25 @@ def main() -> None:
     base = TrainConfig(
         out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, seed=0, **common
     )
-    base_m = train_to_end(base)
+    base_m = finished(base) if args.report else train_to_end(base)
+    if base_m is None:
+        raise SystemExit(f"--report: the ReLU network {base.out} has not finished")
+    save_run(out, base.out, base_m)
     equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
     budgets = [float(v) for v in args.budgets.split(",")]
     methods = args.methods.split(",")
     runs = [(None, None, 1.0, 0, TrainConfig(out=str(work / "relu_100"), activation="relu", seed=0, **equal,
                                               **common), None)]  # fmt: skip
 
-    start = dict(alpha_init=args.alpha_init, nu_init=args.alpha_nu_init, penalty=args.alpha_penalty)
+    chosen = dict(
+        alpha=dict(alpha_init=args.alpha_init, nu_init=args.alpha_nu_init, penalty=args.alpha_penalty),
+        snl=dict(penalty=args.snl_penalty),
+    )
 
     def point(method: str, gran: str, b: float, seed: int, variant: str | None = None) -> tuple:
-        name = f"{method}{'_seedstart' if variant else ''}_{gran}_{b:g}" + (f"_seed{seed}" if seed else "")
-        own = start if method == "alpha" and variant is None else {}
+        suffix = f"_{DEFAULTS_ROW[method][0]}" if variant else ""
+        name = f"{method}{suffix}_{gran}_{b:g}" + (f"_seed{seed}" if seed else "")
+        own = {} if variant else chosen.get(method, {})
         cfg = TrainConfig(out=str(work / name), method=method, granularity=gran, budget=b, seed=seed, **equal,
                           **common, **own)  # fmt: skip
         return (method, gran, b, seed, cfg, variant)
@@ -160,11 +180,15 @@ def main() -> None:
     if "alpha" in methods:
         runs += [point("alpha", "channel", b, 0) for b in budgets]
     runs += [point(m, "element", 0.25, 1) for m in ("alpha", "snl") if m in methods and 0.25 in budgets]
-    if "alpha" in methods and 0.25 in budgets:  # the seed study's start (γ = 0, ν = 0) and weight 1
-        runs.append(point("alpha", "element", 0.25, 0, variant=SEED_START))
-    points = []
+    if 0.25 in budgets:  # alpha with the seed study's start (α = ½) and weight 1, SNL with λ = 1e-5
+        tuned = [m for m in DEFAULTS_ROW if m in methods and any(v is not None for v in chosen[m].values())]
+        runs += [point(m, "element", 0.25, 0, variant=DEFAULTS_ROW[m][1]) for m in tuned]
+    points, left = [], []
     for method, gran, b, seed, cfg, variant in runs:
-        m = train_to_end(cfg)
+        m = finished(cfg) if args.report else train_to_end(cfg)
+        if m is None:  # --report: not run to its end yet
+            left.append(cfg.out)
+            continue
         points.append(dict(
             method=method, variant=variant, granularity=gran, fraction=b, seed=seed, run=cfg.out,
             test_acc=m["test_acc"],
@@ -178,11 +202,10 @@ def main() -> None:
             relu_network=dict(run=base.out, test_acc=base_m["test_acc"], relus=base_m["relu_count_before"]),
             points=points,
             complete=len(points) == len(runs),
-            runs_left=[r[4].out for r in runs[len(points) :]],
+            runs_left=left + [r[4].out for r in runs[len(points) + len(left) :]],
             seconds_this_call=time.perf_counter() - t0,
         )
-        (out / "runs").mkdir(parents=True, exist_ok=True)  # each run's curves, committed (not its checkpoint)
-        (out / "runs" / f"{Path(cfg.out).name}.json").write_text(json.dumps(m, indent=1) + "\n")
+        save_run(out, cfg.out, m)
         (out / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
         plot(result, out)
     for pt in points:

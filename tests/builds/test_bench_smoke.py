@@ -236,38 +236,52 @@ def test_mlp_fold_benchmark_smoke(tmp_path):
 
 
 def test_pareto_smoke(tmp_path):
-    """pareto.py on a tiny dataset: the ReLU network, the 100 % point and two methods at one budget
-    (alpha with its chosen start, its second seed and its seed-start row), every point at its budget
-    with the same epochs, the plots written, and a second call finds every run finished."""
+    """pareto.py on a tiny dataset: the ReLU network, the 100 % point and three methods at one budget
+    (alpha and SNL with their chosen settings, their second seeds and their own defaults' rows),
+    every point at its budget with the same epochs, the plots written, and a second call finds
+    every run finished."""
     from tests.cifar_fixtures import write_pickles
 
     data = write_pickles(tmp_path / "cifar", n_per_batch=16, n_test=24)
     args = ["benchmarks/pareto.py", "--data-dir", str(data), "--work", str(tmp_path / "runs"),
             "--out", str(tmp_path / "res"), "--base-epochs", "1", "--search-epochs", "1",
-            "--finetune-epochs", "1", "--budgets", "0.25", "--methods", "random,alpha",
-            "--alpha-init", "0.9", "--alpha-nu-init", "12", "--alpha-penalty", "3"]  # fmt: skip
+            "--finetune-epochs", "1", "--budgets", "0.25", "--methods", "random,alpha,snl",
+            "--alpha-init", "0.9", "--alpha-nu-init", "12", "--alpha-penalty", "3",
+            "--snl-penalty", "0.001"]  # fmt: skip
     proc = run_python(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = json.loads((tmp_path / "res" / "pareto.json").read_text())
     assert r["complete"]
     rows = [(p["method"], p["granularity"], p["seed"], p["variant"]) for p in r["points"]]
     assert rows == [(None, None, 0, None), ("random", "element", 0, None), ("alpha", "element", 0, None),
-                    ("alpha", "channel", 0, None), ("alpha", "element", 1, None),
-                    ("alpha", "element", 0, "seed's start")]  # fmt: skip
+                    ("snl", "element", 0, None), ("alpha", "channel", 0, None), ("alpha", "element", 1, None),
+                    ("snl", "element", 1, None), ("alpha", "element", 0, "seed's start"),
+                    ("snl", "element", 0, "authors' λ")]  # fmt: skip
     for p in r["points"]:
         assert p["epochs"] == 2
         if p["method"]:
             assert p["relus"] <= p["relu_budget"] == 47104
             assert set(p["kept_per_stage"]) == {"stage 1", "stage 2", "stage 3"}
-        cfg = json.loads((tmp_path / "res" / "runs" / f"{Path(p['run']).name}.json").read_text())["config"]
-        chosen = p["method"] == "alpha" and p["variant"] is None
-        want = (0.9, 12.0, 3.0) if chosen else (None, None, None)
+        copied = tmp_path / "res" / "run_metrics" / f"{Path(p['run']).name}.json"
+        record = json.loads(copied.read_text())
+        assert "history" not in record and len(record["epochs"]) == 2  # the curves, not the per-step gates
+        cfg = record["config"]
+        own = {"alpha": (0.9, 12.0, 3.0), "snl": (None, None, 0.001)}.get(p["method"], (None, None, None))
+        want = own if p["variant"] is None else (None, None, None)
         assert (cfg["alpha_init"], cfg["nu_init"], cfg["penalty"]) == want, p["run"]
     assert r["points"][1]["cut_after_epoch"] == 0  # random: cut before the first epoch
     for png in ("pareto.png", "pareto_stages.png"):
         assert (tmp_path / "res" / png).stat().st_size > 1000
     again = run_python(*args)
-    assert again.returncode == 0 and again.stdout.count("done before") == 7, again.stdout + again.stderr
+    assert again.returncode == 0 and again.stdout.count("done before") == 10, again.stdout + again.stderr
+    (tmp_path / "runs" / "random_element_0.25" / "metrics.json").unlink()  # as if still running
+    report = run_python(*args, "--report")
+    assert report.returncode == 0, report.stdout + report.stderr
+    r = json.loads((tmp_path / "res" / "pareto.json").read_text())
+    assert not r["complete"] and r["runs_left"] == [str(tmp_path / "runs" / "random_element_0.25")]
+    read_back = [None, "alpha", "snl", "alpha", "alpha", "snl", "alpha", "snl"]  # all but random, in order
+    assert [p["method"] for p in r["points"]] == read_back
+    assert not (tmp_path / "runs" / "random_element_0.25" / "metrics.json").exists()  # nothing trained
 
 
 def test_vit_sweep_smoke(tmp_path):
