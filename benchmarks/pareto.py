@@ -152,7 +152,8 @@ def main() -> None:
     base = TrainConfig(
         out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, seed=0, **common
     )
-    base_m = finished(base) if args.report else train_to_end(base)
+    result_of = finished if args.report else train_to_end  # --report: None for a run not finished
+    base_m = result_of(base)
     if base_m is None:
         raise SystemExit(f"--report: the ReLU network {base.out} has not finished")
     save_run(out, base.out, base_m)
@@ -185,8 +186,8 @@ def main() -> None:
         runs += [point(m, "element", 0.25, 0, variant=DEFAULTS_ROW[m][1]) for m in tuned]
     points, left = [], []
     for method, gran, b, seed, cfg, variant in runs:
-        m = finished(cfg) if args.report else train_to_end(cfg)
-        if m is None:  # --report: not run to its end yet
+        m = result_of(cfg)
+        if m is None:
             left.append(cfg.out)
             continue
         points.append(dict(

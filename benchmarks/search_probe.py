@@ -30,7 +30,6 @@ import torch
 from alphakern.graph import apply_keep
 from alphakern.graph.budget import soft_count
 from alphakern.train import TrainConfig, Trainer
-from alphakern.train.loop import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_sweep import provenance  # noqa: E402
@@ -47,7 +46,7 @@ def cut_accuracy(t: Trainer) -> float:
         cut.train()  # the running statistics of the cut network, as fine-tuning's first steps would
         for _, (x, _y) in zip(range(RECALIBRATE), t.train_batches.epoch(t.epoch), strict=False):
             cut(x)
-    return evaluate(cut, t.val_batches)[1]
+    return t.validation_accuracy(cut)
 
 
 def probe(cfg: TrainConfig) -> list[dict]:
@@ -62,7 +61,7 @@ def probe(cfg: TrainConfig) -> list[dict]:
             soft = float(soft_count(t.sites))
         at_budget = t.budget.method.end_epoch(t.budget.scope)  # its schedule (SNL's λ) moves on
         rows.append(dict(
-            epoch=t.epoch, val_acc=evaluate(t.model, t.val_batches)[1], soft_relu_count=soft,
+            epoch=t.epoch, val_acc=t.validation_accuracy(t.model), soft_relu_count=soft,
             val_acc_cut=cut_accuracy(t), train_time_s=stats["train_time_s"],
         ))  # fmt: skip
         print(cfg.out, rows[-1], flush=True)
