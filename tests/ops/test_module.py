@@ -1,5 +1,7 @@
 """AlphaReLU: the ν schedule, state_dict, the alpha property, repeated forwards."""
 
+import math
+
 import pytest
 import torch
 
@@ -174,6 +176,8 @@ def test_gamma_for_inverts_the_alpha_formula(a, nu):
         (0.9, 0.0, "alpha = 0.9 is out of reach at nu = 0: .* spans \\(0.5, 0.5\\); start nu above 4.394"),
         (0.99, 9.0, "spans \\(0.01099, 0.989\\); start nu above 9.19"),
         (0.01, 9.0, "spans \\(0.01099, 0.989\\); start nu above 9.19"),
+        (0.9, 0.5, "spans \\(0.4378, 0.5622\\); start nu above 4.394"),  # a ν below 1 still has a reach
+        (0.9, 2 * math.log(0.9 / (1 - 0.9)), "alpha = 0.9 is out of reach at nu = 4.394"),  # σ(γ) = 1
     ],
 )
 def test_gamma_for_refuses_what_the_formula_cannot_reach(a, nu, message):
