@@ -41,11 +41,12 @@ from budget_sweep import accuracy_axes, finished, provenance, sweep_parser, trai
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
 # the settings chosen on the validation split (search_probe.py, results/pareto/search_probe_*.json: the
-# best validation accuracy of the network cut to the 25 % budget after the 6 search epochs), and the
-# row each method's own defaults keep at 25 % (its run directory's suffix and its label)
+# best validation accuracy of the network cut to the 25 % budget at the end of the search: 6 epochs,
+# or SNL's stop at the budget), and the row each method's own defaults keep at 25 % (its run
+# directory's suffix and its label)
 DEFAULTS_ROW = {"alpha": ("seedstart", "seed's start"), "snl": ("authors", "authors' λ")}
 ALPHA_START = dict(alpha_init=0.95, nu_init=20.0, penalty=30.0)  # of weights 10, 30, 100 at α = 0.95, ν = 20
-SNL_PENALTY = None  # None: its authors' λ = 1e-5 (search_probe_snl.json, when run, chooses on validation)
+SNL_PENALTY = 1e-4  # of 1e-5 (its authors'), 3e-5, 1e-4, 3e-4, 1e-3 (search_probe_snl*.json)
 
 
 def kept_per_stage(metrics: dict) -> dict[str, float]:
