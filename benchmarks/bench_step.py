@@ -3,9 +3,18 @@
 fused, the same network with channel gates, and those gates fused with their BatchNorm (``fuse_bn``:
 BN → gate pairs and, in ResNets, the BN → add(skip) → gate tails). What a reader can reproduce
 without alphakern's Trainer: each step is zero_grad, forward, cross-entropy, backward and an Adam
-step on one fixed random batch (64 images, channels_last, fp32), the variants interleaved round by
-round (machine noise hits all alike), the median step reported with its ratio to the eager ReLU
-network's.
+step on the next of 16 random batches (64 images with random labels, channels_last, fp32), the
+variants interleaved round by round (machine noise hits all alike), the median step reported with
+its ratio to the eager ReLU network's. Not one fixed batch: a network fits it within ~20 steps, its
+gradients shrink into float32's subnormal range, and subnormal arithmetic on the CPU is slow (the
+floor below went from 90 to 800 ms per step), which times arithmetic no training run does.
+
+Two figures bound what any fusion of BatchNorm, the add and the gate can reach (issue 32): the
+**floor**, the same step with every BatchNorm and ReLU replaced by nn.Identity (convolutions, adds,
+pools, the loss and Adam kept), timed in the same rounds; and the **fused ops' traffic**, the bytes
+the fused ops of one step read and write as designed (8 tensor passes per BN → gate, 12 per BN →
+add → gate) divided by the copy bandwidth measured at each activation's size. floor + traffic is
+what the fused network would step at if its ops ran at copy speed and its gates cost nothing.
 
     python benchmarks/bench_step.py                       # CPU; JSON in results/bench_step_cpu.json
     python benchmarks/bench_step.py --models cnn --rounds 3 --steps 2   # smoke
@@ -17,6 +26,7 @@ import argparse
 import copy
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -34,6 +44,7 @@ from alphakern.graph import fuse_bn
 from alphakern.modules import BatchNormGate, materialize
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BATCHES = 16  # random batches the steps cycle through
 
 
 def study_cnn() -> nn.Module:
@@ -50,8 +61,49 @@ def study_cnn() -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {"cnn": study_cnn, "resnet20": lambda: relu_network("resnet20")}
 
 
+def floor_network(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every BatchNorm2d and ReLU an nn.Identity: the step's cost when they
+    cost nothing."""
+    net = copy.deepcopy(model)
+    for name, m in list(net.named_modules()):
+        if isinstance(m, (nn.BatchNorm2d, nn.ReLU)):
+            net.set_submodule(name, nn.Identity())
+    return net
+
+
+def fused_traffic(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
+    """(bytes of x, tensor passes) of each fused BN op in one training step of ``model`` (a copy
+    runs one forward): forward, x read for the statistics, then x (and the residual) read and y
+    written; backward, dy and x (and the residual) read for the sums, then read again while dx (and
+    dr) are written."""
+    net = copy.deepcopy(model).to(memory_format=torch.channels_last).train()
+    calls: list[tuple[int, int]] = []
+
+    def record(mod: nn.Module, args: tuple) -> None:
+        calls.append((args[0].numel() * args[0].element_size(), 12 if len(args) > 1 else 8))
+
+    for m in net.modules():
+        if isinstance(m, BatchNormGate):
+            m.register_forward_pre_hook(record)
+    with torch.no_grad():
+        net(x)
+    return calls
+
+
+def copy_ms(nbytes: int, reps: int = 40) -> float:
+    """Median time of dst.copy_(src) for fp32 tensors of ``nbytes`` (one pass read, one written)."""
+    src = torch.randn(nbytes // 4)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
 def variants(make: Callable[[], nn.Module]) -> dict[str, nn.Module]:
-    """The four networks of one model, from the same initial weights."""
+    """The four networks of one model, from the same initial weights, and the floor."""
     torch.manual_seed(0)
     relu = make()
     gates = alphakern.linearize(copy.deepcopy(relu), granularity="channel")
@@ -61,14 +113,20 @@ def variants(make: Callable[[], nn.Module]) -> dict[str, nn.Module]:
         "relu, fused BN": fuse_bn(copy.deepcopy(relu), relu=True),
         "channel gates": gates,
         "channel gates, fused BN": fuse_bn(copy.deepcopy(gates)),
+        "floor: no BN, no ReLU": floor_network(relu),
     }
 
 
-def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def stepper(model: nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> Callable[[], None]:
+    """One training step per call, on batches xs[i], ys[i] in turn."""
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    i = 0
 
     def step() -> None:
+        nonlocal i
+        x, y = xs[i % len(xs)], ys[i % len(xs)]
+        i += 1
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -78,11 +136,12 @@ def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], 
 
 def measure(model_name: str, rounds: int, steps: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 3, 32, 32, generator=g).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (64,), generator=g)
+    cl = torch.channels_last
+    xs = [torch.randn(64, 3, 32, 32, generator=g).to(memory_format=cl) for _ in range(BATCHES)]
+    ys = [torch.randint(0, 10, (64,), generator=g) for _ in range(BATCHES)]
     nets = variants(MODELS[model_name])
     fused = {k: sum(isinstance(m, BatchNormGate) for m in net.modules()) for k, net in nets.items()}
-    steps_of = {k: stepper(m, x, y) for k, m in nets.items()}
+    steps_of = {k: stepper(m, xs, ys) for k, m in nets.items()}
     for fn in steps_of.values():  # warm-up: allocator, lazy init, the kernels' first calls
         fn(), fn()
     samples: dict[str, list[float]] = {k: [] for k in steps_of}
@@ -102,7 +161,22 @@ def measure(model_name: str, rounds: int, steps: int) -> dict:
     for k in med:
         print(f"  {model_name} {k}: {med[k]:.1f} ms/step, {ratio[k]:.3f}x the eager ReLU network's")
     fused_bns = {k: n for k, n in fused.items() if n}
-    return dict(step_ms_samples=samples, median_step_ms=med, vs_eager_relu=ratio, fused_bns=fused_bns)
+    calls = fused_traffic(nets["channel gates, fused BN"], xs[0])
+    pass_ms = {n: copy_ms(n) / 2 for n in sorted({n for n, _ in calls})}
+    traffic = sum(passes * pass_ms[n] for n, passes in calls)
+    bound = med["floor: no BN, no ReLU"] + traffic
+    mb = sum(n * p for n, p in calls) / 1e6
+    print(
+        f"  {model_name}: fused ops' traffic {mb:.0f} MB = {traffic:.1f} ms at "
+        f"copy speed; floor + traffic {bound:.1f} ms = {bound / med['relu']:.3f}x the eager ReLU network's"
+    )
+    return dict(
+        step_ms_samples=samples, median_step_ms=med, vs_eager_relu=ratio, fused_bns=fused_bns,
+        fused_traffic=dict(
+            calls=[dict(bytes=n, passes=p) for n, p in calls], copy_pass_ms=pass_ms, ms=traffic,
+            floor_plus_traffic_ms=bound, floor_plus_traffic_vs_eager_relu=bound / med["relu"],
+        ),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         device=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads(),
         torch=torch.__version__, batch=64, layout="channels_last", optimizer="Adam",
         rounds=args.rounds, steps_per_round=args.steps,
+        allocator={k: v for k, v in os.environ.items() if k == "LD_PRELOAD" or k.startswith("MALLOC_")},
     ))  # fmt: skip
     for name in args.models.split(","):
         result[name] = measure(name, args.rounds, args.steps)

@@ -173,16 +173,23 @@ def test_bn_gate_benchmark_smoke(tmp_path):
 
 
 def test_step_benchmark_smoke(tmp_path):
-    """bench_step (plain networks, no trainer): the four variants of both models timed, the fused
-    ones with every BN fused (ResNet-20: 10 BN → gate pairs and 9 BN → add → gate tails)."""
+    """bench_step (plain networks, no trainer): the four variants of both models and the floor timed,
+    the fused ones with every BN fused (ResNet-20: 10 BN → gate pairs and 9 BN → add → gate tails),
+    each fused op's traffic counted once at its activation's size."""
     out = tmp_path / "step.json"
     proc = run_python("benchmarks/bench_step.py", "--rounds", "1", "--steps", "1", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     for model, fused in (("cnn", 3), ("resnet20", 19)):
         steps = data[model]["median_step_ms"]
-        assert len(steps) == 4 and all(v > 0 for v in steps.values()), steps
+        assert len(steps) == 5 and all(v > 0 for v in steps.values()), steps
         assert data[model]["fused_bns"] == {"relu, fused BN": fused, "channel gates, fused BN": fused}
+        traffic = data[model]["fused_traffic"]
+        assert len(traffic["calls"]) == fused and traffic["ms"] > 0
+    calls = data["resnet20"]["fused_traffic"]["calls"]
+    mb = 64 * 16 * 32 * 32 * 4  # the first stage's activation, fp32
+    assert sorted(c["passes"] for c in calls) == [8] * 10 + [12] * 9
+    assert sorted({c["bytes"] for c in calls}) == [mb // 4, mb // 2, mb]
 
 
 def test_fold_end_to_end_smoke(tmp_path):
