@@ -40,6 +40,7 @@ from budget_sweep import accuracy_axes, finished, provenance, sweep_parser, trai
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
+LEARNED = ("alpha", "snl", "autorep")  # the methods with learned gates (issue 31: each must beat random)
 # the settings chosen on the validation split (search_probe.py, results/pareto/search_probe_*.json: the
 # best validation accuracy of the network cut to the 25 % budget at the end of the search: 6 epochs,
 # or SNL's stop at the budget), and the row each method's own defaults keep at 25 % (its run
@@ -63,6 +64,33 @@ def kept_per_stage(metrics: dict) -> dict[str, float]:
         relus[s] = relus.get(s, 0) + d["relus"]
         kept[s] = kept.get(s, 0) + d["kept"]
     return {s: kept[s] / relus[s] for s in relus}
+
+
+def verdict(points: list[dict], methods: list[str]) -> dict[str, dict]:
+    """Per budget, what issue 31 asks of the points in so far (seed 0, element gates, each method's
+    chosen settings): the methods ranked by test accuracy, alpha's lead over SNL, the lead of each
+    learned method of ``methods`` over ``random``, the two goals (alpha at least as accurate as SNL;
+    each of those ahead of random; None while a point is missing) and each method's accuracy per
+    seed."""
+    learned = [m for m in LEARNED if m in methods]
+    out: dict[str, dict] = {}
+    for b in sorted({p["fraction"] for p in points if p["method"]}, reverse=True):
+        at = [p for p in points if p["method"] and p["fraction"] == b and p["granularity"] == "element"]
+        acc = {p["method"]: p["test_acc"] for p in at if p["seed"] == 0 and not p.get("variant")}
+        seeds: dict[str, list[float]] = {}
+        for p in sorted(at, key=lambda p: p["seed"]):
+            if not p.get("variant"):
+                seeds.setdefault(p["method"], []).append(p["test_acc"])
+        lead = acc["alpha"] - acc["snl"] if "alpha" in acc and "snl" in acc else None
+        vs_random = {m: acc[m] - acc["random"] for m in learned if m in acc and "random" in acc}
+        ahead = all(v > 0 for v in vs_random.values()) if learned and len(vs_random) == len(learned) else None
+        out[f"{b:g}"] = dict(
+            ranking=sorted(acc, key=lambda m: -acc[m]), test_acc=acc, alpha_minus_snl=lead,
+            minus_random=vs_random, alpha_at_least_snl=None if lead is None else lead >= 0,
+            learned_ahead_of_random=ahead,
+            seeds={m: v for m, v in seeds.items() if len(v) > 1},
+        )  # fmt: skip
+    return out
 
 
 def label(p: dict) -> str:
@@ -203,6 +231,7 @@ def main() -> None:
             config=vars(args),
             relu_network=dict(run=base.out, test_acc=base_m["test_acc"], relus=base_m["relu_count_before"]),
             points=points,
+            verdict=verdict(points, methods),
             complete=len(points) == len(runs),
             runs_left=left + [r[4].out for r in runs[len(points) + len(left) :]],
             seconds_this_call=time.perf_counter() - t0,

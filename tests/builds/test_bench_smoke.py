@@ -277,6 +277,9 @@ def test_pareto_smoke(tmp_path):
         want = own if p["variant"] is None else (None, None, None)
         assert (cfg["alpha_init"], cfg["nu_init"], cfg["penalty"]) == want, p["run"]
     assert r["points"][1]["cut_after_epoch"] == 0  # random: cut before the first epoch
+    v = r["verdict"]["0.25"]
+    assert sorted(v["ranking"]) == ["alpha", "random", "snl"] and set(v["minus_random"]) == {"alpha", "snl"}
+    assert isinstance(v["learned_ahead_of_random"], bool) and sorted(v["seeds"]) == ["alpha", "snl"]
     for png in ("pareto.png", "pareto_stages.png"):
         assert (tmp_path / "res" / png).stat().st_size > 1000
     again = run_python(*args)
@@ -289,6 +292,52 @@ def test_pareto_smoke(tmp_path):
     read_back = [None, "alpha", "snl", "alpha", "alpha", "snl", "alpha", "snl"]  # all but random, in order
     assert [p["method"] for p in r["points"]] == read_back
     assert not (tmp_path / "runs" / "random_element_0.25" / "metrics.json").exists()  # nothing trained
+    assert r["verdict"]["0.25"]["learned_ahead_of_random"] is None  # random's point is missing
+
+
+def test_pareto_verdict():
+    """The verdict per budget reads seed 0's element points with the chosen settings only: not the
+    defaults' rows, the channel row or the second seeds (those go to its seed spread); a goal is
+    None while one of its points is missing."""
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    from pareto import verdict
+
+    def pt(method, acc, fraction=0.25, seed=0, variant=None, gran="element"):
+        return dict(
+            method=method, test_acc=acc, fraction=fraction, seed=seed, variant=variant, granularity=gran
+        )
+
+    points = [
+        pt(None, 80.0, fraction=1.0, gran=None),
+        pt("alpha", 78.0),
+        pt("snl", 76.0),
+        pt("autorep", 77.0),
+        pt("random", 70.0),
+        pt("stage", 60.0),
+        pt("alpha", 50.0, variant="seed's start"),
+        pt("alpha", 90.0, gran="channel"),
+        pt("alpha", 77.0, seed=1),
+        pt("snl", 79.0, seed=1),
+        pt("alpha", 60.0, fraction=0.1),
+        pt("snl", 61.0, fraction=0.1),
+        pt("random", 62.0, fraction=0.1),
+    ]
+    methods = ["alpha", "snl", "autorep", "stage", "random"]
+    v = verdict(points, methods)
+    assert list(v) == ["0.25", "0.1"]
+    q = v["0.25"]
+    assert q["ranking"] == ["alpha", "autorep", "snl", "random", "stage"]
+    assert q["alpha_minus_snl"] == 2.0 and q["alpha_at_least_snl"] is True
+    assert (
+        q["minus_random"] == {"alpha": 8.0, "snl": 6.0, "autorep": 7.0}
+        and q["learned_ahead_of_random"] is True
+    )
+    assert q["seeds"] == {"alpha": [78.0, 77.0], "snl": [76.0, 79.0]}
+    t = v["0.1"]
+    assert t["alpha_at_least_snl"] is False and t["learned_ahead_of_random"] is None  # autorep missing
+    assert verdict(points, ["alpha", "snl", "random"])["0.1"]["learned_ahead_of_random"] is False
 
 
 def test_vit_sweep_smoke(tmp_path):
