@@ -13,7 +13,7 @@ Two figures bound what any fusion of BatchNorm, the add and the gate can reach (
 **floor**, the same step with every BatchNorm and ReLU replaced by nn.Identity (convolutions, adds,
 pools, the loss and Adam kept), timed in the same rounds; and the **fused ops' traffic**, the bytes
 the fused ops of one step read and write as designed (8 tensor passes per BN → gate, 12 per BN →
-add → gate) divided by the copy bandwidth measured at each activation's size. floor + traffic is
+add → gate) divided by the copy bandwidth measured at each activation's size, out of L2. floor + traffic is
 what the fused network would step at if its ops ran at copy speed and its gates cost nothing.
 
     python benchmarks/bench_step.py                       # CPU; JSON in results/bench_step_cpu.json
@@ -90,12 +90,15 @@ def fused_traffic(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
     return calls
 
 
-def copy_ms(nbytes: int, reps: int = 40) -> float:
-    """Median time of dst.copy_(src) for fp32 tensors of ``nbytes`` (one pass read, one written)."""
-    src = torch.randn(nbytes // 4)
-    dst = torch.empty_like(src)
+def copy_ms(nbytes: int, reps: int = 40, rotate_bytes: int = 64 * 2**20) -> float:
+    """Median time of dst.copy_(src) for fp32 tensors of ``nbytes`` (one pass read, one written),
+    each copy on the next of pairs that together span ``rotate_bytes``, so that no copy finds its
+    data in the 2 MiB L2 the last one left."""
+    n = nbytes // 4
+    pairs = [(torch.randn(n), torch.empty(n)) for _ in range(max(1, rotate_bytes // nbytes))]
     times = []
-    for _ in range(reps):
+    for i in range(reps):
+        src, dst = pairs[i % len(pairs)]
         t0 = time.perf_counter()
         dst.copy_(src)
         times.append(time.perf_counter() - t0)
