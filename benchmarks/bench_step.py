@@ -43,6 +43,9 @@ from alphakern.cifar_nets import relu_network
 from alphakern.graph import fuse_bn
 from alphakern.modules import BatchNormGate, materialize
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import copy_bandwidth_gbs  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = 16  # random batches the steps cycle through
 
@@ -88,21 +91,6 @@ def fused_traffic(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
     with torch.no_grad():
         net(x)
     return calls
-
-
-def copy_ms(nbytes: int, reps: int = 40, rotate_bytes: int = 64 * 2**20) -> float:
-    """Median time of dst.copy_(src) for fp32 tensors of ``nbytes`` (one pass read, one written),
-    each copy on the next of pairs that together span ``rotate_bytes``, so that no copy finds its
-    data in the 2 MiB L2 the last one left."""
-    n = nbytes // 4
-    pairs = [(torch.randn(n), torch.empty(n)) for _ in range(max(1, rotate_bytes // nbytes))]
-    times = []
-    for i in range(reps):
-        src, dst = pairs[i % len(pairs)]
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def variants(make: Callable[[], nn.Module]) -> dict[str, nn.Module]:
@@ -165,7 +153,11 @@ def measure(model_name: str, rounds: int, steps: int) -> dict:
         print(f"  {model_name} {k}: {med[k]:.1f} ms/step, {ratio[k]:.3f}x the eager ReLU network's")
     fused_bns = {k: n for k, n in fused.items() if n}
     calls = fused_traffic(nets["channel gates, fused BN"], xs[0])
-    pass_ms = {n: copy_ms(n) / 2 for n in sorted({n for n, _ in calls})}
+    # one tensor pass (read or write) at copy speed, out of the 2 MiB L2 as a step's activations are
+    pass_ms = {
+        n: n / (copy_bandwidth_gbs("cpu", n, rotate_bytes=64 * 2**20) * 1e6)
+        for n in sorted({n for n, _ in calls})
+    }
     traffic = sum(passes * pass_ms[n] for n, passes in calls)
     bound = med["floor: no BN, no ReLU"] + traffic
     mb = sum(n * p for n, p in calls) / 1e6

@@ -9,6 +9,7 @@ CPU: providers interleaved round-robin so machine noise hits all alike.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -118,16 +119,26 @@ def compiled(fn, **kwargs):
     return torch.compile(fn, **kwargs)
 
 
-def copy_bandwidth_gbs(device: str, nbytes: int) -> float:
-    """Measured copy bandwidth (bytes read + written per second) on ``device``, in GB/s."""
+def copy_bandwidth_gbs(device: str, nbytes: int, rotate_bytes: int | None = None) -> float:
+    """Measured copy bandwidth (bytes read + written per second) on ``device``, in GB/s. With
+    ``rotate_bytes`` (CPU), each copy is on the next of (src, dst) pairs that together span it, so
+    that a copy of a cache-sized tensor does not find its data where the last copy left it."""
     n = nbytes // 4
-    src = torch.randn(n, device=device)
-    dst = torch.empty_like(src)
+    # dst zero-filled: its pages faulted in here, not inside a timed copy
+    pairs = [(torch.randn(n, device=device), torch.zeros(n, device=device))
+             for _ in range(max(1, (rotate_bytes or nbytes) // nbytes))]  # fmt: skip
+    src, dst = pairs[0]
     if device == "cuda":  # 1 GiB: far beyond L2, no rotation needed
         ms = gpu_time([lambda: dst.copy_(src)])[0]
     else:
         dst.copy_(src)
-        ms = cpu_time_interleaved({"copy": lambda: dst.copy_(src)}, budget_s=1.0)["copy"][0]
+        turn = itertools.count()
+
+        def copy() -> None:
+            s, d = pairs[next(turn) % len(pairs)]
+            d.copy_(s)
+
+        ms = cpu_time_interleaved({"copy": copy}, budget_s=1.0)["copy"][0]
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
