@@ -172,7 +172,8 @@ def main() -> None:
     p.add_argument("--alpha-init", type=float, default=ALPHA_START["alpha_init"])
     p.add_argument("--alpha-nu-init", type=float, default=ALPHA_START["nu_init"])
     p.add_argument("--alpha-penalty", type=float, default=ALPHA_START["penalty"])
-    p.add_argument("--snl-penalty", type=float, default=SNL_PENALTY, help="SNL's starting λ (None: theirs)")
+    snl_help = "SNL's starting λ (default: the one chosen on validation)"
+    p.add_argument("--snl-penalty", type=float, default=SNL_PENALTY, help=snl_help)
     args = p.parse_args()
     work, out = Path(args.work), Path(args.out)
     common = dict(data_dir=args.data_dir, model="resnet20", limit_train=args.limit_train, augment=True,
