@@ -17,7 +17,9 @@
 
 Every choice a method makes reads the validation split; the test set is read once per point, at its
 end. Every run is a resumable run directory: run the script again after an interruption and it
-goes on where it stopped (finished runs are read back). Results: ``pareto.json``, ``pareto.png``
+goes on where it stopped (finished runs are read back; on a fresh checkout, where the run directories
+are gone, the ReLU network trains again and, if it reproduces its committed metrics, the points'
+committed metrics stand for their runs). Results: ``pareto.json``, ``pareto.png``
 (accuracy vs ReLUs, log x, a line per method) and ``pareto_stages.png`` (where each method keeps
 its ReLUs), rewritten after every point; each run's metrics (its epochs' curves) in ``run_metrics/NAME.json``.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from alphakern.train import TrainConfig
@@ -159,6 +162,30 @@ def save_run(out: Path, run: str, metrics: dict) -> None:
     (out / "run_metrics" / f"{Path(run).name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def recorded(cfg: TrainConfig, out: Path) -> dict | None:
+    """The committed metrics of ``cfg``'s finished run (``out/run_metrics/NAME.json``) when its run
+    directory is gone, as on a fresh checkout: None unless they record the same configuration (its
+    directories aside) run to its end."""
+    path = out / "run_metrics" / f"{Path(cfg.out).name}.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "data_dir", "init")}
+    theirs = {k: m["config"].get(k) for k in mine}
+    if theirs != mine or "test_acc" not in m or len(m["epochs"]) != cfg.total_epochs:
+        return None
+    return m
+
+
+def same_training(a: dict, b: dict) -> bool:
+    """Whether two runs' metrics record the same training: every epoch's losses and accuracies and
+    the test accuracy equal (the times aside)."""
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    return a["test_acc"] == b["test_acc"] and [[e.get(k) for k in keys] for e in a["epochs"]] == [
+        [e.get(k) for k in keys] for e in b["epochs"]
+    ]
+
+
 def main() -> None:
     p = sweep_parser(__doc__, "runs/pareto", RESULTS)
     p.add_argument("--budgets", default="0.25,0.1,0.5", help="shares of the ReLUs, in the order run")
@@ -182,11 +209,26 @@ def main() -> None:
     base = TrainConfig(
         out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, seed=0, **common
     )
-    result_of = finished if args.report else train_to_end  # --report: None for a run not finished
-    base_m = result_of(base)
+    # A point's run directory gone (a fresh checkout), its committed metrics stand for it — if the ReLU
+    # network it started from trains again to the same figures (the trainer is deterministic on the CPU).
+    before = recorded(base, out)
+    base_m = finished(base) if args.report else train_to_end(base)
+    if base_m is None and before is not None:
+        base_m = before
     if base_m is None:
         raise SystemExit(f"--report: the ReLU network {base.out} has not finished")
+    if before is not None and not same_training(before, base_m):
+        raise SystemExit(
+            f"{base.out} trained to other figures than {out / 'run_metrics' / 'relu_base.json'}: the "
+            "points recorded there started from another network. Move that directory away to start afresh."
+        )
     save_run(out, base.out, base_m)
+
+    def result_of(cfg: TrainConfig) -> dict | None:  # --report: None for a run not finished
+        if finished(cfg) is None and (m := recorded(cfg, out)) is not None:
+            print(f"{cfg.out}: recorded in {out / 'run_metrics'} ({m['test_acc']:.2f}%)")
+            return m
+        return finished(cfg) if args.report else train_to_end(cfg)
     equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
     budgets = [float(v) for v in args.budgets.split(",")]
     methods = args.methods.split(",")

@@ -1,6 +1,8 @@
 """The benchmark's --quick mode runs end to end and writes a sane JSON and a plot."""
 
 import json
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -285,6 +287,7 @@ def test_pareto_smoke(tmp_path):
     again = run_python(*args)
     assert again.returncode == 0 and again.stdout.count("done before") == 10, again.stdout + again.stderr
     (tmp_path / "runs" / "random_element_0.25" / "metrics.json").unlink()  # as if still running
+    (tmp_path / "res" / "run_metrics" / "random_element_0.25.json").unlink()
     report = run_python(*args, "--report")
     assert report.returncode == 0, report.stdout + report.stderr
     r = json.loads((tmp_path / "res" / "pareto.json").read_text())
@@ -293,6 +296,53 @@ def test_pareto_smoke(tmp_path):
     assert [p["method"] for p in r["points"]] == read_back
     assert not (tmp_path / "runs" / "random_element_0.25" / "metrics.json").exists()  # nothing trained
     assert r["verdict"]["0.25"]["learned_ahead_of_random"] is None  # random's point is missing
+
+    # a fresh checkout: the run directories gone, the ReLU network trains again to the same figures and
+    # the committed metrics stand for the points (random's, missing from them, trains)
+    shutil.rmtree(tmp_path / "runs")
+    fresh = run_python(*args)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert fresh.stdout.count("recorded in") == 8 and "done before" not in fresh.stdout, fresh.stdout
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["random_element_0.25", "relu_base"]
+    r = json.loads((tmp_path / "res" / "pareto.json").read_text())
+    assert r["complete"] and [p["method"] for p in r["points"]][:2] == [None, "random"]
+
+    # ... but not when it trains to other figures: those points started from another network
+    shutil.rmtree(tmp_path / "runs")
+    base = tmp_path / "res" / "run_metrics" / "relu_base.json"
+    record = json.loads(base.read_text())
+    record["epochs"][0]["train_loss"] += 1e-9
+    base.write_text(json.dumps(record))
+    refused = run_python(*args)
+    assert refused.returncode != 0 and "trained to other figures" in refused.stderr, refused.stderr
+
+
+def test_pareto_recorded(tmp_path):
+    """A committed run's metrics stand for its run only if they record the same configuration (its
+    directories aside), every epoch and the test accuracy."""
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    from pareto import recorded
+
+    from alphakern.train import TrainConfig
+
+    cfg = TrainConfig(out=str(tmp_path / "runs" / "snl_element_0.25"), data_dir="/data", method="snl", granularity="element",
+                      budget=0.25, penalty=1e-4, epochs=2, finetune_epochs=1)  # fmt: skip
+    (tmp_path / "run_metrics").mkdir()
+    path = tmp_path / "run_metrics" / "snl_element_0.25.json"
+
+    def write(config=None, epochs=3, test=True):
+        m = dict(config=dict(asdict(cfg), out="elsewhere", data_dir="/other", world_size=1, **(config or {})),
+                 epochs=[{}] * epochs, **(dict(test_acc=70.0) if test else {}))  # fmt: skip
+        path.write_text(json.dumps(m))
+        return recorded(cfg, tmp_path)
+
+    assert recorded(cfg, tmp_path) is None  # nothing committed
+    assert write()["test_acc"] == 70.0
+    assert write(config=dict(penalty=1e-5)) is None  # another λ
+    assert write(config=dict(seed=1)) is None
+    assert write(epochs=2) is None and write(test=False) is None  # not run to its end
 
 
 def test_pareto_verdict():
