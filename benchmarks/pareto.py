@@ -229,6 +229,7 @@ def main() -> None:
             print(f"{cfg.out}: recorded in {out / 'run_metrics'} ({m['test_acc']:.2f}%)")
             return m
         return finished(cfg) if args.report else train_to_end(cfg)
+
     equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
     budgets = [float(v) for v in args.budgets.split(",")]
     methods = args.methods.split(",")
