@@ -327,8 +327,9 @@ def test_pareto_recorded(tmp_path):
 
     from alphakern.train import TrainConfig
 
-    cfg = TrainConfig(out=str(tmp_path / "runs" / "snl_element_0.25"), data_dir="/data", method="snl",
-                      granularity="element", budget=0.25, penalty=1e-4, epochs=2, finetune_epochs=1)  # fmt: skip
+    run = str(tmp_path / "runs" / "snl_element_0.25")
+    cfg = TrainConfig(out=run, data_dir="/data", method="snl", granularity="element", budget=0.25,
+                      penalty=1e-4, epochs=2, finetune_epochs=1)  # fmt: skip
     (tmp_path / "run_metrics").mkdir()
     path = tmp_path / "run_metrics" / "snl_element_0.25.json"
 
