@@ -17,9 +17,9 @@
 
 Every choice a method makes reads the validation split; the test set is read once per point, at its
 end. Every run is a resumable run directory: run the script again after an interruption and it
-goes on where it stopped (finished runs are read back; on a fresh checkout, where the run directories
-are gone, the ReLU network trains again and, if it reproduces its committed metrics, the points'
-committed metrics stand for their runs). Results: ``pareto.json``, ``pareto.png``
+goes on where it stopped (finished runs are read back). On a fresh checkout, where the run directories
+are gone, the ReLU network comes back from its committed weights (``relu_base.safetensors``) and the
+finished points' committed metrics stand for their runs. Results: ``pareto.json``, ``pareto.png``
 (accuracy vs ReLUs, log x, a line per method) and ``pareto_stages.png`` (where each method keeps
 its ReLUs), rewritten after every point; each run's metrics (its epochs' curves) in ``run_metrics/NAME.json``.
 
@@ -30,18 +30,24 @@ its ReLUs), rewritten after every point; each run's metrics (its epochs' curves)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from alphakern.train import TrainConfig
+import torch
+from safetensors.torch import load_file, save_file
+
+from alphakern.train import METRICS, TrainConfig
+from alphakern.train.checkpoint import load_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_sweep import accuracy_axes, finished, provenance, sweep_parser, train_to_end  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pareto"
+BASE_WEIGHTS = "relu_base.safetensors"  # the ReLU network's weights, committed beside the results
 METHOD_ORDER = ("alpha", "snl", "autorep", "stage", "random")
 LEARNED = ("alpha", "snl", "autorep")  # the methods with learned gates (issue 31: each must beat random)
 # the settings chosen on the validation split (search_probe.py, results/pareto/search_probe_*.json: the
@@ -154,18 +160,19 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def save_run(out: Path, run: str, metrics: dict) -> None:
+def save_run(out: Path, run: str, metrics: dict, init: str | None = None) -> None:
     """A run's metrics as committed (``out/run_metrics/NAME.json``), not its checkpoint: everything
-    but the per-step gate history (megabytes per run; the epochs keep each layer's mean γ and α)."""
+    but the per-step gate history (megabytes per run; the epochs keep each layer's mean γ and α);
+    ``init``: the digest of the ReLU network it started from."""
     (out / "run_metrics").mkdir(parents=True, exist_ok=True)
-    record = {k: v for k, v in metrics.items() if k != "history"}
+    record = {k: v for k, v in metrics.items() if k != "history"} | ({"init_sha256": init} if init else {})
     (out / "run_metrics" / f"{Path(run).name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def recorded(cfg: TrainConfig, out: Path) -> dict | None:
+def recorded(cfg: TrainConfig, out: Path, init: str | None = None) -> dict | None:
     """The committed metrics of ``cfg``'s finished run (``out/run_metrics/NAME.json``) when its run
     directory is gone, as on a fresh checkout: None unless they record the same configuration (its
-    directories aside) run to its end."""
+    directories aside) run to its end — from the ReLU network of digest ``init``, for a point."""
     path = out / "run_metrics" / f"{Path(cfg.out).name}.json"
     if not path.is_file():
         return None
@@ -174,16 +181,35 @@ def recorded(cfg: TrainConfig, out: Path) -> dict | None:
     theirs = {k: m["config"].get(k) for k in mine}
     if theirs != mine or "test_acc" not in m or len(m["epochs"]) != cfg.total_epochs:
         return None
-    return m
+    return m if m.get("init_sha256") == init else None
 
 
-def same_training(a: dict, b: dict) -> bool:
-    """Whether two runs' metrics record the same training: every epoch's losses and accuracies and
-    the test accuracy equal (the times aside)."""
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
-    return a["test_acc"] == b["test_acc"] and [[e.get(k) for k in keys] for e in a["epochs"]] == [
-        [e.get(k) for k in keys] for e in b["epochs"]
-    ]
+def base_network(base: TrainConfig, out: Path, report: bool) -> tuple[dict | None, str | None]:
+    """The ReLU network every point starts from, its metrics and the digest of its committed weights
+    (``out/relu_base.safetensors``: tensors only, no pickle). Trained once, its weights committed:
+    another machine's CPU trains other bits from the same seed, so a fresh checkout rebuilds the run
+    directory from the weights instead (None, None: not finished, with ``report``)."""
+    path = out / BASE_WEIGHTS
+    if finished(base) is None and path.is_file() and (m := recorded(base, out)) is not None:  # fresh checkout
+        save_checkpoint(
+            Path(base.out), dict(config=asdict(base), epoch=len(m["epochs"]), model=load_file(path))
+        )
+        (Path(base.out) / METRICS).write_text(json.dumps(m))
+        print(f"{base.out}: restored from {path} ({m['test_acc']:.2f}%)")
+    m = finished(base) if report else train_to_end(base)
+    if m is None:
+        return None, None
+    weights = load_checkpoint(base.out)["model"]
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    committed = load_file(path)
+    if committed.keys() != weights.keys() or not all(torch.equal(committed[k], weights[k]) for k in weights):
+        raise SystemExit(
+            f"{base.out} holds another ReLU network than {path}, which the committed points started from: "
+            "move that file and run_metrics/ away to start afresh"
+        )
+    return m, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main() -> None:
@@ -209,23 +235,13 @@ def main() -> None:
     base = TrainConfig(
         out=str(work / "relu_base"), activation="relu", epochs=args.base_epochs, seed=0, **common
     )
-    # A point's run directory gone (a fresh checkout), its committed metrics stand for it — if the ReLU
-    # network it started from trains again to the same figures (the trainer is deterministic on the CPU).
-    before = recorded(base, out)
-    base_m = finished(base) if args.report else train_to_end(base)
-    if base_m is None and before is not None:
-        base_m = before
+    base_m, init = base_network(base, out, args.report)
     if base_m is None:
         raise SystemExit(f"--report: the ReLU network {base.out} has not finished")
-    if before is not None and not same_training(before, base_m):
-        raise SystemExit(
-            f"{base.out} trained to other figures than {out / 'run_metrics' / 'relu_base.json'}: the "
-            "points recorded there started from another network. Move that directory away to start afresh."
-        )
     save_run(out, base.out, base_m)
 
     def result_of(cfg: TrainConfig) -> dict | None:  # --report: None for a run not finished
-        if finished(cfg) is None and (m := recorded(cfg, out)) is not None:
+        if finished(cfg) is None and (m := recorded(cfg, out, init)) is not None:
             print(f"{cfg.out}: recorded in {out / 'run_metrics'} ({m['test_acc']:.2f}%)")
             return m
         return finished(cfg) if args.report else train_to_end(cfg)
@@ -280,7 +296,7 @@ def main() -> None:
             runs_left=left + [r[4].out for r in runs[len(points) + len(left) :]],
             seconds_this_call=time.perf_counter() - t0,
         )
-        save_run(out, cfg.out, m)
+        save_run(out, cfg.out, m, init)
         (out / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
         plot(result, out)
     for pt in points:

@@ -297,24 +297,24 @@ def test_pareto_smoke(tmp_path):
     assert not (tmp_path / "runs" / "random_element_0.25" / "metrics.json").exists()  # nothing trained
     assert r["verdict"]["0.25"]["learned_ahead_of_random"] is None  # random's point is missing
 
-    # a fresh checkout: the run directories gone, the ReLU network trains again to the same figures and
-    # the committed metrics stand for the points (random's, missing from them, trains)
+    # a fresh checkout: the run directories gone, the ReLU network comes back from its committed weights
+    # and the committed metrics stand for the points (random's, missing from them, trains)
     shutil.rmtree(tmp_path / "runs")
     fresh = run_python(*args)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert fresh.stdout.count("recorded in") == 8 and "done before" not in fresh.stdout, fresh.stdout
+    assert fresh.stdout.count("recorded in") == 8 and "restored from" in fresh.stdout, fresh.stdout
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["random_element_0.25", "relu_base"]
     r = json.loads((tmp_path / "res" / "pareto.json").read_text())
     assert r["complete"] and [p["method"] for p in r["points"]][:2] == [None, "random"]
 
-    # ... but not when it trains to other figures: those points started from another network
-    shutil.rmtree(tmp_path / "runs")
-    base = tmp_path / "res" / "run_metrics" / "relu_base.json"
-    record = json.loads(base.read_text())
-    record["epochs"][0]["train_loss"] += 1e-9
-    base.write_text(json.dumps(record))
+    # ... but not beside a ReLU network other than the committed one, which the points started from
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "res" / "relu_base.safetensors")
+    weights["fc.bias"] += 1e-3
+    save_file(weights, str(tmp_path / "res" / "relu_base.safetensors"))
     refused = run_python(*args)
-    assert refused.returncode != 0 and "trained to other figures" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and "another ReLU network" in refused.stderr, refused.stderr
 
 
 def test_pareto_recorded(tmp_path):
@@ -344,6 +344,11 @@ def test_pareto_recorded(tmp_path):
     assert write(config=dict(penalty=1e-5)) is None  # another λ
     assert write(config=dict(seed=1)) is None
     assert write(epochs=2) is None and write(test=False) is None  # not run to its end
+    assert write() is not None and recorded(cfg, tmp_path, init="ab12") is None  # a point: of that start
+    m = json.loads(path.read_text()) | dict(init_sha256="ab12", test_acc=71.0)
+    path.write_text(json.dumps(m))
+    assert recorded(cfg, tmp_path, init="ab12")["test_acc"] == 71.0
+    assert recorded(cfg, tmp_path, init="cd34") is None
 
 
 def test_pareto_verdict():
