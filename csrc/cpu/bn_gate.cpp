@@ -90,8 +90,14 @@ Shape shape_of(const at::Tensor& x) {
 }
 
 // One step of the element math on kN vectors v (x) and g (dy), per mode:
-//   kFwd: v <- y;   kReduce: out[0..2] += dz, dz * xhat, dy * h(z);   kApply: g <- dx.
-enum Mode { kFwd, kReduce, kApply };
+//   kFwd: v <- y;   kReduce: out[0..2] += dz, dz * xhat, dy * h(z);   kApply: g <- dx;
+//   kReduceDz: kReduce that also leaves dz in g (the caller stores it);
+//   kApplyDz: kApply from dz (not dy) in g, so no gate math and no residual.
+// The *Dz pair serves BN -> add -> gate in fp32: the sums pass writes dr (= dz) and the apply pass
+// reads it instead of dy and r, one tensor pass fewer than kReduce + kApply with the same fp32 dz.
+enum Mode { kFwd, kReduce, kApply, kReduceDz, kApplyDz };
+template <Mode M>
+constexpr bool kSums = M == kReduce || M == kReduceDz;
 
 // RES: s = z + r (the residual in r) is gated instead of z, and kApply also leaves dr = ds in r.
 // BLEND (kFwd): some gate is saturated, so the forward keeps act_math.h's exact-blend form.
@@ -107,11 +113,13 @@ inline void step(fVec* v, fVec* g, fVec* r, const Lane* L, const fVec& ns, fVec*
   if constexpr (M == kFwd) {
     fwd_math<N, ACT, BLEND>(z, s, ns);
     for (int k = 0; k < N; ++k) v[k] = z[k];
+  } else if constexpr (M == kApplyDz) {
+    for (int k = 0; k < N; ++k) g[k] = L[k].w * L[k].is * (g[k] - L[k].ca - xh[k] * L[k].cb);
   } else {
     fVec c[N];
     bwd_math<N, ACT>(g, z, s, c, ns);  // g <- dz
     for (int k = 0; k < N; ++k) {
-      if constexpr (M == kReduce) {
+      if constexpr (kSums<M>) {
         out[0] = out[0] + g[k];
         out[1] = out[1] + g[k] * xh[k];
         out[2] = out[2] + c[k];
@@ -161,16 +169,17 @@ void row(const Ptrs<T>& q, int64_t n, const Lane& L1, float neg, double* tot) {
     if constexpr (RES) t ? io::load(q.r + i, r, t) : io::load(q.r + i, r);
     step<M, N, ACT, RES, BLEND>(v, g, r, L, ns, acc);
     if constexpr (M == kFwd) t ? io::store(q.out + i, v, t) : io::store(q.out + i, v);
-    if constexpr (M == kApply) t ? io::store(q.out + i, g, t) : io::store(q.out + i, g);
+    if constexpr (M == kApply || M == kApplyDz) t ? io::store(q.out + i, g, t) : io::store(q.out + i, g);
     if constexpr (M == kApply && RES) t ? io::store(q.dr + i, r, t) : io::store(q.dr + i, r);
-    if constexpr (M == kReduce) {
+    if constexpr (M == kReduceDz) t ? io::store(q.dr + i, g, t) : io::store(q.dr + i, g);
+    if constexpr (kSums<M>) {
       if ((since += io::kStep) >= kFlush) {
         for (int j = 0; j < 3; ++j) tot[j] += lanes_sum(acc[j]), acc[j] = fVec(0.f);
         since = 0;
       }
     }
   }
-  if constexpr (M == kReduce) {
+  if constexpr (kSums<M>) {
     for (int j = 0; j < 3; ++j) tot[j] += lanes_sum(acc[j]);
   }
 }
@@ -183,7 +192,7 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
   using io = Io<T>;
   constexpr int N = io::kN;
   const fVec ns(neg);
-  if constexpr (M == kReduce) std::fill(acc, acc + 3 * C, 0.f);
+  if constexpr (kSums<M>) std::fill(acc, acc + 3 * C, 0.f);
   int64_t since = 0;
   for (int64_t row = r0; row < r1; ++row) {
     const Ptrs<T> at_row = q.at(row * C);
@@ -200,12 +209,13 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
       t ? io::load(x + c, v, t) : io::load(x + c, v);
       if constexpr (M != kFwd) t ? io::load(dy + c, g, t) : io::load(dy + c, g);
       if constexpr (RES) t ? io::load(res + c, r, t) : io::load(res + c, r);
-      if constexpr (M == kReduce) {
+      if constexpr (kSums<M>) {
         // per vector k its own channels: sum per k, not across k
         for (int k = 0; k < N; ++k) {
           fVec vk[1] = {v[k]}, gk[1] = {g[k]}, rk[1] = {r[k]};
           for (int j = 0; j < 3; ++j) sums[j] = fVec(0.f);
           step<M, 1, ACT, RES>(vk, gk, rk, &L[k], ns, sums);
+          g[k] = gk[0];  // dz, for kReduceDz
           const int64_t cnt = t ? part(t, k) : fVec::size(), at = c + k * fVec::size();
           for (int j = 0; j < 3; ++j) {
             float* a = acc + j * C + at;
@@ -214,14 +224,15 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
             cnt < fVec::size() ? nv.store(a, cnt) : nv.store(a);
           }
         }
+        if constexpr (M == kReduceDz) t ? io::store(dr + c, g, t) : io::store(dr + c, g);
       } else {
         step<M, N, ACT, RES, BLEND>(v, g, r, L, ns, sums);
         if constexpr (M == kFwd) t ? io::store(out + c, v, t) : io::store(out + c, v);
-        if constexpr (M == kApply) t ? io::store(out + c, g, t) : io::store(out + c, g);
+        if constexpr (M == kApply || M == kApplyDz) t ? io::store(out + c, g, t) : io::store(out + c, g);
         if constexpr (M == kApply && RES) t ? io::store(dr + c, r, t) : io::store(dr + c, r);
       }
     }
-    if constexpr (M == kReduce) {
+    if constexpr (kSums<M>) {
       if (++since >= kFlush || row + 1 == r1) {
         for (int64_t j = 0; j < 3 * C; ++j) tot[j] += acc[j], acc[j] = 0.f;
         since = 0;
@@ -234,9 +245,9 @@ void col_rows(const Ptrs<T>& q, int64_t r0, int64_t r1, int64_t C, const Params&
 template <Mode M, typename T, int ACT, bool RES, bool BLEND>
 std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, float neg) {
   const int64_t C = sh.C;
-  std::vector<double> sums(M == kReduce ? 3 * C : 0, 0.0);
+  std::vector<double> sums(kSums<M> ? 3 * C : 0, 0.0);
   if (!sh.cols) {
-    if constexpr (M == kReduce) {  // one item per channel: its rows in batch order
+    if constexpr (kSums<M>) {  // one item per channel: its rows in batch order
       const int64_t n_batch = sh.R / std::max<int64_t>(C, 1);
       run_items(C, sh.R * sh.S, [&](int64_t lo, int64_t hi) {
         for (int64_t c = lo; c < hi; ++c) {
@@ -259,15 +270,15 @@ std::vector<double> run(const Shape& sh, const Ptrs<T>& q, const Params& p, floa
   }
   const int64_t rows = std::max<int64_t>(1, kRowsChunk / std::max<int64_t>(C, 1));
   const int64_t chunks = divup(sh.R, rows);
-  std::vector<double> partial(M == kReduce ? chunks * 3 * C : 0, 0.0);
+  std::vector<double> partial(kSums<M> ? chunks * 3 * C : 0, 0.0);
   run_items(chunks, sh.R * C, [&](int64_t lo, int64_t hi) {
-    std::vector<float> acc(M == kReduce ? 3 * C : 0);
+    std::vector<float> acc(kSums<M> ? 3 * C : 0);
     for (int64_t k = lo; k < hi; ++k) {
       col_rows<M, T, ACT, RES, BLEND>(q, k * rows, std::min(sh.R, (k + 1) * rows), C, p, neg,
-                                      M == kReduce ? partial.data() + k * 3 * C : nullptr, acc.data());
+                                      kSums<M> ? partial.data() + k * 3 * C : nullptr, acc.data());
     }
   });
-  for (int64_t k = 0; k < (M == kReduce ? chunks : 0); ++k) {
+  for (int64_t k = 0; k < (kSums<M> ? chunks : 0); ++k) {
     for (int64_t j = 0; j < 3 * C; ++j) sums[j] += partial[k * 3 * C + j];
   }
   return sums;
@@ -425,7 +436,7 @@ template <Mode M>
 std::vector<double> launch(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& r, at::Tensor& out,
                            at::Tensor& dr, const Params& p, int64_t act, double neg) {
   const Shape sh = shape_of(x);
-  std::vector<double> sums(M == kReduce ? 3 * sh.C : 0, 0.0);
+  std::vector<double> sums(kSums<M> ? 3 * sh.C : 0, 0.0);
   if (x.numel() == 0) return sums;
   dispatch(x.scalar_type(), act, [&](auto tag, auto code) {
     using T = decltype(tag);
@@ -564,16 +575,19 @@ struct Slopes {
                 "bn_gate: gamma must be a floating CPU tensor of 1 or ", C, " values (x's channels), got ",
                 gamma.scalar_type(), " of shape ", gamma.sizes(), " on ", gamma.device());
     check_scalar(nu, "nu", gamma.device());
-    const at::Tensor g = gamma.to(at::kDouble).contiguous();  // gamma itself when already so
+    const at::Tensor g = gamma.contiguous();
     const double n = nu.item<double>();
-    const double* gp = g.const_data_ptr<double>();
     om.resize(C);
     dadg.resize(g.numel());
-    for (int64_t i = 0; i < g.numel(); ++i) {
-      const Terms t = alpha_terms(gp[i], n);
-      dadg[i] = t.dadg;
-      om[i] = t.om;
-    }
+    // gamma's values read in place (a converted copy per call was an ATen op on every step)
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "bn_gate_gamma", [&] {
+      const scalar_t* gp = g.const_data_ptr<scalar_t>();
+      for (int64_t i = 0; i < g.numel(); ++i) {
+        const Terms t = alpha_terms(static_cast<double>(gp[i]), n);
+        dadg[i] = t.dadg;
+        om[i] = t.om;
+      }
+    });
     if (g.numel() == 1) std::fill(om.begin(), om.end(), om[0]);
   }
 };
@@ -632,8 +646,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_b
   const Slopes s(gamma, nu, C);
   Params p{
       mean.const_data_ptr<float>(), invstd.const_data_ptr<float>(), w.p, b.p, s.om.data(), nullptr, nullptr};
-  at::Tensor none;
-  const std::vector<double> sums = launch<kReduce>(xd, dyd, r, none, none, p, act, neg);  // [3, C]
+  // With a residual in fp32 the sums pass also writes dr = dz, which the apply pass reads instead of dy
+  // and r: one pass fewer, the same bits. fp16/bf16 would round dz before dx, so they recompute it.
+  const bool via_dr = r.defined() && xd.scalar_type() == at::kFloat;
+  at::Tensor none, dr = r.defined() ? at::empty_like(xd) : at::Tensor();
+  const std::vector<double> sums = via_dr ? launch<kReduceDz>(xd, dyd, r, none, dr, p, act, neg)
+                                          : launch<kReduce>(xd, dyd, r, none, none, p, act, neg);  // [3, C]
   // dx = w invstd (dz - ca - xhat cb): ca, cb the batch means of dz and dz xhat in training, 0 in eval
   std::vector<float> ca(C, 0.f), cb(C, 0.f);
   if (training) {
@@ -643,15 +661,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_b
   }
   p.ca = ca.data();
   p.cb = cb.data();
-  at::Tensor dx = at::empty_like(xd), dr = r.defined() ? at::empty_like(xd) : at::Tensor();
-  launch<kApply>(xd, dyd, r, dx, dr, p, act, neg);
+  at::Tensor dx = at::empty_like(xd);
+  via_dr ? launch<kApplyDz>(xd, dr, none, dx, none, p, act, neg)
+         : launch<kApply>(xd, dyd, r, dx, dr, p, act, neg);
   at::Tensor dw = channel_tensor(x, C), db = channel_tensor(x, C);
   float *dwp = dw.mutable_data_ptr<float>(), *dbp = db.mutable_data_ptr<float>();
   for (int64_t c = 0; c < C; ++c)
     dwp[c] = static_cast<float>(sums[C + c]), dbp[c] = static_cast<float>(sums[c]);
-  // dgamma: the gate's sums times dalpha/dgamma; a layer gate sums its channels in index order
-  at::Tensor dg64 = at::empty(gamma.sizes(), gamma.options().dtype(at::kDouble));
-  double* dg = dg64.mutable_data_ptr<double>();
+  // dgamma: the gate's sums times dalpha/dgamma in fp64, rounded once to gamma's dtype; a layer gate
+  // sums its channels in index order
+  std::vector<double> dg(gamma.numel());
   if (gamma.numel() == 1) {
     double tot = 0.0;
     for (int64_t c = 0; c < C; ++c) tot += sums[2 * C + c];
@@ -659,8 +678,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_gate_b
   } else {
     for (int64_t c = 0; c < C; ++c) dg[c] = sums[2 * C + c] * s.dadg[c];
   }
-  return {bn_host::as_x(dx, x), residual ? bn_host::as_x(dr, x) : x.new_empty({0}), dw, db,
-          dg64.to(gamma.scalar_type())};
+  at::Tensor dgamma = at::empty(gamma.sizes(), gamma.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gamma.scalar_type(), "bn_gate_dgamma", [&] {
+    scalar_t* out = dgamma.mutable_data_ptr<scalar_t>();
+    for (size_t i = 0; i < dg.size(); ++i) out[i] = c10::convert<scalar_t>(dg[i]);
+  });
+  return {bn_host::as_x(dx, x), residual ? bn_host::as_x(dr, x) : x.new_empty({0}), dw, db, dgamma};
 }
 
 }  // namespace

@@ -72,3 +72,31 @@ def test_fake_sums_have_the_cpu_dtype():
         fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
         _, fsums = OPS.gates_rows_bwd(*fake)
     assert sums.dtype == fsums.dtype == torch.float64 and sums.shape == fsums.shape == (2,)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("activation", ["relu", "gelu", "hardswish"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bn_add_gate_backward_is_its_two_passes_bit_for_bit(layout, activation):
+    """The whole backward of BN → add → gate in fp32 writes dr (= dz) in its sums pass and makes dx from
+    it, one tensor pass fewer than recomputing dz from dy and r as the pass ops do: the same bits."""
+    from alphakern.ops.core.activations import Activation
+
+    act = Activation(activation)
+    x, dy = make((3, 21, 5, 7), torch.float32, "cpu", layout=layout, seed=4)  # rows of 35, 21: tails
+    r = make((3, 21, 5, 7), torch.float32, "cpu", layout=layout, seed=5)[0]
+    gen = torch.Generator().manual_seed(6)
+    mean, invstd, w, b, gamma = (torch.randn(21, generator=gen) for _ in range(5))
+    invstd, nu = invstd.abs() + 0.1, torch.tensor(4.0)
+    dx, dr, dw, db, _ = OPS.bn_gate_backward(
+        dy, x, r, w, b, mean, invstd, gamma, nu, True, act.code, act.negative_slope
+    )
+    slopes = OPS.gate_terms(gamma, nu)[0].float()  # 1 − α per channel
+    sums = OPS.bn_add_gate_bwd_reduce(dy, x, r, mean, invstd, w, b, slopes, act.code, act.negative_slope)
+    count = x.numel() // 21
+    ca, cb = (sums[0] / count).float(), (sums[1] / count).float()
+    dx2, dr2 = OPS.bn_add_gate_bwd_apply(
+        dy, x, r, mean, invstd, w, b, slopes, ca, cb, act.code, act.negative_slope
+    )
+    assert torch.equal(dr, dr2) and torch.equal(dx, dx2)
+    assert torch.equal(dw, sums[1].float()) and torch.equal(db, sums[0].float())
