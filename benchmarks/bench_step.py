@@ -12,7 +12,7 @@ floor below went from 90 to 800 ms per step), which times arithmetic no training
 Two figures bound what any fusion of BatchNorm, the add and the gate can reach (issue 32): the
 **floor**, the same step with every BatchNorm and ReLU replaced by nn.Identity (convolutions, adds,
 pools, the loss and Adam kept), timed in the same rounds; and the **fused ops' traffic**, the bytes
-the fused ops of one step read and write as designed (8 tensor passes per BN → gate, 12 per BN →
+the fused ops of one step read and write as designed (8 tensor passes per BN → gate, 11 per BN →
 add → gate) divided by the copy bandwidth measured at each activation's size, out of L2. floor + traffic is
 what the fused network would step at if its ops ran at copy speed and its gates cost nothing.
 
@@ -77,13 +77,16 @@ def floor_network(model: nn.Module) -> nn.Module:
 def fused_traffic(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int]]:
     """(bytes of x, tensor passes) of each fused BN op in one training step of ``model`` (a copy
     runs one forward): forward, x read for the statistics, then x (and the residual) read and y
-    written; backward, dy and x (and the residual) read for the sums, then read again while dx (and
-    dr) are written."""
+    written; backward, dy and x read for the sums, then again while dx is written (8 passes); with a
+    residual in fp32 the sums pass also reads it and writes dr, which the apply pass reads with x
+    while it writes dx (11; fp16/bf16 recompute dz from dy and the residual instead: 12)."""
     net = copy.deepcopy(model).to(memory_format=torch.channels_last).train()
     calls: list[tuple[int, int]] = []
 
     def record(mod: nn.Module, args: tuple) -> None:
-        calls.append((args[0].numel() * args[0].element_size(), 12 if len(args) > 1 else 8))
+        x = args[0]
+        passes = 8 if len(args) == 1 else 11 if x.dtype == torch.float32 else 12
+        calls.append((x.numel() * x.element_size(), passes))
 
     for m in net.modules():
         if isinstance(m, BatchNormGate):

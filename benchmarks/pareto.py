@@ -177,9 +177,16 @@ def recorded(cfg: TrainConfig, out: Path, init: str | None = None) -> dict | Non
     if not path.is_file():
         return None
     m = json.loads(path.read_text())
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "data_dir", "init")}
-    theirs = {k: m["config"].get(k) for k in mine}
-    if theirs != mine or "test_acc" not in m or len(m["epochs"]) != cfg.total_epochs:
+    try:  # as the trainer resumes a run: a field added since it ran takes its default
+        theirs = asdict(TrainConfig.from_dict(m["config"]))
+    except (TypeError, ValueError):
+        return None
+    own = ("out", "data_dir", "init")
+    if {k: v for k, v in theirs.items() if k not in own} != {
+        k: v for k, v in asdict(cfg).items() if k not in own
+    }:
+        return None
+    if "test_acc" not in m or len(m["epochs"]) != cfg.total_epochs:
         return None
     return m if m.get("init_sha256") == init else None
 
