@@ -48,18 +48,6 @@ PASSES = {"fwd": 2, "fwd+bwd": 5}  # fwd: x, y; bwd: x, dy, dx
 CHECK_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def sizes(device: str, quick: bool) -> list[tuple[str, tuple[int, ...]]]:
     """(label, shape), the sizes that matter most first: large flat tensors, then the CNN's."""
     if quick:
@@ -421,7 +409,7 @@ def main(argv=None) -> int:
             p.error(f"--activation: {a!r} is not one of {', '.join(providers.F_OF)}")
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    name = device_name(device)
+    name = timing.device_name(device)
     slug = "cpu" if device == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     table = "_features" if args.gates == "feature" else ("_activations" if args.activation else "")
     suffix = table + ("-quick" if args.quick else "")

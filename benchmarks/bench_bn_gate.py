@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import signal
 import statistics
 import sys
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import compiled, copy_bandwidth_gbs, cpu_time_interleaved, gpu_time  # noqa: E402
+from timing import compiled, copy_bandwidth_gbs, cpu_time_interleaved, device_name, gpu_time  # noqa: E402
 
 import alphakern  # noqa: E402
 from alphakern.functional import alpha, bn_gate  # noqa: E402
@@ -244,7 +243,7 @@ def main(argv=None) -> int:
         # backend="cpu" builds the fused kernels if they are stale, where "auto" (the trainer's)
         # would fall back to the unfused composition
         bn_gate(torch.randn(2, 3, 2, 2), torch.tensor(0.0), torch.tensor(1.0), backend="cpu")
-    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    name = device_name(device)
     result: dict = dict(meta=dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=f"{device} ({name})", threads=torch.get_num_threads(),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +29,9 @@ import alphakern
 from alphakern.cifar_nets import relu_network
 from alphakern.folding import POLICIES
 from alphakern.modules import alpha_layers, materialize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import device_name  # noqa: E402
 
 PATTERNS = ("none", "block", "all")  # gate patterns
 
@@ -110,7 +113,7 @@ def main() -> None:
     meta = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        machine=platform.processor() or platform.machine(),
+        machine=device_name("cpu"),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
     )

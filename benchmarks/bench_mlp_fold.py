@@ -33,7 +33,7 @@ from alphakern.ops.core.activations import Activation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import timing  # noqa: E402
-from bench_activation import device_name  # noqa: E402
+from timing import device_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKENS = 197

@@ -27,7 +27,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from alphakern.graph import fuse_bn
 from alphakern.modules import BatchNormGate, materialize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import copy_bandwidth_gbs  # noqa: E402
+from timing import copy_bandwidth_gbs, device_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = 16  # random batches the steps cycle through
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     alphakern.bn_gate(torch.randn(2, 3, 2, 2), torch.tensor(0.0), torch.tensor(1.0), backend="cpu")
     result: dict = dict(meta=dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=f"cpu ({platform.processor() or platform.machine()})", threads=torch.get_num_threads(),
+        device=device_name("cpu"), threads=torch.get_num_threads(),
         torch=torch.__version__, batch=64, layout="channels_last", optimizer="Adam",
         rounds=args.rounds, steps_per_round=args.steps,
         allocator={k: v for k, v in os.environ.items() if k == "LD_PRELOAD" or k.startswith("MALLOC_")},

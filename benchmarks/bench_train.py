@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import platform
 import signal
 import statistics
 import sys
@@ -27,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebook_baseline as nb  # noqa: E402
+from timing import device_name  # noqa: E402
 
 from alphakern.data import Cifar10, DatasetError, load_cifar10  # noqa: E402
 from alphakern.train import TrainConfig, Trainer, resolve_device  # noqa: E402
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     meta = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=dev,
-        device_name=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+        device_name=torch.cuda.get_device_name() if device.type == "cuda" else device_name("cpu"),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         data=data.source,

@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from alphakern.train import METRICS, TrainConfig, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import device_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "budget_sweep"
 
@@ -66,7 +69,7 @@ def provenance(**machine) -> dict:
     return dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         machine=dict(
-            cpu=platform.processor() or platform.machine(),
+            cpu=device_name("cpu"),
             threads=torch.get_num_threads(),
             torch=torch.__version__,
             **machine,

@@ -11,11 +11,27 @@ from __future__ import annotations
 
 import itertools
 import math
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model (/proc/cpuinfo): a timing is only read beside its machine,
+    and the dev machines differ from session to session."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def quantiles(samples_ms: list[float]) -> tuple[float, float, float]:
