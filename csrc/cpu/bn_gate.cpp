@@ -10,7 +10,9 @@
 //
 // dz = dL/dz is the gate's backward of dy at z, recomputed from x (z is never stored): training
 // makes two passes forward (statistics; normalise-and-gate) and two backward (one reduction over x
-// and dy that also sums the gate's term, one apply pass), where eager BN then gate makes five.
+// and dy that also sums the gate's term, one apply pass), where eager BN then gate makes five. With
+// a residual in fp32, bn_gate_backward's reduction also writes dr = dz and its apply pass reads it
+// (kReduceDz, kApplyDz); the pass ops below keep recomputing dz.
 // x is [N, C, S...] contiguous ("rows": N*C rows of S) or channels_last ("cols": N*S rows of C);
 // per-channel parameters are fp32 [C] (slopes: 1 - alpha, repeated per channel for a layer gate).
 // Determinism: work items with shape-only bounds, each summing in a fixed order into its own fp64

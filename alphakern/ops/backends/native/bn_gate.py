@@ -6,7 +6,8 @@ makes the fp32 per-channel parameters and the α terms, and runs the passes — 
 were ~30 small tensor ops per call, as costly as the kernels' savings on ResNet-20's small
 activations.
 
-With a residual r the gated value is s = z + r, and the apply pass also writes ∂L/∂r = ds.
+With a residual r the gated value is s = z + r and ∂L/∂r = ds: the apply pass writes it (on the CPU
+in fp32 the sums pass does, and the apply pass reads it back instead of dy and r).
 Training makes two passes over x forward (``bn_stats``; ``bn_gate_fwd``) and two backward
 (``bn_gate_bwd_reduce``: Σ dz, Σ dz·x̂ and the gate's Σ dy·(f(z) − z) per channel in one pass over x
 and dy, z recomputed from x and the batch statistics; ``bn_gate_bwd_apply``). Eval: one pass each
