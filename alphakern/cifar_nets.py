@@ -31,14 +31,20 @@ RELU_NETWORKS = ("resnet20", "resnet18", "vgg11_bn", "mobilenet_v2", "efficientn
 
 
 class _PadShortcut(nn.Module):
-    """Option A: subsample by 2 and zero-pad the new channels (no parameters)."""
+    """Option A: subsample by 2 and zero-pad the new channels (no parameters).
+
+    The subsampling is a 1×1 average pool of stride 2, which equals ``x[:, :, ::2, ::2]`` exactly but
+    keeps its gradient in x's memory format: the slice's backward writes a contiguous gradient, so
+    a channels_last network met a contiguous gradient at every stage's end (a layout copy in the
+    next op's backward) and paid a slower scatter.
+    """
 
     def __init__(self, extra: int) -> None:
         super().__init__()
         self.extra = extra
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return F.pad(F.avg_pool2d(x, 1, 2), (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
 
 class _BasicBlock(nn.Module):

@@ -583,6 +583,28 @@ def test_fuse_bn_on_resnet20_same_outputs_grads_and_state_dict_both_ways(monkeyp
     assert alphakern.nonlinearity_count(fused, x[:1]) == alphakern.nonlinearity_count(plain, x[:1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_resnet20_shortcut_subsamples_exactly_and_keeps_the_gradient_channels_last(dtype):
+    """ResNet-20's option-A shortcut (a 1×1 average pool of stride 2, then the zero channels) is
+    x[:, :, ::2, ::2] padded, bit for bit, odd sizes included; its gradient comes back in x's memory
+    format (the slice's is contiguous, which cost the fused BN → add → gate of each stage's end a
+    layout copy of dy) and, summed with a channels_last gradient as autograd does, stays so."""
+    from alphakern.cifar_nets import _PadShortcut
+
+    sc = _PadShortcut(6)
+    for shape in ((3, 4, 9, 7), (2, 5, 8, 8)):
+        x = torch.randn(shape).to(dtype=dtype, memory_format=torch.channels_last).requires_grad_()
+        y = sc(x)
+        assert torch.equal(y, F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 3, 3)))
+        g = torch.randn(y.shape, dtype=dtype).to(memory_format=torch.channels_last)
+        (dx,) = torch.autograd.grad(y, x, g)
+        want = torch.zeros(shape, dtype=dtype)
+        want[:, :, ::2, ::2] = g[:, 3 : 3 + shape[1]]
+        assert torch.equal(dx, want)
+        assert dx.is_contiguous(memory_format=torch.channels_last)
+        assert (dx + torch.ones_like(x)).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fuse_bn_fuses_a_batchnorm_once_when_gates_follow_each_other():
     """BN → gate → gate: the BN fuses with the first gate; the second, now reading the fused
     module, is not fused a second time (which would drop the first gate)."""

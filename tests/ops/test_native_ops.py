@@ -100,3 +100,31 @@ def test_bn_add_gate_backward_is_its_two_passes_bit_for_bit(layout, activation):
     )
     assert torch.equal(dr, dr2) and torch.equal(dx, dx2)
     assert torch.equal(dw, sums[1].float()) and torch.equal(db, sums[0].float())
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("x_layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    "dtype, residual", [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)]
+)
+def test_bn_gate_backward_takes_dy_in_any_layout(x_layout, dtype, residual):
+    """dy in the other layout than x (a CIFAR ResNet's sliced shortcut once handed a contiguous
+    gradient to a channels_last x) or broadcast (a global average pool's backward) gives the bits of
+    dy in x's layout, and dx, dr in x's layout."""
+    from alphakern.ops.core.activations import Activation
+
+    x, dy = make((5, 21, 9, 7), dtype, "cpu", layout=x_layout, seed=11)
+    r = make((5, 21, 9, 7), dtype, "cpu", layout=x_layout, seed=12)[0] if residual else None
+    gen = torch.Generator().manual_seed(13)
+    mean, invstd, w, b, gamma = (torch.randn(21, generator=gen) for _ in range(5))
+    invstd, nu = invstd.abs() + 0.1, torch.tensor(4.0)
+    act = Activation("gelu")
+    args = (x, r, w, b, mean, invstd, gamma, nu, True, act.code, act.negative_slope)
+    fmt = torch.channels_last if x_layout == "channels_last" else torch.contiguous_format
+    other = torch.contiguous_format if x_layout == "channels_last" else torch.channels_last
+    pooled = dy.mean((2, 3), keepdim=True).expand_as(dy)
+    for given in (dy.contiguous(memory_format=other), pooled):
+        got = OPS.bn_gate_backward(given, *args)
+        want = OPS.bn_gate_backward(given.contiguous(memory_format=fmt), *args)
+        assert got[0].stride() == x.stride() and (r is None or got[1].stride() == x.stride())
+        assert all(torch.equal(g, e) for g, e in zip(got, want, strict=True))
