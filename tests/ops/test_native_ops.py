@@ -108,7 +108,7 @@ def test_bn_add_gate_backward_is_its_two_passes_bit_for_bit(layout, activation):
     "dtype, residual", [(torch.float32, True), (torch.float32, False), (torch.bfloat16, True)]
 )
 def test_bn_gate_backward_takes_dy_in_any_layout(x_layout, dtype, residual):
-    """dy in the other layout than x (a CIFAR ResNet's sliced shortcut once handed a contiguous
+    """dy in another layout than x's (a CIFAR ResNet's sliced shortcut once handed a contiguous
     gradient to a channels_last x) or broadcast (a global average pool's backward) gives the bits of
     dy in x's layout, and dx, dr in x's layout."""
     from alphakern.ops.core.activations import Activation
