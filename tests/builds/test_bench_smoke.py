@@ -143,19 +143,21 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(tmp_path, script,
 
     from tests.subproc import ROOT
 
-    out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, script, *args, "--json", str(out)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        while not out.exists():
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
+    out, err = tmp_path / "r.json", tmp_path / "stderr.txt"
+    with err.open("w") as stderr:  # a file, not a pipe: a full pipe would block the benchmark
+        proc = subprocess.Popen(
+            [sys.executable, script, *args, "--json", str(out)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        hang = time.monotonic() + 600  # a guard against a benchmark that never writes, not a timing
+        try:
+            while not out.exists():
+                assert proc.poll() is None and time.monotonic() < hang, err.read_text()
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
     assert proc.returncode == 130, proc.returncode
     data = json.loads(out.read_text())
     assert data["meta"]["complete"] is False
