@@ -36,7 +36,7 @@ class _PadShortcut(nn.Module):
     The subsampling is a 1×1 average pool of stride 2, which equals ``x[:, :, ::2, ::2]`` exactly but
     keeps its gradient in x's memory format: the slice's backward writes a contiguous gradient, so
     a channels_last network met a contiguous gradient at every stage's end (a layout copy in the
-    next op's backward) and paid a slower scatter.
+    next op's backward).
     """
 
     def __init__(self, extra: int) -> None:
