@@ -13,14 +13,17 @@ pytestmark = pytest.mark.slow  # nvcc
 
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
-def test_build_cuda_command_compiles_csrc():
-    env = dict(os.environ)
+def test_build_cuda_command_compiles_csrc(tmp_path):
+    # a fresh extension cache: in the default one a current build is reused and nothing compiles
+    # (and a test has no business writing the user's cache)
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
     env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")  # one target keeps the test's build short
     proc = run_python("-m", "alphakern", "build-cuda", env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("alphakern CUDA backend built:")]
     assert line, proc.stdout
-    assert Path(line[0].split(": ", 1)[1]).exists()
+    lib = Path(line[0].split(": ", 1)[1])
+    assert lib.exists() and lib.is_relative_to(tmp_path / "ext"), lib  # built here, just now
 
 
 def test_build_failure_exits_nonzero_with_message(tmp_path):
