@@ -28,7 +28,7 @@ bench: native
 
 # The tests run in JOBS pytest-xdist workers (default 2, this machine's cores), an idle worker taking
 # tests queued on a busy one (worksteal: the builds would otherwise queue on one worker); JOBS=0:
-# one process. On 2 cores: 19:57 against 23:39 in one process (README).
+# one process. The times measured each way: README, "The two commands".
 # pytest exits 5 when it collects nothing: not a failure of the code.
 JOBS ?= 2
 test: native
