@@ -248,10 +248,11 @@ def main() -> None:
     save_run(out, base.out, base_m)
 
     def result_of(cfg: TrainConfig) -> dict | None:  # --report: None for a run not finished
-        if finished(cfg) is None and (m := recorded(cfg, out, init)) is not None:
+        done = finished(cfg)
+        if done is None and (m := recorded(cfg, out, init)) is not None:
             print(f"{cfg.out}: recorded in {out / 'run_metrics'} ({m['test_acc']:.2f}%)")
             return m
-        return finished(cfg) if args.report else train_to_end(cfg)
+        return done if args.report else train_to_end(cfg)  # (train_to_end reads a finished run back)
 
     equal = dict(epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, init=base.out, distill=True)
     budgets = [float(v) for v in args.budgets.split(",")]
