@@ -1,15 +1,29 @@
 """The benchmark's --quick mode runs end to end and writes a sane JSON and a plot."""
 
+import importlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from tests.subproc import run_python
+from tests.subproc import ROOT, run_python
 
 pytestmark = pytest.mark.slow  # benchmark processes
+
+
+def benchmark_module(name: str):
+    """A module of benchmarks/, imported as its siblings import it: by name, from that folder."""
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def test_quick_benchmark(tmp_path):
@@ -64,13 +78,9 @@ def test_train_benchmark_smoke(tmp_path):
 
 def test_gpu_rotation_and_run_order():
     """The GPU timing cycles through enough input sets to defeat L2; the large sizes run first."""
-    import sys
-
     import torch
 
-    sys.path.insert(0, "benchmarks")
-    import bench_activation
-    import timing
+    bench_activation, timing = benchmark_module("bench_activation"), benchmark_module("timing")
 
     assert timing.input_sets_for(8 * 2**20, l2_bytes=50 * 2**20) == 13  # 2^20 fp32 x and dy, H100 L2
     assert timing.input_sets_for(2**30, l2_bytes=50 * 2**20) == 1
@@ -93,13 +103,6 @@ def test_gpu_check_script_degrades_gracefully(tmp_path):
     as far as writing any (a 5 s slot on a loaded machine may end while Python still imports torch:
     what a stopped benchmark keeps is tested directly below); the run ends within its budget plus a
     margin that only a step left running past its slot would exceed."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from tests.subproc import ROOT
-
     env = dict(os.environ, BUDGET_S="50", PY=sys.executable, OUT=str(tmp_path / "out"))
     env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "ext")
     t0 = time.monotonic()
@@ -136,13 +139,6 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(tmp_path, script,
     exists (bench_activation: after its first group; bench_train: before its warm-ups) saves what it
     has, valid and marked incomplete, and exits by itself with 130 (not killed by the signal). Waits
     for the file, not for a time."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.subproc import ROOT
-
     out, err = tmp_path / "r.json", tmp_path / "stderr.txt"
     with err.open("w") as stderr:  # a file, not a pipe: a full pipe would block the benchmark
         proc = subprocess.Popen(
@@ -363,12 +359,9 @@ def test_pareto_smoke(tmp_path):
 def test_pareto_recorded(tmp_path):
     """A committed run's metrics stand for its run only if they record the same configuration (its
     directories aside), every epoch and the test accuracy."""
-    import sys
-
-    sys.path.insert(0, "benchmarks")
-    from pareto import recorded
-
     from alphakern.train import TrainConfig
+
+    recorded = benchmark_module("pareto").recorded
 
     run = str(tmp_path / "runs" / "snl_element_0.25")
     cfg = TrainConfig(out=run, data_dir="/data", method="snl", granularity="element", budget=0.25,
@@ -404,10 +397,7 @@ def test_pareto_verdict():
     """The verdict per budget reads seed 0's element points with the chosen settings only: not the
     defaults' rows, the channel row or the second seeds (those go to its seed spread); a goal is
     None while one of its points is missing."""
-    import sys
-
-    sys.path.insert(0, "benchmarks")
-    from pareto import verdict
+    verdict = benchmark_module("pareto").verdict
 
     def pt(method, acc, fraction=0.25, seed=0, variant=None, gran="element"):
         return dict(
