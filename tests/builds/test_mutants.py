@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reference import HAS_NVCC
+from tests.builds.nvcc import check_layer_ptx, compile_layer_kernels
 from tests.subproc import ROOT
 
 pytestmark = pytest.mark.slow
@@ -104,12 +104,10 @@ CUDA_MUTANTS = {
 }  # fmt: skip
 
 
-@pytest.mark.skipif(not HAS_NVCC, reason="nvcc (the CUDA toolkit) is not installed")
 @pytest.mark.parametrize("mutant", list(CUDA_MUTANTS))
-def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, mutant):
-    from tests.builds.test_cuda_build import check_layer_ptx
-
+def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, layer_kernels, mutant):
     tree = _copy_with(tmp_path, *CUDA_MUTANTS[mutant])
-    check_layer_ptx(tmp_path)  # the original passes in the same place ...
-    with pytest.raises(AssertionError):  # ... the mutant does not
-        check_layer_ptx(tmp_path, csrc=tree / "csrc")
+    check_layer_ptx(layer_kernels[0])  # the original passes (compiled once per session) ...
+    ptx, _ = compile_layer_kernels(tmp_path, csrc=tree / "csrc")  # the mutant compiles ...
+    with pytest.raises(AssertionError):  # ... and fails them
+        check_layer_ptx(ptx)
