@@ -1,7 +1,7 @@
 """The suite against planted bugs in the native sources: a mutant of csrc/ must fail a test.
 
-- CPU: the mutated library is built into a fresh TORCH_EXTENSIONS_DIR (tests/reference.py builds
-  rather than skips there) and the CPU kernel tests must fail on it.
+- CPU: the mutated library is built at -O0 into a fresh TORCH_EXTENSIONS_DIR (tests/reference.py
+  builds rather than skips there) and the CPU kernel tests must fail on it.
 - CUDA (no GPU here): the compile-level checks (PTX of sm_90) must reject the mutant. A mutant
   that only changes results on a GPU is caught by tests/ops/test_gpu.py where one is present, not here.
 """
@@ -72,7 +72,9 @@ CPU_MUTANTS = {
 def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
     path, old, new, tests = CPU_MUTANTS[mutant]
     tree = _copy_with(tmp_path, path, old, new)
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"), PYTHONPATH=str(tree))
+    # unoptimised: a third of an -O3 build's compile time; a mutant's logic fails the same tests
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"), PYTHONPATH=str(tree),
+               ALPHAKERN_CPU_CFLAGS="-O0")  # fmt: skip
     env.pop("ALPHAKERN_TESTS_NO_NATIVE", None)
     where = subprocess.run(
         [sys.executable, "-c", "import alphakern; print(alphakern.__file__)"],

@@ -17,6 +17,8 @@ Using it without a build — the policy:
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 import warnings
 
@@ -61,9 +63,12 @@ _SIMD = {
 
 
 def flags(cap: str | None = None) -> list[str]:
-    """Compiler flags for a capability, as ATen builds its own AVX2 / AVX-512 kernels."""
+    """Compiler flags for a capability, as ATen builds its own AVX2 / AVX-512 kernels, then those of
+    ALPHAKERN_CPU_CFLAGS (e.g. "-O0 -g" to debug a kernel: the last -O wins). They are part of the
+    build's fingerprint: a library built with other flags is rebuilt, never loaded."""
     cap = capability() if cap is None else cap
-    return ["-O3", "-fopenmp", *_SIMD.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
+    extra = shlex.split(os.environ.get("ALPHAKERN_CPU_CFLAGS", ""))
+    return ["-O3", "-fopenmp", *_SIMD.get(cap, ["-DCPU_CAPABILITY=DEFAULT"]), *extra]
 
 
 def _build_spec() -> tuple[str, list, list[str], str]:
@@ -88,7 +93,7 @@ def build(verbose: bool = False, notice: bool = False) -> str:
         torch.ops.load_library(str(lib))
     else:
         if notice:
-            print("alphakern: compiling the native CPU kernels once (about 40 s; "
+            print("alphakern: compiling the native CPU kernels once (about a minute on 2 cores; "
                   "'python -m alphakern build' does it ahead)", file=sys.stderr)  # fmt: skip
         try:
             lib = native_build.compile_library(
