@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.builds.nvcc import compile_layer_kernels
+from tests.builds.nvcc import compile_kept
 from tests.reference import HAS_NVCC
 
 
@@ -12,4 +12,4 @@ def layer_kernels(tmp_path_factory) -> tuple[str, str]:
     checked by test_cuda_build.py, and test_mutants.py checks its mutants against the same checks)."""
     if not HAS_NVCC:
         pytest.skip("nvcc (the CUDA toolkit) is not installed")
-    return compile_layer_kernels(tmp_path_factory.mktemp("layer_kernels"), usage=True)
+    return compile_kept(tmp_path_factory.mktemp("layer_kernels"))

@@ -58,16 +58,19 @@ def check_math(entries: dict[str, str]) -> None:
         assert approx <= allowed, (name, approx)
 
 
-def compile_layer_kernels(tmp_path, csrc=None, usage: bool = False) -> tuple[str, str]:
-    """(PTX, ptxas -v's report or "") of ``csrc``'s layer_kernels.cu for sm_90: one nvcc call, to
-    PTX alone, or (``usage``) to a cubin with its PTX kept."""
-    if not usage:
-        nvcc(tmp_path, "-ptx", "-o", "k.ptx", csrc=csrc)
-        return (tmp_path / "k.ptx").read_text(), ""
-    proc = nvcc(tmp_path, "-cubin", "-o", "k.cubin", "-Xptxas", "-v", "-keep", "-keep-dir", str(tmp_path),
-                 csrc=csrc)  # fmt: skip
-    (ptx,) = list(tmp_path.glob("layer_kernels*.ptx"))
+def compile_kept(tmp_path, source: str = "cuda/layer_kernels.cu", csrc=None) -> tuple[str, str]:
+    """(PTX, ptxas -v's report) of one nvcc call on ``source``: a cubin for sm_90, its PTX kept."""
+    stem = Path(source).stem
+    kept = ("-keep", "-keep-dir", str(tmp_path))
+    proc = nvcc(tmp_path, "-cubin", "-o", f"{stem}.cubin", "-Xptxas", "-v", *kept, source=source, csrc=csrc)
+    (ptx,) = list(tmp_path.glob(f"{stem}*.ptx"))
     return ptx.read_text(), proc.stderr
+
+
+def layer_ptx(tmp_path, csrc=None) -> str:
+    """The PTX alone of ``csrc``'s layer_kernels.cu for sm_90 (no ptxas: what the mutants need)."""
+    nvcc(tmp_path, "-ptx", "-o", "k.ptx", csrc=csrc)
+    return (tmp_path / "k.ptx").read_text()
 
 
 def check_layer_ptx(ptx: str) -> None:

@@ -61,7 +61,7 @@ def test_portable_build_from_a_clean_cache_then_auto_uses_it(tmp_path):
     built = lib.stat().st_mtime_ns
     again = run_python("-m", "alphakern", "build", "--only", "cpu", env=env)  # cached: no compile
     assert again.returncode == 0, again.stderr
-    assert "(DEFAULT)" in again.stdout and "alphakern_cpu_default" in again.stdout
+    assert "alphakern CPU backend built (DEFAULT)" in again.stdout and "alphakern_cpu_default" in again.stdout
     assert "compiling" not in again.stderr and lib.stat().st_mtime_ns == built  # not rebuilt
     auto = run_python("-c", CHECK, "auto", env=env)
     assert _used(auto) == "cpu" and "capability DEFAULT" in auto.stdout

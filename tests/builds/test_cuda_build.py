@@ -12,8 +12,8 @@ from tests.builds.nvcc import (
     act_of,
     check_layer_ptx,
     check_math,
+    compile_kept,
     entries_of,
-    nvcc,
     usage_of,
 )
 from tests.reference import HAS_NVCC
@@ -66,10 +66,8 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
     """gate_kernels.cu for sm_90 (one compile, its PTX kept): each vectorised instantiation (16 bytes:
     4 fp32 or 8 fp16/bf16 elements) of the four gate kernels, for every f, loads and stores 16 bytes;
     no atomics, no approximate math beyond expf's; nothing spilled."""
-    proc = nvcc(tmp_path, "-cubin", "-o", "g.cubin", "-Xptxas", "-v", "-keep", "-keep-dir", str(tmp_path),
-                 source="cuda/gate_kernels.cu")  # fmt: skip
-    (ptx,) = list(tmp_path.glob("gate_kernels*.ptx"))
-    entries = entries_of(ptx.read_text())
+    ptx, report = compile_kept(tmp_path, source="cuda/gate_kernels.cu")
+    entries = entries_of(ptx)
     kinds = ("gates_cols_fwd", "gates_cols_bwd", "gates_rows_fwd", "gates_rows_bwd")
     for kind in kinds:
         for dtype, vec in DTYPES:
@@ -80,8 +78,8 @@ def test_gate_kernels_ptx_and_registers(tmp_path):
     # each kernel x dtype x (vectorised, scalar) x f + column sum
     assert len(entries) == 4 * 3 * 2 * 7 + 1
     check_math(entries)
-    usage = usage_of(proc.stderr)
-    assert len(usage) == len(entries), proc.stderr[-2000:]
+    usage = usage_of(report)
+    assert len(usage) == len(entries), report[-2000:]
     assert all(spill == 0 for _, spill, _ in usage), [u for u in usage if u[1]]
 
 
@@ -93,10 +91,8 @@ def test_bn_gate_kernels_ptx_and_registers(tmp_path):
     (and apply's dr); no atomics; no approximate math beyond expf's. No
     spills but the few bytes some smooth/hardswish instantiations save around IEEE division's
     out-of-line slow path (f ≥ gelu_tanh; at most 16 bytes)."""
-    proc = nvcc(tmp_path, "-cubin", "-o", "b.cubin", "-Xptxas", "-v", "-keep", "-keep-dir", str(tmp_path),
-                 source="cuda/bn_gate.cu")  # fmt: skip
-    (ptx,) = list(tmp_path.glob("bn_gate*.ptx"))
-    entries = entries_of(ptx.read_text())
+    ptx, report = compile_kept(tmp_path, source="cuda/bn_gate.cu")
+    entries = entries_of(ptx)
     modes = {0: "stats", 1: "fwd", 2: "reduce", 3: "apply"}
     for layout in ("bn_rows_kernel", "bn_cols_kernel"):
         for dtype, vec in DTYPES:
@@ -111,7 +107,7 @@ def test_bn_gate_kernels_ptx_and_registers(tmp_path):
                         assert stores >= 1 + (mode == 3 and res), (name, stores)  # y or dx, dr
     assert len(entries) == 2 * 3 * 2 * (1 + 3 * 7 * 2), len(entries)
     check_math(entries)
-    usage = usage_of(proc.stderr)
-    assert len(usage) == len(entries), proc.stderr[-2000:]
+    usage = usage_of(report)
+    assert len(usage) == len(entries), report[-2000:]
     for name, spill, _ in usage:
         assert spill == 0 or (act_of(name) >= 4 and spill <= 16), (name, spill)

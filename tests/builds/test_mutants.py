@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builds.nvcc import check_layer_ptx, compile_layer_kernels
+from tests.builds.nvcc import check_layer_ptx, layer_ptx
 from tests.subproc import ROOT
 
 pytestmark = pytest.mark.slow
@@ -110,6 +110,6 @@ CUDA_MUTANTS = {
 def test_a_cuda_kernel_mutant_fails_the_ptx_checks(tmp_path, layer_kernels, mutant):
     tree = _copy_with(tmp_path, *CUDA_MUTANTS[mutant])
     check_layer_ptx(layer_kernels[0])  # the original passes (compiled once per session) ...
-    ptx, _ = compile_layer_kernels(tmp_path, csrc=tree / "csrc")  # the mutant compiles ...
+    ptx = layer_ptx(tmp_path, csrc=tree / "csrc")  # the mutant compiles ...
     with pytest.raises(AssertionError):  # ... and fails them
         check_layer_ptx(ptx)
