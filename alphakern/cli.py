@@ -173,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_run(args: argparse.Namespace) -> int:
     from alphakern.data import DatasetError
-    from alphakern.train import CheckpointError, NonFiniteLoss, TrainConfig, Trainer, load_config
+    from alphakern.train import CheckpointError, NonFiniteLoss, RunDirBusy, TrainConfig, Trainer, load_config
     from alphakern.train.config import resolve_device
 
     given = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
@@ -196,7 +196,7 @@ def _train_run(args: argparse.Namespace) -> int:
             if trainer.dist.is_main:
                 print(f"resuming {cfg.out} after epoch {trainer.epoch}")
         trainer.run()
-    except (DatasetError, ValueError, CheckpointError) as e:
+    except (DatasetError, ValueError, CheckpointError, RunDirBusy) as e:
         return _fail(str(e))
     except NonFiniteLoss as e:
         print(f"error: {e}. Stopped; the last good checkpoint is kept in {cfg.out}.", file=sys.stderr)

@@ -18,6 +18,7 @@ from alphakern.train.loop import (
     format_relus,
     test_with_discretized,
 )
+from alphakern.train.rundir import RunDirBusy
 from alphakern.train.runs import FoldedRun, Run, fold_run, load_run, load_test_batches, undecided_gates
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "FoldedRun",
     "Run",
+    "RunDirBusy",
     "NonFiniteLoss",
     "TrainConfig",
     "Trainer",

@@ -228,6 +228,7 @@ class Trainer:
         ))  # fmt: skip
 
     def load(self) -> None:
+        self.run_dir.claim()  # resuming: refused at once where another process writes the directory
         state = self.run_dir.load(self.device)
         if state.get("keep") is not None and self.keep is None:  # stopped in the fine-tuning epochs
             self._freeze({k: v.cpu() for k, v in state["keep"].items()})
@@ -323,6 +324,7 @@ class Trainer:
 
     def run(self) -> dict:
         """Train the remaining epochs, then evaluate on the test set and report."""
+        self.run_dir.claim()  # before the first epoch, not at its save: RunDirBusy
         cfg = self.cfg
         while self.epoch < cfg.total_epochs:
             if self.epoch >= self.search_epochs and cfg.discretizes and self.keep is None:

@@ -1,11 +1,15 @@
 """What a run leaves in its directory: the checkpoint, metrics.json, the plots, gates.npz.
 
 Under torchrun only rank 0 writes (every rank holds the same state); every rank can read. Each
-file is replaced atomically, so an interrupted run leaves the previous epoch's files whole.
+file is replaced atomically, so an interrupted run leaves the previous epoch's files whole. One
+process writes a directory at a time: the writer holds an exclusive lock on its ``.lock`` file
+(``RunDir.claim``), and a second process that would write it is refused (``RunDirBusy``).
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +27,64 @@ from alphakern.train.checkpoint import (
 from alphakern.train.history import History
 from alphakern.train.plots import write_plots, write_relu_budget_plot
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (the writes stay atomic)
+    fcntl = None
+
+LOCK = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is writing the run directory."""
+
+
+class _Claim:
+    """An exclusive ``flock`` on ``DIR/.lock`` while this object lives. The OS drops it when the
+    process ends, so a killed run leaves no stale lock; the file (holding the writer's pid) stays."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.file = open(path / LOCK, "a+")  # noqa: SIM115 (held open: the lock lives with it)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            pid = (path / LOCK).read_text().strip() or "?"
+            raise RunDirBusy(
+                f"run directory {path} is being written by another process (pid {pid}, holding "
+                f"{path / LOCK}); wait for it to end or stop it"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+
+# a process's claims by directory: its RunDirs on one directory share one (a resumed Trainer beside
+# the interrupted one); the lock goes when the last of them does
+_CLAIMS: weakref.WeakValueDictionary[Path, _Claim] = weakref.WeakValueDictionary()
+
 
 class RunDir:
     def __init__(self, path: str | Path, writes: bool) -> None:
         self.path = Path(path)
         self.writes = writes  # rank 0 (or the only process)
+        self._claim: _Claim | None = None
+
+    def claim(self) -> None:
+        """Become the directory's one writer (creating it), or raise ``RunDirBusy`` naming the
+        process that is; a no-op where this process already is, or does not write."""
+        if not self.writes or self._claim is not None or fcntl is None:
+            return
+        key = self.path.resolve()
+        claim = _CLAIMS.get(key)
+        if claim is None:
+            claim = _CLAIMS[key] = _Claim(key)
+        self._claim = claim
 
     def save(self, state: dict) -> None:
         if self.writes:
+            self.claim()
             save_checkpoint(self.path, state)
 
     def load(self, map_location: torch.device) -> dict:
@@ -47,6 +101,7 @@ class RunDir:
         """metrics.json (with the history's series), the plots, and gates.npz for granular gates."""
         if not self.writes:
             return
+        self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
         m = dict(metrics, history=history.series())
         atomic_write(self.path / METRICS, lambda p: p.write_text(compact_json(m)))

@@ -1,0 +1,83 @@
+"""One writer per run directory: a second process is refused, one process may hold it twice (a
+resumed Trainer beside the interrupted one), and the lock goes with its holder."""
+
+import gc
+import subprocess
+import sys
+
+import pytest
+
+from alphakern.cli import main
+from alphakern.train import CHECKPOINT, RunDirBusy, Trainer
+from alphakern.train.rundir import LOCK, RunDir
+from tests.cifar_fixtures import write_pickles
+from tests.train_helpers import train_cfg
+
+HOLD = (
+    "import sys; from alphakern.train.rundir import RunDir; r = RunDir(sys.argv[1], writes=True); "
+    "r.claim(); print('held', flush=True); sys.stdin.read()"
+)
+# the lock as the OS sees it, asked without alphakern: exit 1 where someone holds it
+PROBE = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+pytest.importorskip("fcntl", reason="run-directory locks are POSIX flock")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_pickles(tmp_path_factory.mktemp("cifar"), n_per_batch=24, n_test=40)
+
+
+def _held(path) -> bool:
+    return (
+        subprocess.run([sys.executable, "-c", PROBE, str(path / LOCK)], capture_output=True).returncode != 0
+    )
+
+
+def test_a_run_directory_another_process_writes_is_refused_until_it_ends(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t = Trainer(train_cfg(data_dir, out), progress=False)
+        with pytest.raises(
+            RunDirBusy, match=rf"run directory .*run is being written by another process \(pid {holder.pid}"
+        ):
+            t.run()
+        with pytest.raises(RunDirBusy):
+            t.load()
+        assert t.epoch == 0 and not (out / CHECKPOINT).exists()  # refused before its first epoch
+        RunDir(out, writes=False).claim()  # a torchrun rank that never writes takes no lock
+        args = [
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--limit-train",
+            "32",
+        ]
+        assert main(args) == 2
+        assert "is being written by another process" in capsys.readouterr().err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    t.run()  # the lock ended with its process: nothing stale is left to remove
+    assert (out / CHECKPOINT).is_file()
+
+
+def test_one_process_holds_a_directory_once_and_lets_go_with_its_last_writer(tmp_path):
+    first, second = RunDir(tmp_path, writes=True), RunDir(tmp_path, writes=True)
+    first.claim()
+    second.claim()  # the same process: shared, not refused
+    assert (tmp_path / LOCK).read_text().strip().isdigit() and _held(tmp_path)
+    del first
+    gc.collect()
+    assert _held(tmp_path)  # the second still writes
+    del second
+    gc.collect()
+    assert not _held(tmp_path)
