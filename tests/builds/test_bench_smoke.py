@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.subproc import ROOT, run_python
+from tests.train_helpers import held_by_another_process
 
 pytestmark = pytest.mark.slow  # benchmark processes
 
@@ -302,8 +303,8 @@ def test_pareto_smoke(tmp_path):
     assert r["complete"]
     rows = [(p["method"], p["granularity"], p["seed"], p["variant"]) for p in r["points"]]
     assert rows == [(None, None, 0, None), ("random", "element", 0, None), ("alpha", "element", 0, None),
-                    ("snl", "element", 0, None), ("alpha", "channel", 0, None), ("alpha", "element", 1, None),
-                    ("snl", "element", 1, None), ("alpha", "element", 0, "seed's start"),
+                    ("snl", "element", 0, None), ("alpha", "element", 1, None), ("snl", "element", 1, None),
+                    ("alpha", "channel", 0, None), ("alpha", "element", 0, "seed's start"),
                     ("snl", "element", 0, "authors' λ")]  # fmt: skip
     for p in r["points"]:
         assert p["epochs"] == 2
@@ -331,17 +332,24 @@ def test_pareto_smoke(tmp_path):
     assert report.returncode == 0, report.stdout + report.stderr
     r = json.loads((tmp_path / "res" / "pareto.json").read_text())
     assert not r["complete"] and r["runs_left"] == [str(tmp_path / "runs" / "random_element_0.25")]
-    read_back = [None, "alpha", "snl", "alpha", "alpha", "snl", "alpha", "snl"]  # all but random, in order
+    read_back = [None, "alpha", "snl", "alpha", "snl", "alpha", "alpha", "snl"]  # all but random, in order
     assert [p["method"] for p in r["points"]] == read_back
     assert not (tmp_path / "runs" / "random_element_0.25" / "metrics.json").exists()  # nothing trained
     assert r["verdict"]["0.25"]["learned_ahead_of_random"] is None  # random's point is missing
 
     # a fresh checkout: the run directories gone, the ReLU network comes back from its committed weights
     # and the committed metrics stand for the points (random's, missing from them, trains)
+    # (a second pareto.py holding random's point: this one skips it, and trains it once free)
     shutil.rmtree(tmp_path / "runs")
+    busy = tmp_path / "runs" / "random_element_0.25"
+    with held_by_another_process(busy):
+        skipped = run_python(*args)
+    assert skipped.returncode == 0 and f"{busy}: skipped: run directory" in skipped.stdout, skipped.stdout
+    assert skipped.stdout.count("recorded in") == 8 and "restored from" in skipped.stdout, skipped.stdout
+    r = json.loads((tmp_path / "res" / "pareto.json").read_text())
+    assert not r["complete"] and r["runs_left"] == [str(busy)]
     fresh = run_python(*args)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert fresh.stdout.count("recorded in") == 8 and "restored from" in fresh.stdout, fresh.stdout
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["random_element_0.25", "relu_base"]
     r = json.loads((tmp_path / "res" / "pareto.json").read_text())
     assert r["complete"] and [p["method"] for p in r["points"]][:2] == [None, "random"]

@@ -11,12 +11,8 @@ from alphakern.cli import main
 from alphakern.train import CHECKPOINT, RunDirBusy, Trainer
 from alphakern.train.rundir import LOCK, RunDir
 from tests.cifar_fixtures import write_pickles
-from tests.train_helpers import train_cfg
+from tests.train_helpers import held_by_another_process, train_cfg
 
-HOLD = (
-    "import sys; from alphakern.train.rundir import RunDir; r = RunDir(sys.argv[1], writes=True); "
-    "r.claim(); print('held', flush=True); sys.stdin.read()"
-)
 # the lock as the OS sees it, asked without alphakern: exit 1 where someone holds it
 PROBE = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
 
@@ -36,36 +32,18 @@ def _held(path) -> bool:
 
 def test_a_run_directory_another_process_writes_is_refused_until_it_ends(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(out) as holder:
         t = Trainer(train_cfg(data_dir, out), progress=False)
-        with pytest.raises(
-            RunDirBusy, match=rf"run directory .*run is being written by another process \(pid {holder.pid}"
-        ):
+        busy = rf"run directory .*run is being written by another process \(pid {holder.pid}"
+        with pytest.raises(RunDirBusy, match=busy):
             t.run()
         with pytest.raises(RunDirBusy):
             t.load()
         assert t.epoch == 0 and not (out / CHECKPOINT).exists()  # refused before its first epoch
         RunDir(out, writes=False).claim()  # a torchrun rank that never writes takes no lock
-        args = [
-            "train",
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--limit-train",
-            "32",
-        ]
-        assert main(args) == 2
+        args = ["--data-dir", str(data_dir), "--out", str(out), "--epochs", "1", "--limit-train", "32"]
+        assert main(["train", *args]) == 2
         assert "is being written by another process" in capsys.readouterr().err
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
     t.run()  # the lock ended with its process: nothing stale is left to remove
     assert (out / CHECKPOINT).is_file()
 
