@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +194,34 @@ def _cache_path(root: Path, key: str, dataset: str = "cifar10") -> Path:
     return Path.home() / ".cache" / "alphakern" / f"{digest}{name}"
 
 
+CACHED = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _read_cache(cache: Path) -> tuple[np.ndarray, ...] | None:
+    """The cached arrays, or None where the file is not a whole cache (then the data is decoded again)."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:  # arrays only: no code runs
+            return tuple(z[k] for k in CACHED)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def _write_cache(cache: Path, arrays: tuple[np.ndarray, ...]) -> None:
+    """Write the cache under a temporary name of its own (O_EXCL: two processes decoding at once
+    never write one file, and no link is followed), then rename it into place."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f"{cache.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **dict(zip(CACHED, arrays, strict=True)))
+            os.replace(tmp, cache)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # (gone after the rename)
+    except OSError:
+        pass  # caching is an optimisation only
+
+
 def load_cifar10(data_dir: str | Path, *, download: bool = False, use_cache: bool = True) -> Cifar10:
     """Read CIFAR-10 from data_dir (pickle or image-folder layout), decoding at most once."""
     return load_dataset("cifar10", data_dir, download=download, use_cache=use_cache)
@@ -212,22 +242,14 @@ def load_dataset(
     layout, root, files = find_source(data_dir, dataset)
     key = _fingerprint(files)
     cache = _cache_path(root, key, dataset)
-    if use_cache and cache.is_file():
-        with np.load(cache) as z:
-            arrays = tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
-    else:
+    arrays = _read_cache(cache) if use_cache and cache.is_file() else None
+    if arrays is None:
         readers = {"pickle": _read_pickles, "pickle100": _read_c100, "folder": _read_folder}
         arrays = readers[layout](root)
         if use_cache:
             for stale in cache.parent.glob(f".alphakern-{dataset}-*.npz") if cache.parent == root else ():
                 stale.unlink(missing_ok=True)
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_name(cache.name + ".tmp.npz")
-                np.savez(tmp, train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
-                os.replace(tmp, cache)
-            except OSError:
-                pass  # caching is an optimisation only
+            _write_cache(cache, arrays)
     tx, ty, ex, ey = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if len(tx) == 0 or len(ex) == 0:
         raise DatasetError(f"{root}: the train or test split is empty.\n" + _how_to_get(data_dir))

@@ -26,12 +26,14 @@ GATES = "gates.npz"  # per-channel/per-element runs: α of every gate at each ep
 
 
 class CheckpointError(RuntimeError):
-    """A run directory has no checkpoint, or one that is not safe or not ours to load."""
+    """A run directory has no checkpoint, or one that is not safe or not ours to load (or a lock file
+    that is not a plain file)."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover (or a link) is replaced, never written through
     write(tmp)
     os.replace(tmp, path)
 

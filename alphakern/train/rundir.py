@@ -18,6 +18,7 @@ import torch
 from alphakern.train.checkpoint import (
     GATES,
     METRICS,
+    CheckpointError,
     atomic_write,
     compact_json,
     load_checkpoint,
@@ -45,7 +46,11 @@ class _Claim:
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.file = open(path / LOCK, "a+")  # noqa: SIM115 (held open: the lock lives with it)
+        try:  # never through a link: the pid written below would replace whatever it points at
+            fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:  # ELOOP for a link
+            raise CheckpointError(f"cannot lock run directory {path}: {path / LOCK}: {e.strerror}") from None
+        self.file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,6 +47,20 @@ def test_cache_is_used_and_invalidated(tmp_path):
     assert list(tmp_path.glob(".alphakern-cifar10-*.npz")) != caches
 
 
+def test_a_cache_that_is_not_whole_is_decoded_again_and_rewritten(tmp_path):
+    """A truncated cache (a disk that filled, a copy cut short) is read as no cache: the data is
+    decoded again and the cache rewritten whole, no temporary file left beside it."""
+    write_pickles(tmp_path)
+    first = load_cifar10(tmp_path)
+    (cache,) = tmp_path.rglob(".alphakern-cifar10-*.npz")  # beside the pickles
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[: len(whole) // 2])
+    again = load_cifar10(tmp_path)
+    assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
+    assert cache.read_bytes() == whole
+    assert [p.name for p in cache.parent.glob(".alphakern-*")] == [cache.name]
+
+
 def test_missing_data_says_what_where_and_how(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         load_cifar10(tmp_path / "nowhere")

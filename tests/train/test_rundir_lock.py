@@ -1,14 +1,16 @@
 """One writer per run directory: a second process is refused, one process may hold it twice (a
-resumed Trainer beside the interrupted one), and the lock goes with its holder."""
+resumed Trainer beside the interrupted one), the lock goes with its holder; and no link in a run
+directory is written through."""
 
 import gc
+import json
 import subprocess
 import sys
 
 import pytest
 
 from alphakern.cli import main
-from alphakern.train import CHECKPOINT, RunDirBusy, Trainer
+from alphakern.train import CHECKPOINT, METRICS, CheckpointError, RunDirBusy, Trainer
 from alphakern.train.rundir import LOCK, RunDir
 from tests.cifar_fixtures import write_pickles
 from tests.train_helpers import held_by_another_process, train_cfg
@@ -59,3 +61,23 @@ def test_one_process_holds_a_directory_once_and_lets_go_with_its_last_writer(tmp
     del second
     gc.collect()
     assert not _held(tmp_path)
+
+
+def test_links_in_a_run_directory_are_never_written_through(data_dir, tmp_path):
+    """A ``.lock`` that is a link is refused by name; a leftover temporary file that is a link (an
+    interrupted write's name) is replaced, not followed: the files they point at stay as they were."""
+    victim = tmp_path / "someone_elses.txt"
+    victim.write_text("theirs\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / LOCK).symlink_to(victim)
+    with pytest.raises(CheckpointError, match=r"cannot lock run directory .*locked: .*\.lock"):
+        RunDir(locked, writes=True).claim()
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (CHECKPOINT, METRICS):
+        (out / f".{name}.tmp").symlink_to(victim)
+    t = train_cfg(data_dir, out, epochs=1)
+    Trainer(t, progress=False).run()
+    assert victim.read_text() == "theirs\n" and json.loads((out / METRICS).read_text())["test_acc"] >= 0
+    assert not any(p.is_symlink() for p in out.iterdir())
