@@ -25,14 +25,14 @@ its ReLUs), rewritten after every point; each run's metrics (its epochs' curves)
 
     python benchmarks/pareto.py --data-dir DATA                                   # days on 2 cores
     python benchmarks/pareto.py --data-dir DATA --report                       # the results so far
+    python benchmarks/pareto.py --data-dir DATA --limit-train 256 --base-epochs 1 --search-epochs 1 \\
+        --finetune-epochs 1 --budgets 0.25 --work /tmp/p --out /tmp/p          # smoke
 
 Two at once share the points: each skips the point the other is training (its run directory is
 locked). On the 2-core EPYC, two processes at OMP_NUM_THREADS=1 made 1.33× the training steps of one
 at 2 threads (ResNet-20, batch 64: 283 ms a step each against 188 ms), about 1.15× the points
 per hour in whole epochs; as each ends, the other's points may be missing from the results it wrote
 last: ``--report`` writes them all.
-    python benchmarks/pareto.py --data-dir DATA --limit-train 256 --base-epochs 1 --search-epochs 1 \\
-        --finetune-epochs 1 --budgets 0.25 --work /tmp/p --out /tmp/p          # smoke
 """
 
 from __future__ import annotations
