@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from alphakern.files import atomic_write
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PICKLE_DIR = "cifar-10-batches-py"
@@ -207,17 +208,15 @@ def _read_cache(cache: Path) -> tuple[np.ndarray, ...] | None:
 
 
 def _write_cache(cache: Path, arrays: tuple[np.ndarray, ...]) -> None:
-    """Write the cache under a temporary name of its own (O_EXCL: two processes decoding at once
-    never write one file, and no link is followed), then rename it into place."""
+    """Write the cache atomically (two processes decoding at once each write a file of their own)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a bare name
+            np.savez(f, **dict(zip(CACHED, arrays, strict=True)))
+
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f"{cache.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **dict(zip(CACHED, arrays, strict=True)))
-            os.replace(tmp, cache)
-        finally:
-            Path(tmp).unlink(missing_ok=True)  # (gone after the rename)
+        atomic_write(cache, write)
     except OSError:
         pass  # caching is an optimisation only
 

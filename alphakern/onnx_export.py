@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alphakern.files import atomic_write
 from alphakern.modules import AlphaGate
 
 
@@ -51,7 +52,5 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     finally:
         model.train(was_training)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    program.save(tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda p: program.save(p))
     return path

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from alphakern.files import atomic_write
 from alphakern.graph.report import VERDICTS
-from alphakern.train.checkpoint import CHECKPOINT, METRICS, atomic_write, compact_json
+from alphakern.train.checkpoint import CHECKPOINT, METRICS, compact_json
 from alphakern.train.config import TrainConfig
 
 # what makes two runs the same experiment (the rest — output paths, logging — may differ)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from alphakern.files import atomic_write
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import providers  # noqa: E402
 import timing  # noqa: E402
@@ -466,9 +468,7 @@ def main(argv=None) -> int:
 
     def save() -> None:  # after every group, atomically: an interrupted run keeps its rows
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        os.replace(tmp, json_path)
+        atomic_write(json_path, lambda p: p.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1)))
 
     todo = [
         (*g, a)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import alphakern
+from alphakern.files import atomic_write
 from alphakern.folding.mlp import concat_modules, split_modules
 from alphakern.modules import FixedGate
 from alphakern.ops.core.activations import Activation
@@ -156,9 +157,7 @@ def main(argv=None) -> int:
 
     def save() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: p.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1)))
 
     print(f"MLP fold on {meta['device_name']}, torch {torch.__version__}, {meta['torch_threads']} threads")
     for dtype in dtypes:

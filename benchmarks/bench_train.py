@@ -29,6 +29,7 @@ import notebook_baseline as nb  # noqa: E402
 from timing import device_name  # noqa: E402
 
 from alphakern.data import Cifar10, DatasetError, load_cifar10  # noqa: E402
+from alphakern.files import atomic_write  # noqa: E402
 from alphakern.train import TrainConfig, Trainer, resolve_device  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,9 +154,7 @@ def main(argv=None) -> int:
 
     def save() -> None:
         result = dict(meta=meta, **summarize(rates), **extra)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out)
+        atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=1)))
 
     save()
     try:

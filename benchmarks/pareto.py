@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from alphakern.files import atomic_write
 from alphakern.train import METRICS, RunDirBusy, TrainConfig
 from alphakern.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -141,7 +142,7 @@ def plot(result: dict, out: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "pareto.png", dpi=110)
+    atomic_write(out / "pareto.png", lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
 
     fig, axes = plt.subplots(
@@ -163,7 +164,7 @@ def plot(result: dict, out: Path) -> None:
     if filled:
         filled[-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "pareto_stages.png", dpi=110)
+    atomic_write(out / "pareto_stages.png", lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -173,7 +174,8 @@ def save_run(out: Path, run: str, metrics: dict, init: str | None = None) -> Non
     ``init``: the digest of the ReLU network it started from."""
     (out / "run_metrics").mkdir(parents=True, exist_ok=True)
     record = {k: v for k, v in metrics.items() if k != "history"} | ({"init_sha256": init} if init else {})
-    (out / "run_metrics" / f"{Path(run).name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(out / "run_metrics" / f"{Path(run).name}.json", lambda p: p.write_text(text))
 
 
 def recorded(cfg: TrainConfig, out: Path, init: str | None = None) -> dict | None:
@@ -208,7 +210,7 @@ def base_network(base: TrainConfig, out: Path, report: bool) -> tuple[dict | Non
         save_checkpoint(
             Path(base.out), dict(config=asdict(base), epoch=len(m["epochs"]), model=load_file(path))
         )
-        (Path(base.out) / METRICS).write_text(json.dumps(m))
+        atomic_write(Path(base.out) / METRICS, lambda p: p.write_text(json.dumps(m)))
         print(f"{base.out}: restored from {path} ({m['test_acc']:.2f}%)")
     m = finished(base) if report else train_to_end(base)
     if m is None:
@@ -216,7 +218,7 @@ def base_network(base: TrainConfig, out: Path, report: bool) -> tuple[dict | Non
     weights = load_checkpoint(base.out)["model"]
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+        atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in weights.items()}, str(p)))
     committed = load_file(path)
     if committed.keys() != weights.keys() or not all(torch.equal(committed[k], weights[k]) for k in weights):
         raise SystemExit(
@@ -319,7 +321,8 @@ def main() -> None:
             seconds_this_call=time.perf_counter() - t0,
         )
         save_run(out, cfg.out, m, init)
-        (out / "pareto.json").write_text(json.dumps(result, indent=1) + "\n")
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(out / "pareto.json", lambda p, text=text: p.write_text(text))
         plot(result, out)
     for pt in points:
         print(f"{label(pt) if pt['method'] else 'ReLU 100%'} {pt['fraction']:.0%}: {pt['relus']} ReLUs, "

@@ -1,4 +1,4 @@
-"""Run-directory I/O: atomic writes, and checkpoints loaded without running anyone's code.
+"""Run-directory I/O: checkpoints loaded without running anyone's code.
 
 ``torch.load`` of a pickle can run arbitrary code; a run directory may come from someone else
 (``alphakern report DIR``, ``--resume DIR``), so checkpoints are loaded with ``weights_only=True``:
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from alphakern.files import atomic_write
 from alphakern.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -28,14 +27,6 @@ GATES = "gates.npz"  # per-channel/per-element runs: α of every gate at each ep
 class CheckpointError(RuntimeError):
     """A run directory has no checkpoint, or one that is not safe or not ours to load (or a lock file
     that is not a plain file)."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover (or a link) is replaced, never written through
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def compact_json(obj: object) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from alphakern.train.checkpoint import atomic_write
+from alphakern.files import atomic_write
 
 
 def write_plots(

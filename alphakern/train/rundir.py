@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alphakern.files import atomic_write
 from alphakern.train.checkpoint import (
     GATES,
     METRICS,
     CheckpointError,
-    atomic_write,
     compact_json,
     load_checkpoint,
     npz_bytes,

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from alphakern.data import DatasetError, DeviceBatches, load_dataset, probe
+from alphakern.files import atomic_write
 from alphakern.folding import fold, fold_report
 from alphakern.gate_rules import verdict_masks
 from alphakern.graph import discretize
 from alphakern.modules import alpha_layers
-from alphakern.train.checkpoint import atomic_write, compact_json, load_checkpoint
+from alphakern.train.checkpoint import compact_json, load_checkpoint
 from alphakern.train.config import TrainConfig, resolve_device
 from alphakern.train.loop import EVAL_BATCH, build_model, evaluate
 

@@ -64,8 +64,10 @@ def test_one_process_holds_a_directory_once_and_lets_go_with_its_last_writer(tmp
 
 
 def test_links_in_a_run_directory_are_never_written_through(data_dir, tmp_path):
-    """A ``.lock`` that is a link is refused by name; a leftover temporary file that is a link (an
-    interrupted write's name) is replaced, not followed: the files they point at stay as they were."""
+    """A ``.lock`` that is a link is refused by name; links at the temporary names an interrupted
+    write of an older alphakern left (``.NAME.tmp``) are not followed: the files they point at stay as
+    they were, and every file the run writes is a file of its own (``tests/test_files.py`` plants a
+    link at the very name a write draws)."""
     victim = tmp_path / "someone_elses.txt"
     victim.write_text("theirs\n")
     locked = tmp_path / "locked"
@@ -80,4 +82,6 @@ def test_links_in_a_run_directory_are_never_written_through(data_dir, tmp_path):
     t = train_cfg(data_dir, out, epochs=1)
     Trainer(t, progress=False).run()
     assert victim.read_text() == "theirs\n" and json.loads((out / METRICS).read_text())["test_acc"] >= 0
-    assert not any(p.is_symlink() for p in out.iterdir())
+    planted = {out / f".{name}.tmp" for name in (CHECKPOINT, METRICS)}
+    assert all(p.is_symlink() for p in planted)  # not the run's: left as they were
+    assert not any(p.is_symlink() for p in set(out.iterdir()) - planted)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from alphakern.files import atomic_write
+
 # A build of csrc/ takes about a minute on 2 cores; a lock older than this was left by a killed one.
 STALE_LOCK_S = 600.0
 STAMP = "alphakern-build.json"
@@ -87,10 +89,8 @@ def cached_library(name: str, digest: str) -> Path | None:
 
 
 def write_stamp(name: str, digest: str, library: Path) -> None:
-    path = build_dir(name) / STAMP
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": digest, "library": str(library)}))
-    tmp.replace(path)
+    stamp = json.dumps({"fingerprint": digest, "library": str(library)})
+    atomic_write(build_dir(name) / STAMP, lambda p: p.write_text(stamp))
 
 
 def compile_library(name: str, sources: list[Path], verbose: bool, **flags) -> Path:

@@ -1,0 +1,62 @@
+"""Files written whole or not at all: the one atomic writer every file alphakern writes goes through.
+
+``atomic_write`` writes a temporary file of its own beside the target, then renames it over the
+target: a reader (or a process resumed after a kill) sees the old file or the new one, never half.
+The temporary name is new for every write and created exclusively (``O_EXCL | O_NOFOLLOW``), so two
+processes writing one target at once never share a file, and a name planted in the directory — a
+link to someone else's file, a leftover of a killed write — is never opened, let alone written
+through. Only the standard library is imported: every layer (native build, data, trainer,
+benchmarks) can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+_ATTEMPTS = 100  # names tried before giving up (each collision is a 1 in 2**32 chance, or a planted name)
+
+
+def _token() -> str:
+    return secrets.token_hex(4)
+
+
+def _exclusive_temp(path: Path) -> Path:
+    """A new, empty file ``.NAME.TOKEN.tmp`` beside ``path``, created by this call (mode 0666 less the
+    umask, as the target would have had from ``open``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{_token()}.tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path} ({_ATTEMPTS} names taken)")
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` into a new temporary file beside ``path``, flushed to disk, then renamed over
+    ``path``. If ``write`` raises, the temporary file is removed and ``path`` is as it was."""
+    path = Path(path)
+    tmp = _exclusive_temp(path)
+    try:
+        write(tmp)
+        _fsync(tmp)  # the data is on disk before the name points at it (a crash leaves old or new)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable, where the platform allows
+        _fsync(path.parent, directory=True)
