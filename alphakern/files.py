@@ -2,7 +2,7 @@
 
 ``atomic_write`` writes a temporary file of its own beside the target, then renames it over the
 target: a reader (or a process resumed after a kill) sees the old file or the new one, never half.
-The temporary name is new for every write and created exclusively (``O_EXCL | O_NOFOLLOW``), so two
+The temporary name is new for every write and created exclusively (``O_CREAT | O_EXCL``), so two
 processes writing one target at once never share a file, and a name planted in the directory — a
 link to someone else's file, a leftover of a killed write — is never opened, let alone written
 through. Only the standard library is imported: every layer (native build, data, trainer,
@@ -27,7 +27,7 @@ def _token() -> str:
 def _exclusive_temp(path: Path) -> Path:
     """A new, empty file ``.NAME.TOKEN.tmp`` beside ``path``, created by this call (mode 0666 less the
     umask, as the target would have had from ``open``)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # with O_EXCL, a link at the name fails too (POSIX)
     for _ in range(_ATTEMPTS):
         tmp = path.with_name(f".{path.name}.{_token()}.tmp")
         try:
