@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alphakern.files import atomic_write
+from alphakern.files import atomic_write, leftover_temps
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PICKLE_DIR = "cifar-10-batches-py"
@@ -196,6 +196,7 @@ def _cache_path(root: Path, key: str, dataset: str = "cifar10") -> Path:
 
 
 CACHED = ("train_x", "train_y", "test_x", "test_y")
+STALE_WRITE_S = 3600.0  # a cache write takes seconds: a temporary file this old is a killed process's
 
 
 def _read_cache(cache: Path) -> tuple[np.ndarray, ...] | None:
@@ -248,6 +249,8 @@ def load_dataset(
         if use_cache:
             for stale in cache.parent.glob(f".alphakern-{dataset}-*.npz") if cache.parent == root else ():
                 stale.unlink(missing_ok=True)
+            for tmp in leftover_temps(cache, older_than_s=STALE_WRITE_S):  # a killed process's write
+                tmp.unlink(missing_ok=True)
             _write_cache(cache, arrays)
     tx, ty, ex, ey = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if len(tx) == 0 or len(ex) == 0:

@@ -12,16 +12,20 @@ benchmarks) can use it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
+import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 _ATTEMPTS = 100  # names tried before giving up (each collision is a 1 in 2**32 chance, or a planted name)
+_TOKEN_BYTES = 4
 
 
 def _token() -> str:
-    return secrets.token_hex(4)
+    return secrets.token_hex(_TOKEN_BYTES)
 
 
 def _exclusive_temp(path: Path) -> Path:
@@ -36,6 +40,25 @@ def _exclusive_temp(path: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path} ({_ATTEMPTS} names taken)")
+
+
+def leftover_temps(path: str | Path, older_than_s: float = 0.0) -> list[Path]:
+    """The temporary files of writes of ``path`` that never finished (a killed process's), last
+    modified more than ``older_than_s`` ago. Only a caller that knows no write of ``path`` is in
+    flight (the run directory's one writer) may remove them all; others pass an age no write takes.
+    Regular files only: a link at such a name is not ours."""
+    path = Path(path)
+    pattern = f".{glob.escape(path.name)}." + "[0-9a-f]" * (2 * _TOKEN_BYTES) + ".tmp"
+    now = time.time()
+    found = []
+    for p in path.parent.glob(pattern):
+        try:
+            st = p.lstat()
+        except FileNotFoundError:  # its write just finished
+            continue
+        if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than_s:  # lstat: a link is not
+            found.append(p)
+    return sorted(found)
 
 
 def _fsync(path: Path, directory: bool = False) -> None:

@@ -77,3 +77,16 @@ def test_the_file_gets_the_mode_a_plain_write_would_give(tmp_path):
     plain.write_text("x")
     atomic_write(tmp_path / "atomic.txt", lambda p: p.write_text("x"))
     assert stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_leftover_temps_are_a_killed_writes_files_of_that_target_only(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    killed = files._exclusive_temp(target)  # what a write killed before its rename leaves
+    killed.write_bytes(b"half")
+    other = files._exclusive_temp(tmp_path / "checkpoint.pt2")  # another file's
+    victim = tmp_path / "someone_elses.txt"
+    victim.write_text("theirs\n")
+    (tmp_path / ".checkpoint.pt.0000aaaa.tmp").symlink_to(victim)  # a link is not ours
+    (tmp_path / ".checkpoint.pt.tmp").write_text("")  # not a name the writer draws
+    assert files.leftover_temps(target) == [killed] and other.exists()
+    assert files.leftover_temps(target, older_than_s=3600) == []  # a write may still be in flight

@@ -1,4 +1,5 @@
-"""The run directory's two figures: losses/accuracies per epoch and α per training step."""
+"""The run directory's figures: losses/accuracies per epoch, α per training step, and (budget runs)
+the ReLUs kept and removed per layer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 import torch
 
 from alphakern.files import atomic_write
+
+CURVES, ALPHAS, BUDGET_BARS = "training_validation_metrics.png", "alpha_evolution.png", "relu_budget.png"
+PLOTS = (CURVES, ALPHAS, BUDGET_BARS)
 
 
 def write_plots(
@@ -33,7 +37,7 @@ def write_plots(
         axis.set_title(f"{label} over epochs")
         axis.legend()
     fig.tight_layout()
-    atomic_write(run_dir / "training_validation_metrics.png", lambda p: fig.savefig(p, format="png"))
+    atomic_write(run_dir / CURVES, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
     fig, axis = plt.subplots(figsize=(10, 6))
     for i, name in enumerate(names):
@@ -51,7 +55,7 @@ def write_plots(
     if names:
         axis.legend()
     fig.tight_layout()
-    atomic_write(run_dir / "alpha_evolution.png", lambda p: fig.savefig(p, format="png"))
+    atomic_write(run_dir / ALPHAS, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 
@@ -77,5 +81,5 @@ def write_relu_budget_plot(run_dir: Path, metrics: dict) -> None:
     axis.set_title(title + (f", budget {budget}" if budget is not None else ""))
     axis.legend()
     fig.tight_layout()
-    atomic_write(run_dir / "relu_budget.png", lambda p: fig.savefig(p, format="png"))
+    atomic_write(run_dir / BUDGET_BARS, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)

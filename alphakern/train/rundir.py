@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alphakern.files import atomic_write
+from alphakern.files import atomic_write, leftover_temps
 from alphakern.train.checkpoint import (
+    CHECKPOINT,
     GATES,
     METRICS,
     CheckpointError,
@@ -26,7 +27,7 @@ from alphakern.train.checkpoint import (
     save_checkpoint,
 )
 from alphakern.train.history import History
-from alphakern.train.plots import write_plots, write_relu_budget_plot
+from alphakern.train.plots import PLOTS, write_plots, write_relu_budget_plot
 
 try:
     import fcntl
@@ -34,6 +35,7 @@ except ImportError:  # not POSIX: no lock (the writes stay atomic)
     fcntl = None
 
 LOCK = ".lock"
+OWN_FILES = (CHECKPOINT, METRICS, GATES, *PLOTS)  # the files the run directory's writer writes
 
 
 class RunDirBusy(RuntimeError):
@@ -63,6 +65,11 @@ class _Claim:
         self.file.truncate(0)
         self.file.write(f"{os.getpid()}\n")
         self.file.flush()
+        # the one writer now: what a killed writer's temporary files of the run's own files are left
+        # can go (not other files' — fold_run writes here without the lock)
+        for name in OWN_FILES:
+            for tmp in leftover_temps(path / name):
+                tmp.unlink(missing_ok=True)
 
 
 # a process's claims by directory: its RunDirs on one directory share one (a resumed Trainer beside

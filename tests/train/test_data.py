@@ -2,11 +2,19 @@
 
 import os
 import pickle
+import time
 
 import pytest
 import torch
 
-from alphakern.data import DatasetError, DatasetNotFoundError, DeviceBatches, load_cifar10, split_indices
+from alphakern.data import (
+    STALE_WRITE_S,
+    DatasetError,
+    DatasetNotFoundError,
+    DeviceBatches,
+    load_cifar10,
+    split_indices,
+)
 from tests.cifar_fixtures import write_folder, write_pickles
 
 
@@ -59,6 +67,22 @@ def test_a_cache_that_is_not_whole_is_decoded_again_and_rewritten(tmp_path):
     assert torch.equal(again.train_x, first.train_x) and torch.equal(again.test_y, first.test_y)
     assert cache.read_bytes() == whole
     assert [p.name for p in cache.parent.glob(".alphakern-*")] == [cache.name]
+
+
+def test_a_killed_writes_temporary_cache_is_removed_once_old_never_while_fresh(tmp_path):
+    """A process killed while writing the cache leaves its temporary file: the next decode removes it
+    once it is older than any write takes (STALE_WRITE_S), never one that may be a write in flight."""
+    write_pickles(tmp_path)
+    load_cifar10(tmp_path)
+    (cache,) = tmp_path.rglob(".alphakern-cifar10-*.npz")
+    old, fresh = (cache.with_name(f".{cache.name}.{t}.tmp") for t in ("0123abcd", "4567ef01"))
+    for p in (old, fresh):
+        p.write_bytes(b"half a cache")
+    then = time.time() - STALE_WRITE_S - 60
+    os.utime(old, (then, then))
+    cache.unlink()  # decoded again: the cleanup runs where a cache is written
+    load_cifar10(tmp_path)
+    assert not old.exists() and fresh.exists() and cache.is_file()
 
 
 def test_missing_data_says_what_where_and_how(tmp_path):

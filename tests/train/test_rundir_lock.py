@@ -85,3 +85,24 @@ def test_links_in_a_run_directory_are_never_written_through(data_dir, tmp_path):
     planted = {out / f".{name}.tmp" for name in (CHECKPOINT, METRICS)}
     assert all(p.is_symlink() for p in planted)  # not the run's: left as they were
     assert not any(p.is_symlink() for p in set(out.iterdir()) - planted)
+
+
+def test_the_writer_removes_a_killed_writers_temporary_files_of_the_runs_own_files_only(data_dir, tmp_path):
+    """A writer killed mid-write leaves ``.checkpoint.pt.XXXXXXXX.tmp``; the next writer of the
+    directory (the one writer, under the lock) removes those of the run's files, and leaves another
+    file's (``fold_run`` writes ``folded.pt2`` here without the lock) and links alone."""
+    out = tmp_path / "run"
+    out.mkdir()
+    killed = [out / f".{name}.0123abcd.tmp" for name in (CHECKPOINT, METRICS, "alpha_evolution.png")]
+    for p in killed:
+        p.write_bytes(b"half")
+    folding = out / ".folded.pt2.0123abcd.tmp"
+    folding.write_bytes(b"in flight")
+    (out / ".gates.npz.4567ef01.tmp").symlink_to(data_dir)
+    Trainer(train_cfg(data_dir, out, epochs=1), progress=False).run()
+    assert not any(p.exists() for p in killed) and folding.exists()
+    assert (out / ".gates.npz.4567ef01.tmp").is_symlink()
+    assert sorted(p.name for p in out.glob(".*.tmp")) == [
+        ".folded.pt2.0123abcd.tmp",
+        ".gates.npz.4567ef01.tmp",
+    ]
