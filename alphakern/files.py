@@ -61,8 +61,8 @@ def leftover_temps(path: str | Path, older_than_s: float = 0.0) -> list[Path]:
     return sorted(found)
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)  # a file or, on POSIX, a directory
     try:
         os.fsync(fd)
     finally:
@@ -82,4 +82,4 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     with contextlib.suppress(OSError):  # the rename itself made durable, where the platform allows
-        _fsync(path.parent, directory=True)
+        _fsync(path.parent)
