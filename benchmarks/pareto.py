@@ -126,9 +126,12 @@ def plot(result: dict, out: Path) -> None:
     full = [p for p in points if p["method"] is None]
     fig, ax = plt.subplots(figsize=(7.5, 5))
     rows = sorted({label(p) for p in points if p["method"] is not None and p["seed"] == 0})
+    colour = {row: f"C{i % 10}" for i, row in enumerate(rows)}  # a row's colour in both figures
     for row in rows:
         pts = sorted((p for p in points if p["method"] and label(p) == row), key=lambda p: p["relus"])
-        ax.plot([p["relus"] for p in pts], [p["test_acc"] for p in pts], marker="o", label=row)
+        ax.plot(
+            [p["relus"] for p in pts], [p["test_acc"] for p in pts], marker="o", label=row, color=colour[row]
+        )
     for p in points:
         if p["method"] and p["seed"] != 0:
             ax.plot(p["relus"], p["test_acc"], "kx", ms=7)
@@ -145,17 +148,18 @@ def plot(result: dict, out: Path) -> None:
     atomic_write(out / "pareto.png", lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
 
-    fig, axes = plt.subplots(
-        1, max(1, len(result["config"]["budgets"].split(","))), figsize=(12, 4), sharey=True
-    )
+    budgets = sorted(float(v) for v in result["config"]["budgets"].split(","))
+    fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(12, 4), sharey=True)
     axes = axes if hasattr(axes, "__len__") else [axes]
-    for bx, b in zip(axes, (float(v) for v in result["config"]["budgets"].split(",")), strict=False):
+    for bx, b in zip(axes, budgets, strict=False):
         pts = [p for p in points if p["method"] and p["fraction"] == b and p["seed"] == 0]
+        pts.sort(key=lambda p: rows.index(label(p)))
         stages = sorted({s for p in pts for s in p["kept_per_stage"]})
         width = 0.8 / max(1, len(pts))
         for i, p in enumerate(pts):
             xs = [j + i * width for j in range(len(stages))]
-            bx.bar(xs, [p["kept_per_stage"].get(s, 0.0) for s in stages], width, label=label(p))
+            kept = [p["kept_per_stage"].get(s, 0.0) for s in stages]
+            bx.bar(xs, kept, width, label=label(p), color=colour[label(p)])
         bx.set_xticks([j + 0.4 - width / 2 for j in range(len(stages))], stages)
         bx.set_title(f"budget {b:.0%} of the ReLUs", fontsize=9)
         bx.grid(True, axis="y", alpha=0.3)
