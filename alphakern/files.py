@@ -1,4 +1,4 @@
-"""Files written whole or not at all: the one atomic writer every file alphakern writes goes through.
+"""Files written whole or not at all: the one atomic writer every file the library writes goes through.
 
 ``atomic_write`` writes a temporary file of its own beside the target, then renames it over the
 target: a reader (or a process resumed after a kill) sees the old file or the new one, never half.
