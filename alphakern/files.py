@@ -44,7 +44,7 @@ def _exclusive_temp(path: Path) -> Path:
 
 def leftover_temps(path: str | Path, older_than_s: float = 0.0) -> list[Path]:
     """The temporary files of writes of ``path`` that never finished (a killed process's), last
-    modified more than ``older_than_s`` ago. Only a caller that knows no write of ``path`` is in
+    modified at least ``older_than_s`` ago. Only a caller that knows no write of ``path`` is in
     flight (the run directory's one writer) may remove them all; others pass an age no write takes.
     Regular files only: a link at such a name is not ours."""
     path = Path(path)

@@ -52,5 +52,5 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     finally:
         model.train(was_training)
     path = Path(path)
-    atomic_write(path, lambda p: program.save(p))
+    atomic_write(path, program.save)
     return path
