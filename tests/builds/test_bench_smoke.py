@@ -341,6 +341,11 @@ def test_pareto_smoke(tmp_path):
     # and the committed metrics stand for the points (random's, missing from them, trains)
     # (a second pareto.py holding random's point: this one skips it, and trains it once free)
     shutil.rmtree(tmp_path / "runs")
+    base_dir = tmp_path / "runs" / "relu_base"
+    with held_by_another_process(base_dir):  # restored by one process at a time, as it is trained
+        held = run_python(*args)
+    assert held.returncode != 0 and f"{base_dir}: cannot restore it" in held.stderr, held.stderr
+    assert sorted(p.name for p in base_dir.iterdir()) == [".lock"]  # nothing written beside the holder
     busy = tmp_path / "runs" / "random_element_0.25"
     with held_by_another_process(busy):
         skipped = run_python(*args)
