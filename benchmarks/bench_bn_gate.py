@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import compiled, copy_bandwidth_gbs, cpu_time_interleaved, device_name, gpu_time  # noqa: E402
 
 import alphakern  # noqa: E402
+from alphakern.files import atomic_write  # noqa: E402
 from alphakern.functional import alpha, bn_gate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -268,7 +269,7 @@ def main(argv=None) -> int:
         kept = json.loads(args.json.read_text())
         kept.setdefault("meta_by_part", {})[args.part] = result["meta"]
         result = {**kept, **{k: v for k, v in result.items() if k != "meta"}}
-    args.json.write_text(json.dumps(result, indent=1))
+    atomic_write(args.json, lambda p: p.write_text(json.dumps(result, indent=1)))
     print(f"wrote {args.json}")
     return 0 if result["meta"]["complete"] else 130
 

@@ -27,6 +27,7 @@ from torch import nn
 
 import alphakern
 from alphakern.cifar_nets import relu_network
+from alphakern.files import atomic_write
 from alphakern.folding import POLICIES
 from alphakern.modules import alpha_layers, materialize
 
@@ -146,9 +147,8 @@ def main() -> None:
                                rel_error=err, merged=len(info.merged), not_merged=len(info.not_merged),
                                **sides, speedup=rep["speedup"])  # fmt: skip
                     rows.append(row)
-                    out.write_text(
-                        json.dumps(dict(meta=meta, rows=rows), indent=1)
-                    )  # a stopped run keeps its rows
+                    text = json.dumps(dict(meta=meta, rows=rows), indent=1)
+                    atomic_write(out, lambda p, text=text: p.write_text(text))  # a stopped run keeps its rows
                     print(f"{name:<9} {pattern:<6} b{batch:<3} exact={exact!s:<5} "
                           f"depth {row['depth_before']:>2}->{row['depth_after']:<2} "
                           f"MACs {row['macs_before'] / 1e6:7.1f}M->{row['macs_after'] / 1e6:7.1f}M  "

@@ -39,6 +39,7 @@ from torch import nn
 
 import alphakern
 from alphakern.cifar_nets import relu_network
+from alphakern.files import atomic_write
 from alphakern.graph import fuse_bn
 from alphakern.modules import BatchNormGate, materialize
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         result[name] = measure(name, args.rounds, args.steps)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
+    atomic_write(args.json, lambda p: p.write_text(json.dumps(result, indent=1)))
     print(f"wrote {args.json}")
     return 0
 

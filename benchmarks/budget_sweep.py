@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from alphakern.files import atomic_write
 from alphakern.train import METRICS, TrainConfig, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,7 +159,7 @@ def plot(result: dict, path: Path) -> None:
                   f"network, then {c['search_epochs']}+{c['finetune_epochs']} per point")  # fmt: skip
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 
@@ -219,7 +220,7 @@ def main() -> None:
     if not args.skip_cost:
         result["step_time"] = step_cost(args, args.data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "budget_sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(out / "budget_sweep.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
     plot(result, out / "budget_sweep.png")
     for pt in points:
         print(f"{100 * pt['fraction']:5.1f}%: {pt['relu_count']:>7} ReLUs, test {pt['test_acc']:.2f}% "

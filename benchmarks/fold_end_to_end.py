@@ -31,6 +31,7 @@ from timing import cpu_time_interleaved
 
 import alphakern
 from alphakern.data import DeviceBatches, load_dataset, probe
+from alphakern.files import atomic_write
 from alphakern.folding import POLICIES, fold_report
 from alphakern.graph import discretize
 from alphakern.train import EVAL_BATCH, TrainConfig, evaluate, runs
@@ -127,7 +128,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"fold_end_to_end_{args.model}{'_units' if args.fold_units else ''}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(path, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
     print("test accuracy: " + ", ".join(f"{k} {v:.2f}%" for k, v in acc.items()))
     print(f"wrote {path}")
 

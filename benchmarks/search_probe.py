@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from alphakern.files import atomic_write
 from alphakern.graph import apply_keep
 from alphakern.graph.budget import soft_count
 from alphakern.train import TrainConfig, Trainer
@@ -95,7 +96,8 @@ def main() -> None:
         t0 = time.perf_counter()
         rows = probe(cfg)
         result["probes"].append(dict(penalty=w, **start, epochs=rows, seconds=time.perf_counter() - t0))
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(out, lambda p, text=text: p.write_text(text))
 
 
 if __name__ == "__main__":

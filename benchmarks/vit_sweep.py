@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from alphakern.files import atomic_write
 from alphakern.train import TrainConfig, fold_run
 from alphakern.train.checkpoint import load_checkpoint
 
@@ -87,7 +88,7 @@ def latency(work: Path, out: Path, batches: list[int], seconds: float) -> dict:
                     + ", ".join(f"{k} {v:.2f} ms (x{t['gelu'] / v:.2f})" for k, v in t.items())
                 )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vit_latency.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(out / "vit_latency.json", lambda p: p.write_text(json.dumps(result, indent=1) + "\n"))
     return result
 
 
@@ -123,7 +124,7 @@ def plot(result: dict, path: Path) -> None:
     bx.legend(fontsize=7)
     fig.suptitle("ViT (patch 8, 6 layers, width 192) on CIFAR-10, equal epochs")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -182,7 +183,8 @@ def main() -> None:
             seconds_this_call=time.perf_counter() - t0,
         )
         out.mkdir(parents=True, exist_ok=True)
-        (out / "vit_sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+        text = json.dumps(result, indent=1) + "\n"
+        atomic_write(out / "vit_sweep.json", lambda p, text=text: p.write_text(text))
         plot(result, out / "vit_sweep.png")
     for pt in points:
         name = pt["granularity"] or "GELU"
