@@ -246,8 +246,8 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
-    def write_metrics(self) -> None:
-        self.run_dir.write(self.metrics, self.history, self.gate_alphas)
+    def write_metrics(self, final: bool = False) -> None:
+        self.run_dir.write(self.metrics, self.history, self.gate_alphas, final)
 
     # the history as the tests and benchmarks read it
     @property
@@ -380,6 +380,6 @@ class Trainer:
             relu_layers=relu_layers(self.budget.sites, self.keep),
             **({"padding_moved": [list(p) for p in self.padding_moved]} if self.cfg.fold_padding else {}),
         )
-        self.write_metrics()
+        self.write_metrics(final=True)
         self.report_text = format_report(verdicts, test_acc, acc_after) + "\n" + format_relus(self.metrics)
         return self.metrics

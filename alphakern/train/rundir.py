@@ -9,6 +9,7 @@ process writes a directory at a time: the writer holds an exclusive lock on its 
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from pathlib import Path
 
@@ -36,6 +37,12 @@ except ImportError:  # not POSIX: no lock (the writes stay atomic)
 
 LOCK = ".lock"
 OWN_FILES = (CHECKPOINT, METRICS, GATES, *PLOTS)  # the files the run directory's writer writes
+# The plots are redrawn at an epoch's end only once this long has passed since they last were (or the
+# run began), and always at the run's end: a ResNet-20 run's take ~1.5 s of matplotlib each time (19
+# layers' α over 3,750 steps, the 2-core EPYC), which epochs of a few seconds would pay every time.
+# metrics.json, which they are drawn from, is written at every epoch's end. (tf.summary's file writers
+# bound their writes the same way: flush_millis, 120 s by default.)
+PLOT_EVERY_S = 60.0
 
 
 class RunDirBusy(RuntimeError):
@@ -82,6 +89,7 @@ class RunDir:
         self.path = Path(path)
         self.writes = writes  # rank 0 (or the only process)
         self._claim: _Claim | None = None
+        self._plotted = time.monotonic()  # of the last plots (the first: PLOT_EVERY_S into the run)
 
     def claim(self) -> None:
         """Become the directory's one writer (creating it), or raise ``RunDirBusy`` naming the
@@ -109,16 +117,21 @@ class RunDir:
         with np.load(self.path / GATES, allow_pickle=False) as z:  # arrays only: no code runs
             return {k: z[k] for k in z.files}
 
-    def write(self, metrics: dict, history: History, gates: dict[str, np.ndarray]) -> None:
-        """metrics.json (with the history's series), the plots, and gates.npz for granular gates."""
+    def write(
+        self, metrics: dict, history: History, gates: dict[str, np.ndarray], final: bool = False
+    ) -> None:
+        """metrics.json (with the history's series), the plots (at the run's end, ``final``, and
+        otherwise at most every ``PLOT_EVERY_S``), and gates.npz for granular gates."""
         if not self.writes:
             return
         self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
         m = dict(metrics, history=history.series())
         atomic_write(self.path / METRICS, lambda p: p.write_text(compact_json(m)))
-        write_plots(self.path, metrics, history.alpha(), history.layer_names, history.alpha_band())
-        if m.get("relu_layers"):  # a finished run with gates
+        if final or time.monotonic() - self._plotted >= PLOT_EVERY_S:
+            write_plots(self.path, metrics, history.alpha(), history.layer_names, history.alpha_band())
+            self._plotted = time.monotonic()
+        if final and m.get("relu_layers"):  # a finished run with gates
             write_relu_budget_plot(self.path, m)
         if history.granular:  # the full gate vectors, at epoch ends only
             atomic_write(self.path / GATES, lambda p: p.write_bytes(npz_bytes(gates)))

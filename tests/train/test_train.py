@@ -70,6 +70,42 @@ def test_end_to_end_outputs(data_dir, tmp_path):
     assert [float(a.nu) for _, a in alpha_layers(model)] == pytest.approx([0.01 * steps] * 3)
 
 
+@pytest.mark.parametrize("every, drawn_at", [(0.0, [1, 2, 3, 3]), (100.0, [2, 3]), (float("inf"), [3])])
+def test_plots_are_redrawn_at_most_every_interval_and_at_the_end(
+    every, drawn_at, data_dir, tmp_path, monkeypatch
+):
+    """metrics.json at every epoch's end (and the run's); the plots there only once PLOT_EVERY_S has
+    passed since they were last drawn (or the run began), and always at the run's end. Epochs of 60 s
+    on a clock of the test's."""
+    import types
+
+    import alphakern.train.rundir as rundir
+
+    clock, drawn, written = [0.0], [], []
+    real_plots, real_write = rundir.write_plots, rundir.atomic_write
+
+    def plots(path, metrics, *a):
+        drawn.append(len(metrics["epochs"]))
+        real_plots(path, metrics, *a)
+
+    def write(path, fn):
+        if path.name == "metrics.json":
+            written.append(len(t.metrics["epochs"]))
+            clock[0] = 60.0 * written[-1]
+        real_write(path, fn)
+
+    monkeypatch.setattr(rundir, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(rundir, "PLOT_EVERY_S", every)
+    monkeypatch.setattr(rundir, "write_plots", plots)
+    monkeypatch.setattr(rundir, "atomic_write", write)
+    t = Trainer(cfg(data_dir, tmp_path / "run", epochs=3), progress=False)
+    t.run()
+    assert written == [1, 2, 3, 3] and drawn == drawn_at
+    assert _png(tmp_path / "run" / "alpha_evolution.png")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(m["epochs"]) == 3 and "test_acc" in m
+
+
 def test_resume_continues_bit_for_bit(data_dir, tmp_path):
     straight = run(cfg(data_dir, tmp_path / "a"))
     run(cfg(data_dir, tmp_path / "b", epochs=1))
