@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.alphakern-installed
 
-.PHONY: bench test lint checkstyle venv native clean mutants
+.PHONY: bench test lint checkstyle venv native clean mutants torch-compat
 
 venv: $(STAMP)
 
@@ -51,6 +51,14 @@ checkstyle: $(STAMP)
 mutants: native
 	$(PY) .ci/mutants.py --base $(or $(BASE),HEAD~1) $(if $(FILES),--files $(FILES)) \
 	  $(if $(TESTS),--tests $(TESTS)) $(if $(K),-k "$(K)")
+
+# csrc/ compiled against another torch's headers and C++ standard (.ci/torch_compat.py): by default
+# the GPU machine's 2.11 (C++17), where this machine builds with 2.14 (C++20) -- the gap that cost
+# the first GPU run its CUDA backend. Run it before a GPU session after any csrc/ change. The first
+# call downloads the wheel (~530 MB) into build/torch-compat; ~6 min on 2 cores.
+TORCH_COMPAT ?= 2.11.0
+torch-compat: $(STAMP)
+	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Compile csrc/ against another torch's headers and C++ standard: ``make torch-compat``.
+
+The GPU machine runs torch 2.11 (C++17, its own headers); this machine builds with torch 2.14
+(C++20). The first GPU run lost its CUDA C++ backend to exactly that gap: ``d.sum({0, 2})``,
+accepted by 2.14's headers, is ambiguous under 2.11's. This compiles every native source — the CPU
+ones to a syntax check, the CUDA ones to objects for one architecture — with the other version's
+include tree and standard, so a GPU session never starts with a build that cannot work.
+
+    python .ci/torch_compat.py                     # torch 2.11.0, sm_90
+    python .ci/torch_compat.py --torch 2.12.0 --arch 8.0
+
+The wheel comes from the package index once (``pip download --no-deps``, ~530 MB) and is kept
+under ``build/torch-compat/VERSION``; only its ``torch/include`` and ``cpp_extension.py`` are
+unpacked. The flags are that version's own: its ``-std=`` and ``COMMON_NVCC_FLAGS``, read from its
+``cpp_extension.py`` (nothing of it is imported or run). Exit status 1 if any source fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from alphakern.ops.backends.native import cpu, cuda  # noqa: E402  (the sources and flags)
+
+
+def unpacked(version: str, cache: Path) -> Path:
+    """``cache/VERSION/torch``: that wheel's include tree and cpp_extension.py."""
+    where = cache / version
+    torch_dir = where / "torch"
+    if (torch_dir / "utils" / "cpp_extension.py").is_file():
+        return torch_dir
+    where.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(where.glob("torch-*.whl"))
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", f"torch=={version}", "--no-deps",
+               "--only-binary=:all:", "-d", str(where)]  # fmt: skip
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        wheels = sorted(where.glob("torch-*.whl"))
+    with zipfile.ZipFile(wheels[-1]) as z:
+        keep = ("torch/include/", "torch/utils/cpp_extension.py")
+        wanted = [n for n in z.namelist() if n.startswith(keep)]
+        z.extractall(where, members=wanted)
+    return torch_dir
+
+
+def flags_of(cpp_extension: Path) -> tuple[str, list[str]]:
+    """(the ``-std=`` of its Linux builds, its COMMON_NVCC_FLAGS), from the source text."""
+    text = cpp_extension.read_text()
+    std = re.search(r"common_cflags \+= \['-std=(c\+\+\d+)'", text)
+    if std is None:
+        raise SystemExit(f"{cpp_extension}: no `common_cflags += ['-std=...']`: read its flags by hand")
+    nvcc = []
+    for node in ast.parse(text).body:
+        names = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
+        if isinstance(node, ast.Assign) and "COMMON_NVCC_FLAGS" in names:
+            nvcc = ast.literal_eval(node.value)
+    return std.group(1), nvcc
+
+
+def commands(torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, out: Path) -> dict[str, list[str]]:
+    inc = torch_dir / "include"
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    includes = [f"-I{ROOT / 'csrc'}", f"-I{inc}", f"-I{inc / 'torch' / 'csrc' / 'api' / 'include'}",
+                f"-I{cuda_home}/include", f"-I{sysconfig.get_paths()['include']}"]  # fmt: skip
+    defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-D_GLIBCXX_USE_CXX11_ABI=1"]
+    cmds = {}
+    for src in cpu.SOURCES:
+        cmds[src] = ["c++", f"-std={std}", "-fPIC", "-fsyntax-only", *cpu.flags("AVX512"), *defines,
+                     *includes, str(ROOT / "csrc" / src)]  # fmt: skip
+    sm = arch.replace(".", "")
+    for src in cuda.SOURCES:
+        obj = str(out / (Path(src).name + ".o"))
+        if src.endswith(".cpp"):
+            cmds[src] = ["c++", f"-std={std}", "-fPIC", "-O3", *defines, *includes, "-c",
+                         str(ROOT / "csrc" / src), "-o", obj]  # fmt: skip
+        else:
+            cmds[src] = [f"{cuda_home}/bin/nvcc", f"-std={std}", *nvcc_flags, "-O3",
+                         "--expt-relaxed-constexpr", f"-gencode=arch=compute_{sm},code=sm_{sm}",
+                         "--compiler-options", "-fPIC", *defines, *includes, "-c", str(ROOT / "csrc" / src),
+                         "-o", obj]  # fmt: skip
+    return cmds
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--torch", default="2.11.0", help="the torch version whose headers to compile against")
+    p.add_argument("--arch", default="9.0", help="the CUDA architecture of the objects")
+    p.add_argument("--cache", type=Path, default=ROOT / "build" / "torch-compat")
+    p.add_argument("--only", help="comma-separated sources to compile (default: all), e.g. cuda/bn_gate.cu")
+    args = p.parse_args()
+    torch_dir = unpacked(args.torch, args.cache)
+    std, nvcc_flags = flags_of(torch_dir / "utils" / "cpp_extension.py")
+    print(f"torch {args.torch}: -std={std}, nvcc {' '.join(nvcc_flags)}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = commands(torch_dir, std, nvcc_flags, args.arch, Path(tmp))
+        if args.only:
+            unknown = set(args.only.split(",")) - set(cmds)
+            if unknown:
+                raise SystemExit(f"--only: no source {sorted(unknown)}; the sources: {', '.join(cmds)}")
+            cmds = {k: v for k, v in cmds.items() if k in args.only.split(",")}
+
+        def compile_one(item: tuple[str, list[str]]) -> tuple[str, subprocess.CompletedProcess]:
+            return item[0], subprocess.run(item[1], capture_output=True, text=True)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            results = list(pool.map(compile_one, cmds.items()))
+    failed = 0
+    for src, proc in results:
+        ok = proc.returncode == 0
+        failed += not ok
+        print(f"{'ok    ' if ok else 'FAILED'} {src}", flush=True)
+        if not ok:
+            print(" ".join(cmds[src]) + "\n" + (proc.stdout + proc.stderr)[-6000:], flush=True)
+    print(f"{len(results) - failed} of {len(results)} sources compile against torch {args.torch}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
