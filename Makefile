@@ -52,13 +52,14 @@ mutants: native
 	$(PY) .ci/mutants.py --base $(or $(BASE),HEAD~1) $(if $(FILES),--files $(FILES)) \
 	  $(if $(TESTS),--tests $(TESTS)) $(if $(K),-k "$(K)")
 
-# csrc/ compiled against another torch's headers and C++ standard (.ci/torch_compat.py): by default
-# the GPU machine's 2.11 (C++17), where this machine builds with 2.14 (C++20) -- the gap that cost
-# the first GPU run its CUDA backend. Run it before a GPU session after any csrc/ change. The first
-# call downloads the wheel (~530 MB) into build/torch-compat; ~6 min on 2 cores.
+# The GPU machine's versions, before a GPU session after any kernel change (.ci/torch_compat.py):
+# csrc/ compiled against torch 2.11's headers and C++17 (this machine builds with 2.14, C++20 -- the
+# gap that cost the first GPU run its CUDA backend), the Triton kernels compiled by Triton 3.6 (here
+# 3.8). The first call downloads torch's wheel (~530 MB) into build/torch-compat; ~4 min on 2 cores.
 TORCH_COMPAT ?= 2.11.0
+TRITON_COMPAT ?= 3.6.0
 torch-compat: $(STAMP)
-	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT)
+	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT) --triton "$(TRITON_COMPAT)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,13 +7,19 @@ accepted by 2.14's headers, is ambiguous under 2.11's. This compiles every nativ
 ones to a syntax check, the CUDA ones to objects for one architecture — with the other version's
 include tree and standard, so a GPU session never starts with a build that cannot work.
 
-    python .ci/torch_compat.py                     # torch 2.11.0, sm_90
-    python .ci/torch_compat.py --torch 2.12.0 --arch 8.0
+    python .ci/torch_compat.py                     # torch 2.11.0, sm_90; triton 3.6.0
+    python .ci/torch_compat.py --torch 2.12.0 --arch 8.0 --triton ""
 
 The wheel comes from the package index once (``pip download --no-deps``, ~530 MB) and is kept
 under ``build/torch-compat/VERSION``; only its ``torch/include`` and ``cpp_extension.py`` are
 unpacked. The flags are that version's own: its ``-std=`` and ``COMMON_NVCC_FLAGS``, read from its
-``cpp_extension.py`` (nothing of it is imported or run). Exit status 1 if any source fails.
+``cpp_extension.py`` (nothing of it is imported or run).
+
+The GPU machine's Triton (3.6; this machine's torch brings 3.8) likewise: installed apart
+(``pip install --no-deps --target build/torch-compat/triton-VERSION``) and put first on PYTHONPATH
+for ``tests/builds/test_triton_aot.py`` (every Triton kernel compiled for sm_80 and sm_90 by that
+Triton, its PTX checked) and for the Triton tests of tests/ops in its interpreter. Exit status 1
+if anything fails.
 """
 
 from __future__ import annotations
@@ -95,11 +101,50 @@ def commands(torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, out: P
     return cmds
 
 
+# What runs under the other Triton: its compiler (sm_80 and sm_90, the PTX checked) and its
+# interpreter (every Triton test of tests/ops against the float64 oracle).
+TRITON_RUNS = {
+    "compile for sm_80 and sm_90": ("tests/builds/test_triton_aot.py",),
+    "pass the ops' tests in its interpreter": ("tests/ops", "-k", "triton", "-n", "2"),
+}
+
+
+def triton_check(version: str, cache: Path) -> bool:
+    """The Triton kernels under Triton ``version``, installed apart and first on the path. Its
+    interpreter takes numpy < 2.4 (3.6's calls int() on one-element arrays, which 2.4 refuses)."""
+    target = cache / f"triton-{version}"
+    if not (target / "triton" / "__init__.py").is_file():
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+               f"triton=={version}", "numpy<2.4"]  # fmt: skip
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    probe = [sys.executable, "-c", "import alphakern, triton; print(triton.__version__)"]
+    got = subprocess.run(probe, env=env, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    if got != version:
+        print(f"FAILED triton {version}: the tests would import triton {got or '(none)'}", flush=True)
+        return False
+    ok = True
+    for what, tests in TRITON_RUNS.items():
+        run_env = dict(env, TRITON_INTERPRET="1") if "interpreter" in what else env
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=ROOT)
+        tail = (proc.stdout.strip().splitlines() or [""])[-1]
+        status = "ok    " if proc.returncode == 0 else "FAILED"
+        print(f"{status} the Triton kernels {what} with triton {version}: {tail}", flush=True)
+        if proc.returncode != 0:
+            print((proc.stdout + proc.stderr)[-6000:], flush=True)
+            ok = False
+    return ok
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--torch", default="2.11.0", help="the torch version whose headers to compile against")
     p.add_argument("--arch", default="9.0", help="the CUDA architecture of the objects")
     p.add_argument("--cache", type=Path, default=ROOT / "build" / "torch-compat")
+    p.add_argument("--triton", default="3.6.0", help="the Triton to compile the kernels with ('': none)")
     p.add_argument("--only", help="comma-separated sources to compile (default: all), e.g. cuda/bn_gate.cu")
     args = p.parse_args()
     torch_dir = unpacked(args.torch, args.cache)
@@ -126,7 +171,8 @@ def main() -> int:
         if not ok:
             print(" ".join(cmds[src]) + "\n" + (proc.stdout + proc.stderr)[-6000:], flush=True)
     print(f"{len(results) - failed} of {len(results)} sources compile against torch {args.torch}")
-    return 1 if failed else 0
+    triton_ok = not args.triton or args.only or triton_check(args.triton, args.cache)
+    return 1 if failed or not triton_ok else 0
 
 
 if __name__ == "__main__":
