@@ -28,6 +28,7 @@ import argparse
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -56,10 +57,13 @@ def unpacked(version: str, cache: Path) -> Path:
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         wheels = sorted(where.glob("torch-*.whl"))
+    partial = where / "partial"  # unpacked here, then renamed: an interrupted unpack is never taken for whole
+    shutil.rmtree(partial, ignore_errors=True)
     with zipfile.ZipFile(wheels[-1]) as z:
         keep = ("torch/include/", "torch/utils/cpp_extension.py")
-        wanted = [n for n in z.namelist() if n.startswith(keep)]
-        z.extractall(where, members=wanted)
+        z.extractall(partial, members=[n for n in z.namelist() if n.startswith(keep)])
+    os.replace(partial / "torch", torch_dir)
+    partial.rmdir()
     return torch_dir
 
 
