@@ -56,10 +56,12 @@ mutants: native
 # csrc/ compiled against torch 2.11's headers and C++17 (this machine builds with 2.14, C++20 -- the
 # gap that cost the first GPU run its CUDA backend), the Triton kernels compiled by Triton 3.6 (here
 # 3.8). The first call downloads torch's wheel (~530 MB) into build/torch-compat; ~4 min on 2 cores.
+# SUITE=1: also the whole test suite in a venv of that torch (~4.7 GB, ~15 min more).
 TORCH_COMPAT ?= 2.11.0
 TRITON_COMPAT ?= 3.6.0
 torch-compat: $(STAMP)
-	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT) --triton "$(TRITON_COMPAT)"
+	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT) \
+	  --triton "$(TRITON_COMPAT)" $(if $(SUITE),--suite)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

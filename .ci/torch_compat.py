@@ -18,8 +18,12 @@ unpacked. The flags are that version's own: its ``-std=`` and ``COMMON_NVCC_FLAG
 The GPU machine's Triton (3.6; this machine's torch brings 3.8) likewise: installed apart
 (``pip install --no-deps --target build/torch-compat/triton-VERSION``) and put first on PYTHONPATH
 for ``tests/builds/test_triton_aot.py`` (every Triton kernel compiled for sm_80 and sm_90 by that
-Triton, its PTX checked) and for the Triton tests of tests/ops in its interpreter. Exit status 1
-if anything fails.
+Triton, its PTX checked) and for the Triton tests of tests/ops in its interpreter.
+
+``--suite`` (``make torch-compat SUITE=1``) also runs the whole test suite in a venv of that torch
+and its own Triton (``build/torch-compat/venv-VERSION``, ~4.7 GB; ~15 min on 2 cores): the Python
+code against that torch's APIs, and its real extension builder building csrc/. Exit status 1 if
+anything fails.
 """
 
 from __future__ import annotations
@@ -105,6 +109,19 @@ def commands(torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, out: P
     return cmds
 
 
+PIPED = dict(capture_output=True, text=True, cwd=ROOT)
+
+
+def reported(what: str, proc: subprocess.CompletedProcess) -> bool:
+    """ok or FAILED, what ran and pytest's summary line (its whole tail on a failure)."""
+    ok = proc.returncode == 0
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    print(f"{'ok    ' if ok else 'FAILED'} {what}: {last}", flush=True)
+    if not ok:
+        print((proc.stdout + proc.stderr)[-12000:], flush=True)
+    return ok
+
+
 # What runs under the other Triton: its compiler (sm_80 and sm_90, the PTX checked) and its
 # interpreter (every Triton test of tests/ops against the float64 oracle).
 TRITON_RUNS = {
@@ -125,7 +142,7 @@ def triton_check(version: str, cache: Path) -> bool:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
     probe = [sys.executable, "-c", "import alphakern, triton; print(triton.__version__)"]
-    got = subprocess.run(probe, env=env, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    got = subprocess.run(probe, env=env, **PIPED).stdout.strip()
     if got != version:
         print(f"FAILED triton {version}: the tests would import triton {got or '(none)'}", flush=True)
         return False
@@ -133,14 +150,31 @@ def triton_check(version: str, cache: Path) -> bool:
     for what, tests in TRITON_RUNS.items():
         run_env = dict(env, TRITON_INTERPRET="1") if "interpreter" in what else env
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
-        proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, cwd=ROOT)
-        tail = (proc.stdout.strip().splitlines() or [""])[-1]
-        status = "ok    " if proc.returncode == 0 else "FAILED"
-        print(f"{status} the Triton kernels {what} with triton {version}: {tail}", flush=True)
-        if proc.returncode != 0:
-            print((proc.stdout + proc.stderr)[-6000:], flush=True)
-            ok = False
+        proc = subprocess.run(cmd, env=run_env, **PIPED)
+        ok &= reported(f"the Triton kernels {what} with triton {version}", proc)
     return ok
+
+
+def suite(version: str, torchvision: str, cache: Path) -> bool:
+    """The whole test suite (make test's command) in a venv of torch ``version`` and its Triton, with
+    an extension cache of its own (a build for one torch would replace the other's)."""
+    venv = cache / f"venv-{version}"
+    py = venv / "bin" / "python"
+    done = venv / ".alphakern-installed"
+    if not done.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # numpy < 2.4: Triton 3.6's interpreter calls int() on one-element arrays, which 2.4 refuses
+        cmd = [str(py), "-m", "pip", "install", "-q", f"torch=={version}", f"torchvision=={torchvision}",
+               "numpy<2.4", "-e", f"{ROOT}[dev]"]  # fmt: skip
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        done.touch()
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(cache / f"extensions-{version}"), HF_HUB_OFFLINE="1")
+    env.setdefault("CUDA_HOME", "/usr/local/cuda")
+    env.pop("TRITON_INTERPRET", None)  # tests/conftest.py sets it where there is no GPU
+    subprocess.run([str(py), "-m", "alphakern", "build", "--only", "cpu"], check=True, env=env, cwd=ROOT)
+    cmd = [str(py), "-m", "pytest", "-q", "-n", "2", "--dist", "worksteal", "-p", "no:cacheprovider"]
+    return reported(f"the test suite under torch {version}", subprocess.run(cmd, env=env, **PIPED))
 
 
 def main() -> int:
@@ -149,6 +183,8 @@ def main() -> int:
     p.add_argument("--arch", default="9.0", help="the CUDA architecture of the objects")
     p.add_argument("--cache", type=Path, default=ROOT / "build" / "torch-compat")
     p.add_argument("--triton", default="3.6.0", help="the Triton to compile the kernels with ('': none)")
+    p.add_argument("--suite", action="store_true", help="also the whole test suite in a venv of that torch")
+    p.add_argument("--torchvision", default="0.26.0", help="--suite: the torchvision of that torch")
     p.add_argument("--only", help="comma-separated sources to compile (default: all), e.g. cuda/bn_gate.cu")
     args = p.parse_args()
     torch_dir = unpacked(args.torch, args.cache)
@@ -176,7 +212,8 @@ def main() -> int:
             print(" ".join(cmds[src]) + "\n" + (proc.stdout + proc.stderr)[-6000:], flush=True)
     print(f"{len(results) - failed} of {len(results)} sources compile against torch {args.torch}")
     triton_ok = not args.triton or args.only or triton_check(args.triton, args.cache)
-    return 1 if failed or not triton_ok else 0
+    suite_ok = not args.suite or args.only or suite(args.torch, args.torchvision, args.cache)
+    return 1 if failed or not triton_ok or not suite_ok else 0
 
 
 if __name__ == "__main__":
