@@ -70,7 +70,9 @@ def test_end_to_end_outputs(data_dir, tmp_path):
     assert [float(a.nu) for _, a in alpha_layers(model)] == pytest.approx([0.01 * steps] * 3)
 
 
-@pytest.mark.parametrize("every, drawn_at", [(0.0, [1, 2, 3, 3]), (100.0, [2, 3]), (float("inf"), [3])])
+@pytest.mark.parametrize(
+    "every, drawn_at", [(0.0, [1, 2, 3, 3]), (60.0, [1, 2, 3, 3]), (100.0, [2, 3]), (float("inf"), [3])]
+)
 def test_plots_are_redrawn_at_most_every_interval_and_at_the_end(
     every, drawn_at, data_dir, tmp_path, monkeypatch
 ):
