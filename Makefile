@@ -60,7 +60,7 @@ mutants: native
 TORCH_COMPAT ?= 2.11.0
 TRITON_COMPAT ?= 3.6.0
 torch-compat: $(STAMP)
-	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} $(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT) \
+	$(PY) .ci/torch_compat.py --torch $(TORCH_COMPAT) \
 	  --triton "$(TRITON_COMPAT)" $(if $(SUITE),--suite)
 
 clean:

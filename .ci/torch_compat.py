@@ -56,10 +56,8 @@ def unpacked(version: str, cache: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     wheels = sorted(where.glob("torch-*.whl"))
     if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", f"torch=={version}", "--no-deps",
-               "--only-binary=:all:", "-d", str(where)]  # fmt: skip
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        shown([sys.executable, "-m", "pip", "download", f"torch=={version}", "--no-deps",
+               "--only-binary=:all:", "-d", str(where)])  # fmt: skip
         wheels = sorted(where.glob("torch-*.whl"))
     partial = where / "partial"  # unpacked here, then renamed: an interrupted unpack is never taken for whole
     shutil.rmtree(partial, ignore_errors=True)
@@ -85,9 +83,11 @@ def flags_of(cpp_extension: Path) -> tuple[str, list[str]]:
     return std.group(1), nvcc
 
 
-def commands(torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, out: Path) -> dict[str, list[str]]:
+def commands(
+    torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, cuda_home: str, out: Path
+) -> dict[str, list[str]]:
+    """Each source's compile command, with the flags alphakern's builds pass (cpu.flags, cuda.*FLAGS)."""
     inc = torch_dir / "include"
-    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
     includes = [f"-I{ROOT / 'csrc'}", f"-I{inc}", f"-I{inc / 'torch' / 'csrc' / 'api' / 'include'}",
                 f"-I{cuda_home}/include", f"-I{sysconfig.get_paths()['include']}"]  # fmt: skip
     defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-D_GLIBCXX_USE_CXX11_ABI=1"]
@@ -99,17 +99,22 @@ def commands(torch_dir: Path, std: str, nvcc_flags: list[str], arch: str, out: P
     for src in cuda.SOURCES:
         obj = str(out / (Path(src).name + ".o"))
         if src.endswith(".cpp"):
-            cmds[src] = ["c++", f"-std={std}", "-fPIC", "-O3", *defines, *includes, "-c",
+            cmds[src] = ["c++", f"-std={std}", "-fPIC", *cuda.CFLAGS, *defines, *includes, "-c",
                          str(ROOT / "csrc" / src), "-o", obj]  # fmt: skip
         else:
-            cmds[src] = [f"{cuda_home}/bin/nvcc", f"-std={std}", *nvcc_flags, "-O3",
-                         "--expt-relaxed-constexpr", f"-gencode=arch=compute_{sm},code=sm_{sm}",
-                         "--compiler-options", "-fPIC", *defines, *includes, "-c", str(ROOT / "csrc" / src),
-                         "-o", obj]  # fmt: skip
+            cmds[src] = [f"{cuda_home}/bin/nvcc", f"-std={std}", *nvcc_flags, *cuda.CUDA_CFLAGS,
+                         f"-gencode=arch=compute_{sm},code=sm_{sm}", "--compiler-options", "-fPIC", *defines,
+                         *includes, "-c", str(ROOT / "csrc" / src), "-o", obj]  # fmt: skip
     return cmds
 
 
 PIPED = dict(capture_output=True, text=True, cwd=ROOT)
+
+
+def shown(cmd: list[str]) -> None:
+    """Run a set-up step (a download, an install), printed first; its failure ends the tool."""
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def reported(what: str, proc: subprocess.CompletedProcess) -> bool:
@@ -135,10 +140,8 @@ def triton_check(version: str, cache: Path) -> bool:
     interpreter takes numpy < 2.4 (3.6's calls int() on one-element arrays, which 2.4 refuses)."""
     target = cache / f"triton-{version}"
     if not (target / "triton" / "__init__.py").is_file():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-               f"triton=={version}", "numpy<2.4"]  # fmt: skip
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        shown([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+               f"triton=={version}", "numpy<2.4"])  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
     probe = [sys.executable, "-c", "import alphakern, triton; print(triton.__version__)"]
@@ -155,22 +158,20 @@ def triton_check(version: str, cache: Path) -> bool:
     return ok
 
 
-def suite(version: str, torchvision: str, cache: Path) -> bool:
+def suite(version: str, torchvision: str, cuda_home: str, cache: Path) -> bool:
     """The whole test suite (make test's command) in a venv of torch ``version`` and its Triton, with
     an extension cache of its own (a build for one torch would replace the other's)."""
     venv = cache / f"venv-{version}"
     py = venv / "bin" / "python"
     done = venv / ".alphakern-installed"
     if not done.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        shown([sys.executable, "-m", "venv", str(venv)])
         # numpy < 2.4: Triton 3.6's interpreter calls int() on one-element arrays, which 2.4 refuses
-        cmd = [str(py), "-m", "pip", "install", "-q", f"torch=={version}", f"torchvision=={torchvision}",
-               "numpy<2.4", "-e", f"{ROOT}[dev]"]  # fmt: skip
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        shown([str(py), "-m", "pip", "install", "-q", f"torch=={version}", f"torchvision=={torchvision}",
+               "numpy<2.4", "-e", f"{ROOT}[dev]"])  # fmt: skip
         done.touch()
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(cache / f"extensions-{version}"), HF_HUB_OFFLINE="1")
-    env.setdefault("CUDA_HOME", "/usr/local/cuda")
+    env["CUDA_HOME"] = cuda_home
     env.pop("TRITON_INTERPRET", None)  # tests/conftest.py sets it where there is no GPU
     subprocess.run([str(py), "-m", "alphakern", "build", "--only", "cpu"], check=True, env=env, cwd=ROOT)
     cmd = [str(py), "-m", "pytest", "-q", "-n", "2", "--dist", "worksteal", "-p", "no:cacheprovider"]
@@ -187,11 +188,14 @@ def main() -> int:
     p.add_argument("--torchvision", default="0.26.0", help="--suite: the torchvision of that torch")
     p.add_argument("--only", help="comma-separated sources to compile (default: all), e.g. cuda/bn_gate.cu")
     args = p.parse_args()
+    cuda_home = cuda._find_cuda_home()  # as the cuda backend's build finds the toolkit
+    if cuda_home is None:
+        raise SystemExit("no CUDA toolkit (nvcc) found: set CUDA_HOME")
     torch_dir = unpacked(args.torch, args.cache)
     std, nvcc_flags = flags_of(torch_dir / "utils" / "cpp_extension.py")
     print(f"torch {args.torch}: -std={std}, nvcc {' '.join(nvcc_flags)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmds = commands(torch_dir, std, nvcc_flags, args.arch, Path(tmp))
+        cmds = commands(torch_dir, std, nvcc_flags, args.arch, cuda_home, Path(tmp))
         if args.only:
             unknown = set(args.only.split(",")) - set(cmds)
             if unknown:
@@ -212,7 +216,7 @@ def main() -> int:
             print(" ".join(cmds[src]) + "\n" + (proc.stdout + proc.stderr)[-6000:], flush=True)
     print(f"{len(results) - failed} of {len(results)} sources compile against torch {args.torch}")
     triton_ok = not args.triton or args.only or triton_check(args.triton, args.cache)
-    suite_ok = not args.suite or args.only or suite(args.torch, args.torchvision, args.cache)
+    suite_ok = not args.suite or args.only or suite(args.torch, args.torchvision, cuda_home, args.cache)
     return 1 if failed or not triton_ok or not suite_ok else 0
 
 

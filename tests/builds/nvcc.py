@@ -17,7 +17,7 @@ def nvcc(tmp_path, *args, source="cuda/layer_kernels.cu", csrc=None):
     home = cuda_ext._find_cuda_home()
     inc = Path(torch.__file__).parent / "include"
     cmd = [
-        f"{home}/bin/nvcc", "-arch=sm_90", "-std=c++20", "-O3", "--expt-relaxed-constexpr",
+        f"{home}/bin/nvcc", "-arch=sm_90", "-std=c++20", *cuda_ext.CUDA_CFLAGS,
         "-isystem", str(inc), "-isystem", str(inc / "torch/csrc/api/include"),
         "-isystem", f"{home}/include", "-isystem", sysconfig.get_paths()["include"],
         "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",

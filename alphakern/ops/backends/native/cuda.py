@@ -26,6 +26,8 @@ LIBRARY = "alphakern_cuda"
 ACTIVATIONS = activations.ACTIVATIONS  # every f: a template argument of the one kernel source
 DTYPES = KERNEL_DTYPES
 DEFAULT_ARCH_LIST = "8.0;9.0"
+CFLAGS = ("-O3",)  # the host compiler's, for the .cpp sources
+CUDA_CFLAGS = ("-O3", "--expt-relaxed-constexpr")  # nvcc's (torch's extension builder adds its own)
 SOURCES = ("cuda/gate.cpp", "cuda/layer_kernels.cu", "cuda/gate_kernels.cu", "cuda/bn_gate.cu")
 HEADERS = (
     "cuda/elementwise.cuh",
@@ -79,8 +81,8 @@ def build(verbose: bool = False) -> str:
             LIBRARY,
             [src / s for s in SOURCES],
             verbose,
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"],
+            extra_cflags=list(CFLAGS),
+            extra_cuda_cflags=list(CUDA_CFLAGS),
         )
     except Exception as e:  # the builder raises RuntimeError/CalledProcessError with the log
         raise RuntimeError(
