@@ -48,7 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alphakern.files import atomic_write
-from alphakern.train import METRICS, RunDirBusy, TrainConfig
+from alphakern.train import RunDirBusy, TrainConfig
 from alphakern.train.checkpoint import load_checkpoint
 from alphakern.train.rundir import RunDir
 
@@ -212,13 +212,11 @@ def base_network(base: TrainConfig, out: Path, report: bool) -> tuple[dict | Non
     directory from the weights instead (None, None: not finished, with ``report``)."""
     path = out / BASE_WEIGHTS
     if finished(base) is None and path.is_file() and (m := recorded(base, out)) is not None:  # fresh checkout
-        run = RunDir(base.out, writes=True)
+        run = RunDir(base.out, writes=True)  # held while this process trains or reads it on
         try:  # as the trainer: the directory's one writer, or refused
-            run.claim()
+            run.restore(dict(config=asdict(base), epoch=len(m["epochs"]), model=load_file(path)), m)
         except RunDirBusy as e:
             raise SystemExit(f"{base.out}: cannot restore it from {path}: {e}") from None
-        run.save(dict(config=asdict(base), epoch=len(m["epochs"]), model=load_file(path)))
-        atomic_write(run.path / METRICS, lambda p: p.write_text(json.dumps(m)))
         print(f"{base.out}: restored from {path} ({m['test_acc']:.2f}%)")
     m = finished(base) if report else train_to_end(base)
     if m is None:

@@ -117,6 +117,17 @@ class RunDir:
         with np.load(self.path / GATES, allow_pickle=False) as z:  # arrays only: no code runs
             return {k: z[k] for k in z.files}
 
+    def restore(self, state: dict, metrics: dict) -> None:
+        """A run rebuilt from what was kept of it elsewhere (committed weights and metrics): the
+        checkpoint and metrics.json, written as the directory's one writer (``RunDirBusy`` if another
+        process is); a no-op where this process does not write, as ``save``."""
+        if self.writes:
+            self.save(state)
+            self._write_metrics(metrics)
+
+    def _write_metrics(self, m: dict) -> None:
+        atomic_write(self.path / METRICS, lambda p: p.write_text(compact_json(m)))
+
     def write(
         self, metrics: dict, history: History, gates: dict[str, np.ndarray], final: bool = False
     ) -> None:
@@ -127,7 +138,7 @@ class RunDir:
         self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
         m = dict(metrics, history=history.series())
-        atomic_write(self.path / METRICS, lambda p: p.write_text(compact_json(m)))
+        self._write_metrics(m)
         if final or time.monotonic() - self._plotted >= PLOT_EVERY_S:
             write_plots(self.path, metrics, history.alpha(), history.layer_names, history.alpha_band())
             self._plotted = time.monotonic()
