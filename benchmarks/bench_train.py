@@ -156,8 +156,8 @@ def main(argv=None) -> int:
         result = dict(meta=meta, **summarize(rates), **extra)
         atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=1)))
 
-    save()
-    try:
+    try:  # the first save too: a SIGTERM just after its rename must not escape main
+        save()
         variants = {}
         for name in names[1:]:  # warm-ups (compilation) are interruptible too
             kw = dict(activation="alpha" if "AlphaReLU" in name else "relu", compile="--compile" in name)

@@ -160,6 +160,34 @@ def test_a_benchmark_stopped_by_sigterm_keeps_what_it_measured(tmp_path, script,
     assert data["meta"]["complete"] is False
 
 
+def test_bench_train_stopped_right_after_its_first_write_exits_130(tmp_path, monkeypatch):
+    """The race the test above can lose (CI, 2026-12-07: killed by SIGINT, -2): SIGTERM delivered
+    just after the first JSON's rename, before the measuring starts. Delivered here at exactly that
+    point, in-process: main saves what it has and returns 130; the KeyboardInterrupt does not escape
+    (uncaught, Python re-raises SIGINT on itself and the process dies with -2)."""
+    bench_train = benchmark_module("bench_train")
+    real, calls = bench_train.atomic_write, []
+
+    def write_then_stopped(path, write):
+        real(path, write)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # what signal.default_int_handler raises for the SIGTERM
+
+    monkeypatch.setattr(bench_train, "atomic_write", write_then_stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "r.json"
+    try:
+        rc = bench_train.main(["--synthetic", "--device", "cpu", "--rounds", "1", "--steps", "1",
+                               "--json", str(out)])  # fmt: skip
+    except KeyboardInterrupt:  # caught here: escaping, it would end the pytest session
+        pytest.fail("a KeyboardInterrupt after the first write escaped bench_train.main")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert rc == 130 and len(calls) == 2
+    assert json.loads(out.read_text())["meta"]["complete"] is False
+
+
 def test_quick_benchmark_with_gates(tmp_path):
     """--gates: per-channel rows compare with F.prelu and a per-channel eager/compile; every
     provider checked against the benchmark's own float64 oracle."""
