@@ -24,7 +24,8 @@ _ATTEMPTS = 100  # names tried before giving up (each collision is a 1 in 2**32 
 _TOKEN_BYTES = 4
 
 
-def _token() -> str:
+def new_token() -> str:
+    """A random hex token for a new file's name (8 digits)."""
     return secrets.token_hex(_TOKEN_BYTES)
 
 
@@ -33,7 +34,7 @@ def _exclusive_temp(path: Path) -> Path:
     umask, as the target would have had from ``open``)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # with O_EXCL, a link at the name fails too (POSIX)
     for _ in range(_ATTEMPTS):
-        tmp = path.with_name(f".{path.name}.{_token()}.tmp")
+        tmp = path.with_name(f".{path.name}.{new_token()}.tmp")
         try:
             os.close(os.open(tmp, flags, 0o666))
             return tmp

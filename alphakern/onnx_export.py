@@ -11,13 +11,18 @@ the ``onnx`` extra: ``pip install onnx onnxscript onnxruntime``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from alphakern.files import atomic_write
+from alphakern.files import atomic_write, new_token
 from alphakern.modules import AlphaGate
+
+# ONNX files are protobufs, which hold at most 2 GB: above this, the weights go in a file of their own
+# (torch's ONNXProgram.save decides at the same size)
+EXTERNAL_DATA_BYTES = 1536 * 1024**2
 
 
 def _check(model: nn.Module, example_input: torch.Tensor) -> None:
@@ -31,12 +36,20 @@ def _check(model: nn.Module, example_input: torch.Tensor) -> None:
         )
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write ``model`` (eval mode) as an ONNX file at ``path``, the batch dimension dynamic; the file
-    appears whole or not at all. Returns the path."""
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, external_data: bool | None = None
+) -> Path:
+    """Write ``model`` (eval mode) as an ONNX file at ``path``, the batch dimension dynamic. Returns the
+    path. ``external_data``: the weights in a file of their own beside it, ``NAME.onnx.TOKEN.data``
+    (None: where they need it, over ``EXTERNAL_DATA_BYTES``).
+
+    The ONNX file appears whole or not at all, and always names a complete data file: a new one each
+    time, written before the ONNX file is renamed into place; the data file of the ONNX file it
+    replaced is removed afterwards (only one named as this function names them)."""
     _check(model, example_input)
-    try:
-        import onnxscript  # noqa: F401  (torch's exporter needs it; say so before tracing)
+    try:  # torch's exporter needs onnxscript (and its onnx_ir): say so before tracing
+        import onnx_ir
+        import onnxscript  # noqa: F401
     except ImportError as e:
         msg = "export_onnx needs the 'onnx' extra: pip install onnx onnxscript onnxruntime"
         raise RuntimeError(msg) from e
@@ -52,5 +65,42 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     finally:
         model.train(was_training)
     path = Path(path)
-    atomic_write(path, program.save)
+    weights = program.model.graph.initializers.values()
+    if external_data is None:
+        external_data = (
+            sum(v.const_value.nbytes for v in weights if v.const_value is not None) > EXTERNAL_DATA_BYTES
+        )
+    replaced = _data_files_of(path)
+    if external_data:
+        data = path.with_name(f"{path.name}.{new_token()}.data")
+        try:  # the data file is written beside the temporary ONNX file, under its final name
+            atomic_write(path, lambda tmp: onnx_ir.save(program.model, tmp, external_data=data.name))
+        except BaseException:
+            data.unlink(missing_ok=True)
+            raise
+    else:
+        atomic_write(path, lambda tmp: onnx_ir.save(program.model, tmp))
+    for old in replaced:
+        old.unlink(missing_ok=True)
     return path
+
+
+def _data_files_of(path: Path) -> list[Path]:
+    """The data files an earlier export_onnx at ``path`` wrote and its ONNX file names; none for a
+    file that is not one (something else at that name is never a reason to remove a file)."""
+    import onnx
+
+    if not path.is_file():
+        return []
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not an ONNX file: whatever it names is not ours
+        return []
+    pattern = re.compile(re.escape(path.name) + r"\.[0-9a-f]+\.data")
+    names = {
+        entry.value
+        for tensor in proto.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location" and pattern.fullmatch(entry.value)
+    }
+    return [path.with_name(n) for n in sorted(names)]

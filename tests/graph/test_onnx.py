@@ -63,3 +63,65 @@ def test_learnable_gates_are_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match="example_input must be a tensor, got list"):
         export_onnx(discretize(m), [1], tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _mlp(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).eval()
+
+
+def _data_files(path) -> list:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".data"))
+
+
+def _runs_as(path, model) -> bool:
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        return bool((_run(path, x) - model(x)).abs().max() <= 1e-5)
+
+
+def test_external_data_each_export_a_new_file_and_the_replaced_one_removed(tmp_path):
+    """The weights in a data file beside the ONNX file: a new one for each export (the ONNX file
+    renamed into place is the commit), the one the replaced ONNX file named removed after it;
+    inline again, none left. A data file that export_onnx did not name so is never removed, though
+    the file it replaces names it."""
+    path = tmp_path / "m.onnx"
+    first, second = _mlp(0), _mlp(1)
+    program = torch.onnx.export(first, (torch.randn(2, 64),), dynamo=True, verbose=False)
+    program.save(path, external_data=True)  # torch's own: m.onnx.data, not ours to remove
+    theirs = (tmp_path / "m.onnx.data").read_bytes()
+    export_onnx(first, torch.randn(1, 64), path, external_data=True)
+    (one,) = [n for n in _data_files(path) if n != "m.onnx.data"]
+    assert _runs_as(path, first) and path.stat().st_size < 10_000  # the weights are not inline
+    export_onnx(second, torch.randn(1, 64), path, external_data=True)
+    (two,) = [n for n in _data_files(path) if n != "m.onnx.data"]
+    assert two != one and _runs_as(path, second)
+    export_onnx(first, torch.randn(1, 64), path)  # small: inline by default
+    assert _data_files(path) == ["m.onnx.data"] and _runs_as(path, first)
+    assert (tmp_path / "m.onnx.data").read_bytes() == theirs
+
+
+def test_external_data_by_default_above_the_size(tmp_path, monkeypatch):
+    from alphakern import onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1000)
+    path = export_onnx(_mlp(0), torch.randn(1, 64), tmp_path / "m.onnx")
+    assert len(_data_files(path)) == 1 and _runs_as(path, _mlp(0))
+
+
+def test_an_export_that_fails_leaves_the_old_files_as_they_were(tmp_path, monkeypatch):
+    import onnx_ir
+
+    path = export_onnx(_mlp(0), torch.randn(1, 64), tmp_path / "m.onnx", external_data=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    save = onnx_ir.save
+
+    def full_disk(model, dest, **kw):  # the data written, then the ONNX file fails
+        save(model, dest, **kw)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(onnx_ir, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_onnx(_mlp(1), torch.randn(1, 64), path, external_data=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert _runs_as(path, _mlp(0))
