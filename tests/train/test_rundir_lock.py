@@ -63,6 +63,29 @@ def test_one_process_holds_a_directory_once_and_lets_go_with_its_last_writer(tmp
     assert not _held(tmp_path)
 
 
+def test_restore_writes_checkpoint_and_metrics_as_the_one_writer(tmp_path):
+    """RunDir.restore (a run rebuilt from kept weights and metrics): both files written, the directory
+    claimed while it writes; refused with nothing written where another process holds it; nothing
+    at all from a process that does not write."""
+    import torch
+
+    state = {"config": {"epochs": 2}, "epoch": 2, "model": {"w": torch.arange(3.0)}}
+    metrics = {"epochs": [{"epoch": 1}, {"epoch": 2}], "test_acc": 0.5}
+    out = tmp_path / "run"
+    with held_by_another_process(out):
+        with pytest.raises(RunDirBusy):
+            RunDir(out, writes=True).restore(state, metrics)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    RunDir(tmp_path / "rank1", writes=False).restore(state, metrics)
+    assert not (tmp_path / "rank1").exists()
+    run = RunDir(out, writes=True)
+    run.restore(state, metrics)
+    assert _held(out)  # claimed, as the trainer's writes
+    assert json.loads((out / METRICS).read_text()) == metrics
+    got = run.load(torch.device("cpu"))
+    assert got["epoch"] == 2 and torch.equal(got["model"]["w"], state["model"]["w"])
+
+
 def test_links_in_a_run_directory_are_never_written_through(data_dir, tmp_path):
     """A ``.lock`` that is a link is refused by name; links at the temporary names an interrupted
     write of an older alphakern left (``.NAME.tmp``) are not followed: the files they point at stay as
