@@ -78,6 +78,7 @@ def test_restore_writes_checkpoint_and_metrics_as_the_one_writer(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == [LOCK]
     RunDir(tmp_path / "rank1", writes=False).restore(state, metrics)
     assert not (tmp_path / "rank1").exists()
+    out = tmp_path / "runs" / "sub" / "run"  # its parents made too, as `--out runs/new/run` needs
     run = RunDir(out, writes=True)
     run.restore(state, metrics)
     assert _held(out)  # claimed, as the trainer's writes
