@@ -114,6 +114,12 @@ class AlphaGate(LazyModuleMixin, nn.Module):
     @property
     def alpha(self) -> Tensor:
         """The current α per gate (detached, γ's shape, on the module's device)."""
+        if self.has_uninitialized_params():  # torch's own error speaks of LazyModules and sigmoid
+            raise RuntimeError(
+                f"{type(self).__name__}(granularity={self.granularity!r}) has no γ yet: channel, element "
+                "and feature gates are created at the first forward, from x's shape — run the model "
+                "once, or alphakern.materialize(model, example_input=x), before reading α"
+            )
         with torch.no_grad():
             return self.differentiable_alpha().detach()
 

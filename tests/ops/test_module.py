@@ -89,6 +89,11 @@ def test_inference_mode_and_no_grad():
 def test_granular_gamma_is_created_at_the_first_forward(granularity, x_shape, gamma_shape):
     m = alphakern.AlphaReLU(granularity=granularity)
     assert m.has_uninitialized_params()
+    no_gamma = rf"AlphaReLU\(granularity='{granularity}'\) has no γ yet: .* alphakern.materialize"
+    with pytest.raises(RuntimeError, match=no_gamma):  # not torch's words about LazyModules
+        _ = m.alpha
+    with pytest.raises(RuntimeError, match=no_gamma):  # what reads α, before any forward
+        alphakern.discretize(torch.nn.Sequential(m))
     x = torch.randn(x_shape)
     m(x)
     assert m.gamma.shape == gamma_shape and torch.equal(m.gamma.detach(), torch.zeros(gamma_shape))
