@@ -55,7 +55,7 @@ def test_a_link_at_the_temporary_name_is_never_written_through(tmp_path, monkeyp
     (tmp_path / ".m.json.planted.tmp").symlink_to(victim)
     (tmp_path / ".m.json.dangling.tmp").symlink_to(tmp_path / "nowhere")  # O_CREAT would create it
     tokens = iter(["planted", "dangling", "fresh"])
-    monkeypatch.setattr(files, "_token", lambda: next(tokens))
+    monkeypatch.setattr(files, "new_token", lambda: next(tokens))
     atomic_write(tmp_path / "m.json", lambda p: p.write_text("ours"))
     assert victim.read_text() == "theirs\n" and not (tmp_path / "nowhere").exists()
     assert (tmp_path / "m.json").read_text() == "ours" and not (tmp_path / "m.json").is_symlink()
@@ -64,7 +64,7 @@ def test_a_link_at_the_temporary_name_is_never_written_through(tmp_path, monkeyp
 
 def test_no_free_temporary_name_is_an_error_naming_the_file(tmp_path, monkeypatch):
     (tmp_path / ".m.json.taken.tmp").write_text("")
-    monkeypatch.setattr(files, "_token", lambda: "taken")
+    monkeypatch.setattr(files, "new_token", lambda: "taken")
     with pytest.raises(FileExistsError, match=r"beside .*m\.json"):
         atomic_write(tmp_path / "m.json", lambda p: p.write_text("x"))
     assert not (tmp_path / "m.json").exists()
