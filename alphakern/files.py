@@ -12,6 +12,7 @@ benchmarks) can use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import secrets
@@ -40,6 +41,9 @@ def _exclusive_temp(path: Path) -> Path:
             return tmp
         except FileExistsError:
             continue
+        except FileNotFoundError:  # else the error names the temporary file, not what was asked for
+            msg = f"cannot write {path.name}: no such directory"
+            raise FileNotFoundError(errno.ENOENT, msg, str(path.parent)) from None
     raise FileExistsError(f"could not create a temporary file beside {path} ({_ATTEMPTS} names taken)")
 
 

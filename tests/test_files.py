@@ -70,6 +70,13 @@ def test_no_free_temporary_name_is_an_error_naming_the_file(tmp_path, monkeypatc
     assert not (tmp_path / "m.json").exists()
 
 
+def test_a_missing_directory_is_an_error_naming_it_and_the_file(tmp_path):
+    missing = tmp_path / "runs" / "new"
+    with pytest.raises(FileNotFoundError, match=rf"cannot write m.json: no such directory: '{missing}'"):
+        atomic_write(missing / "m.json", lambda p: p.write_text("{}"))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_file_gets_the_mode_a_plain_write_would_give(tmp_path):
     """The umask decides, as for open(): not mkstemp's owner-only 0600 (a shared run directory's
     files stay readable to whom they were before)."""
