@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
@@ -52,6 +54,11 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         self.act = Activation.of(activation, negative_slope, approximate)
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
+        finite = (
+            isinstance(nu_step, (int, float)) and not isinstance(nu_step, bool) and math.isfinite(nu_step)
+        )
+        if not (finite and nu_step >= 0):  # NaN would make every α NaN from the first forward on
+            raise ValueError(f"nu_step must be a finite number >= 0, got {nu_step!r}")
         self.nu_step = float(nu_step)
         self.granularity = granularity
         self.backend = backend

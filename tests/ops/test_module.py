@@ -1,6 +1,7 @@
 """AlphaReLU: the ν schedule, state_dict, the alpha property, repeated forwards."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -122,6 +123,13 @@ def test_granularity_and_input_errors():
         ValueError, match=r"granularity must be one of \['layer', 'channel', 'element', 'feature'\]"
     ):
         alphakern.AlphaReLU(granularity="pixel")
+    for bad in (float("nan"), float("inf"), -0.01, "0.01", True):
+        with pytest.raises(
+            ValueError, match=rf"nu_step must be a finite number >= 0, got {re.escape(repr(bad))}"
+        ):
+            alphakern.AlphaGate(bad)
+    with pytest.raises(ValueError, match="nu_step must be"):  # linearize checks before any work
+        alphakern.linearize(torch.nn.Sequential(torch.nn.ReLU()), nu_step=float("nan"))
     with pytest.raises(ValueError, match="needs x with >= 2 dims"):
         alphakern.AlphaReLU(granularity="channel")(torch.randn(5))
     with pytest.raises(ValueError, match=r"AlphaReLU: granularity='feature' needs x with >= 1 dims"):
