@@ -3,11 +3,13 @@ enough for every work split (pieces of long rows, chunks of rows, blocks of colu
 independence of dγ, and the C++ argument checks. Parity on small shapes, switch points, NaN,
 layouts, opcheck and torch.compile run for "cpu" in test_parity / test_gates / test_autograd."""
 
+import os
+
 import pytest
 import torch
 
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
-from tests.reference import assert_matches_reference, needs_cpu_kernels
+from tests.reference import TOL, assert_close_scaled, assert_matches_reference, needs_cpu_kernels, reference
 
 pytestmark = needs_cpu_kernels
 
@@ -174,3 +176,78 @@ def test_cached_gate_terms_follow_the_values_of_gamma_and_nu():
                 p.grad = None
                 nus[b].add_(0.5)
         torch.testing.assert_close(params["cpu"], params["torch"], rtol=1e-5, atol=1e-5)
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 2**20
+
+
+BIG = 2**31 + 32  # bf16 elements: offsets past int32 (and past 2**31 // 4 for 4 channels' columns)
+PERIOD = 32  # x and dy repeat every PERIOD elements of memory: dγ's oracle counts, it does not sum
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.exists("/proc/meminfo") or _available_gib() < 16,
+    reason="needs 16 GiB of free memory (x, dy and dx of 2**31 + 32 bf16 elements, 4 GiB each)",
+)
+@pytest.mark.parametrize("kind,layout", [("layer", "contiguous"), ("channel", "contiguous"),
+                                         ("channel", "channels_last")])  # fmt: skip
+def test_past_2_31_elements(kind, layout):
+    """2**31 + 32 bf16 elements through each path of the CPU kernels (flat pieces, NCHW rows,
+    channels_last columns): y and dx at memory's start, across 2**31 and at its end against the
+    float64 oracle, dγ per gate against the oracle of one period times its count in each gate —
+    an int32 offset or count would wrap there."""
+    C = 4
+    shape = (1, C, BIG // C, 1)
+    x = torch.empty(shape, dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    flat = x.as_strided((BIG,), (1,))  # memory order
+    pat_x = torch.arange(PERIOD, dtype=torch.float64) - 20  # exact in bf16; 20 negative values
+    pat_dy = torch.linspace(-1, 1, PERIOD, dtype=torch.float64).to(torch.bfloat16).double()
+    flat.view(-1, PERIOD).copy_(pat_x)
+    gamma = torch.tensor([-2.0, -0.5, 0.7, 3.0]) if kind == "channel" else torch.tensor(0.4)
+    nu = torch.tensor(4.0)
+
+    def gate_of(i: torch.Tensor) -> torch.Tensor:  # the gate of memory index i
+        if kind == "layer":
+            return torch.zeros_like(i)
+        return i % C if layout == "channels_last" else i // (BIG // C)
+
+    windows = [torch.arange(0, 64), torch.arange(2**31 - 64, 2**31 + 32), torch.arange(BIG - 64, BIG)]
+    gammas = gamma.reshape(-1)
+
+    def check(got_flat, what, want_index):  # want_index: 0 for y, 1 for dx
+        for i in windows:
+            xw, dyw = pat_x[i % PERIOD].to(torch.bfloat16), pat_dy[i % PERIOD].to(torch.bfloat16)
+            want = reference(xw, gammas[gate_of(i)], nu, dyw, "feature")[want_index]
+            assert_close_scaled(got_flat[i], want, what=f"{what} at {int(i[0])}", **TOL[torch.bfloat16])
+
+    y = alpha_relu_op(x, gamma, nu, "cpu")
+    assert y.stride() == x.stride()
+    check(y.as_strided((BIG,), (1,)), "y", 0)
+    del y
+    dy = torch.empty_like(x)
+    dy.as_strided((BIG,), (1,)).view(-1, PERIOD).copy_(pat_dy)
+    dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, "cpu")
+    assert dx.stride() == x.stride()
+    check(dx.as_strided((BIG,), (1,)), "dx", 1)
+    del dx, dy, x
+    # dγ is linear in dy: per gate, one period's oracle with dy scaled by how often each position of
+    # the period falls in that gate (BIG is a multiple of PERIOD: every period lies whole in memory)
+    r = torch.arange(PERIOD)
+    want = []
+    for g in range(gammas.numel()):
+        if kind == "layer":
+            count = torch.full((PERIOD,), BIG // PERIOD)
+        elif layout == "channels_last":
+            count = torch.where(r % C == g, BIG // PERIOD, 0)
+        else:  # channel g holds memory [g·n, (g + 1)·n): the indices ≡ r (mod PERIOD) in it
+            n = BIG // C
+            count = (((g + 1) * n - r + PERIOD - 1) // PERIOD) - ((g * n - r + PERIOD - 1) // PERIOD)
+        xw = pat_x.to(torch.bfloat16)
+        want.append(reference(xw, gammas[g], nu, (pat_dy * count.double()).to(torch.float64))[2])
+    want = torch.stack(want).reshape(gamma.shape)
+    assert_close_scaled(dg, want, rtol=1e-5, atol=0.0, what="dgamma")
