@@ -90,13 +90,13 @@ def _data_files_of(path: Path) -> list[Path]:
     file that is not one (something else at that name is never a reason to remove a file)."""
     import onnx
 
-    if not path.is_file():
-        return []
+    pattern = re.compile(re.escape(path.name) + r"\.[0-9a-f]+\.data")
+    if not path.is_file() or not any(pattern.fullmatch(p.name) for p in path.parent.iterdir()):
+        return []  # nothing of ours beside it: the file (perhaps 2 GB of inline weights) is not read
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # not an ONNX file: whatever it names is not ours
         return []
-    pattern = re.compile(re.escape(path.name) + r"\.[0-9a-f]+\.data")
     names = {
         entry.value
         for tensor in proto.graph.initializer
