@@ -38,7 +38,7 @@ def _copy_with(tmp_path: Path, path: str, old: str, new: str) -> Path:
 CPU = "csrc/cpu/gate.cpp"
 BN = "csrc/cpu/bn_gate.cpp"
 GATE_TESTS = ("tests/ops/test_cpu_kernels.py", "tests/ops/test_parity.py", "-k", "cpu")
-BN_TESTS = ("tests/ops/test_bn_gate.py",)
+BN_TESTS = ("tests/ops/test_bn_gate.py", "-k", "cpu")
 TAIL = "  if (i < n) {\n    const int64_t t = n - i;\n    io::load(x + i, v, t);"
 CPU_MUTANTS = {
     # the forward's vector loop skips a 1-element tail
@@ -82,7 +82,8 @@ def test_a_cpu_kernel_mutant_fails_the_cpu_tests(tmp_path, mutant):
     )  # fmt: skip
     assert where.stdout.strip() == str(tree / "alphakern" / "__init__.py"), where  # the mutant is tested
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        # not the slow tests: at -O0 the CPU kernels' 2**31-element tests alone took 5 minutes
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow", *tests],
         cwd=tree, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
