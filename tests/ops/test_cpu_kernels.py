@@ -185,69 +185,71 @@ def _available_gib() -> float:
 
 BIG = 2**31 + 32  # bf16 elements: offsets past int32 (and past 2**31 // 4 for 4 channels' columns)
 PERIOD = 32  # x and dy repeat every PERIOD elements of memory: dγ's oracle counts, it does not sum
+C = 4
+PAT_X = torch.arange(PERIOD, dtype=torch.float64) - 20  # exact in bf16; 20 negative values
+PAT_DY = torch.linspace(-1, 1, PERIOD, dtype=torch.float64).to(torch.bfloat16).double()
+WINDOWS = [torch.arange(0, 64), torch.arange(2**31 - 64, 2**31 + 32), torch.arange(BIG - 64, BIG)]
+
+
+def _gate_of(i: torch.Tensor, kind: str, layout: str) -> torch.Tensor:
+    """The gate of memory indices i."""
+    if kind == "layer":
+        return torch.zeros_like(i)
+    return i % C if layout == "channels_last" else i // (BIG // C)
+
+
+def _count(kind: str, layout: str, g: int) -> torch.Tensor:
+    """How many memory indices i ≡ r (mod PERIOD) belong to gate g, for each r."""
+    r = torch.arange(PERIOD)
+    if kind == "layer":
+        return torch.full((PERIOD,), BIG // PERIOD)
+    if layout == "channels_last":  # channel = i mod C, and C divides PERIOD
+        return torch.where(r % C == g, BIG // PERIOD, 0)
+    n = BIG // C  # NCHW: channel g holds memory [g·n, (g + 1)·n)
+    return ((g + 1) * n - r + PERIOD - 1) // PERIOD - (g * n - r + PERIOD - 1) // PERIOD
+
+
+def _check_windows(out, x, gamma, nu, kind: str, layout: str, which: int) -> None:
+    """y (which = 0) or dx (1) in each window of memory against the float64 oracle."""
+    what = f"{kind} gates, {layout}: {('y', 'dx')[which]}"
+    assert out.stride() == x.stride(), what
+    flat = out.as_strided((BIG,), (1,))
+    for i in WINDOWS:
+        xw, dyw = PAT_X[i % PERIOD].to(torch.bfloat16), PAT_DY[i % PERIOD].to(torch.bfloat16)
+        want = reference(xw, gamma.reshape(-1)[_gate_of(i, kind, layout)], nu, dyw, "feature")[which]
+        assert_close_scaled(flat[i], want, what=f"{what} at {int(i[0])}", **TOL[torch.bfloat16])
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.path.exists("/proc/meminfo") or _available_gib() < 16,
-    reason="needs 16 GiB of free memory (x, dy and dx of 2**31 + 32 bf16 elements, 4 GiB each)",
-)
-@pytest.mark.parametrize("kind,layout", [("layer", "contiguous"), ("channel", "contiguous"),
-                                         ("channel", "channels_last")])  # fmt: skip
-def test_past_2_31_elements(kind, layout):
-    """2**31 + 32 bf16 elements through each path of the CPU kernels (flat pieces, NCHW rows,
-    channels_last columns): y and dx at memory's start, across 2**31 and at its end against the
-    float64 oracle, dγ per gate against the oracle of one period times its count in each gate —
-    an int32 offset or count would wrap there."""
-    C = 4
-    shape = (1, C, BIG // C, 1)
-    x = torch.empty(shape, dtype=torch.bfloat16)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last)
-    flat = x.as_strided((BIG,), (1,))  # memory order
-    pat_x = torch.arange(PERIOD, dtype=torch.float64) - 20  # exact in bf16; 20 negative values
-    pat_dy = torch.linspace(-1, 1, PERIOD, dtype=torch.float64).to(torch.bfloat16).double()
-    flat.view(-1, PERIOD).copy_(pat_x)
-    gamma = torch.tensor([-2.0, -0.5, 0.7, 3.0]) if kind == "channel" else torch.tensor(0.4)
-    nu = torch.tensor(4.0)
-
-    def gate_of(i: torch.Tensor) -> torch.Tensor:  # the gate of memory index i
-        if kind == "layer":
-            return torch.zeros_like(i)
-        return i % C if layout == "channels_last" else i // (BIG // C)
-
-    windows = [torch.arange(0, 64), torch.arange(2**31 - 64, 2**31 + 32), torch.arange(BIG - 64, BIG)]
-    gammas = gamma.reshape(-1)
-
-    def check(got_flat, what, want_index):  # want_index: 0 for y, 1 for dx
-        for i in windows:
-            xw, dyw = pat_x[i % PERIOD].to(torch.bfloat16), pat_dy[i % PERIOD].to(torch.bfloat16)
-            want = reference(xw, gammas[gate_of(i)], nu, dyw, "feature")[want_index]
-            assert_close_scaled(got_flat[i], want, what=f"{what} at {int(i[0])}", **TOL[torch.bfloat16])
-
-    y = alpha_relu_op(x, gamma, nu, "cpu")
-    assert y.stride() == x.stride()
-    check(y.as_strided((BIG,), (1,)), "y", 0)
-    del y
-    dy = torch.empty_like(x)
-    dy.as_strided((BIG,), (1,)).view(-1, PERIOD).copy_(pat_dy)
-    dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, "cpu")
-    assert dx.stride() == x.stride()
-    check(dx.as_strided((BIG,), (1,)), "dx", 1)
-    del dx, dy, x
-    # dγ is linear in dy: per gate, one period's oracle with dy scaled by how often each position of
-    # the period falls in that gate (BIG is a multiple of PERIOD: every period lies whole in memory)
-    r = torch.arange(PERIOD)
-    want = []
-    for g in range(gammas.numel()):
-        if kind == "layer":
-            count = torch.full((PERIOD,), BIG // PERIOD)
-        elif layout == "channels_last":
-            count = torch.where(r % C == g, BIG // PERIOD, 0)
-        else:  # channel g holds memory [g·n, (g + 1)·n): the indices ≡ r (mod PERIOD) in it
-            n = BIG // C
-            count = (((g + 1) * n - r + PERIOD - 1) // PERIOD) - ((g * n - r + PERIOD - 1) // PERIOD)
-        xw = pat_x.to(torch.bfloat16)
-        want.append(reference(xw, gammas[g], nu, (pat_dy * count.double()).to(torch.float64))[2])
-    want = torch.stack(want).reshape(gamma.shape)
-    assert_close_scaled(dg, want, rtol=1e-5, atol=0.0, what="dgamma")
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="reads the free memory from /proc/meminfo")
+def test_past_2_31_elements():
+    """2**31 + 32 bf16 elements through each path of the CPU kernels — layer gates' flat pieces,
+    channel gates as NCHW rows and as channels_last columns (one channel lies wholly past 2**31) —
+    one after the other in one test (two at once would need twice the 13 GB). y and dx at memory's
+    start, across 2**31 and at its end against the float64 oracle; dγ per gate against the oracle
+    of one period, dy scaled by how often each position falls in that gate. An int32 offset or
+    count would wrap there."""
+    if _available_gib() < 16:  # checked when it runs, not when collected
+        pytest.skip("needs 16 GiB of free memory (x, dy and dx of 2**31 + 32 bf16 elements, 4 GiB each)")
+    mem_x, mem_dy = torch.empty(BIG, dtype=torch.bfloat16), torch.empty(BIG, dtype=torch.bfloat16)
+    mem_x.view(-1, PERIOD).copy_(PAT_X)
+    mem_dy.view(-1, PERIOD).copy_(PAT_DY)
+    n, nu = BIG // C, torch.tensor(4.0)
+    strides = {"contiguous": (C * n, n, 1, 1), "channels_last": (C * n, 1, C, C)}
+    for kind, layout in (("layer", "contiguous"), ("channel", "contiguous"), ("channel", "channels_last")):
+        x = mem_x.as_strided((1, C, n, 1), strides[layout])  # memory as filled, viewed in the layout
+        dy = mem_dy.as_strided((1, C, n, 1), strides[layout])
+        gamma = torch.tensor([-2.0, -0.5, 0.7, 3.0]) if kind == "channel" else torch.tensor(0.4)
+        y = alpha_relu_op(x, gamma, nu, "cpu")
+        _check_windows(y, x, gamma, nu, kind, layout, 0)
+        del y
+        dx, dg = alpha_relu_backward_op(dy, x, gamma, nu, "cpu")
+        _check_windows(dx, x, gamma, nu, kind, layout, 1)
+        del dx
+        # dγ is linear in dy: per gate, one period's oracle with dy times the period's count in it
+        xp, gammas = PAT_X.to(torch.bfloat16), gamma.reshape(-1)
+        want = [
+            reference(xp, gammas[g], nu, PAT_DY * _count(kind, layout, g))[2] for g in range(gammas.numel())
+        ]
+        what = f"{kind} gates, {layout}: dgamma"
+        assert_close_scaled(dg, torch.stack(want).reshape(gamma.shape), 1e-5, 0.0, what=what)
