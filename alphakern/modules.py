@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
@@ -14,6 +12,7 @@ from torch.nn.parameter import UninitializedParameter
 from alphakern.functional import alpha, bn_gate, gate
 from alphakern.ops.core import GRANULARITIES
 from alphakern.ops.core.activations import Activation
+from alphakern.ops.core.checks import is_finite_number
 from alphakern.ops.core.granularity import gate_shape, gate_view
 from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
@@ -54,10 +53,7 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         self.act = Activation.of(activation, negative_slope, approximate)
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
-        finite = (
-            isinstance(nu_step, (int, float)) and not isinstance(nu_step, bool) and math.isfinite(nu_step)
-        )
-        if not (finite and nu_step >= 0):  # NaN would make every α NaN from the first forward on
+        if not (is_finite_number(nu_step) and nu_step >= 0):  # NaN would make every α NaN from then on
             raise ValueError(f"nu_step must be a finite number >= 0, got {nu_step!r}")
         self.nu_step = float(nu_step)
         self.granularity = granularity

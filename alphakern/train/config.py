@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -13,6 +12,7 @@ from alphakern.models import CNN_ACTIVATIONS, HEADS, MODELS
 from alphakern.ops.core import BACKEND_CHOICES, GRANULARITIES
 from alphakern.ops.core.activations import KINDS
 from alphakern.ops.core.alpha import gamma_for
+from alphakern.ops.core.checks import is_finite_number
 
 GATE_MODES = ("schedule", "l1")
 NU_INIT_L1 = 10.0  # --gate-mode l1 without --nu-init: α = σ((σ(γ) − ½)·10) spans 0.007..0.993
@@ -79,11 +79,11 @@ class TrainConfig:
             raise bad("limit_train", "a positive number of images")
         if not _is_int(self.seed) or self.seed < 0:
             raise bad("seed", "a non-negative integer")
-        if not _finite(self.lr) or self.lr <= 0:
+        if not is_finite_number(self.lr) or self.lr <= 0:
             raise bad("lr", "a positive number")
-        if not _finite(self.nu_step) or self.nu_step < 0:
+        if not is_finite_number(self.nu_step) or self.nu_step < 0:
             raise bad("nu_step", "a non-negative number")
-        if not _finite(self.val_fraction) or not 0 < self.val_fraction < 1:
+        if not is_finite_number(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "between 0 and 1")
         checks = (
             ("model", MODELS),
@@ -125,13 +125,13 @@ class TrainConfig:
 
     def _check_budget(self, bad) -> None:
         if self.budget is not None:
-            if not _finite(self.budget) or self.budget <= 0:
+            if not is_finite_number(self.budget) or self.budget <= 0:
                 raise bad("budget", "positive: a fraction <= 1 of the ReLUs or a whole ReLU count")
             if self.budget > 1 and self.budget != int(self.budget):
                 raise bad("budget", "a whole ReLU count when above 1")
         for f in ("penalty", "l1", "nu_init"):
             v = getattr(self, f)
-            if v is not None and (not _finite(v) or v < 0):
+            if v is not None and (not is_finite_number(v) or v < 0):
                 raise bad(f, "a non-negative number")
         if self.budget_kind is not None:
             if self.budget_kind not in KINDS:
@@ -142,7 +142,7 @@ class TrainConfig:
         wants = [f for f in ("budget", "penalty") if getattr(self, f) is not None]
         if self.alpha_init is not None:
             wants.append("alpha_init")
-            if not _finite(self.alpha_init) or not 0 < self.alpha_init < 1:
+            if not is_finite_number(self.alpha_init) or not 0 < self.alpha_init < 1:
                 raise bad("alpha_init", "between 0 and 1")
             try:
                 gamma_for(self.alpha_init, self.start_nu)
@@ -221,10 +221,6 @@ class TrainConfig:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -3,6 +3,8 @@ accept. The native libraries check their own arguments again in ``csrc/common/ch
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -14,6 +16,11 @@ BACKEND_NAMES = ("torch", "triton", "cuda", "cpu")
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 # dtypes the fused kernels take (math in fp32); the torch backend takes every floating dtype.
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def is_finite_number(v: object) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite: what a hyperparameter must be."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _scalar_problem(t: object) -> str | None:
