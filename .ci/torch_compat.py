@@ -111,10 +111,10 @@ def commands(
 PIPED = dict(capture_output=True, text=True, cwd=ROOT)
 
 
-def shown(cmd: list[str]) -> None:
-    """Run a set-up step (a download, an install), printed first; its failure ends the tool."""
+def shown(cmd: list[str], env: dict | None = None) -> None:
+    """Run a set-up step (a download, an install, a build), printed first; its failure ends the tool."""
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
 
 
 def reported(what: str, proc: subprocess.CompletedProcess) -> bool:
@@ -173,7 +173,7 @@ def suite(version: str, torchvision: str, cuda_home: str, cache: Path) -> bool:
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(cache / f"extensions-{version}"), HF_HUB_OFFLINE="1")
     env["CUDA_HOME"] = cuda_home
     env.pop("TRITON_INTERPRET", None)  # tests/conftest.py sets it where there is no GPU
-    subprocess.run([str(py), "-m", "alphakern", "build", "--only", "cpu"], check=True, env=env, cwd=ROOT)
+    shown([str(py), "-m", "alphakern", "build", "--only", "cpu"], env=env)
     cmd = [str(py), "-m", "pytest", "-q", "-n", "2", "--dist", "worksteal", "-p", "no:cacheprovider"]
     return reported(f"the test suite under torch {version}", subprocess.run(cmd, env=env, **PIPED))
 
