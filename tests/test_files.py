@@ -1,6 +1,7 @@
 """The one atomic writer (alphakern.files): whole or nothing, a temporary file of its own per write,
 nothing planted in the directory opened or written through."""
 
+import errno
 import os
 import stat
 
@@ -72,8 +73,9 @@ def test_no_free_temporary_name_is_an_error_naming_the_file(tmp_path, monkeypatc
 
 def test_a_missing_directory_is_an_error_naming_it_and_the_file(tmp_path):
     missing = tmp_path / "runs" / "new"
-    with pytest.raises(FileNotFoundError, match=rf"cannot write m.json: no such directory: '{missing}'"):
+    with pytest.raises(FileNotFoundError, match=rf"cannot write m.json: no such directory: '{missing}'") as e:
         atomic_write(missing / "m.json", lambda p: p.write_text("{}"))
+    assert e.value.errno == errno.ENOENT and e.value.filename == str(missing)  # what callers may test
     assert not (tmp_path / "runs").exists()
 
 
