@@ -125,3 +125,30 @@ def test_an_export_that_fails_leaves_the_old_files_as_they_were(tmp_path, monkey
         export_onnx(_mlp(1), torch.randn(1, 64), path, external_data=True)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert _runs_as(path, _mlp(0))
+
+
+def test_a_data_file_the_replaced_file_names_is_kept_unless_ours(tmp_path):
+    """The replaced ONNX file (torch's own save) names m.onnx.data while a data file of ours lies
+    beside it (an export before that one): neither is removed — only a data file both of our naming
+    and named by the replaced file is."""
+    path = export_onnx(_mlp(0), torch.randn(1, 64), tmp_path / "m.onnx", external_data=True)
+    (ours,) = _data_files(path)
+    torch.onnx.export(_mlp(1), (torch.randn(2, 64),), dynamo=True, verbose=False).save(
+        path, external_data=True
+    )
+    theirs = (tmp_path / "m.onnx.data").read_bytes()
+    export_onnx(_mlp(0), torch.randn(1, 64), path)
+    assert _data_files(path) == sorted(["m.onnx.data", ours])
+    assert (tmp_path / "m.onnx.data").read_bytes() == theirs and _runs_as(path, _mlp(0))
+
+
+def test_a_save_that_fails_before_writing_anything_raises_its_own_error(tmp_path, monkeypatch):
+    import onnx_ir
+
+    def no_space(model, dest, **kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(onnx_ir, "save", no_space)
+    with pytest.raises(OSError, match="No space left"):  # not the clean-up's FileNotFoundError
+        export_onnx(_mlp(0), torch.randn(1, 64), tmp_path / "m.onnx", external_data=True)
+    assert list(tmp_path.iterdir()) == []
