@@ -12,7 +12,7 @@ from torch.nn.parameter import UninitializedParameter
 from alphakern.functional import alpha, bn_gate, gate
 from alphakern.ops.core import GRANULARITIES
 from alphakern.ops.core.activations import Activation
-from alphakern.ops.core.checks import is_finite_number
+from alphakern.ops.core.checks import check_module, check_tensor, is_finite_number
 from alphakern.ops.core.granularity import gate_shape, gate_view
 from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
@@ -322,6 +322,7 @@ def alpha_layers(model: nn.Module) -> list[tuple[str, AlphaGate]]:
     """The model's learnable activations with their qualified names, in forward order: the order
     of their calls in the graph of a torch.fx GraphModule (what ``linearize`` returns), else
     registration order (= forward order for sequential models)."""
+    check_module(model)
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, AlphaGate)]
     if isinstance(model, fx.GraphModule):
         modules = dict(model.named_modules())
@@ -343,7 +344,10 @@ def materialize(
     """Create the lazy γ of per-channel/per-element gates now, with one forward in eval mode (ν and
     the BatchNorm statistics do not move) of ``example_input`` — token ids for a language model —
     or else of a zero batch of ``shape`` (CIFAR-sized by default)."""
-    if example_input is None:
+    check_module(model)
+    if example_input is not None:
+        check_tensor(example_input)
+    else:
         p = next(model.parameters())
         example_input = torch.zeros(shape, device=p.device, dtype=p.dtype)
     was_training = model.training

@@ -19,6 +19,7 @@ from torch import nn
 
 from alphakern.files import atomic_write, new_token
 from alphakern.modules import AlphaGate
+from alphakern.ops.core.checks import check_module, check_tensor
 
 # ONNX files are protobufs, which hold at most 2 GB: above this, the weights go in a file of their own
 # (torch's ONNXProgram.save decides at the same size)
@@ -26,8 +27,8 @@ EXTERNAL_DATA_BYTES = 1536 * 1024**2
 
 
 def _check(model: nn.Module, example_input: torch.Tensor) -> None:
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
+    check_module(model)
+    check_tensor(example_input)
     gates = [name for name, m in model.named_modules() if isinstance(m, AlphaGate)]
     if gates:
         raise ValueError(

@@ -12,6 +12,7 @@ from torch import fx, nn
 from alphakern.graph.bn_fusion import unfuse_bn
 from alphakern.graph.fx import as_graph_module, trace
 from alphakern.modules import AlphaGate, FixedSlopeReLU
+from alphakern.ops.core.checks import check_module
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -81,6 +82,7 @@ def fold_padding(model: nn.Module) -> list[tuple[str, str]]:
     output has another reader (a residual skip) keeps its padding: the reader would see the ring —
     so a chain that appears only once ``fold`` absorbed a block's skip stays refused. Returns the
     (conv1, conv2) names whose padding moved, last chain link first."""
+    check_module(model)
     unfuse_bn(model)  # a fused BN → gate pair would hide its gate
     gm = as_graph_module(model)
     moved: list[tuple[str, str]] = []
@@ -105,6 +107,7 @@ def fold_units(model: nn.Module) -> list[tuple[str, ...]]:
     depthwise gates, a ResNet block's inner gate alone. Made linear together, a unit's convs
     become one chain; a gate after a residual sum or before a pooling links nothing and is in no
     unit. Units and their gates in forward order, by module name."""
+    check_module(model)
     gm = traced_copy(model)
     mods = dict(gm.named_modules())
     gates = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(mods[n.target], AlphaGate)]

@@ -49,6 +49,7 @@ from alphakern.folding.mlp import SWIGLU, choose_form, concat_modules, mlp_gate,
 from alphakern.folding.policy import Policy
 from alphakern.folding.untraced import fold_mlp_modules
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
+from alphakern.ops.core.checks import check_module, check_tensor
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _MULS = {operator.mul, operator.imul, torch.mul}
@@ -140,9 +141,9 @@ def fold(
     were folded module by module (``folding.untraced``); ``.fold_info`` (a FoldInfo) says what was
     merged and what was not, and why. ``device``: where ``policy="latency"`` times the candidates
     (default: the input's)."""
+    check_module(model)
+    check_tensor(example_input)
     Policy.check(policy)
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
     rule = Policy(policy, torch.device(device) if device is not None else example_input.device)
     try:
         traced = traced_copy(model)

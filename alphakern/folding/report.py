@@ -10,6 +10,7 @@ from torch import fx, nn
 
 from alphakern.folding.chains import traced_copy
 from alphakern.folding.policy import median_seconds
+from alphakern.ops.core.checks import check_module, check_tensor
 
 
 def _depth(model: nn.Module) -> int:
@@ -36,6 +37,9 @@ def _macs(model: nn.Module, x: torch.Tensor) -> int:
 def fold_report(before: nn.Module, after: nn.Module, x: torch.Tensor, rounds: int = 20) -> dict:
     """Depth (convs/linears on the longest path), parameters, MACs (torch's FlopCounterMode) and
     median latency (eval, inference mode, interleaved rounds on x's device) of both models."""
+    check_module(before, "before")
+    check_module(after, "after")
+    check_tensor(x, "x")
     models = {"before": before.eval(), "after": after.eval()}
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():

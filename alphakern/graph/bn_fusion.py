@@ -12,6 +12,7 @@ from torch import fx, nn
 
 from alphakern.graph.fx import as_graph_module, set_module
 from alphakern.modules import AlphaGate, BatchNormAddGate, BatchNormGate
+from alphakern.ops.core.checks import check_module
 from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
 _ADDS = (operator.add, operator.iadd, torch.add)  # how a traced residual block spells its add
@@ -26,6 +27,7 @@ def fuse_bn(model: nn.Module, *, relu: bool = False) -> fx.GraphModule:
     become one ``BatchNormAddGate(x, skip)``. A GraphModule is rewritten in place, another model
     traced first (its modules shared). The state dict keeps its keys (the fused module shares the
     BN's tensors; the gate stays registered). ``unfuse_bn`` leaves the identities out."""
+    check_module(model)
     return _fuse_pairs(as_graph_module(model), relu)
 
 
@@ -113,6 +115,7 @@ def _fuse_pairs(gm: fx.GraphModule, relu: bool = False) -> fx.GraphModule:
 def unfuse_bn(model: nn.Module) -> nn.Module:
     """``fuse_bn`` undone in place: each BatchNormGate back to a plain BatchNorm2d (the same tensors)
     and its gate's call back into the graph after it — what discretize and fold work on."""
+    check_module(model)
     if not isinstance(model, fx.GraphModule):
         return model
     modules = dict(model.named_modules())

@@ -21,6 +21,7 @@ from alphakern.functional import alpha
 from alphakern.gate_rules import kept_by_rounding, kept_within_budget
 from alphakern.graph.discretize import apply_keep
 from alphakern.modules import AlphaGate, alpha_layers
+from alphakern.ops.core.checks import check_tensor
 
 
 @dataclass
@@ -42,6 +43,7 @@ class GateSite:
 def gate_sites(model: nn.Module, example_input: Tensor) -> list[GateSite]:
     """Every AlphaGate in forward order with the positions each of its gates controls, from one
     eval-mode forward of ``example_input`` (batch first; ν does not move)."""
+    check_tensor(example_input)
     shapes: dict[int, torch.Size] = {}
 
     def hook(m: nn.Module, inputs, output: Tensor) -> None:

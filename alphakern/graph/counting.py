@@ -20,6 +20,7 @@ from alphakern.ops.core.activations import (
     call_kind,
     library_activation,
 )
+from alphakern.ops.core.checks import check_module, check_tensor
 
 
 class _Calls(torch.overrides.TorchFunctionMode):
@@ -52,6 +53,8 @@ def nonlinearity_count(model: nn.Module, example_input: torch.Tensor) -> dict[st
     fixed gate ``discretize`` leaves those whose weight is not 0 (slope not 1), plus every
     activation evaluated that is not a gate. Kinds with none are left out. One forward in eval
     mode (ν does not move) on ``example_input`` (batch first)."""
+    check_module(model)
+    check_tensor(example_input)
     if any(isinstance(m, BatchNormGate) for m in model.modules()):  # count the BN → gate pairs apart
         model = unfuse_bn(copy.deepcopy(model))
     batch = example_input.shape[0]

@@ -13,6 +13,7 @@ from alphakern.gate_rules import verdict_masks
 from alphakern.graph.bn_fusion import unfuse_bn
 from alphakern.graph.fx import set_module
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU, alpha_layers
+from alphakern.ops.core.checks import check_module
 
 
 def exact_gate(m: AlphaGate, weight: Tensor) -> nn.Module:
@@ -43,6 +44,7 @@ def _discrete(m: AlphaGate) -> nn.Module | None:
 def discretize(model: nn.Module) -> nn.Module:
     """A copy with each decided AlphaReLU replaced by nn.ReLU or nn.Identity — or, for gates per
     channel/element that disagree, a FixedSlopeReLU exact per gate (undecided layers kept)."""
+    check_module(model)
     out = unfuse_bn(copy.deepcopy(model))  # a fused BN → gate pair: its gate replaced like any other
     for name, m in alpha_layers(out):
         new = _discrete(m)
@@ -55,6 +57,9 @@ def discretize(model: nn.Module) -> nn.Module:
 def apply_keep(model: nn.Module, keep: dict[str, Tensor]) -> nn.Module:
     """``model`` (changed in place) with each named gate made exact: its activation's module (nn.ReLU,
     ...) if every gate is kept, nn.Identity if none, else a fixed gate per gate (``exact_gate``)."""
+    check_module(model)
+    if not isinstance(keep, dict):
+        raise TypeError(f"keep must be a dict of gate name to tensor, got {type(keep).__name__}")
     unfuse_bn(model)  # a gate fused with its BatchNorm is replaced like any other
     modules = dict(model.named_modules())
     for name, k in keep.items():

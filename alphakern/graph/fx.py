@@ -7,6 +7,7 @@ from torch import fx, nn
 
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 from alphakern.ops.core.activations import library_activation, ungated_reason
+from alphakern.ops.core.checks import check_module
 
 
 class GateTracer(fx.Tracer):
@@ -26,6 +27,7 @@ class GateTracer(fx.Tracer):
 def trace(model: nn.Module) -> fx.GraphModule:
     """A GraphModule of ``model``'s forward (its modules shared, not copied), traced afresh even if
     ``model`` is one already."""
+    check_module(model)
     return fx.GraphModule(model, GateTracer().trace(model))
 
 

@@ -35,6 +35,7 @@ from alphakern.ops.core.activations import (
     module_activation,
     ungated_reason,
 )
+from alphakern.ops.core.checks import check_module, check_tensor
 
 
 def _activation(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[Activation, bool] | None:
@@ -97,6 +98,9 @@ def linearize(
         return AlphaGate(nu_step, activation=name, negative_slope=act.negative_slope, approximate=approx,
                          granularity=granularity, backend=backend)  # fmt: skip
 
+    check_module(model)
+    if example_input is not None:
+        check_tensor(example_input)
     kinds = _check_kinds(activations)
     make_gate(RELU)  # checks granularity and nu_step before any work
     try:

@@ -8,6 +8,7 @@ from torch import nn
 
 from alphakern.gate_rules import LINEAR_BELOW, NONLINEAR_ABOVE, VERDICTS, verdict, verdict_masks
 from alphakern.modules import AlphaGate, alpha_layers
+from alphakern.ops.core.checks import check_module
 
 __all__ = [
     "LINEAR_BELOW",
@@ -51,6 +52,7 @@ def layer_verdict(name: str, m: AlphaGate) -> LayerVerdict:
 
 def layer_verdicts(model: nn.Module) -> list[LayerVerdict]:
     """γ, α and the verdict of every AlphaReLU (reads a few numbers off the device)."""
+    check_module(model)
     return [layer_verdict(name, m) for name, m in alpha_layers(model)]
 
 

@@ -293,7 +293,7 @@ def test_bad_arguments():
     m = nn.Sequential(nn.Conv2d(3, 3, 1))
     with pytest.raises(ValueError, match=r"policy must be one of \['latency', 'flops', 'all'\], got 'fast'"):
         fold(m, torch.zeros(1, 3, 4, 4), policy="fast")
-    with pytest.raises(TypeError, match="example_input must be a tensor, got list"):
+    with pytest.raises(TypeError, match="example_input must be a torch.Tensor, got list"):
         fold(m, [1, 2])
 
 

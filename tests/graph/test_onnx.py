@@ -60,7 +60,7 @@ def test_learnable_gates_are_refused_by_name(tmp_path):
     m = alphakern.linearize(relu_network("resnet20"))
     with pytest.raises(ValueError, match=r"learnable gates have no ONNX form: relu, layers\.0\.relu"):
         export_onnx(m, probe(), tmp_path / "m.onnx")
-    with pytest.raises(TypeError, match="example_input must be a tensor, got list"):
+    with pytest.raises(TypeError, match="example_input must be a torch.Tensor, got list"):
         export_onnx(discretize(m), [1], tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

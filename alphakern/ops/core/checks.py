@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from alphakern.ops.core.granularity import granularity_of
 
@@ -21,6 +21,19 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def is_finite_number(v: object) -> bool:
     """An int or float (not a bool) that is neither NaN nor infinite: what a hyperparameter must be."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_module(value: object, name: str = "model") -> None:
+    """The graph tools' model: an nn.Module. Without this check a wrong object fails deep inside
+    with Python's AttributeError (or, in ``unfuse_bn``, comes back unchanged)."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+
+
+def check_tensor(value: object, name: str = "example_input") -> None:
+    """A tensor argument of the graph tools (the example input a model is run or traced on)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
 
 
 def _scalar_problem(t: object) -> str | None:
