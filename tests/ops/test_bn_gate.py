@@ -17,7 +17,7 @@ import alphakern
 from alphakern.functional import bn_gate
 from alphakern.graph import fuse_bn, unfuse_bn
 from alphakern.modules import AlphaGate, BatchNormAddGate, BatchNormGate, materialize
-from alphakern.ops.bn_gate import bn_gate_op
+from alphakern.ops.bn_gate import bn_gate_backward_op, bn_gate_op
 from alphakern.ops.core.activations import ACTIVATIONS
 from tests.reference import (
     HAS_CUDA,
@@ -824,3 +824,86 @@ def test_fuse_bn_fuses_only_what_it_takes():
     assert not any(isinstance(m, BatchNormGate) for m in fuse_bn(copy.deepcopy(plain)).modules())
     kinds = [type(m) for m in fuse_bn(copy.deepcopy(plain), relu=True).modules()]
     assert kinds.count(BatchNormGate) == 1 and nn.SiLU in kinds and nn.BatchNorm2d in kinds
+
+
+# bf16 elements, (2**17 + 1, 16, 32, 32): offsets past int32, and NCHW rows of 32 × 32 starting past it
+BIG = 2**31 + 2**14
+BIG_C, BIG_HW = 16, 1024
+BIG_SHAPE = (BIG // (BIG_C * BIG_HW), BIG_C, 32, 32)
+# x repeats every PERIOD elements of memory, and every channel holds each of its residues equally
+# often: its statistics and sums are those of one small sample, times how often it repeats; 4 values
+# a channel at least (with 2, x̂ = ±1 and BatchNorm's dx is exactly 0)
+PERIOD = 64
+PAT_X = torch.arange(PERIOD, dtype=torch.float64) - 40  # exact in bf16
+WINDOWS = [torch.arange(0, 64), torch.arange(2**31 - 64, 2**31 + 32), torch.arange(BIG - 64, BIG)]
+BIG_STRIDES = {
+    "contiguous": (BIG_C * BIG_HW, BIG_HW, 32, 1),
+    "channels_last": (BIG_C * BIG_HW, 1, 32 * BIG_C, BIG_C),
+}
+
+
+def _small_sample(layout: str) -> Tensor:
+    """(1, C, PERIOD, 1): channel k's residues of memory — each once in NCHW (a channel is whole
+    periods), each PERIOD / C times in channels_last (channel k holds the residues r ≡ k mod C)."""
+    j = torch.arange(PERIOD)
+    if layout == "contiguous":
+        res = j.expand(BIG_C, PERIOD)
+    else:
+        res = (BIG_C * j + torch.arange(BIG_C)[:, None]) % PERIOD
+    return PAT_X[res].reshape(1, BIG_C, PERIOD, 1).to(torch.bfloat16)
+
+
+def _in_sample(i: Tensor, layout: str) -> tuple[Tensor, Tensor]:
+    """Memory indices i as (channel, place in that channel's small sample)."""
+    r = i % PERIOD
+    if layout == "contiguous":
+        return (i // BIG_HW) % BIG_C, r
+    k = i % BIG_C
+    return k, ((r - k) % PERIOD) // BIG_C
+
+
+def _check_big_windows(got: Tensor, want: Tensor, layout: str, what: str, ulps: int) -> None:
+    """y, dx or dr in each window of memory against the small sample's float64 oracle, within
+    bf16's rounding plus ``ulps`` fp32 ulps of the largest value (as ``_check_fused``)."""
+    assert got.stride() == BIG_STRIDES[layout], what
+    scale = ulps * EPS32 * want.abs().max()
+    flat = got.as_strided((BIG,), (1,))
+    for i in WINDOWS:
+        k, place = _in_sample(i, layout)
+        where = f"{layout}: {what} at {int(i[0])}"
+        _close(flat[i], want[0, k, place, 0], where, _rtol(torch.bfloat16), scale)
+
+
+@pytest.mark.slow
+def test_bn_add_gate_past_2_31_elements(big_memory):
+    """BatchNorm (training) + residual + channel gate of SiLU on the CPU kernels over 2**31 + 1024
+    bf16 elements of (2**17 + 1, 16, 32, 32), NCHW and channels_last: the batch statistics,
+    y, dx and dr at memory's start, across 2**31 and at its end, and dweight, dbias, dγ, against
+    one small sample per channel in float64 (x, the residual and dy are one tensor: 12 GB, not 24).
+    An int32 offset or count would wrap there."""
+    big_memory(16, "x, then y or dx and dr, of 2**31 + 2**14 bf16 elements: 4 GiB each")
+    mem = torch.empty(BIG, dtype=torch.bfloat16)
+    mem.view(-1, PERIOD).copy_(PAT_X)
+    gamma, nu = torch.linspace(-2, 3, BIG_C), torch.tensor(4.0)
+    w, b = torch.linspace(-1.5, 2, BIG_C), torch.linspace(-1, 3, BIG_C)
+    eps, times = 1e-5, BIG // (PERIOD * BIG_C)  # how often each sample's element occurs in its channel
+    for layout, stride in BIG_STRIDES.items():
+        x = mem.as_strided(BIG_SHAPE, stride)
+        small = _small_sample(layout)
+        unused = torch.zeros(BIG_C), torch.ones(BIG_C)  # running statistics: training uses the batch's
+        ry, rdx, rdw, rdb, rdg, _, rdr = bn_gate_reference(
+            "silu", small, small, gamma, nu, w, b, *unused, True, eps, residual=small
+        )
+        y, mean, var = bn_gate_op(x, x, w, b, None, None, gamma, nu, True, eps, "silu", 0.0, "cpu")
+        _close(mean, small.double().mean((0, 2, 3)), f"{layout}: mean", 1e-6, 0)
+        _close(var, small.double().var((0, 2, 3), unbiased=False), f"{layout}: var", 1e-6, 0)
+        _check_big_windows(y, ry, layout, "y", 64)
+        del y
+        grads = bn_gate_backward_op(x, x, x, w, b, mean, var, gamma, nu, True, eps, "silu", 0.0, "cpu")
+        dx, dr, dw, db, dg = grads  # dy = x
+        del grads
+        _check_big_windows(dx, rdx, layout, "dx", 256)
+        _check_big_windows(dr, rdr, layout, "dr", 64)
+        del dx, dr
+        for got, want, what in ((dw, rdw, "dweight"), (db, rdb, "dbias"), (dg, rdg, "dgamma")):
+            _close(got, times * want, f"{layout}: {what}", 1e-5, 1e-6 * times)

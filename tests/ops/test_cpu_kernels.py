@@ -3,8 +3,6 @@ enough for every work split (pieces of long rows, chunks of rows, blocks of colu
 independence of dγ, and the C++ argument checks. Parity on small shapes, switch points, NaN,
 layouts, opcheck and torch.compile run for "cpu" in test_parity / test_gates / test_autograd."""
 
-import os
-
 import pytest
 import torch
 
@@ -178,11 +176,6 @@ def test_cached_gate_terms_follow_the_values_of_gamma_and_nu():
         torch.testing.assert_close(params["cpu"], params["torch"], rtol=1e-5, atol=1e-5)
 
 
-def _available_gib() -> float:
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 2**20
-
-
 BIG = 2**31 + 32  # bf16 elements: offsets past int32 (and past 2**31 // 4 for 4 channels' columns)
 PERIOD = 32  # x and dy repeat every PERIOD elements of memory: dγ's oracle counts, it does not sum
 C = 4
@@ -221,16 +214,14 @@ def _check_windows(out, x, gamma, nu, kind: str, layout: str, which: int) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="reads the free memory from /proc/meminfo")
-def test_past_2_31_elements():
+def test_past_2_31_elements(big_memory):
     """2**31 + 32 bf16 elements through each path of the CPU kernels — layer gates' flat pieces,
     channel gates as NCHW rows and as channels_last columns (one channel lies wholly past 2**31) —
     one after the other in one test (two at once would need twice the 13 GB). y and dx at memory's
     start, across 2**31 and at its end against the float64 oracle; dγ per gate against the oracle
     of one period, dy scaled by how often each position falls in that gate. An int32 offset or
     count would wrap there."""
-    if _available_gib() < 16:  # checked when it runs, not when collected
-        pytest.skip("needs 16 GiB of free memory (x, dy and dx of 2**31 + 32 bf16 elements, 4 GiB each)")
+    big_memory(16, "x, dy and dx of 2**31 + 32 bf16 elements, 4 GiB each")
     mem_x, mem_dy = torch.empty(BIG, dtype=torch.bfloat16), torch.empty(BIG, dtype=torch.bfloat16)
     mem_x.view(-1, PERIOD).copy_(PAT_X)
     mem_dy.view(-1, PERIOD).copy_(PAT_DY)
