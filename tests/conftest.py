@@ -6,13 +6,14 @@ TRITON_INTERPRET must be set before alphakern (and so its @triton.jit kernels) i
 import atexit
 import os
 import shutil
-import tempfile
+
+from tests import session_cache
 
 # A fresh inductor cache per test session: a cache kept from an earlier run served compiled graphs
 # of the code before a change (a custom op's autograd formula is not part of the cache key), so a
 # compile test passed against the old code. Set before torch is imported; subprocesses inherit it.
 if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-    _cache = tempfile.mkdtemp(prefix="alphakern-inductor-")
+    _cache = session_cache.new_cache()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
