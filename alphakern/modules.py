@@ -17,6 +17,14 @@ from alphakern.ops.core.granularity import gate_shape, gate_view
 from alphakern.ops.dispatch import BN_GATE_GRANULARITIES
 
 
+def _recomputing() -> bool:
+    """Is this forward run by autograd's backward? That is activation checkpointing recomputing a
+    forward (torch.utils.checkpoint, reentrant or not: Hugging Face's gradient_checkpointing,
+    timm's checkpoint_seq). Left to the compiler when compiling: its recomputation does not run
+    the module again."""
+    return not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
+
+
 class AlphaGate(LazyModuleMixin, nn.Module):
     """G_α,f(x) = x + α·(f(x) − x), α = σ((σ(γ) − ½)·ν): f where α = 1, the identity where α = 0.
 
@@ -93,9 +101,13 @@ class AlphaGate(LazyModuleMixin, nn.Module):
         self.gamma.zero_()
 
     def step_nu(self) -> Tensor:
-        """ν for this forward: advanced by nu_step in training mode (on the device), as is."""
+        """ν for this forward: advanced by nu_step in training mode (on the device), as is — once
+        per forward even under activation checkpointing, whose recomputation gets the ν that the
+        forward it repeats used."""
         if not self.training:
             return self.nu
+        if _recomputing():
+            return self.nu.clone()  # the value the first run advanced it to (a fresh tensor, as below)
         # A fresh tensor goes into the op (autograd saves it), then the buffer takes its value:
         # an in-place add would trip autograd's version check when a second forward runs
         # before backward.

@@ -190,3 +190,27 @@ def test_fallback_names_a_gate_called_at_several_places_when_given_an_example_in
     with pytest.warns(UserWarning, match=r"share one gate there: act \(2 calls\)$"):
         lin = linearize(Untraceable(), granularity="feature", example_input=torch.randn(3, 4))
     assert [n for n, _ in alpha_layers(lin)] == ["act", "other"]
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_gradient_checkpointing_keeps_nu_and_the_gate_gradients(use_reentrant):
+    """Hugging Face's gradient_checkpointing_enable (torch.utils.checkpoint per layer) on a
+    gated GPT-2: ν steps once per forward and the gates' gradients are the plain model's — the
+    recomputed forward used to step ν a second time and differentiate there."""
+    ids = torch.randint(0, 50, (2, T), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = linearize(_models()[1][1], granularity="feature", example_input=ids)
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert checkpointed.is_gradient_checkpointing
+    for m in (plain, checkpointed):
+        m.train()
+        m.config.use_cache = False
+        torch.manual_seed(0)  # the same dropout masks (checkpoint replays its RNG state)
+        m(input_ids=ids).last_hidden_state.square().mean().backward()
+    pairs = list(zip(alpha_layers(plain), alpha_layers(checkpointed), strict=True))
+    assert len(pairs) == 2
+    for (name, a), (_, b) in pairs:
+        assert float(a.nu) == float(b.nu) == pytest.approx(0.01), name
+        torch.testing.assert_close(b.gamma.grad, a.gamma.grad, rtol=1e-5, atol=1e-8, msg=name)

@@ -1,5 +1,6 @@
 """AlphaReLU: the ν schedule, state_dict, the alpha property, repeated forwards."""
 
+import copy
 import math
 import re
 
@@ -198,3 +199,47 @@ def test_gamma_for_refuses_what_the_formula_cannot_reach(a, nu, message):
 
     with pytest.raises(ValueError, match=message):
         gamma_for(a, nu)
+
+
+def _cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GELU())
+
+
+class _Checkpointed(torch.nn.Module):
+    """The model's forward under torch.utils.checkpoint: recomputed during backward."""
+
+    def __init__(self, inner: torch.nn.Module, use_reentrant: bool) -> None:
+        super().__init__()
+        self.inner, self.use_reentrant = inner, use_reentrant
+
+    def forward(self, x):
+        return torch.utils.checkpoint.checkpoint(self.inner, x, use_reentrant=self.use_reentrant)
+
+
+@pytest.mark.parametrize("fuse_bn", [False, True], ids=["gates", "bn_fused"])
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_activation_checkpointing_steps_nu_once_with_the_gradients_of_the_plain_model(
+    use_reentrant, granularity, fuse_bn
+):
+    """The recomputed forward uses the ν of the forward it repeats, and ν steps once per forward:
+    three SGD steps under checkpointing give the plain model's ν, γ gradients and γ (the
+    recomputation used to step ν again and differentiate at that ν)."""
+    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(1), requires_grad=use_reentrant)
+    plain = alphakern.linearize(_cnn(), granularity=granularity, fuse_bn=fuse_bn, example_input=x)
+    inner = copy.deepcopy(plain)
+    models = {"plain": plain, "checkpointed": _Checkpointed(inner, use_reentrant)}
+    gates = {k: alphakern.alpha_layers(m) for k, m in (("plain", plain), ("checkpointed", inner))}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.5) for k, m in models.items()}
+    for _ in range(3):
+        for k, m in models.items():
+            opts[k].zero_grad()
+            m(x).square().mean().backward()
+            opts[k].step()
+        for (name, a), (_, b) in zip(gates["plain"], gates["checkpointed"], strict=True):
+            assert torch.equal(a.nu, b.nu), name
+            torch.testing.assert_close(b.gamma.grad, a.gamma.grad, rtol=1e-6, atol=1e-9, msg=name)
+            torch.testing.assert_close(b.gamma, a.gamma, rtol=1e-6, atol=1e-9, msg=name)
+    assert float(gates["plain"][0][1].nu) == pytest.approx(3 * 0.01)
