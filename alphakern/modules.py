@@ -70,9 +70,21 @@ class AlphaGate(LazyModuleMixin, nn.Module):
             self.gamma = nn.Parameter(torch.tensor(0.0))
         else:
             self.gamma = UninitializedParameter()
-        self.register_buffer("nu", torch.tensor(0.0))
+        self.register_buffer("nu", torch.tensor(0.0, dtype=torch.float32))  # not the default dtype: _apply
         if granularity == "layer":
             self._drop_lazy_hooks()
+
+    def _apply(self, fn, recurse: bool = True):
+        """nn.Module's device and dtype casts (``.to``, ``.half``, ``.bfloat16``, ``.cuda``, ...), except
+        that ν stays float32 when the rest goes to half precision: it grows by ``nu_step`` from 0
+        into the hundreds, and ν + 0.01 rounds back to ν from 4 on in bfloat16, from 32 in float16
+        — ν would stop there and α never saturate. Its value is kept exactly (not rounded)."""
+        nu = self.nu
+        super()._apply(fn, recurse)
+        if self.nu.dtype in (torch.float16, torch.bfloat16):
+            src = self.nu if nu.is_meta or nu.dtype in (torch.float16, torch.bfloat16) else nu
+            self.nu = src.to(device=self.nu.device, dtype=torch.float32)
+        return self
 
     def _drop_lazy_hooks(self) -> None:
         """Nothing to infer (a layer gate, or γ materialised by hand): LazyModuleMixin's hooks go, as

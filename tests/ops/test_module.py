@@ -243,3 +243,53 @@ def test_activation_checkpointing_steps_nu_once_with_the_gradients_of_the_plain_
             torch.testing.assert_close(b.gamma.grad, a.gamma.grad, rtol=1e-6, atol=1e-9, msg=name)
             torch.testing.assert_close(b.gamma, a.gamma, rtol=1e-6, atol=1e-9, msg=name)
     assert float(gates["plain"][0][1].nu) == pytest.approx(3 * 0.01)
+
+
+@pytest.mark.parametrize("cast", ["half", "bfloat16", "to"])
+def test_nu_stays_float32_when_the_module_goes_to_half_precision(cast):
+    """ν + 0.01 rounds back to ν from 4 on in bfloat16 (from 32 in float16): a gate cast with the
+    model kept its ν there and α never saturated. ν stays float32, its value exact; γ is cast."""
+    dtype = {"half": torch.float16, "bfloat16": torch.bfloat16, "to": torch.bfloat16}[cast]
+    g = alphakern.AlphaReLU()
+    g.nu.fill_(123.456)
+    g = g.to(dtype) if cast == "to" else getattr(g, cast)()
+    assert g.gamma.dtype == dtype and g.nu.dtype == torch.float32
+    assert float(g.nu) == float(torch.tensor(123.456))  # not rounded through dtype
+    g.nu.fill_(40.0)  # past where bfloat16 and float16 stop
+    x = torch.randn(16, dtype=dtype)
+    for _ in range(100):
+        g(x)
+    assert float(g.nu) == pytest.approx(41.0, abs=1e-3)  # float32's rounding of 100 additions
+    assert g.double().nu.dtype == torch.float64  # more precision is kept
+
+
+def test_nu_is_float32_whatever_the_default_dtype_and_after_to_empty():
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.bfloat16)
+        g = alphakern.AlphaReLU()
+    finally:
+        torch.set_default_dtype(before)
+    assert g.gamma.dtype == torch.bfloat16 and g.nu.dtype == torch.float32
+    with torch.device("meta"):
+        lazy = alphakern.AlphaReLU()
+    real = lazy.to_empty(device="cpu").bfloat16()
+    assert real.nu.dtype == torch.float32 and real.nu.device.type == "cpu"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_a_linearized_network_in_bfloat16_trains_its_nu(backend):
+    """A whole network cast to bfloat16 (gates per layer and channel, one fused with its
+    BatchNorm): its ν advance by exactly nu_step, in float32, on both backends."""
+    x = torch.randn(2, 3, 10, 10, dtype=torch.bfloat16)
+    for granularity in ("layer", "channel"):
+        m = alphakern.linearize(_cnn(), granularity=granularity, fuse_bn=True, backend=backend)
+        m = alphakern.materialize(m.to(torch.bfloat16), example_input=x)  # .bfloat16() refuses lazy γ
+        gates = alphakern.alpha_layers(m)
+        for _, g in gates:
+            g.nu.fill_(300.0)
+        for _ in range(3):
+            m(x).float().square().mean().backward()
+        for name, g in gates:
+            assert g.nu.dtype == torch.float32 and float(g.nu) == pytest.approx(300.03, abs=1e-3), name
+            assert g.gamma.grad is not None and g.gamma.grad.dtype == torch.bfloat16, name
