@@ -36,10 +36,14 @@ def _models():
     llama = transformers.LlamaModel(transformers.LlamaConfig(
         vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, max_position_embeddings=16))  # fmt: skip
+    bloom = transformers.BloomModel(
+        transformers.BloomConfig(vocab_size=50, hidden_size=16, n_layer=2, n_head=2)
+    )
     return [
         ("bert", bert, hf.GELUActivation, 2 * T * 32),
         ("gpt2", gpt2, hf.NewGELUActivation, 2 * T * 64),
         ("llama", llama, None, 2 * T * 24),
+        ("bloom", bloom, None, 2 * T * 64),  # its own BloomGelu
     ]
 
 
@@ -48,7 +52,7 @@ def _out(model, ids):
         return model(input_ids=ids).last_hidden_state
 
 
-@pytest.mark.parametrize("case", range(3), ids=["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("case", range(4), ids=["bert", "gpt2", "llama", "bloom"])
 def test_hugging_face_models_get_a_gate_per_activation_module(case):
     name, model, cls, per_sample = _models()[case]
     model.eval()
@@ -66,7 +70,7 @@ def test_hugging_face_models_get_a_gate_per_activation_module(case):
     set_alpha(lin, 1)
     assert nonlinearity_count(lin, ids) == {kind: per_sample}
     want, got = _out(model, ids), _out(lin, ids)
-    if name == "gpt2":  # NewGELU writes the tanh GELU out: the same f within fp32 rounding
+    if name in ("gpt2", "bloom"):  # NewGELU, BloomGelu write the tanh GELU out: f within fp32 rounding
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     else:  # GELUActivation and Llama's SiLU call F.gelu / F.silu: exactly the model
         assert torch.equal(got, want)
@@ -82,9 +86,9 @@ def test_hugging_face_models_get_a_gate_per_activation_module(case):
 
 def module_kind(m: nn.Module) -> bool:
     """An activation module of these models, found independently of alphakern's table."""
-    return (
-        isinstance(m, (hf.GELUActivation, hf.NewGELUActivation, nn.SiLU))
-        or type(m).__name__ == "SiLUActivation"
+    return isinstance(m, (hf.GELUActivation, hf.NewGELUActivation, nn.SiLU)) or type(m).__name__ in (
+        "SiLUActivation",
+        "BloomGelu",
     )
 
 

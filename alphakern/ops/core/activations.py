@@ -185,6 +185,8 @@ NAMED_FORMS: dict[str, Callable[[nn.Module], Activation]] = {
     "transformers.activations.FastGELUActivation": lambda m: Activation("gelu_tanh"),
     "transformers.activations.AccurateGELUActivation": lambda m: Activation("gelu_tanh"),
     "transformers.activations.SiLUActivation": lambda m: Activation("silu"),
+    # BLOOM's own module: the tanh GELU written out (an autograd.Function with its own backward)
+    "transformers.models.bloom.modeling_bloom.BloomGelu": lambda m: Activation("gelu_tanh"),
     # timm's own classes (timm.layers.activations, and the autograd.Function "Me" forms): GELU and
     # GELUTanh call F.gelu; Swish is x·sigmoid(x) and HardSwish x·relu6(x + 3)/6 written out —
     # silu and hardswish within fp32 rounding. As leaves they gate as one f: traced through,
