@@ -85,14 +85,10 @@ def with_shortcut(c: nn.Conv2d, s: nn.Conv2d) -> nn.Conv2d | None:
     return _new_conv(c, w, _bias(c) + _bias(s), c.stride, c.padding, 1)
 
 
-def compose_linears(l1: nn.Linear, l2: nn.Linear) -> nn.Linear:
-    """One linear computing l2(l1(x))."""
-    w1, w2 = l1.weight.detach().double(), l2.weight.detach().double()
-    lin = nn.Linear(l1.in_features, l2.out_features).to(device=l1.weight.device, dtype=l1.weight.dtype)
-    with torch.no_grad():
-        lin.weight.copy_(w2 @ w1)
-        lin.bias.copy_(_bias(l2) + w2 @ _bias(l1))
-    return lin.eval()
+def compose_linears(l1: nn.Module, l2: nn.Module) -> nn.Linear:
+    """One nn.Linear computing l2(l1(x)), each an ``nn.Linear`` or a transformers ``Conv1D``."""
+    (w1, b1), (w2, b2) = linear_weights(l1), linear_weights(l2)
+    return new_linear(w2 @ w1, b2 + w2 @ b1, l1.weight)
 
 
 def conv_out(c: nn.Conv2d, hw: tuple[int, ...]) -> tuple[int, ...]:

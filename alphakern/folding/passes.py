@@ -179,7 +179,7 @@ def _fold_untraced(model: nn.Module, x: torch.Tensor, rule: Policy, error: Excep
     merged, not_merged, mlps = fold_mlp_modules(out, x, rule)
     why = (
         f"torch.fx could not trace the model ({type(error).__name__}: {str(error).splitlines()[0][:200]}): "
-        "only its MLPs were folded, module by module"
+        "only its MLPs and linear → linear chains were folded, module by module"
     )
     out.fold_info = FoldInfo(merged, [((), why), *not_merged], mlps=mlps)
     return out
@@ -352,15 +352,11 @@ def absorb_skips(g: FoldGraph) -> bool:
 def merge_linears(g: FoldGraph, policy: Policy) -> bool:
     """The first linear → linear pair that does not raise MACs (any, under "all") becomes one."""
     for n1, l1, n2, l2 in g.pairs(nn.Linear):
-        merged = compose_linears(l1, l2)
-        rows = int(torch.tensor(g.shape(n1)[:-1]).prod())
-        macs_before = rows * (l1.in_features * l1.out_features + l2.in_features * l2.out_features)
-        # linears: the MAC rule under "latency" too (a product of two thin matrices is rarely
-        # slower than one matrix of the same MACs)
-        if policy.name != "all" and rows * l1.in_features * l2.out_features > macs_before:
-            g.note((n1.name, n2.name), "merging would raise MACs")
+        why = policy.linears_rejected(l1.in_features, l1.out_features, l2.out_features)
+        if why is not None:
+            g.note((n1.name, n2.name), why)
             continue
-        g.replace([n1, n2], merged, n1.args[0], "linears merged")
+        g.replace([n1, n2], compose_linears(l1, l2), n1.args[0], "linears merged")
         return True
     return False
 

@@ -46,6 +46,14 @@ class Policy:
             return f"not faster on {self.device.type} ({t_before * 1e3:.3f} -> {t_after * 1e3:.3f} ms)"
         return None
 
+    def linears_rejected(self, d_in: int, hidden: int, d_out: int) -> str | None:
+        """Why Linear(d_in → hidden) → Linear(hidden → d_out) is not merged into one, or None: the MAC
+        rule under "latency" too (a product of two thin matrices is rarely slower than one
+        matrix of the same MACs)."""
+        if self.name != "all" and d_in * d_out > hidden * (d_in + d_out):
+            return "merging would raise MACs"
+        return None
+
     def latency(self, convs: list[nn.Conv2d], in_shape: tuple[int, ...]) -> float:
         """Median seconds of the convs in sequence on the device, cached per (convs, shape)."""
         key = (tuple(_conv_key(c) for c in convs), tuple(in_shape), self.device.type)

@@ -1,6 +1,8 @@
 """The MLP fold for models torch.fx cannot trace (Hugging Face's): found by one eval forward of the
 example input, rewritten module by module in the concat form (``folding.mlp``), whose three
-modules take the places of the three they replace — no graph needed.
+modules take the places of the three they replace — no graph needed. A linear whose output only
+another linear reads (an MLP whose gate ``discretize`` made the identity) becomes an identity, and
+the second the one linear of both.
 
 Which tensors flow where is read off the forward itself: forward hooks on every linear
 (``nn.Linear``, transformers' ``Conv1D``), gate and dropout module, and a ``TorchFunctionMode`` that
@@ -16,13 +18,26 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from alphakern.folding.algebra import is_conv1d
+from alphakern.folding.algebra import compose_linears, is_conv1d, linear_weights
 from alphakern.folding.chains import _DROPOUT
 from alphakern.folding.mlp import SWIGLU, choose_form, concat_modules, mlp_gate
 from alphakern.graph.fx import set_module
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 
 _MULS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.mul_}
+
+
+# reads of a tensor's metadata, not of its data (T5's MLP checks hidden_states.dtype between its
+# dropout and its second linear): they make no reader
+_METADATA_PROPERTIES = {"dtype", "shape", "device", "ndim", "layout", "requires_grad", "is_cuda"}
+_METADATA_METHODS = {torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.stride,
+                     torch.Tensor.is_floating_point, torch.Tensor.is_contiguous}  # fmt: skip
+
+
+def _metadata_read(func) -> bool:
+    if getattr(func, "__name__", None) == "__get__":  # a property: Tensor.dtype.__get__, ...
+        return getattr(getattr(func, "__self__", None), "__name__", None) in _METADATA_PROPERTIES
+    return func in _METADATA_METHODS
 
 
 class _Reads(torch.overrides.TorchFunctionMode):
@@ -38,6 +53,8 @@ class _Reads(torch.overrides.TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if _metadata_read(func):
+            return func(*args, **kwargs)
         for t in tree_flatten((args, kwargs))[0]:
             if isinstance(t, torch.Tensor):
                 self.readers[id(t)].add(self.stack[-1] if self.stack else None)
@@ -80,9 +97,30 @@ def _trace_reads(model: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict, _
     return io, calls, modules, reads
 
 
+def _reader(
+    out: torch.Tensor, name: str, io: dict, modules: dict, reads: _Reads
+) -> tuple[torch.Tensor, str | None]:
+    """(the tensor, the one module that reads it) where ``out``, the output of module ``name``,
+    goes on through eval dropouts; None if not exactly one watched module reads it."""
+    skip = {name}
+    while True:
+        readers = reads.readers[id(out)] - skip
+        drop = next((r for r in readers if isinstance(modules.get(r), _DROPOUT)), None)
+        if drop is None or (io[drop][1] is not out and len(readers) != 1):
+            return out, next(iter(readers)) if len(readers) == 1 else None
+        if io[drop][1] is out:  # an eval dropout returns its input itself: the same tensor read on
+            skip.add(drop)
+        else:
+            out, skip = io[drop][1], {drop}
+
+
+def _is_linear(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.Linear) or (m is not None and is_conv1d(m))
+
+
 def fold_mlp_modules(model: nn.Module, example_input: torch.Tensor, policy) -> tuple[list, list, list]:
-    """Fold ``model``'s MLPs in place, module by module (eval mode): (merged, not_merged, mlps) as
-    ``FoldInfo`` holds them."""
+    """Fold ``model``'s MLPs and linear → linear chains in place, module by module (eval mode):
+    (merged, not_merged, mlps) as ``FoldInfo`` holds them."""
     io, calls, modules, reads = _trace_reads(model.eval(), example_input)
     producer = {id(out): name for name, (_, out) in io.items()}
     merged, not_merged, mlps = [], [], []
@@ -92,19 +130,13 @@ def fold_mlp_modules(model: nn.Module, example_input: torch.Tensor, policy) -> t
             continue
         l1name = producer.get(id(g_in))
         l1 = modules.get(l1name)
-        if l1 is None or not (isinstance(l1, nn.Linear) or is_conv1d(l1)):
+        if not _is_linear(l1):
             continue
         # the second linear: reads the gate's output, directly or through an eval dropout
-        out, path = g_out, [gname]
-        readers = reads.readers[id(out)] - {gname}
-        while len(readers) == 1 and isinstance(modules.get(next(iter(readers))), _DROPOUT):
-            (dname,) = readers
-            out, path = io[dname][1], [*path, dname]
-            readers = reads.readers[id(out)] - {dname}
-        l2name = next(iter(readers)) if len(readers) == 1 else None
+        out, l2name = _reader(g_out, gname, io, modules, reads)
         l2 = modules.get(l2name)
         names = (l1name, gname) + ((l2name,) if l2 is not None else ())
-        if l2 is None or not (isinstance(l2, nn.Linear) or is_conv1d(l2)):
+        if not _is_linear(l2):
             if any(f in _MULS for f in reads.funcs[id(out)]):
                 not_merged.append((names, SWIGLU))
             continue
@@ -126,4 +158,37 @@ def fold_mlp_modules(model: nn.Module, example_input: torch.Tensor, policy) -> t
         for name, new in zip((l1name, gname, l2name), concat_modules(l1, keep, act, l2), strict=True):
             set_module(model, name, new)
         merged.append((names, f"MLP folded (concat: {record['kept']} of {record['features']} features kept)"))
-    return merged, not_merged, mlps
+    done = {n for names, _ in merged for n in names}
+    chains = _linear_chains(model, io, calls, modules, reads, policy, done)
+    return merged + chains[0], not_merged + chains[1], mlps
+
+
+def _linear_chains(
+    model: nn.Module, io: dict, calls: dict, modules: dict, reads: _Reads, policy, done: set
+) -> tuple[list, list]:
+    """Each linear whose output (through eval dropouts) only another linear reads, as its input,
+    each run once: the second becomes the one linear of both (``compose_linears``), the first an
+    identity — the pairs the policy keeps, of modules no other merge took. (merged, not_merged)."""
+    merged, not_merged = [], []
+    for l1name, (_, out1) in io.items():
+        l1 = modules[l1name]
+        if not _is_linear(l1) or l1name in done:
+            continue
+        out, l2name = _reader(out1, l1name, io, modules, reads)
+        l2 = modules.get(l2name)
+        if not _is_linear(l2) or l2name in done or io[l2name][0] is not out:
+            continue
+        if calls[l1name] != 1 or calls[l2name] != 1:
+            not_merged.append(((l1name, l2name), "a linear of the chain runs more than once in a forward"))
+            continue
+        (w1, _), (w2, _) = linear_weights(l1), linear_weights(l2)
+        why = policy.linears_rejected(w1.shape[1], w1.shape[0], w2.shape[0])
+        if why is not None:
+            not_merged.append(((l1name, l2name), why))
+            continue
+        # the second keeps a linear's attributes (T5's MLP reads wo.weight.dtype), the first goes
+        set_module(model, l2name, compose_linears(l1, l2))
+        set_module(model, l1name, nn.Identity())
+        done |= {l1name, l2name}
+        merged.append(((l1name, l2name), "linears merged"))
+    return merged, not_merged

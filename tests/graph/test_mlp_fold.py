@@ -76,18 +76,19 @@ def test_the_bypass_is_two_thin_factors_when_few_features_are_linear():
         torch.testing.assert_close(split(x), _reference(x, l1, keep, F.gelu, l2), rtol=1e-12, atol=1e-12)
 
 
-def _feature_gates(model, example, p_linear=0.6, seed=0, **kw):
-    """``model`` gated per feature, a random share of each gate's features linear (α = 0), the rest
-    f (α = 1), then discretised; float64."""
+def _feature_gates(model, example, p_linear=0.6, seed=0, all_linear=(), **kw):
+    """``model`` gated per feature, a random share of each gate's features linear (α = 0) — all of
+    them for the gates numbered in ``all_linear`` —, the rest f (α = 1), then discretised; float64."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lin = linearize(
             model.double().eval(), granularity="feature", backend="torch", example_input=example, **kw
         )
     g = torch.Generator().manual_seed(seed)
-    for _, m in alpha_layers(lin):
+    for i, (_, m) in enumerate(alpha_layers(lin)):
         with torch.no_grad():
-            m.gamma.copy_(torch.where(torch.rand(m.gamma.shape, generator=g) < p_linear, -10.0, 10.0))
+            p = 1.0 if i in all_linear else p_linear
+            m.gamma.copy_(torch.where(torch.rand(m.gamma.shape, generator=g) < p, -10.0, 10.0))
             m.nu.fill_(1e4)
     return discretize(lin.eval())
 
@@ -167,6 +168,11 @@ def _hf(name):
     if name == "vit":
         return tf.ViTModel(tf.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
                                         num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    if name == "t5":  # wi → ReLU → dropout → wo: an eval dropout between the gate and the second linear
+        config = tf.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=64, num_layers=2, num_heads=2)
+        return tf.T5EncoderModel(config)
+    if name == "bloom":  # its own BloomGelu
+        return tf.BloomModel(tf.BloomConfig(vocab_size=50, hidden_size=16, n_layer=2, n_head=2))
     return tf.LlamaModel(tf.LlamaConfig(hidden_size=16, intermediate_size=24, num_key_value_heads=2, **small))
 
 
@@ -176,17 +182,64 @@ def _hf_input(name):
     return torch.randint(3, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "t5"])
 def test_hugging_face_mlps_fold_module_by_module(name):
     torch.manual_seed(0)
     x = _hf_input(name)
     model = _feature_gates(_hf(name), x)
     folded = fold(model, x, policy="all")
     torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-9, atol=1e-10)
-    assert "only its MLPs were folded, module by module" in folded.fold_info.not_merged[0][1]
+    assert "only its MLPs and linear → linear chains were folded" in folded.fold_info.not_merged[0][1]
     mlps = folded.fold_info.mlps
     assert len(mlps) == 2 and all(r["form"] == "concat" for r in mlps)
     assert sum(isinstance(m, PartialActivation) for m in folded.modules()) == 2
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "bloom", "t5"])
+def test_hugging_face_mlps_made_wholly_linear_merge_into_one_linear(name):
+    """The first layer's gate made every feature linear (``discretize``: an nn.Identity), the
+    second's some: the first MLP becomes one d × d linear (in its second linear's place), the
+    second the concat form."""
+    torch.manual_seed(0)
+    x = _hf_input(name)
+    model = _feature_gates(_hf(name), x, all_linear=(0,))
+    folded = fold(model, x, policy="all")
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-9, atol=1e-10)
+    chains = [names for names, why in folded.fold_info.merged if why == "linears merged"]
+    assert len(chains) == 1 and len(folded.fold_info.mlps) == 1
+    assert isinstance(folded.get_submodule(chains[0][0]), nn.Identity)
+    second = folded.get_submodule(chains[0][1])
+    assert isinstance(second, nn.Linear) and second.in_features == second.out_features == 16
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(folded) < count(model)
+
+
+class _Untraceable(nn.Module):
+    """Linear layers behind data-dependent control flow: fx cannot trace it (the module-by-module path)."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x if x.sum() > 0 else -x)
+
+
+def test_linear_chains_of_an_untraceable_model_merge_as_the_policy_says():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, dtype=D64)
+    narrow = _Untraceable(nn.Linear(8, 2), nn.Dropout(0.1), nn.Linear(2, 8)).double().eval()  # 32 → 64 MACs
+    kept = fold(narrow, x, policy="flops")
+    assert ((("body.0", "body.2"), "merging would raise MACs")) in kept.fold_info.not_merged
+    merged = fold(narrow, x, policy="all")
+    assert (("body.0", "body.2"), "linears merged") in merged.fold_info.merged
+    torch.testing.assert_close(_out(merged, x), _out(narrow, x), rtol=1e-12, atol=1e-12)
+    shared = nn.Linear(8, 8)
+    twice = _Untraceable(shared, nn.Linear(8, 8), shared).double().eval()
+    folded = fold(twice, x, policy="all")
+    assert not any(why == "linears merged" for _, why in folded.fold_info.merged)
+    assert any("runs more than once" in why for _, why in folded.fold_info.not_merged)
+    torch.testing.assert_close(_out(folded, x), _out(twice, x), rtol=1e-12, atol=1e-12)
 
 
 def test_refusals_name_the_reason():
