@@ -17,7 +17,7 @@ from torch import nn
 
 import alphakern
 from alphakern import alpha_layers, discretize, fold, linearize
-from alphakern.folding.mlp import PartialActivation, SplitMLP, concat_modules, mlp_gate, split_modules
+from alphakern.folding.mlp import SWIGLU, PartialActivation, SplitMLP, concat_modules, mlp_gate, split_modules
 from alphakern.modules import FixedGate, FixedSlopeReLU
 from alphakern.ops.core.activations import Activation
 
@@ -212,6 +212,59 @@ def test_hugging_face_mlps_made_wholly_linear_merge_into_one_linear(name):
     assert isinstance(second, nn.Linear) and second.in_features == second.out_features == 16
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(folded) < count(model)
+
+
+def _more_hf(name: str):
+    """More Hugging Face architectures, tiny, from configs: (model, example input)."""
+    tf = pytest.importorskip("transformers")
+    text = dict(vocab_size=50, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32)
+    swiglu = dict(hidden_size=16, intermediate_size=24, num_key_value_heads=1, **text)
+    configs = {
+        "opt": lambda: tf.OPTModel(tf.OPTConfig(hidden_size=16, ffn_dim=32, word_embed_proj_dim=16, **text)),
+        "distilbert": lambda: tf.DistilBertModel(
+            tf.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32)
+        ),
+        "phi": lambda: tf.PhiModel(tf.PhiConfig(hidden_size=16, intermediate_size=32, **text)),
+        "gpt_neox": lambda: tf.GPTNeoXModel(tf.GPTNeoXConfig(hidden_size=16, intermediate_size=32, **text)),
+        "falcon": lambda: tf.FalconModel(
+            tf.FalconConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2)
+        ),
+        "swin": lambda: tf.SwinModel(
+            tf.SwinConfig(
+                image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4
+            )
+        ),
+        "mistral": lambda: tf.MistralModel(tf.MistralConfig(**swiglu)),
+        "qwen2": lambda: tf.Qwen2Model(tf.Qwen2Config(**swiglu)),
+    }
+    g = torch.Generator().manual_seed(0)
+    x = (
+        torch.randn(2, 3, 32, 32, dtype=D64, generator=g)
+        if name == "swin"
+        else torch.randint(3, 50, (2, 6), generator=g)
+    )
+    return configs[name](), x
+
+
+@pytest.mark.parametrize(
+    "name", ["opt", "distilbert", "phi", "gpt_neox", "falcon", "swin", "mistral", "qwen2"]
+)
+def test_more_hugging_face_architectures_fold_exactly_or_say_why_not(name):
+    """The first MLP wholly linear, the second mixed: one linear and one concat form, the same
+    outputs within 1e-9 in float64 — SwiGLU MLPs (Mistral, Qwen2) excepted: nothing merged, the
+    mixed one named with the reason (the wholly linear one has no gate left to name: a product of
+    two projections, which no merge takes)."""
+    torch.manual_seed(0)
+    model, x = _more_hf(name)
+    model = _feature_gates(model, x, all_linear=(0,))
+    folded = fold(model, x, policy="all")
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-9, atol=1e-10)
+    info = folded.fold_info
+    chains = sum(why == "linears merged" for _, why in info.merged)
+    if name in ("mistral", "qwen2"):
+        assert chains == 0 and info.mlps == [] and sum(SWIGLU in why for _, why in info.not_merged) == 1
+    else:
+        assert chains == 1 and [r["form"] for r in info.mlps] == ["concat"], info
 
 
 class _Untraceable(nn.Module):
