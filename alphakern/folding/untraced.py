@@ -97,21 +97,13 @@ def _trace_reads(model: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict, _
     return io, calls, modules, reads
 
 
-def _reader(
-    out: torch.Tensor, name: str, io: dict, modules: dict, reads: _Reads
-) -> tuple[torch.Tensor, str | None]:
-    """(the tensor, the one module that reads it) where ``out``, the output of module ``name``,
-    goes on through eval dropouts; None if not exactly one watched module reads it."""
-    skip = {name}
-    while True:
-        readers = reads.readers[id(out)] - skip
-        drop = next((r for r in readers if isinstance(modules.get(r), _DROPOUT)), None)
-        if drop is None or (io[drop][1] is not out and len(readers) != 1):
-            return out, next(iter(readers)) if len(readers) == 1 else None
-        if io[drop][1] is out:  # an eval dropout returns its input itself: the same tensor read on
-            skip.add(drop)
-        else:
-            out, skip = io[drop][1], {drop}
+def _reader(out: torch.Tensor, name: str, io: dict, modules: dict, reads: _Reads) -> str | None:
+    """The one watched module that reads ``out``, the output of module ``name``, other than eval
+    dropouts — which return their input itself, so that their readers are ``out``'s own — or None."""
+    readers = reads.readers[id(out)] - {name}
+    passed = {r for r in readers if isinstance(modules.get(r), _DROPOUT) and io[r][1] is out}
+    readers -= passed
+    return next(iter(readers)) if len(readers) == 1 else None
 
 
 def _is_linear(m: nn.Module | None) -> bool:
@@ -133,11 +125,11 @@ def fold_mlp_modules(model: nn.Module, example_input: torch.Tensor, policy) -> t
         if not _is_linear(l1):
             continue
         # the second linear: reads the gate's output, directly or through an eval dropout
-        out, l2name = _reader(g_out, gname, io, modules, reads)
+        l2name = _reader(g_out, gname, io, modules, reads)
         l2 = modules.get(l2name)
         names = (l1name, gname) + ((l2name,) if l2 is not None else ())
         if not _is_linear(l2):
-            if any(f in _MULS for f in reads.funcs[id(out)]):
+            if any(f in _MULS for f in reads.funcs[id(g_out)]):
                 not_merged.append((names, SWIGLU))
             continue
         found = mlp_gate(gate)
@@ -159,8 +151,8 @@ def fold_mlp_modules(model: nn.Module, example_input: torch.Tensor, policy) -> t
             set_module(model, name, new)
         merged.append((names, f"MLP folded (concat: {record['kept']} of {record['features']} features kept)"))
     done = {n for names, _ in merged for n in names}
-    chains = _linear_chains(model, io, calls, modules, reads, policy, done)
-    return merged + chains[0], not_merged + chains[1], mlps
+    chains, kept = _linear_chains(model, io, calls, modules, reads, policy, done)
+    return merged + chains, not_merged + kept, mlps
 
 
 def _linear_chains(
@@ -174,9 +166,9 @@ def _linear_chains(
         l1 = modules[l1name]
         if not _is_linear(l1) or l1name in done:
             continue
-        out, l2name = _reader(out1, l1name, io, modules, reads)
+        l2name = _reader(out1, l1name, io, modules, reads)
         l2 = modules.get(l2name)
-        if not _is_linear(l2) or l2name in done or io[l2name][0] is not out:
+        if not _is_linear(l2) or l2name in done or io[l2name][0] is not out1:
             continue
         if calls[l1name] != 1 or calls[l2name] != 1:
             not_merged.append(((l1name, l2name), "a linear of the chain runs more than once in a forward"))

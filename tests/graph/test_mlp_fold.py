@@ -278,21 +278,69 @@ class _Untraceable(nn.Module):
         return self.body(x if x.sum() > 0 else -x)
 
 
+def _chains(folded: nn.Module) -> list:
+    return [names for names, why in folded.fold_info.merged if why == "linears merged"]
+
+
 def test_linear_chains_of_an_untraceable_model_merge_as_the_policy_says():
+    """A pair the MAC rule refuses under "flops" (and "all" merges), then a pair each policy merges;
+    a linear run twice refused with the reason and a later pair still merged; a chain of three
+    merges its first pair only (the second linear is taken)."""
     torch.manual_seed(0)
     x = torch.randn(3, 8, dtype=D64)
-    narrow = _Untraceable(nn.Linear(8, 2), nn.Dropout(0.1), nn.Linear(2, 8)).double().eval()  # 32 → 64 MACs
-    kept = fold(narrow, x, policy="flops")
-    assert ((("body.0", "body.2"), "merging would raise MACs")) in kept.fold_info.not_merged
-    merged = fold(narrow, x, policy="all")
-    assert (("body.0", "body.2"), "linears merged") in merged.fold_info.merged
-    torch.testing.assert_close(_out(merged, x), _out(narrow, x), rtol=1e-12, atol=1e-12)
+    layers = nn.Linear(8, 2), nn.Dropout(0.1), nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 8)
+    model = _Untraceable(*layers).double().eval()  # the first pair: 32 MACs a row, merged 64
+    kept = fold(model, x, policy="flops")
+    assert (("body.0", "body.2"), "merging would raise MACs") in kept.fold_info.not_merged
+    assert _chains(kept) == [("body.4", "body.5")]
+    merged = fold(model, x, policy="all")
+    assert _chains(merged) == [("body.0", "body.2"), ("body.4", "body.5")]
+    for folded in (kept, merged):
+        torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-12, atol=1e-12)
     shared = nn.Linear(8, 8)
-    twice = _Untraceable(shared, nn.Linear(8, 8), shared).double().eval()
-    folded = fold(twice, x, policy="all")
-    assert not any(why == "linears merged" for _, why in folded.fold_info.merged)
+    twice = _Untraceable(shared, nn.Linear(8, 8), shared, nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 8))
+    folded = fold(twice.double().eval(), x, policy="all")
+    assert _chains(folded) == [("body.4", "body.5")]
     assert any("runs more than once" in why for _, why in folded.fold_info.not_merged)
     torch.testing.assert_close(_out(folded, x), _out(twice, x), rtol=1e-12, atol=1e-12)
+    three = _Untraceable(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)).double().eval()
+    folded = fold(three, x, policy="all")
+    assert _chains(folded) == [("body.0", "body.1")]
+    torch.testing.assert_close(_out(folded, x), _out(three, x), rtol=1e-12, atol=1e-12)
+
+
+class _UntraceableMLP(nn.Module):
+    """Linear → feature gate → Linear behind data-dependent control flow, with the first linear's
+    output also added to the result (``skip``) or the gate called a second time (``twice``)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 16)
+        keep = torch.arange(16) % 3 == 0
+        self.act = FixedGate(keep.double(), activation=Activation("gelu"), granularity="feature")
+
+    def forward(self, x):
+        h = self.fc1(x if x.sum() > 0 else -x)
+        if self.how == "skip":
+            return self.fc2(self.act(h)) + h
+        first = self.act(h)  # the second call feeds fc2
+        return self.fc2(self.act(h)) + first
+
+
+@pytest.mark.parametrize(
+    "how, why",
+    [
+        ("skip", "the first linear's output is read elsewhere too"),
+        ("twice", "runs more than once in a forward"),
+    ],
+)
+def test_untraced_mlps_that_cannot_fold_say_why(how, why):
+    x = torch.randn(3, 8, dtype=D64)
+    model = _UntraceableMLP(how).double().eval()
+    folded = fold(model, x, policy="all")
+    assert folded.fold_info.mlps == [] and any(why in w for _, w in folded.fold_info.not_merged)
+    torch.testing.assert_close(_out(folded, x), _out(model, x), rtol=1e-12, atol=1e-12)
 
 
 def test_refusals_name_the_reason():
