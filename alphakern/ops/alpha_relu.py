@@ -18,7 +18,7 @@ from alphakern.ops.core.activations import RELU
 from alphakern.ops.core.checks import check_inputs
 from alphakern.ops.gate import (
     ENV_VAR,
-    GateFunction,
+    apply_eager,
     auto_backend,
     define_ops,
     on_feature_rows,
@@ -50,4 +50,4 @@ def alpha_relu(
     name = resolve_backend(backend, x)
     if torch.compiler.is_compiling():
         return alpha_relu_op(x, gamma, nu, name)
-    return GateFunction.apply(x, gamma, nu, name, granularity, RELU)
+    return apply_eager(x, gamma, nu, name, granularity, RELU)

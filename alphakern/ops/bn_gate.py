@@ -30,6 +30,7 @@ from alphakern.ops.core.activations import Activation
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_choice, check_inputs
 from alphakern.ops.dispatch import auto_bn_gate_backend, bn_gate_runs
 from alphakern.ops.gate import gate as gate_op_entry
+from alphakern.ops.gate import transforming
 
 FUSED = {"cpu": native_bn, "cuda": native_bn, "triton": triton_bn}  # the backends with fused kernels
 
@@ -229,7 +230,8 @@ def bn_gate(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
     name = resolve(backend, x, granularity)
-    if name == "torch" or x.numel() == 0:  # an empty batch: F.batch_norm's empty answer
+    # an empty batch: F.batch_norm's empty answer; under torch.func: PyTorch's ops, which it transforms
+    if name == "torch" or x.numel() == 0 or transforming():
         z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         z = z if residual is None else z + residual
         gate_backend = None if backend in (None, "auto") else backend

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from alphakern.ops import backends
 from alphakern.ops.core.activations import RELU, Activation
+from alphakern.ops.core.alpha import alpha
 from alphakern.ops.core.checks import BACKEND_CHOICES, check_backend, check_grad, check_inputs
 from alphakern.ops.core.granularity import feature_rows, gate_view, granularity_of
 from alphakern.ops.core.layout import is_dense, like
@@ -203,6 +204,35 @@ class GateFunction(torch.autograd.Function):
         return (*grads(ctx, dy), None, None, None, None)
 
 
+def transforming() -> bool:
+    """Is a torch.func transform (grad, vmap, jacrev, functional per-sample gradients) running?
+    Its wrapped tensors reach an autograd.Function only through ``setup_context`` and a vmap rule,
+    which the fused Function does not have (its ctx-in-forward style keeps eager calls cheap).
+    Not asked while torch.compile traces: the registered ops serve there."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def composite(x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, granularity: str) -> Tensor:
+    """G in differentiable PyTorch ops, which every torch.func transform takes: lerp(x, f(x), α) in
+    x's dtype promoted to fp32 at least, f(x) and x themselves where α is exactly 1 or 0 (as the
+    kernels: also at ±inf, where the blend would be inf − inf)."""
+    dt = torch.promote_types(x.dtype, torch.float32)
+    xc = x.to(dt)
+    a = gate_view(alpha(gamma, nu), x, granularity).to(dt)
+    fx = act.row.f(xc, act.negative_slope)
+    y = torch.where(a == 1, fx, torch.where(a == 0, xc, torch.lerp(xc, fx, a)))
+    return y.to(x.dtype)
+
+
+def apply_eager(
+    x: Tensor, gamma: Tensor, nu: Tensor, backend: str, granularity: str, act: Activation
+) -> Tensor:
+    """The lean Function, or under a torch.func transform the composite form."""
+    if transforming():
+        return composite(x, gamma, nu, act, granularity)
+    return GateFunction.apply(x, gamma, nu, backend, granularity, act)
+
+
 def on_feature_rows(x: Tensor, gate_rows) -> Tensor:
     """Per-feature gates: ``gate_rows`` (per-element gates) on x's (numel / D, D) rows, the result
     back in x's shape and dense layout."""
@@ -227,4 +257,4 @@ def gate(
     name = resolve_backend(backend, x, act)
     if torch.compiler.is_compiling():
         return gate_op(x, gamma, nu, act.name, act.negative_slope, name)
-    return GateFunction.apply(x, gamma, nu, name, granularity, act)
+    return apply_eager(x, gamma, nu, name, granularity, act)

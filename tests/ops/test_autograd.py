@@ -1,7 +1,10 @@
 """gradcheck/gradgradcheck, determinism, opcheck and torch.compile(fullgraph=True)."""
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
 import alphakern
 from alphakern.ops.alpha_relu import alpha_relu_backward_op, alpha_relu_op
@@ -214,3 +217,88 @@ def test_compile_fullgraph_as_the_first_call_in_a_fresh_process():
     )
     proc = run_python("-c", code)
     assert proc.returncode == 0 and "grad True" in proc.stdout, proc.stderr[-3000:]
+
+
+# -- torch.func: grad, jacrev, vmap, per-sample gradients ------------------------------------------
+ORACLE_F = {  # f in float64, written here
+    "relu": torch.relu,
+    "relu6": lambda x: x.clamp(0, 6),
+    "leaky_relu": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+    "silu": lambda x: x * torch.sigmoid(x),
+    "hardswish": lambda x: x * (x + 3).clamp(0, 6) / 6,
+}
+
+
+def _oracle(x, gamma, nu, name, granularity):
+    """x + α·(f(x) − x) in float64, differentiable in x and γ."""
+    a = torch.sigmoid((torch.sigmoid(gamma) - 0.5) * nu.double())
+    a = a.reshape(1, -1, *([1] * (x.dim() - 2))) if granularity == "channel" else a.reshape(())
+    return x + a * (ORACLE_F[name](x) - x)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("name", list(ORACLE_F))
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_torch_func_grad_jacrev_and_per_sample_gradients_match_float64(backend, name, granularity):
+    """torch.func.grad w.r.t. γ, vmap(grad) per sample and jacrev w.r.t. x, against float64
+    autograd of the formula. The fused Function has no setup_context or vmap rule: under a
+    transform the op runs as PyTorch ops (``ops.gate.composite``); each of these raised before."""
+    if backend == "cpu":
+        from alphakern.ops.backends.native import cpu
+
+        cpu.build()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, 4, 4, generator=g) * 3
+    gamma = torch.randn(() if granularity == "layer" else (3,), generator=g)
+    nu = torch.tensor(2.5)
+
+    def loss(gm, xs):
+        y = alphakern.gate(xs, gm, nu, activation=name, granularity=granularity, backend=backend)
+        return (y * y).sum()
+
+    def oracle_loss(gm, xs):
+        return (_oracle(xs, gm, nu, name, granularity) ** 2).sum()
+
+    g64, x64 = gamma.double().requires_grad_(), x.double()
+    want = torch.autograd.grad(oracle_loss(g64, x64), g64)[0]
+    torch.testing.assert_close(torch.func.grad(loss)(gamma, x).double(), want, rtol=1e-5, atol=1e-5)
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(gamma, x[:, None])
+    for i in range(x.shape[0]):
+        want_i = torch.autograd.grad(oracle_loss(g64, x64[i : i + 1]), g64)[0]
+        torch.testing.assert_close(per_sample[i].double(), want_i, rtol=1e-5, atol=1e-5)
+    sample = x[:1]
+
+    def gate_of(xs):
+        return alphakern.gate(xs, gamma, nu, activation=name, granularity=granularity, backend=backend)
+
+    jac = torch.func.jacrev(gate_of)(sample)
+    want_jac = torch.autograd.functional.jacobian(
+        lambda xs: _oracle(xs, gamma.double(), nu, name, granularity), sample.double()
+    )
+    torch.testing.assert_close(jac.double(), want_jac, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_func_per_sample_gradients_of_a_linearized_network():
+    """Per-sample gradients (vmap(grad) over functional_call) of a linearized CNN with a fused
+    BatchNorm in eval mode, against a loop of autograd over the samples."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    x = torch.randn(4, 3, 8, 8)
+    model = alphakern.linearize(net, granularity="channel", fuse_bn=True, example_input=x).eval()
+    for _, gate in alphakern.alpha_layers(model):  # α away from ½, where lerp is symmetric
+        with torch.no_grad():
+            gate.gamma.normal_()
+            gate.nu.fill_(3.0)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def loss(p, xs):
+        return torch.func.functional_call(model, (p, buffers), (xs[None],)).square().sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        model(x[i : i + 1]).square().sum().backward()
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad, rtol=1e-4, atol=1e-5, msg=k)
