@@ -115,6 +115,16 @@ def linear_weights(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     raise TypeError(f"linear_weights: an nn.Linear or a transformers Conv1D, got {type(m).__name__}")
 
 
+def linear_dims(m: nn.Module) -> tuple[int, int]:
+    """(out, in) of an ``nn.Linear`` or a transformers ``Conv1D``, off its weight's shape (no copy)."""
+    if isinstance(m, nn.Linear):
+        return m.out_features, m.in_features
+    if is_conv1d(m):
+        fan_in, fan_out = m.weight.shape
+        return fan_out, fan_in
+    raise TypeError(f"linear_dims: an nn.Linear or a transformers Conv1D, got {type(m).__name__}")
+
+
 def is_conv1d(m: nn.Module) -> bool:
     """A Hugging Face ``Conv1D`` (a linear layer with its weight stored [in, out])."""
     return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alphakern.folding.algebra import linear_weights, mlp_concat, mlp_macs, mlp_split, new_linear
+from alphakern.folding.algebra import linear_dims, linear_weights, mlp_concat, mlp_macs, mlp_split, new_linear
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 
 FORMS = ("split", "concat")
@@ -96,10 +96,9 @@ def concat_modules(
 
 
 def mlp_dims(l1: nn.Module, l2: nn.Module) -> tuple[int, int, int]:
-    """(d, h, d_out) of the MLP l1 → l2."""
-    w1, _ = linear_weights(l1)
-    w2, _ = linear_weights(l2)
-    return w1.shape[1], w1.shape[0], w2.shape[0]
+    """(d, h, d_out) of the MLP l1 → l2 (or of any linear → linear pair)."""
+    (h, d), (d_out, _) = linear_dims(l1), linear_dims(l2)
+    return d, h, d_out
 
 
 def choose_form(

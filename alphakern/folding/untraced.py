@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from alphakern.folding.algebra import compose_linears, is_conv1d, linear_weights
+from alphakern.folding.algebra import compose_linears, is_conv1d
 from alphakern.folding.chains import _DROPOUT
-from alphakern.folding.mlp import SWIGLU, choose_form, concat_modules, mlp_gate
+from alphakern.folding.mlp import SWIGLU, choose_form, concat_modules, mlp_dims, mlp_gate
 from alphakern.graph.fx import set_module
 from alphakern.modules import AlphaGate, FixedGate, FixedSlopeReLU
 
@@ -173,8 +173,7 @@ def _linear_chains(
         if calls[l1name] != 1 or calls[l2name] != 1:
             not_merged.append(((l1name, l2name), "a linear of the chain runs more than once in a forward"))
             continue
-        (w1, _), (w2, _) = linear_weights(l1), linear_weights(l2)
-        why = policy.linears_rejected(w1.shape[1], w1.shape[0], w2.shape[0])
+        why = policy.linears_rejected(*mlp_dims(l1, l2))
         if why is not None:
             not_merged.append(((l1name, l2name), why))
             continue

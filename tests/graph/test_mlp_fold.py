@@ -436,3 +436,15 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_mlp_dims_reads_linear_and_conv1d_shapes():
+    """(d, h, d_out) off the weights' shapes: nn.Linear stores [out, in], transformers' Conv1D [in, out]."""
+    tf = pytest.importorskip("transformers")
+    from alphakern.folding.mlp import mlp_dims
+
+    assert mlp_dims(nn.Linear(3, 5), nn.Linear(5, 7)) == (3, 5, 7)
+    conv1d = tf.pytorch_utils.Conv1D
+    assert mlp_dims(conv1d(5, 3), conv1d(7, 5)) == (3, 5, 7)  # Conv1D(nf=out, nx=in)
+    with pytest.raises(TypeError, match="an nn.Linear or a transformers Conv1D, got ReLU"):
+        mlp_dims(nn.ReLU(), nn.Linear(5, 7))
