@@ -230,14 +230,15 @@ def bn_gate(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
     name = resolve(backend, x, granularity)
+    compiling = torch.compiler.is_compiling()
     # an empty batch: F.batch_norm's empty answer; under torch.func: PyTorch's ops, which it transforms
-    if name == "torch" or x.numel() == 0 or transforming():
+    if name == "torch" or x.numel() == 0 or (not compiling and transforming()):
         z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         z = z if residual is None else z + residual
         gate_backend = None if backend in (None, "auto") else backend
         return gate_op_entry(z, gamma, nu, act, gate_backend)
     use_batch = training or running_mean is None
-    if torch.compiler.is_compiling():
+    if compiling:
         y, mean, var = bn_gate_op(
             x,
             residual,

@@ -208,8 +208,8 @@ def transforming() -> bool:
     """Is a torch.func transform (grad, vmap, jacrev, functional per-sample gradients) running?
     Its wrapped tensors reach an autograd.Function only through ``setup_context`` and a vmap rule,
     which the fused Function does not have (its ctx-in-forward style keeps eager calls cheap).
-    Not asked while torch.compile traces: the registered ops serve there."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+    Eager mode only: callers ask it after their ``torch.compiler.is_compiling()`` branch."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def composite(x: Tensor, gamma: Tensor, nu: Tensor, act: Activation, granularity: str) -> Tensor:
